@@ -1,0 +1,30 @@
+"""coda/status: model path, device, dtype, state (loading / ready / error) and recent latency percentiles."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from coda_lsp import __version__
+from coda_lsp.server import CodaServer
+
+STATUS = "coda/status"
+
+
+def register(server: CodaServer) -> None:
+    @server.feature(STATUS)
+    def status(ls: CodaServer, params: Any) -> dict[str, Any]:
+        engine = ls.host.engine
+        cache = ls.pipeline.cache
+        return {
+            "version": __version__,
+            "state": ls.host.state.value,
+            "error": ls.host.error,
+            "modelPath": str(ls.host.spec.path),
+            "device": str(engine.device) if engine is not None else ls.host.spec.device,
+            "dtype": str(engine.dtype).removeprefix("torch.") if engine is not None else ls.host.spec.dtype,
+            "latency": ls.latency.summary(),
+            "numEngineCalls": ls.pipeline.num_engine_calls,
+            "cache": {"entries": len(cache), "hits": cache.num_hits, "misses": cache.num_misses},
+            "settings": asdict(ls.settings),
+        }

@@ -1,0 +1,65 @@
+"""The model's lifecycle: loaded once in the background, in state loading, ready or error."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+# Loads the engine for (path, device, dtype); raises with a one-line message on a bad checkpoint.
+LoadEngine = Callable[[Path, str, "str | None"], Any]
+
+
+class ModelState(enum.Enum):
+    LOADING = "loading"  # from startup until the load finishes; requests wait for it (bounded)
+    READY = "ready"      # the engine answers requests
+    ERROR = "error"      # the load failed; requests get empty results and coda/status the reason
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load: the command line's slice."""
+
+    path: Path
+    device: str = "cpu"
+    dtype: str | None = None  # None: the engine's default (fp32 on CPU, bf16 on CUDA)
+
+
+def load_coda_engine(path: Path, device: str, dtype: str | None) -> Any:
+    """The real loader; imported lazily so `coda-lsp --help` does not pay for importing torch."""
+    from coda_engine import Engine
+
+    return Engine.from_pretrained(path, device=device, dtype=dtype)
+
+
+class ModelHost:
+    """Holds the engine once loaded, and what went wrong if it was not."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.state = ModelState.LOADING
+        self.engine: Any = None
+        self.error: str | None = None
+        self._settled = asyncio.Event()
+
+    def set_ready(self, engine: Any) -> None:
+        self.engine, self.state = engine, ModelState.READY
+        self._settled.set()
+
+    def set_error(self, reason: str) -> None:
+        self.error, self.state = reason, ModelState.ERROR
+        self._settled.set()
+
+    async def wait(self, timeout_s: float) -> Any:
+        """The engine, waiting up to `timeout_s` while it loads; None if it failed or is still loading."""
+        if self.state is ModelState.LOADING:
+            try:
+                await asyncio.wait_for(self._settled.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                return None
+        return self.engine

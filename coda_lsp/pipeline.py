@@ -1,0 +1,91 @@
+"""complete(document, cursor, settings) -> Completion: context -> trigger -> cache -> debounce -> engine -> filters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from coda_lsp.cache import CacheKey, CompletionCache
+from coda_lsp.context import CompletionContext, TokenCounter, build_context
+from coda_lsp.documents import Document
+from coda_lsp.filters import run_filters
+from coda_lsp.loader import ModelHost
+from coda_lsp.settings import GenerationSettings, Settings
+from coda_lsp.trigger import should_complete
+from coda_lsp.worker import EngineWorker, StopCheck
+
+logger = logging.getLogger(__name__)
+
+LOAD_WAIT_S = 60.0  # a request that arrives while the model loads waits this long, then gets no completion
+# A canvas holds the prompt and the span; this many positions stay free so that tokenising the prefix and the
+# suffix separately (a token or two more than the per-line counts) never overflows max_position_embeddings.
+_POSITION_SLACK = 16
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    ctx: CompletionContext
+    engine_ms: float      # time the engine spent on it; 0 for a cache hit
+
+
+class Pipeline:
+    """The completion pipeline as named stages; the LSP features call `complete` and shape its result."""
+
+    def __init__(self, host: ModelHost, worker: EngineWorker, cache: CompletionCache) -> None:
+        self.host = host
+        self.worker = worker
+        self.cache = cache
+        self.num_engine_calls = 0
+        self._counter: TokenCounter | None = None
+
+    async def complete(self, doc: Document, offset: int, settings: Settings, *, is_invoked: bool) -> Completion | None:
+        engine = await self.host.wait(LOAD_WAIT_S)
+        if engine is None:
+            return None
+        ctx = self.context(engine, doc, offset, settings)
+        reason = should_complete(ctx, settings.trigger, is_invoked)
+        if reason is not None:
+            logger.debug("no completion at %s:%d: %s", doc.uri, offset, reason)
+            return None
+        key = CacheKey(f"{ctx.language_id}|{settings.generation}", ctx.prefix, ctx.suffix)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return Completion(cached, ctx, 0.0) if cached else None
+        if not is_invoked and settings.trigger.debounce_ms:
+            # a newer request for this document cancels this task while it sleeps (LatestWins)
+            await asyncio.sleep(settings.trigger.debounce_ms / 1000)
+        raw, engine_ms = await self.worker.run(lambda stop: _infill(engine, ctx, settings.generation, stop))
+        self.num_engine_calls += 1
+        text = run_filters(raw, ctx)
+        self.cache.put(key, text or "")
+        return Completion(text, ctx, engine_ms) if text else None
+
+    def context(self, engine: Any, doc: Document, offset: int, settings: Settings) -> CompletionContext:
+        if self._counter is None:
+            self._counter = TokenCounter(engine.tokenizer)
+        span = max(settings.generation.max_tokens, settings.generation.single_line_tokens)
+        room = engine.config.max_position_embeddings - span - _POSITION_SLACK
+        return build_context(doc, offset, settings.context, self._counter, max_context_tokens=max(16, room))
+
+
+def span_tokens(ctx: CompletionContext, settings: GenerationSettings) -> int:
+    """Tokens the engine may write: a whole block needs more room than the rest of one line."""
+    if ctx.scope.is_multiline:
+        return settings.max_tokens
+    return min(settings.single_line_tokens, settings.max_tokens)
+
+
+def _infill(engine: Any, ctx: CompletionContext, settings: GenerationSettings, should_stop: StopCheck) -> tuple[str, float]:
+    """One engine call on the engine thread: (raw text, engine ms). Raises coda_engine.Cancelled when stopped."""
+    span = span_tokens(ctx, settings)
+    steps = None if settings.steps is None else min(settings.steps, span)
+    # The model predicts position i from position i-1, so a span cannot start a canvas: at the very start of a
+    # file the engine gets one newline before the cursor, which reads as "a file starting here".
+    prefix = ctx.prefix or "\n"
+    result = engine.infill(prefix, ctx.suffix, max_new_tokens=span, steps=steps, alg=settings.alg,
+                           temperature=settings.temperature, threshold=settings.threshold,
+                           should_stop=should_stop)
+    return result.text, result.elapsed_ms

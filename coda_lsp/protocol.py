@@ -1,0 +1,55 @@
+"""CodaProtocol: pygls' LSP protocol, plus an InvalidParams answer to requests whose params do not parse."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, BinaryIO
+
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.protocol import LanguageServerProtocol
+
+logger = logging.getLogger(__name__)
+
+# Stands for a request that was already answered with an error while it was being parsed.
+_ANSWERED = object()
+
+
+class CodaProtocol(LanguageServerProtocol):
+    """pygls logs a request whose params fail validation and never answers it, so the client waits forever;
+    here such a request gets InvalidParams (-32602) with the method named."""
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        try:
+            return super().structure_message(data)
+        except JsonRpcException:
+            if "id" not in data or "method" not in data or not isinstance(data["id"], (int, str)):
+                raise
+            error = JsonRpcInvalidParams(f"invalid params for {data['method']}")
+            self._send_response(data["id"], error=error.to_response_error())
+            return _ANSWERED
+
+    def handle_message(self, message: Any) -> None:
+        if message is _ANSWERED:
+            return
+        super().handle_message(message)
+
+
+class Utf8RepairingStdin:
+    """stdin for pygls' reader, with each message body made valid UTF-8 (bad bytes become U+FFFD). pygls reads
+    the body with read(Content-Length) and json-decodes it as UTF-8; one stray byte in a document would
+    otherwise drop the whole didOpen or request without any answer."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+
+    def readline(self) -> bytes:
+        return self._raw.readline()
+
+    def read(self, size: int) -> bytes:
+        data = self._raw.read(size)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            logger.warning("message body is not valid UTF-8; invalid bytes replaced with U+FFFD")
+            return data.decode("utf-8", "replace").encode("utf-8")
+        return data

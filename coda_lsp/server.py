@@ -1,0 +1,66 @@
+"""build_server(settings, spec, load_engine) -> CodaServer: the language server's state and feature wiring."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pygls.lsp.server import LanguageServer
+
+from coda_lsp import __version__
+from coda_lsp.cache import CompletionCache
+from coda_lsp.documents import DocumentStore
+from coda_lsp.latency import LatencyTracker
+from coda_lsp.loader import LoadEngine, ModelHost, ModelSpec, load_coda_engine
+from coda_lsp.pipeline import Pipeline
+from coda_lsp.positions import Encoding, encoding_of
+from coda_lsp.protocol import CodaProtocol
+from coda_lsp.settings import Settings
+from coda_lsp.worker import EngineWorker, LatestWins
+
+logger = logging.getLogger(__name__)
+
+
+class CodaServer(LanguageServer):
+    """State shared by the features; the features themselves live in coda_lsp.features."""
+
+    def __init__(self, settings: Settings, spec: ModelSpec, load_engine: LoadEngine) -> None:
+        super().__init__("coda-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+                         protocol_cls=CodaProtocol)
+        self.default_settings = settings
+        self.initialization_settings = settings   # defaults < initializationOptions
+        self.settings = settings                  # ... < workspace/configuration
+        self.load_engine = load_engine
+        self.documents = DocumentStore()
+        self.host = ModelHost(spec)
+        self.worker = EngineWorker()
+        self.latest = LatestWins()
+        self.latency = LatencyTracker()
+        self.pipeline = Pipeline(self.host, self.worker, CompletionCache())
+        self.load_task: asyncio.Task[None] | None = None  # kept so the running load is not garbage-collected
+
+    @property
+    def encoding(self) -> Encoding:
+        """The position encoding negotiated in initialize (utf-16 unless the client offered utf-8 / utf-32)."""
+        capabilities = self.protocol.server_capabilities
+        return encoding_of(capabilities.position_encoding if capabilities else None)
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """A malformed notification is logged, not shown: a misbehaving client must not flood the user."""
+        if isinstance(error, (JsonRpcException, ValueError)):
+            logger.warning("ignored a malformed message: %s", error)
+            return
+        super().report_server_error(error, source)
+
+
+def build_server(settings: Settings, spec: ModelSpec, load_engine: LoadEngine = load_coda_engine) -> CodaServer:
+    """A server with every feature registered; the model loads after `initialized`."""
+    from coda_lsp.features import completion, configuration, documents, fill_block, inline, lifecycle, status
+
+    server = CodaServer(settings, spec, load_engine)
+    for feature in (lifecycle, configuration, documents, inline, completion, fill_block, status):
+        feature.register(server)
+    return server

@@ -1,0 +1,119 @@
+"""Settings for section "coda": typed defaults, merged as defaults < initializationOptions < workspace/configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Literal, Mapping
+
+Alg = Literal["origin", "maskgit_plus", "topk_margin", "entropy", "threshold"]
+ALGS: tuple[str, ...] = ("origin", "maskgit_plus", "topk_margin", "entropy", "threshold")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """The engine's slice: how one infill is sampled."""
+
+    max_tokens: int = 64           # tokens in a multi-line span; the span is an upper bound (pad is dropped)
+    single_line_tokens: int = 24   # tokens in a single-line span: one line rarely needs more
+    steps: int | None = None       # denoising steps; None = one token per step (exact, slowest)
+    alg: Alg = "entropy"
+    temperature: float = 0.0       # 0 = greedy, so identical contexts give identical (cacheable) answers
+    threshold: float | None = None  # alg "threshold": reveal every position at least this confident
+
+
+@dataclass(frozen=True)
+class ContextSettings:
+    """The context builder's slice: how much text around the cursor the model sees."""
+
+    context_tokens: int = 1024     # prefix + suffix budget, measured with the model's tokenizer
+    suffix_share: float = 0.25     # the suffix's guaranteed part of the budget; unused budget flows to the other side
+
+
+@dataclass(frozen=True)
+class TriggerSettings:
+    """The trigger's and scheduler's slice: when to ask the model at all."""
+
+    debounce_ms: int = 50          # ms an automatic request waits for a newer one before using the engine
+    languages: tuple[str, ...] = ("python", "javascript", "javascriptreact", "typescript", "typescriptreact",
+                                  "go", "rust")
+
+
+@dataclass(frozen=True)
+class Settings:
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    context: ContextSettings = field(default_factory=ContextSettings)
+    trigger: TriggerSettings = field(default_factory=TriggerSettings)
+
+    def merged(self, values: Any) -> tuple[Settings, list[str]]:
+        """These settings overridden by a client's `coda` object, and one message per value that was ignored
+        (unknown key, wrong type, out of range), so a typo is reported instead of silently doing nothing."""
+        if values is None:
+            return self, []
+        if not isinstance(values, Mapping):
+            return self, [f"coda settings must be an object, got {type(values).__name__}"]
+        settings, problems = self, []
+        for key, value in values.items():
+            if key not in _KEYS:
+                problems.append(f"unknown setting coda.{key}")
+                continue
+            slice_name, field_name, check = _KEYS[key]
+            try:
+                checked = check(value)
+            except (TypeError, ValueError) as exc:
+                problems.append(f"coda.{key}: {exc}")
+                continue
+            settings = replace(settings, **{slice_name: replace(getattr(settings, slice_name),
+                                                                **{field_name: checked})})
+        return settings, problems
+
+
+def _int_in(low: int, high: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"expected an integer, got {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside [{low}, {high}]")
+        return value
+    return check
+
+
+def _float_in(low: float, high: float) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected a number, got {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside [{low}, {high}]")
+        return float(value)
+    return check
+
+
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else check(value)
+
+
+def _alg(value: Any) -> str:
+    if value not in ALGS:
+        raise ValueError(f"{value!r} is not one of {', '.join(ALGS)}")
+    return value
+
+
+def _languages(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TypeError(f"expected a list of language ids, got {value!r}")
+    return tuple(value)
+
+
+# Client key -> (slice, field, validator). 512 tokens and 32k context are far above what an editor needs and
+# stop a typo from asking the engine for a minute of work.
+_KEYS: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
+    "maxTokens": ("generation", "max_tokens", _int_in(1, 512)),
+    "singleLineTokens": ("generation", "single_line_tokens", _int_in(1, 512)),
+    "steps": ("generation", "steps", _optional(_int_in(1, 512))),
+    "alg": ("generation", "alg", _alg),
+    "temperature": ("generation", "temperature", _float_in(0.0, 5.0)),
+    "threshold": ("generation", "threshold", _optional(_float_in(0.0, 1.0))),
+    "contextTokens": ("context", "context_tokens", _int_in(16, 32768)),
+    "suffixShare": ("context", "suffix_share", _float_in(0.05, 0.95)),
+    "debounceMs": ("trigger", "debounce_ms", _int_in(0, 5000)),
+    "enabledLanguages": ("trigger", "languages", _languages),
+}

@@ -1,0 +1,178 @@
+"""Safetensors checkpoints: find the files (single or sharded), validate headers, memory-map the tensors.
+
+The safetensors layout is an 8-byte little-endian header length, a JSON header mapping each name to
+{dtype, shape, data_offsets}, then the raw bytes. Parsing it here (rather than through safe_open) lets every
+tensor be a zero-copy view of a private file mapping, and lets each problem be reported with its file.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+# A header larger than this is not a safetensors header: it guards against reading garbage lengths.
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor lives: its file, dtype, shape and byte range after the header."""
+
+    file: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+def find_weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a checkpoint: model.safetensors, or the shards named by the index."""
+    single, index = folder / SINGLE_FILE, folder / INDEX_FILE
+    if single.is_file():
+        return [single]
+    if not index.is_file():
+        raise CheckpointError(folder, f"no {SINGLE_FILE} and no {INDEX_FILE}")
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(index, f"not a valid safetensors index ({type(exc).__name__}: {exc})") from None
+    files = [folder / name for name in names]
+    for path in files:
+        if not path.is_file():
+            raise CheckpointError(path, f"shard named in {INDEX_FILE} is missing")
+    return files
+
+
+def read_header(path: Path) -> dict[str, TensorEntry]:
+    """Parse and validate one safetensors header against the file's real size."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        raw_length = f.read(8)
+        if len(raw_length) < 8:
+            raise CheckpointError(path, "truncated: shorter than a safetensors header")
+        (header_length,) = struct.unpack("<Q", raw_length)
+        if header_length > min(MAX_HEADER_BYTES, size - 8):
+            raise CheckpointError(path, f"corrupt or truncated: header length {header_length} exceeds the file")
+        try:
+            header = json.loads(f.read(header_length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(path, f"corrupt safetensors header ({exc})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(path, "corrupt safetensors header (not a JSON object)")
+    data_start = 8 + header_length
+    entries = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        entries[name] = _entry(path, name, meta, data_start, size)
+    return entries
+
+
+def _entry(path: Path, name: str, meta: object, data_start: int, file_size: int) -> TensorEntry:
+    try:
+        dtype = DTYPES[meta["dtype"]]
+        shape = tuple(int(d) for d in meta["shape"])
+        begin, end = (int(o) for o in meta["data_offsets"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"corrupt header entry for {name} ({type(exc).__name__}: {exc})") from None
+    numel = 1
+    for d in shape:
+        numel *= d
+    expected = numel * torch.empty((), dtype=dtype).element_size()
+    if end - begin != expected or begin < 0:
+        raise CheckpointError(path, f"corrupt entry for {name}: {end - begin} bytes for shape {list(shape)}")
+    if data_start + end > file_size:
+        raise CheckpointError(path, f"truncated: tensor {name} ends at byte {data_start + end}, file has {file_size}")
+    return TensorEntry(path, dtype, shape, data_start + begin, data_start + end)
+
+
+def index_checkpoint(folder: Path) -> dict[str, TensorEntry]:
+    """name -> TensorEntry over every weight file; a name in two files is an error."""
+    entries: dict[str, TensorEntry] = {}
+    for path in find_weight_files(folder):
+        for name, entry in read_header(path).items():
+            if name in entries:
+                raise CheckpointError(path, f"tensor {name} also appears in {entries[name].file.name}")
+            entries[name] = entry
+    return entries
+
+
+class MappedFiles:
+    """Private (copy-on-write) mappings of weight files; tensors are views, so nothing is read until touched."""
+
+    def __init__(self) -> None:
+        self._maps: dict[Path, mmap.mmap] = {}
+
+    def tensor(self, entry: TensorEntry) -> torch.Tensor:
+        mapping = self._maps.get(entry.file)
+        if mapping is None:
+            with entry.file.open("rb") as f:
+                mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            self._maps[entry.file] = mapping
+        count = (entry.end - entry.start) // torch.empty((), dtype=entry.dtype).element_size()
+        if count == 0:
+            return torch.empty(entry.shape, dtype=entry.dtype)
+        flat = torch.frombuffer(mapping, dtype=entry.dtype, count=count, offset=entry.start)
+        return flat.view(entry.shape)
+
+    def release(self, entry: TensorEntry) -> None:
+        """Drop a tensor's pages from this process once it has been copied elsewhere (dtype or device change)."""
+        mapping = self._maps[entry.file]
+        page = mmap.PAGESIZE
+        start = entry.start - entry.start % page
+        length = entry.end - start
+        if length > 0 and hasattr(mapping, "madvise"):
+            mapping.madvise(mmap.MADV_DONTNEED, start, length)
+
+
+def load_weights(model: torch.nn.Module, folder: Path, *, dtype: torch.dtype, device: torch.device,
+                 tie_head_when_absent: bool) -> None:
+    """Assign every parameter of a meta-device `model` from the checkpoint, checking names and shapes.
+
+    fp32 tensors bound for fp32 on the CPU stay zero-copy views of the file mapping; anything converted is
+    copied one tensor at a time and its mapped pages are dropped, so peak memory stays near the result's size.
+    """
+    entries = index_checkpoint(folder)
+    expected = dict(model.named_parameters())
+    tie_head = "lm_head.weight" in expected and "lm_head.weight" not in entries and tie_head_when_absent
+    for name, param in expected.items():
+        if name not in entries and not (tie_head and name == "lm_head.weight"):
+            raise CheckpointError(folder, f"missing tensor {name}")
+        if name in entries and tuple(entries[name].shape) != tuple(param.shape):
+            raise CheckpointError(entries[name].file, f"tensor {name} has shape {list(entries[name].shape)}, "
+                                                      f"the config implies {list(param.shape)}")
+    files = MappedFiles()
+    order = sorted((n for n in expected if n in entries), key=lambda n: (entries[n].file, entries[n].start))
+    for name in order:
+        entry = entries[name]
+        mapped = files.tensor(entry)
+        if mapped.dtype == dtype and device.type == "cpu":
+            value = mapped
+        else:
+            value = mapped.to(device=device, dtype=dtype)
+            files.release(entry)
+        _assign(model, name, value)
+    if tie_head:
+        # Qwen3-style tied head: only when the file has none and the config asks for it (never for CoDA).
+        model.lm_head.weight = model.get_parameter("model.embed_tokens.weight")
+
+
+def _assign(model: torch.nn.Module, name: str, value: torch.Tensor) -> None:
+    module_name, _, leaf = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    module._parameters[leaf] = torch.nn.Parameter(value, requires_grad=False)

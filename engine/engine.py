@@ -1,0 +1,163 @@
+"""Engine: load a checkpoint once, then score canvases, generate after prompts, and infill between prefix and suffix."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_weights
+from .config import ModelConfig, load_config
+from .errors import CheckpointError
+from .generate import SamplingParams, StepCallback, StopCheck, denoise, masked_logits, reference_logits
+from .model import CodaModel
+from .sampling import Algorithm
+from .tokenizer import Tokenizer, load_tokenizer
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class InfillResult:
+    """One infill: the text between prefix and suffix, and what it cost."""
+
+    text: str
+    token_ids: list[int]
+    num_forward_passes: int
+    elapsed_ms: float
+    tokens_per_step: list[int]
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """None picks bf16 on CUDA (as CoDA's serving does) and fp32 elsewhere; names like 'bf16' are accepted."""
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+        return DTYPES[dtype]
+    if dtype not in DTYPES.values():
+        raise ValueError(f"unsupported dtype {dtype}; expected float32, bfloat16 or float16")
+    return dtype
+
+
+class Engine:
+    """A loaded model plus its tokenizer. Not thread-safe: callers serialise requests (the server uses one worker)."""
+
+    def __init__(self, model: CodaModel, tokenizer: Tokenizer, path: Path) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.path = path
+        self.config: ModelConfig = model.config
+        self.mask_token_id = tokenizer.mask_token_id
+        if self.mask_token_id != self.config.mask_token_id:
+            raise CheckpointError(path / "config.json", f"mask_token_id {self.config.mask_token_id} disagrees with "
+                                                        f"the tokenizer's <|mask|> id {self.mask_token_id}")
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.lm_head.weight.dtype
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | str | None = None) -> "Engine":
+        """Load an HF-format CoDA (or Qwen3) folder; every problem with it raises one CheckpointError."""
+        folder = Path(path)
+        if not folder.is_dir():
+            raise CheckpointError(folder, "model folder not found" if not folder.exists() else "not a folder")
+        device = torch.device(device)
+        dtype = resolve_dtype(dtype, device)
+        config = load_config(folder)
+        tokenizer = load_tokenizer(folder)
+        with torch.device("meta"):
+            model = CodaModel(config)
+        load_weights(model, folder, dtype=dtype, device=device, tie_head_when_absent=config.tie_word_embeddings)
+        return cls(model.eval(), tokenizer, folder)
+
+    def forward_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids -> (B, L, V) raw, unshifted logits, as CoDA's model returns them."""
+        input_ids = self._as_batch(input_ids)
+        self._check_length(input_ids.shape[1])
+        with torch.inference_mode():
+            return self.model(input_ids)
+
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, steps: int, alg: Algorithm = "entropy",
+                 temperature: float = 0.0, top_p: float | None = None, top_k: int | None = None,
+                 alg_temp: float | None = None, eps: float = 1e-3, threshold: float | None = None,
+                 generator: torch.Generator | None = None, should_stop: StopCheck | None = None,
+                 on_step: StepCallback | None = None, reference: bool = False) -> torch.Tensor:
+        """CoDA's `diffusion_generate`: append `max_new_tokens` masks (masks inside the prompt are filled too).
+
+        `reference=True` runs the plain loop (full vocabulary projection at every position, every step); the
+        default projects only masked positions and stops once the canvas is full. Both give the same tokens.
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        params = SamplingParams(steps, alg, temperature, top_p, top_k, alg_temp, eps, threshold)
+        prompt = self._as_batch(input_ids)
+        masks = torch.full((prompt.shape[0], max_new_tokens), self.mask_token_id, dtype=torch.long,
+                           device=self.device)
+        canvas = torch.cat([prompt, masks], dim=1)
+        self._check_length(canvas.shape[1])
+        trace = denoise(self.model, canvas, self.mask_token_id, params,
+                        logits_at_masks=reference_logits if reference else masked_logits,
+                        generator=generator, should_stop=should_stop, on_step=on_step)
+        return trace.canvas
+
+    def infill(self, prefix: str, suffix: str, max_new_tokens: int = 64, steps: int | None = None,
+               alg: Algorithm = "entropy", temperature: float = 0.0, top_p: float | None = None,
+               top_k: int | None = None, alg_temp: float | None = None, eps: float = 1e-3,
+               threshold: float | None = None, seed: int | None = None, should_stop: StopCheck | None = None,
+               on_step: StepCallback | None = None) -> InfillResult:
+        """Fill up to `max_new_tokens` tokens between `prefix` and `suffix` (steps defaults to one per token).
+
+        The span is an upper bound: pad and end tokens the model writes inside it are dropped from the text.
+        """
+        started = time.perf_counter()
+        if max_new_tokens < 1:
+            raise ValueError(f"the span must hold at least one token, got max_new_tokens={max_new_tokens}")
+        steps = max_new_tokens if steps is None else steps
+        if steps > max_new_tokens:
+            raise ValueError(f"steps ({steps}) must not exceed the span ({max_new_tokens} tokens)")
+        prefix_ids = self.tokenizer.encode(prefix)
+        if not prefix_ids:
+            # Position i is predicted from position i-1, so the first position of a canvas can never be written.
+            raise ValueError("the prefix is empty: the model needs at least one token before the span")
+        params = SamplingParams(steps, alg, temperature, top_p, top_k, alg_temp, eps, threshold)
+        span = [self.mask_token_id] * max_new_tokens
+        canvas_ids = prefix_ids + span + self.tokenizer.encode(suffix)
+        self._check_length(len(canvas_ids))
+        canvas = torch.tensor([canvas_ids], dtype=torch.long, device=self.device)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        trace = denoise(self.model, canvas, self.mask_token_id, params, generator=generator,
+                        should_stop=should_stop, on_step=on_step)
+        written = trace.canvas[0, len(prefix_ids):len(prefix_ids) + max_new_tokens].tolist()
+        kept = [t for t in written if t not in self.tokenizer.filler_token_ids]
+        return InfillResult(text=self.tokenizer.decode(kept), token_ids=written,
+                            num_forward_passes=trace.num_forward_passes,
+                            elapsed_ms=(time.perf_counter() - started) * 1000.0,
+                            tokens_per_step=trace.tokens_per_step)
+
+    def _as_batch(self, input_ids: torch.Tensor | list[int]) -> torch.Tensor:
+        ids = torch.as_tensor(input_ids, dtype=torch.long, device=self.device)
+        if ids.dim() == 1:
+            ids = ids[None, :]
+        if ids.dim() != 2 or ids.shape[1] == 0:
+            raise ValueError(f"input_ids must be a non-empty (B, L) tensor, got shape {tuple(ids.shape)}")
+        if int(ids.min()) < 0 or int(ids.max()) >= self.config.vocab_size:
+            raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size})")
+        return ids
+
+    def _check_length(self, length: int) -> None:
+        limit = self.config.max_position_embeddings
+        if length > limit:
+            raise ValueError(f"the canvas has {length} tokens, more than max_position_embeddings ({limit})")

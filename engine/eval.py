@@ -1,0 +1,141 @@
+"""python -m coda_engine.eval: pass@1 and exact match on HumanEval infilling, as JSON and a Markdown table.
+
+The parts live in `coda_engine.evaluation`: tasks (data), candidate (truncation and assembly), sandbox
+(execution), runner (generation and parallel scoring), report (summaries and rendering). This module is
+the command line only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from . import CheckpointError, Engine
+from .evaluation.progress import ProgressBar
+from .evaluation.report import build_report, render_markdown, summarize_task
+from .evaluation.runner import InfillSettings, ProblemResult, run_task
+from .evaluation.sandbox import SandboxLimits, probe_isolation
+from .evaluation.tasks import TASK_NAMES, Problem, TaskDataError, TaskName, default_data_dir, load_problems, \
+    parse_task_names
+from .generate import SamplingParams
+
+log = logging.getLogger("coda_engine.eval")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = InfillSettings()
+    parser = argparse.ArgumentParser(
+        prog="python -m coda_engine.eval",
+        description="Infill HumanEval problems with a CoDA checkpoint; score pass@1 (sandboxed) and exact match.")
+    parser.add_argument("--model", required=True, help="checkpoint folder (HF layout)")
+    parser.add_argument("--task", action="append", default=None, metavar="NAME",
+                        help=f"{', '.join(TASK_NAMES)}; repeat or comma-separate (default: single-line)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="folder with the HumanEval*.jsonl.gz files (default: ../shared/data/humaneval "
+                             "beside the repository, else $CODA_SHARED_DIR/data/humaneval)")
+    parser.add_argument("--limit", type=_count(0), default=None, help="at most this many problems per task")
+    parser.add_argument("--offset", type=_count(0), default=0, help="skip this many problems per task")
+    parser.add_argument("--max-new-tokens", type=_count(1), default=defaults.max_new_tokens)
+    parser.add_argument("--steps", type=_count(1), default=defaults.steps)
+    parser.add_argument("--alg", default=defaults.alg)
+    parser.add_argument("--temperature", type=float, default=defaults.temperature)
+    parser.add_argument("--threshold", type=float, default=defaults.threshold)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default=None, help="default: the engine's (fp32 on CPU)")
+    parser.add_argument("--timeout", type=_positive_float, default=SandboxLimits().timeout_s,
+                        help="seconds each candidate program may run")
+    parser.add_argument("--jobs", type=_count(1), default=os.cpu_count() or 1,
+                        help="candidate programs run at once (default: CPU count)")
+    parser.add_argument("--output", type=Path, default=None, help="write the JSON report here")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the Markdown table here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = _infill_settings(args)
+        problems_by_task = _load_all(args)
+        engine = Engine.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    # ValueError: sampling settings, --device or --dtype the engine rejects.
+    except (TaskDataError, CheckpointError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    isolation = probe_isolation()
+    log.info("model %s on %s (%s); sandbox: network namespace %s, process limit %s", args.model, args.device,
+             engine.dtype, "yes" if isolation.has_network_namespace else "NO",
+             "enforced" if isolation.enforces_process_limit else "NOT enforced (uid 0)")
+    report = _evaluate(args, engine, settings, problems_by_task)
+    markdown = render_markdown(report)
+    if args.output is not None:
+        args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if args.markdown is not None:
+        args.markdown.write_text(markdown, encoding="utf-8")
+    sys.stdout.write(markdown)
+    return 0
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an int no smaller than `minimum`."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    parse.__name__ = "int"  # argparse names the type in its "invalid int value" message
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _infill_settings(args: argparse.Namespace) -> InfillSettings:
+    """The sampling settings, checked by the engine's own validation before hours of generation start."""
+    settings = InfillSettings(max_new_tokens=args.max_new_tokens, steps=args.steps, alg=args.alg,
+                              temperature=args.temperature, threshold=args.threshold, seed=args.seed)
+    steps = settings.max_new_tokens if settings.steps is None else settings.steps
+    if steps > settings.max_new_tokens:
+        raise ValueError(f"--steps ({steps}) must not exceed --max-new-tokens ({settings.max_new_tokens})")
+    SamplingParams(steps, settings.alg, settings.temperature, threshold=settings.threshold)
+    return settings
+
+
+def _load_all(args: argparse.Namespace) -> dict[TaskName, list[Problem]]:
+    data_dir = args.data_dir if args.data_dir is not None else default_data_dir()
+    tasks = parse_task_names(args.task or ["single-line"])
+    problems_by_task = {task: load_problems(task, data_dir, args.offset, args.limit) for task in tasks}
+    log.info("data %s: %s", data_dir, ", ".join(f"{task} {len(p)}" for task, p in problems_by_task.items()))
+    return problems_by_task
+
+
+def _evaluate(args: argparse.Namespace, engine: Engine, settings: InfillSettings,
+              problems_by_task: dict[TaskName, list[Problem]]) -> dict:
+    limits = SandboxLimits(timeout_s=args.timeout)
+    started = time.perf_counter()
+    summaries, results = [], []
+    for task, problems in problems_by_task.items():
+        task_started = time.perf_counter()
+        progress = ProgressBar(len(problems), task)
+        task_results: list[ProblemResult] = run_task(engine, problems, settings, limits, args.jobs, progress)
+        progress.close()
+        summaries.append(summarize_task(task, task_results, time.perf_counter() - task_started))
+        results.extend(task_results)
+    dtype = str(engine.dtype).removeprefix("torch.")  # the resolved one, also when --dtype was left out
+    return build_report(args.model, settings, args.device, dtype, limits, probe_isolation(), args.jobs,
+                        summaries, results, time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

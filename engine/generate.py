@@ -1,0 +1,156 @@
+"""The denoising loop: fill every `<|mask|>` of a canvas in at most `steps` forward passes.
+
+One loop serves both paths; they differ only in how logits for masked positions are computed:
+`reference_logits` runs the full vocabulary projection on every position (what CoDA's code does), while
+`masked_logits` projects only the hidden states that feed a masked position. The loop exits early once no
+mask is left, which changes nothing in the output (a full canvas has nothing left to reveal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from .errors import Cancelled
+from .model import CodaModel
+from .sampling import ALGORITHMS, Algorithm, sample_tokens
+from .schedule import reveal_probability, reveal_quota, threshold_reveal, timesteps
+
+# Fast-dLLM's default bar for confidence-threshold parallel decoding.
+DEFAULT_THRESHOLD = 0.9
+
+StepCallback = Callable[[int, torch.Tensor], None]
+StopCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request decoding settings; validated once, at construction."""
+
+    steps: int
+    alg: Algorithm = "entropy"
+    temperature: float = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    alg_temp: float | None = None
+    eps: float = 1e-3
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.alg not in ALGORITHMS:
+            raise ValueError(f"unknown alg {self.alg!r}; expected one of {', '.join(ALGORITHMS)}")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if not 0 < self.eps < 1:
+            raise ValueError(f"eps must be in (0, 1), got {self.eps}")
+        if self.threshold is not None and self.alg != "threshold":
+            raise ValueError("threshold is only used with alg='threshold'")
+        if self.threshold is not None and not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+
+    @property
+    def confidence_bar(self) -> float:
+        return DEFAULT_THRESHOLD if self.threshold is None else self.threshold
+
+
+@dataclass
+class DenoiseTrace:
+    """What one run of the loop did: the final canvas, passes spent, tokens revealed at each step."""
+
+    canvas: torch.Tensor
+    num_forward_passes: int = 0
+    tokens_per_step: list[int] = field(default_factory=list)
+
+
+class LogitsAtMasks(Protocol):
+    def __call__(self, model: CodaModel, canvas: torch.Tensor, is_masked: torch.Tensor) -> torch.Tensor:
+        """(B, L) canvas, (B, L) mask flags -> (num_masked, V) logits, in row-major order of the masks."""
+
+
+def reference_logits(model: CodaModel, canvas: torch.Tensor, is_masked: torch.Tensor) -> torch.Tensor:
+    logits = model(canvas)
+    # Position i scores token i+1, so shift right by one; position 0 keeps its own scores, as in CoDA.
+    logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+    return logits[is_masked]
+
+
+def masked_logits(model: CodaModel, canvas: torch.Tensor, is_masked: torch.Tensor) -> torch.Tensor:
+    hidden = model.hidden_states(canvas)
+    rows, cols = is_masked.nonzero(as_tuple=True)
+    # The same shift as reference_logits, applied to hidden states before the (vocabulary-sized) projection.
+    return model.lm_head(hidden[rows, (cols - 1).clamp(min=0)])
+
+
+def denoise(model: CodaModel, canvas: torch.Tensor, mask_token_id: int, params: SamplingParams, *,
+            logits_at_masks: LogitsAtMasks = masked_logits, generator: torch.Generator | None = None,
+            should_stop: StopCheck | None = None, on_step: StepCallback | None = None) -> DenoiseTrace:
+    """Reveal the canvas's masks step by step; raises Cancelled when `should_stop()` turns True between steps."""
+    trace = DenoiseTrace(canvas.clone())
+    x = trace.canvas
+    times = timesteps(params.steps, params.eps).to(x.device)
+    for step in range(params.steps):
+        if should_stop is not None and should_stop():
+            raise Cancelled(trace.num_forward_passes)
+        is_masked = x == mask_token_id
+        num_masked = int(is_masked.sum())
+        if num_masked == 0:
+            break
+        with torch.inference_mode():
+            logits = logits_at_masks(model, x, is_masked)
+        trace.num_forward_passes += 1
+        reveal_step(x, is_masked, logits, step, times, mask_token_id, params, generator)
+        trace.tokens_per_step.append(num_masked - int((x == mask_token_id).sum()))
+        if on_step is not None:
+            on_step(step, x)
+    return trace
+
+
+def reveal_step(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, step: int, times: torch.Tensor,
+                mask_token_id: int, params: SamplingParams, generator: torch.Generator | None) -> None:
+    """Write this step's revealed tokens into `x` in place."""
+    if params.alg == "origin":
+        _reveal_random(x, is_masked, logits, step, times, mask_token_id, params, generator)
+        return
+    confidence, tokens = sample_tokens(logits, params.alg, params.temperature, params.top_p, params.top_k,
+                                       generator)
+    # Masks averaged over the batch: the reference reveals the same count in every row.
+    quota = reveal_quota(is_masked.sum() / is_masked.shape[0], step, params.steps, times)
+    full_confidence = torch.full(x.shape, -torch.inf, dtype=logits.dtype, device=x.device)
+    full_confidence[is_masked] = confidence
+    proposal = torch.full_like(x, mask_token_id)
+    proposal[is_masked] = tokens
+    if params.alg == "threshold":
+        chosen = threshold_reveal(full_confidence, is_masked, params.confidence_bar, quota)
+        x.copy_(torch.where(chosen, proposal, x))
+        return
+    if quota == 0:
+        return
+    if params.alg_temp:
+        weights = torch.softmax(full_confidence / params.alg_temp, dim=-1)
+        picked = torch.multinomial(weights, quota, generator=generator)
+    else:
+        picked = torch.topk(full_confidence, quota).indices
+    rows = torch.arange(x.shape[0], device=x.device)[:, None].expand_as(picked)
+    x[rows, picked] = proposal[rows, picked]
+
+
+def _reveal_random(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, step: int,
+                   times: torch.Tensor, mask_token_id: int, params: SamplingParams,
+                   generator: torch.Generator | None) -> None:
+    """`origin`: every masked position is revealed independently with probability 1 - s/t."""
+    probability = reveal_probability(step, params.steps, times)
+    tokens = torch.full((logits.shape[0],), mask_token_id, dtype=x.dtype, device=x.device)
+    chosen = torch.rand(tokens.shape, generator=generator, device=x.device) < probability
+    if chosen.any():
+        _, tokens[chosen] = sample_tokens(logits[chosen], params.alg, params.temperature, params.top_p,
+                                          params.top_k, generator)
+    x[is_masked] = tokens

@@ -1,0 +1,167 @@
+"""The jitted train step with explicit in/out shardings and token-weighted gradient accumulation.
+
+The training state is one pytree {step, params, opt_state}; params are a flat {name: array} dict (model.flatten)
+so Orbax and the HF converter see plain string keys. Micro-batches run under lax.scan; each adds its loss
+*numerator* and gradient of the numerator, and the sums are divided once by the total normaliser (B x L of the
+whole step), which equals a single big-batch step exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from coda_training import model as model_lib
+from coda_training.config import Config
+from coda_training.loss import LossParts, masked_diffusion_loss
+from coda_training.masking import MaskingRates, noise_batch
+from coda_training.optim import make_optimizer
+from coda_training.sharding import (ShardingRules, batch_sharding, opt_state_shardings, param_shardings)
+
+TrainState = dict[str, Any]  # {"step": int32 [], "params": {name: array}, "opt_state": optax state}
+Batch = dict[str, jax.Array]  # input_ids / segment_ids int32, condition bool; each [accum, micro, L]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Everything the step closes over: model graph, optimizer, and where every array lives."""
+
+    cfg: Config
+    graphdef: nnx.GraphDef
+    abstract_state: nnx.State
+    tx: optax.GradientTransformation
+    mesh: Mesh
+    state_sharding: TrainState
+    batch_sharding: NamedSharding
+
+    @property
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P())
+
+
+def param_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
+    _, state = model_lib.abstract_model(cfg.model)
+    return {name: tuple(x.shape) for name, x in model_lib.flatten(state).items()}
+
+
+def build_context(cfg: Config, mesh: Mesh, rules: ShardingRules | None = None) -> StepContext:
+    """Shapes via eval_shape only: nothing is allocated until init or restore places each array."""
+    rules = rules or ShardingRules.fsdp_tp()
+    graphdef, abstract_state = model_lib.abstract_model(cfg.model)
+    shapes = param_shapes(cfg)
+    p_shard = param_shardings(mesh, rules, shapes)
+    tx = make_optimizer(cfg.optim, cfg.num_steps)
+    abstract_params = {n: jax.ShapeDtypeStruct(s, jnp.float32) for n, s in shapes.items()}
+    abstract_opt = jax.eval_shape(tx.init, abstract_params)
+    state_sharding = {
+        "step": NamedSharding(mesh, P()),
+        "params": p_shard,
+        "opt_state": opt_state_shardings(mesh, abstract_opt, p_shard, shapes),
+    }
+    return StepContext(cfg, graphdef, abstract_state, tx, mesh, state_sharding, batch_sharding(mesh, rules))
+
+
+def abstract_train_state(ctx: StepContext) -> TrainState:
+    """ShapeDtypeStructs carrying shardings: the restore target for Orbax."""
+    shapes = jax.eval_shape(lambda p: init_state_from_params(ctx, p), abstract_params(ctx))
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, ctx.state_sharding)
+
+
+def abstract_params(ctx: StepContext) -> dict[str, jax.ShapeDtypeStruct]:
+    return {n: jax.ShapeDtypeStruct(s.shape, jnp.float32, sharding=ctx.state_sharding["params"][n])
+            for n, s in model_lib.flatten(ctx.abstract_state).items()}
+
+
+def init_state_from_params(ctx: StepContext, params: dict[str, jax.Array]) -> TrainState:
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": ctx.tx.init(params)}
+
+
+def place_state(ctx: StepContext, params: dict[str, jax.Array]) -> TrainState:
+    """A fresh state around given params (already placed or host arrays), each leaf on its sharding."""
+    init = jax.jit(lambda p: init_state_from_params(ctx, p), out_shardings=ctx.state_sharding)
+    return init(params)
+
+
+def random_params(ctx: StepContext, seed: int) -> dict[str, jax.Array]:
+    """Random init compiled with out_shardings, so each device only ever materialises its own slice."""
+    init = jax.jit(lambda: model_lib.init_params(ctx.cfg.model, seed), out_shardings=ctx.state_sharding["params"])
+    return init()
+
+
+def micro_loss_parts(ctx: StepContext, params, micro: Batch, rates: MaskingRates, key: jax.Array) -> LossParts:
+    """Noise one micro-batch, run the model, score the masked targets."""
+    cfg = ctx.cfg
+    noised = noise_batch(key, micro["input_ids"], micro["segment_ids"], micro["condition"], rates,
+                         eps=cfg.masking.eps, mask_id=cfg.model.mask_token_id, pad_id=cfg.model.pad_token_id,
+                         conditional=cfg.masking.conditional)
+    logits = model_lib.forward(ctx.graphdef, ctx.abstract_state, params, noised.input_ids, micro["segment_ids"])
+    return masked_diffusion_loss(logits, noised.target_ids, noised.is_masked, noised.t, micro["segment_ids"])
+
+
+def make_train_step(ctx: StepContext) -> Callable[[TrainState, Batch, MaskingRates], tuple[TrainState, dict]]:
+    cfg = ctx.cfg
+
+    def micro_loss(params, micro: Batch, rates: MaskingRates, key: jax.Array):
+        parts = micro_loss_parts(ctx, params, micro, rates, key)
+        return parts.weighted_nll_sum, parts
+
+    grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+    def step_fn(state: TrainState, batch: Batch, rates: MaskingRates):
+        params = state["params"]
+        # Noise depends only on (seed, step, micro index): a resumed run redraws the same masks.
+        step_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), state["step"])
+        num_micro = batch["input_ids"].shape[0]
+
+        def body(carry, xs):
+            grad_sum, sums = carry
+            micro, index = xs
+            (_, parts), grads = grad_fn(params, micro, rates, jax.random.fold_in(step_key, index))
+            grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+            sums = jax.tree.map(jnp.add, sums, tuple(parts))
+            return (grad_sum, sums), None
+
+        zero_sums = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32))
+        zero_grads = jax.tree.map(jnp.zeros_like, params)
+        (grad_sum, (weighted, num_masked, nll)), _ = jax.lax.scan(
+            body, (zero_grads, zero_sums), (batch, jnp.arange(num_micro)))
+        normaliser = batch["input_ids"].size  # B x L over the whole step (CoDA's normalisation)
+        grads = jax.tree.map(lambda g: g / normaliser, grad_sum)
+        updates, opt_state = ctx.tx.update(grads, state["opt_state"], params)
+        new_state = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates),
+                     "opt_state": opt_state}
+        metrics = {
+            "loss": weighted / normaliser,
+            "masked_token_nll": nll / jnp.maximum(num_masked, 1),
+            "num_masked": num_masked,
+            "grad_norm": optax.global_norm(grads),
+        }
+        return new_state, metrics
+
+    return jax.jit(step_fn,
+                   in_shardings=(ctx.state_sharding, ctx.batch_sharding, ctx.replicated),
+                   out_shardings=(ctx.state_sharding, ctx.replicated),
+                   donate_argnums=0)
+
+
+def make_eval_loss(ctx: StepContext) -> Callable[[dict, Batch, MaskingRates, jax.Array], dict]:
+    """The same objective without gradients, for `coda-train eval-loss`; returns sums so callers can pool batches."""
+    def eval_fn(params, batch: Batch, rates: MaskingRates, key: jax.Array):
+        def body(sums, xs):
+            micro, index = xs
+            parts = micro_loss_parts(ctx, params, micro, rates, jax.random.fold_in(key, index))
+            return jax.tree.map(jnp.add, sums, tuple(parts)), None
+
+        zero = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32))
+        (weighted, num_masked, nll), _ = jax.lax.scan(body, zero, (batch, jnp.arange(batch["input_ids"].shape[0])))
+        return {"weighted_sum": weighted, "num_tokens": batch["input_ids"].size, "nll_sum": nll,
+                "num_masked": num_masked}
+
+    return jax.jit(eval_fn, in_shardings=(ctx.state_sharding["params"], ctx.batch_sharding, ctx.replicated,
+                                          ctx.replicated), out_shardings=ctx.replicated)
