@@ -19,9 +19,14 @@ from pathlib import Path
 
 import torch
 
-from . import Engine, CheckpointError
+from . import CheckpointError, Engine
+from .checkpoint import find_weight_files, load_weights
+from .config import load_config
+from .engine import resolve_dtype
 from .generate import LogitsAtMasks, SamplingParams, denoise, masked_logits, reference_logits
+from .model import CodaModel
 from .presets import PRESETS, write_random_checkpoint
+from .tokenizer import load_tokenizer
 
 log = logging.getLogger("coda_engine.bench")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -107,21 +112,25 @@ def run_rows(engine: Engine, context_tokens: int, span: int, steps: int, repeats
 
 
 def load_row(path: Path, device: str, dtype: str | None) -> tuple[Engine, str]:
-    """Load the checkpoint with peak-memory tracking; returns the engine and a one-line summary."""
-    reset, read = peak_memory_probe(torch.device(device))
-    before = resident_mib() if device == "cpu" else 0.0
+    """Load the checkpoint, tracking the peak memory of the weights alone; returns the engine and a summary."""
+    folder, target = Path(path), torch.device(device)
+    config, tokenizer = load_config(folder), load_tokenizer(folder)
+    reset, read = peak_memory_probe(target)
+    before = resident_mib() if target.type == "cpu" else 0.0
     reset()
     started = time.perf_counter()
-    engine = Engine.from_pretrained(path, device=device, dtype=dtype)
+    with torch.device("meta"):
+        model = CodaModel(config)
+    load_weights(model, folder, dtype=resolve_dtype(dtype, target), device=target,
+                 tie_head_when_absent=config.tie_word_embeddings)
     elapsed = time.perf_counter() - started
-    # Touch every weight once so lazily mapped pages count, as they would after the first request.
-    with torch.inference_mode():
-        engine.forward_logits(torch.tensor([[0]], device=engine.device))
-    weights_mib = sum(p.numel() * p.element_size() for p in engine.model.parameters()) / 2**20
+    for param in model.parameters():
+        param.sum()  # touch every weight so lazily mapped pages count, as they will after the first request
     peak = read() - before
-    summary = (f"load {elapsed * 1000:.0f} ms; weights {weights_mib:.1f} MiB ({engine.dtype}); "
-               f"peak memory while loading {peak:.1f} MiB = {peak / weights_mib:.2f} x weights")
-    return engine, summary
+    file_mib = sum(p.stat().st_size for p in find_weight_files(folder)) / 2**20
+    summary = (f"load {elapsed * 1000:.0f} ms; weights file {file_mib:.1f} MiB; peak memory growth while loading "
+               f"and touching every weight {peak:.1f} MiB = {peak / file_mib:.2f} x the file")
+    return Engine(model.eval(), tokenizer, folder), summary
 
 
 def format_table(rows: list[Row]) -> str:

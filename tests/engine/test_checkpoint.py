@@ -145,3 +145,35 @@ def test_missing_shard_is_named(tmp_path, reference_dir):
 def test_config_round_trips_through_hf_dict():
     config = PRESETS["small"]
     assert ModelConfig.from_hf_dict(config.to_hf_dict()) == config
+
+
+PEAK_RSS_SCRIPT = """
+import sys, torch
+from pathlib import Path
+from coda_engine.checkpoint import load_weights
+from coda_engine.config import load_config
+from coda_engine.model import CodaModel
+def kib(field):
+    return next(int(l.split()[1]) for l in Path('/proc/self/status').read_text().splitlines() if l.startswith(field))
+folder = Path(sys.argv[1])
+with torch.device('meta'):
+    model = CodaModel(load_config(folder))
+before = kib('VmRSS:')
+Path('/proc/self/clear_refs').write_text('5')  # resets VmHWM, the peak resident set
+load_weights(model, folder, dtype=getattr(torch, sys.argv[2]), device=torch.device('cpu'), tie_head_when_absent=False)
+for p in model.parameters():
+    p.sum()  # touch every weight, so lazily mapped pages count too
+print((kib('VmHWM:') - before) * 1024)
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_peak_memory_while_loading_stays_under_1_3x_the_weights(tiny_checkpoint, dtype):
+    import subprocess
+    import sys
+
+    file_bytes = (tiny_checkpoint / "model.safetensors").stat().st_size
+    out = subprocess.run([sys.executable, "-c", PEAK_RSS_SCRIPT, str(tiny_checkpoint), dtype],
+                         capture_output=True, text=True, check=True)
+    peak_growth = int(out.stdout.strip())
+    assert peak_growth <= 1.3 * file_bytes, (peak_growth, file_bytes)
