@@ -13,25 +13,8 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
-from coda_training.config import Config, ModelConfig
+from coda_training.config import Config, ModelConfig, model_shape, shape_mismatch
 from coda_training.errors import TrainingError
-
-# The fields that decide tensor shapes; dtype and init settings may change between stages.
-SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
-                "head_dim")
-
-
-def model_shape(cfg: ModelConfig) -> dict[str, int]:
-    return {name: getattr(cfg, name) for name in SHAPE_FIELDS}
-
-
-def shape_mismatch(expected: dict, found: dict) -> str | None:
-    """'hidden_size 64 != 32' for the first differing field, else None."""
-    for name in SHAPE_FIELDS:
-        if expected.get(name) != found.get(name):
-            return f"{name} {found.get(name)} != {expected.get(name)}"
-    return None
-
 
 class Checkpoints:
     """The checkpoints of one run directory."""

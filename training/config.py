@@ -34,6 +34,7 @@ class ModelConfig:
     pad_token_id: int = 151643  # <|endoftext|>: S2 truncation filler and SFT/infill tail
     compute_dtype: Literal["float32", "bfloat16"] = "float32"  # matmul dtype; params stay fp32 master weights
     init_std: float = 0.02  # stddev of random init (Qwen3 initializer_range); norms start at 1
+    remat: bool = False  # recompute each block in the backward pass: one layer of activations live, ~1/3 more FLOPs
 
 
 @dataclass
@@ -131,6 +132,23 @@ class Config:
     mesh: MeshConfig = field(default_factory=MeshConfig)
 
 
+# The fields that decide tensor shapes; dtype and init settings may change between stages.
+SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
+                "head_dim")
+
+
+def model_shape(cfg: ModelConfig) -> dict[str, int]:
+    return {name: getattr(cfg, name) for name in SHAPE_FIELDS}
+
+
+def shape_mismatch(expected: dict, found: dict) -> str | None:
+    """'hidden_size 64 != 32' for the first differing field, else None."""
+    for name in SHAPE_FIELDS:
+        if expected.get(name) != found.get(name):
+            return f"{name} {found.get(name)} != {expected.get(name)}"
+    return None
+
+
 def preset_path(stage: str, preset: str) -> Path:
     """`tiny` with stage `sft` -> configs/sft_tiny.yaml; anything ending in .yaml/.yml is a file path."""
     if preset.endswith((".yaml", ".yml")):
@@ -193,15 +211,13 @@ def _apply_override(tree: dict, item: str) -> None:
 
 
 def _build(cls: type, values: dict, prefix: str) -> Any:
-    """Instantiate dataclass `cls` from a dict, checking each value against the field's annotation."""
+    """Instantiate dataclass `cls` from a dict (keys already checked by _merge / _known), checking each value
+    against the field's annotation."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         dotted = f"{prefix}{f.name}"
         kwargs[f.name] = _coerce(hints[f.name], values[f.name], dotted)
-    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-        raise TrainingError(f"unknown config key {prefix}{sorted(unknown)[0]!r}")
     return cls(**kwargs)
 
 
@@ -211,10 +227,12 @@ def _coerce(annotation: Any, value: Any, dotted: str) -> Any:
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise TrainingError(f"config key {dotted!r} must be a mapping, got {value!r}")
-        return _build(annotation, {**dataclasses.asdict(annotation()), **_known(annotation, value, dotted)}, f"{dotted}.")
+        with_defaults = {**dataclasses.asdict(annotation()), **_known(annotation, value, dotted)}
+        return _build(annotation, with_defaults, f"{dotted}.")
     if origin is Literal:
         if value not in typing.get_args(annotation):
-            raise TrainingError(f"config key {dotted!r} must be one of {list(typing.get_args(annotation))}, got {value!r}")
+            choices = list(typing.get_args(annotation))
+            raise TrainingError(f"config key {dotted!r} must be one of {choices}, got {value!r}")
         return value
     if origin is list:
         (inner,) = typing.get_args(annotation)
@@ -244,30 +262,39 @@ def _known(cls: type, value: dict, dotted: str) -> dict:
 
 def validate(cfg: Config) -> None:
     """Impossible shapes and rates, reported before anything is built."""
-    m, d = cfg.model, cfg.data
+    m, d, o = cfg.model, cfg.data, cfg.optim
+    sizes = (m.vocab_size, m.hidden_size, m.intermediate_size, m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim)
+    if min(sizes) <= 0:
+        raise TrainingError(f"model sizes must be positive, got {sizes}")
     checks = [
-        (m.num_heads % m.num_kv_heads == 0, f"model.num_heads ({m.num_heads}) must be a multiple of model.num_kv_heads ({m.num_kv_heads})"),
+        (m.num_heads % m.num_kv_heads == 0,
+         f"model.num_heads ({m.num_heads}) must be a multiple of model.num_kv_heads ({m.num_kv_heads})"),
         (m.head_dim % 2 == 0, f"model.head_dim ({m.head_dim}) must be even for rotate-half RoPE"),
-        (min(m.vocab_size, m.hidden_size, m.intermediate_size, m.num_layers, m.num_kv_heads) > 0, "model sizes must be positive"),
-        (0 <= m.mask_token_id < m.vocab_size, f"model.mask_token_id {m.mask_token_id} is outside the vocab ({m.vocab_size})"),
-        (0 <= m.pad_token_id < m.vocab_size, f"model.pad_token_id {m.pad_token_id} is outside the vocab ({m.vocab_size})"),
-        (2 <= d.seq_len <= m.max_position_embeddings, f"data.seq_len {d.seq_len} must be in [2, model.max_position_embeddings={m.max_position_embeddings}]"),
-        (d.batch_size > 0 and d.grad_accum > 0 and d.batch_size % d.grad_accum == 0, f"data.batch_size ({d.batch_size}) must be a positive multiple of data.grad_accum ({d.grad_accum})"),
+        (0 <= m.mask_token_id < m.vocab_size,
+         f"model.mask_token_id {m.mask_token_id} is outside the vocab ({m.vocab_size})"),
+        (0 <= m.pad_token_id < m.vocab_size,
+         f"model.pad_token_id {m.pad_token_id} is outside the vocab ({m.vocab_size})"),
+        (2 <= d.seq_len <= m.max_position_embeddings,
+         f"data.seq_len {d.seq_len} must be in [2, model.max_position_embeddings={m.max_position_embeddings}]"),
+        (d.batch_size > 0 and d.grad_accum > 0 and d.batch_size % d.grad_accum == 0,
+         f"data.batch_size ({d.batch_size}) must be a positive multiple of data.grad_accum ({d.grad_accum})"),
         (cfg.num_steps > 0, f"num_steps must be positive, got {cfg.num_steps}"),
-        (cfg.log_every > 0 and cfg.checkpoint.every > 0 and cfg.checkpoint.keep > 0, "log_every, checkpoint.every and checkpoint.keep must be positive"),
+        (cfg.log_every > 0 and cfg.checkpoint.every > 0 and cfg.checkpoint.keep > 0,
+         "log_every, checkpoint.every and checkpoint.keep must be positive"),
         (0 < cfg.masking.eps < 1, f"masking.eps must be in (0, 1), got {cfg.masking.eps}"),
         (0 <= cfg.masking.cond_ramp_fraction <= 1, "masking.cond_ramp_fraction must be in [0, 1]"),
         (len(cfg.masking.phases) > 0, "masking.phases must hold at least one phase"),
-        (cfg.optim.learning_rate > 0, f"optim.learning_rate must be positive, got {cfg.optim.learning_rate}"),
-        (0 <= cfg.optim.warmup_steps < cfg.num_steps, f"optim.warmup_steps ({cfg.optim.warmup_steps}) must be in [0, num_steps={cfg.num_steps})"),
-        (0 <= cfg.optim.min_lr_ratio <= 1, "optim.min_lr_ratio must be in [0, 1]"),
+        (o.learning_rate > 0, f"optim.learning_rate must be positive, got {o.learning_rate}"),
+        (0 <= o.warmup_steps < cfg.num_steps,
+         f"optim.warmup_steps ({o.warmup_steps}) must be in [0, num_steps={cfg.num_steps})"),
+        (0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio must be in [0, 1]"),
         (cfg.init.kind == "random" or cfg.init.path, f"init.kind {cfg.init.kind!r} needs init.path"),
     ]
     for i, phase in enumerate(cfg.masking.phases):
         rates = (phase.prefix_prob, phase.truncate_prob, phase.block_prob)
         checks.append((all(0 <= r <= 1 for r in rates), f"masking.phases[{i}] probabilities must be in [0, 1]"))
-        checks.append((0 < len(phase.block_sizes) <= MAX_BLOCK_SIZES and all(1 <= k < d.seq_len for k in phase.block_sizes),
-                       f"masking.phases[{i}].block_sizes must hold 1..{MAX_BLOCK_SIZES} sizes in [1, seq_len)"))
+        fits = 0 < len(phase.block_sizes) <= MAX_BLOCK_SIZES and all(1 <= k < d.seq_len for k in phase.block_sizes)
+        checks.append((fits, f"masking.phases[{i}].block_sizes must hold 1..{MAX_BLOCK_SIZES} sizes in [1, seq_len)"))
     for ok, message in checks:
         if not ok:
             raise TrainingError(message)

@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from safetensors.numpy import save_file
 
-from coda_training.config import ModelConfig
+from coda_training.config import ModelConfig, model_shape, shape_mismatch
 from coda_training.data.tokenizer import TOKENIZER_FILES, load_tokenizer
 from coda_training.errors import TrainingError
 
@@ -141,18 +141,21 @@ def _source_tensor(tensors: SafetensorsFolder, hf: str, tied: bool, folder: Path
     raise TrainingError(f"{folder} lacks tensor {hf}")
 
 
+def check_shape(folder: Path, model: ModelConfig) -> dict:
+    """The folder's config.json, refused if its model shape differs from the run's; returns the config."""
+    config = read_hf_config(folder)
+    reason = shape_mismatch(model_shape(model), model_shape(model_config_from_hf(config, model)))
+    if reason:
+        raise TrainingError(f"{folder} is a different model shape than the run config ({reason})")
+    return config
+
+
 def load_params(folder: str | Path, model: ModelConfig, shardings: dict[str, NamedSharding],
                 shapes: dict[str, tuple[int, ...]]) -> dict[str, jax.Array]:
     """Read an HF folder into fp32 params, each created directly on its sharding; every shape is checked
     before the first tensor is read."""
     folder = Path(folder)
-    config = read_hf_config(folder)
-    source = model_config_from_hf(config, model)
-    for field in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
-                  "head_dim"):
-        if getattr(source, field) != getattr(model, field):
-            raise TrainingError(f"{folder} is a different model shape: {field} {getattr(source, field)} != "
-                                f"{getattr(model, field)} in the run config")
+    config = check_shape(folder, model)
     tensors = SafetensorsFolder(folder)
     tied = config.get("tie_word_embeddings", True) and "lm_head.weight" not in tensors
     plan = {}

@@ -131,9 +131,15 @@ class Model(nnx.Module):
         # Packed documents: a token attends only within its segment. Positions stay 0..L-1 for the whole
         # row; RoPE scores depend only on relative offsets, so a per-document restart would change nothing.
         allowed = None if segment_ids is None else segment_ids[:, :, None] == segment_ids[:, None, :]
+        run_block = nnx.remat(_run_block) if self.cfg.remat else _run_block
         for block in self.layers:
-            x = block(x, cos, sin, allowed)
+            x = run_block(block, x, cos, sin, allowed)
         return self.lm_head(self.norm(x)).astype(jnp.float32)
+
+
+def _run_block(block: Block, x: Array, cos: Array, sin: Array, allowed: Array | None) -> Array:
+    """A free function taking the block as an argument, the form nnx.remat lifts."""
+    return block(x, cos, sin, allowed)
 
 
 def abstract_model(cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
@@ -176,6 +182,7 @@ def unflatten(params: dict[str, Array]) -> dict:
 
 def bind(graphdef: nnx.GraphDef, abstract_state: nnx.State, params: dict[str, Array]) -> Model:
     """A Model whose weights are `params`; cheap enough to call inside a jitted function."""
+    # replace_by_pure_dict writes in place: copy first so the shared abstract state never holds tracers.
     state = jax.tree.map(lambda x: x, abstract_state)
     nnx.replace_by_pure_dict(state, unflatten(params))
     return nnx.merge(graphdef, state)
@@ -185,8 +192,3 @@ def forward(graphdef: nnx.GraphDef, abstract_state: nnx.State, params: dict[str,
             segment_ids: Array | None = None) -> Array:
     """Pure-function form of Model.__call__ for jax.jit and jax.grad."""
     return bind(graphdef, abstract_state, params)(input_ids, segment_ids)
-
-
-def num_params(cfg: ModelConfig) -> int:
-    _, state = abstract_model(cfg)
-    return sum(int(x.size) for x in jax.tree.leaves(state))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import numpy as np
@@ -103,13 +104,13 @@ def param_shardings(mesh: Mesh, rules: ShardingRules, shapes: dict[str, tuple[in
     return out
 
 
-def opt_state_shardings(mesh: Mesh, abstract_opt_state, params_sharding: dict[str, NamedSharding],
-                        param_shapes: dict[str, tuple[int, ...]]):
+def opt_state_shardings(mesh: Mesh, abstract_opt_state: Any, params_sharding: dict[str, NamedSharding],
+                        param_shapes: dict[str, tuple[int, ...]]) -> Any:
     """Optimizer leaves shaped like their parameter share its sharding; reduced ones (Adafactor's factored
     row/column statistics, counters) are small and replicated."""
     replicated = NamedSharding(mesh, P())
 
-    def rule(path, leaf):
+    def rule(path: tuple, leaf: jax.ShapeDtypeStruct) -> NamedSharding:
         for key in path:
             name = getattr(key, "key", None)
             if name in params_sharding and tuple(leaf.shape) == tuple(param_shapes[name]):
@@ -132,9 +133,7 @@ def check_batch(micro_batch: int, mesh: Mesh) -> None:
 
 
 def place(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
-    """Host array -> global jax.Array; on several hosts each process contributes its own rows."""
-    if jax.process_count() == 1:
-        return jax.device_put(array, sharding)
-    rows = array.shape[1] // jax.process_count()
-    local = array[:, jax.process_index() * rows:(jax.process_index() + 1) * rows]
-    return jax.make_array_from_process_local_data(sharding, local, array.shape)
+    """Host array -> global jax.Array. Every host holds the whole (small, token-id) batch, since a batch is a
+    pure function of the step; each device copies out only its own slice, which is correct for any mesh
+    layout over any number of hosts."""
+    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])

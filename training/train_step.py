@@ -3,7 +3,7 @@
 The training state is one pytree {step, params, opt_state}; params are a flat {name: array} dict (model.flatten)
 so Orbax and the HF converter see plain string keys. Micro-batches run under lax.scan; each adds its loss
 *numerator* and gradient of the numerator, and the sums are divided once by the total normaliser (B x L of the
-whole step), which equals a single big-batch step exactly.
+whole step), which equals a single big-batch step exactly (the noise is drawn for all rows before the split).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from coda_training.masking import MaskingRates, noise_batch
 from coda_training.optim import make_optimizer
 from coda_training.sharding import (ShardingRules, batch_sharding, opt_state_shardings, param_shardings)
 
+Params = dict[str, jax.Array]  # flat {name: array}, see model.flatten
 TrainState = dict[str, Any]  # {"step": int32 [], "params": {name: array}, "opt_state": optax state}
 Batch = dict[str, jax.Array]  # input_ids / segment_ids int32, condition bool; each [accum, micro, L]
 
@@ -94,43 +95,54 @@ def random_params(ctx: StepContext, seed: int) -> dict[str, jax.Array]:
     return init()
 
 
-def micro_loss_parts(ctx: StepContext, params, micro: Batch, rates: MaskingRates, key: jax.Array) -> LossParts:
-    """Noise one micro-batch, run the model, score the masked targets."""
+def noise_step_batch(ctx: StepContext, batch: Batch, rates: MaskingRates, key: jax.Array) -> Batch:
+    """The forward process over the whole step's rows at once, then split back into micro-batches.
+
+    Noising before the split makes each row's mask independent of grad_accum and of the mesh, so an
+    accumulated step equals the big-batch step exactly and a sharded step equals the single-device one.
+    """
     cfg = ctx.cfg
-    noised = noise_batch(key, micro["input_ids"], micro["segment_ids"], micro["condition"], rates,
+    num_micro, micro, seq_len = batch["input_ids"].shape
+    flat = {k: v.reshape(num_micro * micro, seq_len) for k, v in batch.items()}
+    noised = noise_batch(key, flat["input_ids"], flat["segment_ids"], flat["condition"], rates,
                          eps=cfg.masking.eps, mask_id=cfg.model.mask_token_id, pad_id=cfg.model.pad_token_id,
                          conditional=cfg.masking.conditional)
-    logits = model_lib.forward(ctx.graphdef, ctx.abstract_state, params, noised.input_ids, micro["segment_ids"])
-    return masked_diffusion_loss(logits, noised.target_ids, noised.is_masked, noised.t, micro["segment_ids"])
+    split = lambda x: x.reshape(num_micro, micro, *x.shape[1:])  # noqa: E731
+    return {"input_ids": split(noised.input_ids), "target_ids": split(noised.target_ids),
+            "is_masked": split(noised.is_masked), "t": split(noised.t), "segment_ids": batch["segment_ids"]}
+
+
+def micro_loss_parts(ctx: StepContext, params: Params, micro: Batch) -> LossParts:
+    """Run the model on one noised micro-batch and score its masked targets."""
+    logits = model_lib.forward(ctx.graphdef, ctx.abstract_state, params, micro["input_ids"], micro["segment_ids"])
+    return masked_diffusion_loss(logits, micro["target_ids"], micro["is_masked"], micro["t"], micro["segment_ids"])
 
 
 def make_train_step(ctx: StepContext) -> Callable[[TrainState, Batch, MaskingRates], tuple[TrainState, dict]]:
     cfg = ctx.cfg
 
-    def micro_loss(params, micro: Batch, rates: MaskingRates, key: jax.Array):
-        parts = micro_loss_parts(ctx, params, micro, rates, key)
+    def micro_loss(params: Params, micro: Batch) -> tuple[jax.Array, LossParts]:
+        parts = micro_loss_parts(ctx, params, micro)
         return parts.weighted_nll_sum, parts
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
-    def step_fn(state: TrainState, batch: Batch, rates: MaskingRates):
+    def step_fn(state: TrainState, batch: Batch, rates: MaskingRates) -> tuple[TrainState, dict]:
         params = state["params"]
-        # Noise depends only on (seed, step, micro index): a resumed run redraws the same masks.
+        # Noise depends only on (seed, step): a resumed run redraws the same masks.
         step_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), state["step"])
-        num_micro = batch["input_ids"].shape[0]
+        noised = noise_step_batch(ctx, batch, rates, step_key)
 
-        def body(carry, xs):
+        def body(carry: tuple, micro: Batch) -> tuple[tuple, None]:
             grad_sum, sums = carry
-            micro, index = xs
-            (_, parts), grads = grad_fn(params, micro, rates, jax.random.fold_in(step_key, index))
+            (_, parts), grads = grad_fn(params, micro)
             grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
             sums = jax.tree.map(jnp.add, sums, tuple(parts))
             return (grad_sum, sums), None
 
         zero_sums = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32))
         zero_grads = jax.tree.map(jnp.zeros_like, params)
-        (grad_sum, (weighted, num_masked, nll)), _ = jax.lax.scan(
-            body, (zero_grads, zero_sums), (batch, jnp.arange(num_micro)))
+        (grad_sum, (weighted, num_masked, nll)), _ = jax.lax.scan(body, (zero_grads, zero_sums), noised)
         normaliser = batch["input_ids"].size  # B x L over the whole step (CoDA's normalisation)
         grads = jax.tree.map(lambda g: g / normaliser, grad_sum)
         updates, opt_state = ctx.tx.update(grads, state["opt_state"], params)
@@ -140,7 +152,7 @@ def make_train_step(ctx: StepContext) -> Callable[[TrainState, Batch, MaskingRat
             "loss": weighted / normaliser,
             "masked_token_nll": nll / jnp.maximum(num_masked, 1),
             "num_masked": num_masked,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
         }
         return new_state, metrics
 
@@ -152,14 +164,12 @@ def make_train_step(ctx: StepContext) -> Callable[[TrainState, Batch, MaskingRat
 
 def make_eval_loss(ctx: StepContext) -> Callable[[dict, Batch, MaskingRates, jax.Array], dict]:
     """The same objective without gradients, for `coda-train eval-loss`; returns sums so callers can pool batches."""
-    def eval_fn(params, batch: Batch, rates: MaskingRates, key: jax.Array):
-        def body(sums, xs):
-            micro, index = xs
-            parts = micro_loss_parts(ctx, params, micro, rates, jax.random.fold_in(key, index))
-            return jax.tree.map(jnp.add, sums, tuple(parts)), None
+    def eval_fn(params: Params, batch: Batch, rates: MaskingRates, key: jax.Array) -> dict:
+        def body(sums: tuple, micro: Batch) -> tuple[tuple, None]:
+            return jax.tree.map(jnp.add, sums, tuple(micro_loss_parts(ctx, params, micro))), None
 
         zero = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32))
-        (weighted, num_masked, nll), _ = jax.lax.scan(body, zero, (batch, jnp.arange(batch["input_ids"].shape[0])))
+        (weighted, num_masked, nll), _ = jax.lax.scan(body, zero, noise_step_batch(ctx, batch, rates, key))
         return {"weighted_sum": weighted, "num_tokens": batch["input_ids"].size, "nll_sum": nll,
                 "num_masked": num_masked}
 

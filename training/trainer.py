@@ -54,11 +54,7 @@ def check_tokenizer(cfg: Config) -> None:
 def check_init_source(cfg: Config) -> None:
     """Fail on a missing or mismatched init source now, not after the data and mesh are set up."""
     if cfg.init.kind == "hf":
-        shape = hf_io.model_config_from_hf(hf_io.read_hf_config(Path(cfg.init.path)), cfg.model)
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim"):
-            if getattr(shape, name) != getattr(cfg.model, name):
-                raise TrainingError(f"init.path {cfg.init.path} is a different model shape: {name} "
-                                    f"{getattr(shape, name)} != {getattr(cfg.model, name)}")
+        hf_io.check_shape(Path(cfg.init.path), cfg.model)
     elif cfg.init.kind == "checkpoint":
         source = Checkpoints(cfg.init.path, read_only=True)
         step = source.latest_step()
@@ -68,11 +64,26 @@ def check_init_source(cfg: Config) -> None:
         source.close()
 
 
+def check_resume_or_init(cfg: Config, run_dir: Path) -> None:
+    """A run with checkpoints resumes (same shape, not yet finished); a new run needs a usable init source."""
+    if not (run_dir / "checkpoints").is_dir():
+        check_init_source(cfg)
+        return
+    existing = Checkpoints(run_dir, read_only=True)
+    step = existing.latest_step()
+    if step is None:
+        check_init_source(cfg)
+    else:
+        existing.check_shape(step, cfg.model)
+        if step >= cfg.num_steps:
+            raise TrainingError(f"{run_dir} already holds step {step} of num_steps={cfg.num_steps}; nothing to do")
+    existing.close()
+
+
 def initial_state(ctx: StepContext, cfg: Config, ckpts: Checkpoints) -> TrainState:
     """Resume this run if it has a checkpoint; else start from init.kind with a fresh optimizer."""
     step = ckpts.latest_step()
     if step is not None:
-        ckpts.check_shape(step, cfg.model)
         return ckpts.restore_state(step, abstract_train_state(ctx), cfg)
     if cfg.init.kind == "hf":
         shapes = param_shapes(cfg)
@@ -87,11 +98,13 @@ def initial_state(ctx: StepContext, cfg: Config, ckpts: Checkpoints) -> TrainSta
 
 
 class Progress:
-    """One progress line on stderr and one JSON row in metrics.jsonl per log interval."""
+    """One progress line on stderr and one JSON row in metrics.jsonl per log interval, from the first host only
+    (every host computes the same replicated metrics)."""
 
     def __init__(self, cfg: Config, metrics_path: Path, stream: TextIO, peak_flops: float, start_step: int):
         self.cfg, self.stream, self.peak_flops = cfg, stream, peak_flops
-        self.metrics = metrics_path.open("a")
+        self.enabled = jax.process_index() == 0
+        self.metrics = metrics_path.open("a") if self.enabled else None
         self.schedule = lr_schedule(cfg.optim, cfg.num_steps)
         self.tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
         self.flops_per_token = train_flops_per_token(cfg.model, cfg.data.seq_len)
@@ -108,6 +121,8 @@ class Progress:
         mfu = tokens_per_s * self.flops_per_token / self.peak_flops
         eta = (self.cfg.num_steps - step) * step_s
         self.mark_time, self.mark_step = now, step
+        if not self.enabled:
+            return tokens_per_s
         row = {"step": step, **metrics, "lr": float(self.schedule(step - 1)), "tokens_per_s": tokens_per_s,
                "mfu": mfu, "elapsed_s": now - self.start}
         self.metrics.write(json.dumps(row) + "\n")
@@ -117,7 +132,8 @@ class Progress:
         return tokens_per_s
 
     def close(self) -> None:
-        self.metrics.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 def _clock(seconds: float) -> str:
@@ -125,7 +141,8 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def train(cfg: Config, stream: TextIO = sys.stderr) -> RunSummary:
+def train(cfg: Config, stream: TextIO | None = None) -> RunSummary:
+    """Run (or resume) one stage to cfg.num_steps; progress lines go to `stream` (default: stderr)."""
     # Everything that can be wrong with the inputs is checked before the first compile.
     check_tokenizer(cfg)
     tokens = open_data(cfg, cfg.data.path)
@@ -133,22 +150,17 @@ def train(cfg: Config, stream: TextIO = sys.stderr) -> RunSummary:
     check_batch(cfg.data.batch_size // cfg.data.grad_accum, mesh)
     ctx = build_context(cfg, mesh)
     run_dir = Path(cfg.run_dir)
-    ckpts = Checkpoints(run_dir, cfg)
-    resume_step = ckpts.latest_step()
-    if resume_step is not None:
-        ckpts.check_shape(resume_step, cfg.model)
-    else:
-        check_init_source(cfg)
-    if resume_step is not None and resume_step >= cfg.num_steps:
-        raise TrainingError(f"{run_dir} already holds step {resume_step} of num_steps={cfg.num_steps}; nothing to do")
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    check_resume_or_init(cfg, run_dir)
+    ckpts = Checkpoints(run_dir, cfg)  # creates run_dir: only now that every input has passed
+    if jax.process_index() == 0:
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
 
     state = initial_state(ctx, cfg, ckpts)
     start = int(state["step"])
     step_fn = make_train_step(ctx)
     schedule = MaskingSchedule(cfg.masking, cfg.num_steps)
     peak = (cfg.peak_flops or measure_matmul_peak(cfg.model.compute_dtype)) * len(mesh.devices.flat)
-    progress = Progress(cfg, run_dir / "metrics.jsonl", stream, peak, start)
+    progress = Progress(cfg, run_dir / "metrics.jsonl", stream or sys.stderr, peak, start)
     loss, tokens_per_s = float("nan"), 0.0
     try:
         for step in range(start, cfg.num_steps):

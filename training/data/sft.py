@@ -23,7 +23,8 @@ def messages_of(record: dict, where: str) -> list[dict]:
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
             for m in messages)
         if not ok or messages[-1]["role"] != "assistant":
-            raise TrainingError(f"{where}: 'messages' must be a list of {{role, content}} ending with an assistant turn")
+            raise TrainingError(f"{where}: 'messages' must be a list of {{role, content}} ending with an "
+                                f"assistant turn")
         return messages
     if isinstance(record.get("prompt"), str) and isinstance(record.get("response"), str):
         return [{"role": "user", "content": record["prompt"]}, {"role": "assistant", "content": record["response"]}]

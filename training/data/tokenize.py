@@ -115,7 +115,8 @@ def _write_packed(files: list[Path], info: TokenizerInfo, folder: Path, opts: To
     def flush() -> None:
         nonlocal buffer, buffered
         if buffered:
-            shards.append(_write_array(folder, f"tokens_{len(shards):05d}.bin", np.concatenate(buffer).astype(TOKEN_DTYPE)))
+            tokens = np.concatenate(buffer).astype(TOKEN_DTYPE)
+            shards.append(_write_array(folder, f"tokens_{len(shards):05d}.bin", tokens))
         buffer, buffered = [], 0
 
     for text in read_documents(files):

@@ -1,0 +1,77 @@
+"""The jitted step: 8 fake devices over (data, fsdp, tensor) give the single-device result, and gradient
+accumulation equals the big batch exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from coda_training.config import MeshConfig
+from coda_training.curriculum import MaskingSchedule
+from coda_training.errors import TrainingError
+from coda_training.sharding import check_batch, make_mesh, place
+from coda_training.train_step import build_context, make_train_step, place_state, random_params
+from tests.training.conftest import small_config
+
+
+def run_steps(cfg, mesh_cfg: MeshConfig, num_devices: int, steps: int = 2) -> tuple[dict, list[dict]]:
+    mesh = make_mesh(mesh_cfg, jax.devices()[:num_devices])
+    ctx = build_context(cfg, mesh)
+    state = place_state(ctx, random_params(ctx, 0))
+    step_fn = make_train_step(ctx)
+    schedule = MaskingSchedule(cfg.masking, cfg.num_steps)
+    rng = np.random.default_rng(0)
+    history = []
+    for step in range(steps):
+        shape = (cfg.data.grad_accum, cfg.data.batch_size // cfg.data.grad_accum, cfg.data.seq_len)
+        ids = rng.integers(0, 125, (cfg.data.batch_size, cfg.data.seq_len)).astype(np.int32)
+        ids[:, 9] = 125  # an eos mid-row: two packed documents per row
+        segments = np.cumsum(ids == 125, axis=1) - (ids == 125)
+        batch = {"input_ids": ids.reshape(shape), "segment_ids": segments.reshape(shape).astype(np.int32),
+                 "condition": np.zeros(shape, bool)}
+        state, metrics = step_fn(state, {k: place(v, ctx.batch_sharding) for k, v in batch.items()},
+                                 schedule.rates(step))
+        history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+    return {k: np.asarray(jax.device_get(v)) for k, v in state["params"].items()}, history
+
+
+def test_sharded_step_equals_single_device_step() -> None:
+    assert jax.device_count() == 8, "tests/training/conftest.py must set 8 fake CPU devices before jax loads"
+    strategies = "masking.phases=[{prefix_prob: 0.3, truncate_prob: 0.3, block_prob: 0.5}]"
+    cfg = small_config(extra=["data.grad_accum=2", strategies])
+    single, single_metrics = run_steps(cfg, MeshConfig(1, 1, 1), 1)
+    sharded, sharded_metrics = run_steps(cfg, MeshConfig(2, 2, 2), 8)
+    for name in single:
+        np.testing.assert_allclose(sharded[name], single[name], atol=2e-6, rtol=1e-5, err_msg=name)
+    assert [m["num_masked"] for m in sharded_metrics] == [m["num_masked"] for m in single_metrics]
+    np.testing.assert_allclose([m["loss"] for m in sharded_metrics], [m["loss"] for m in single_metrics], rtol=1e-5)
+    assert not np.allclose(single["embed_tokens"], random_params_numpy(cfg)["embed_tokens"])  # it did train
+
+
+def random_params_numpy(cfg) -> dict:
+    ctx = build_context(cfg, make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1]))
+    return {k: np.asarray(v) for k, v in random_params(ctx, 0).items()}
+
+
+def test_gradient_accumulation_equals_the_big_batch() -> None:
+    cfg = small_config(extra=["optim.name=adamw"])
+    whole, _ = run_steps(cfg, MeshConfig(1, 1, 1), 1, steps=1)
+    accumulated, _ = run_steps(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, grad_accum=4)),
+                               MeshConfig(1, 1, 1), 1, steps=1)
+    for name in whole:
+        np.testing.assert_allclose(accumulated[name], whole[name], atol=1e-6, rtol=1e-5, err_msg=name)
+
+
+def test_meshes_and_batches_that_do_not_fit_are_refused() -> None:
+    with pytest.raises(TrainingError, match="needs 4 devices, found 8"):
+        make_mesh(MeshConfig(2, 2, 1))
+    with pytest.raises(TrainingError, match="at most one -1"):
+        make_mesh(MeshConfig(-1, -1, 1))
+    with pytest.raises(TrainingError, match="cannot be split over data x fsdp = 8"):
+        check_batch(4, make_mesh(MeshConfig(1, 8, 1)))
+    cfg = small_config(extra=["model.hidden_size=36"])  # 36 does not split 8 ways over fsdp
+    with pytest.raises(TrainingError, match="cannot be split 8 ways"):
+        build_context(cfg, make_mesh(MeshConfig(1, 8, 1)))
