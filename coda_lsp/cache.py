@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 # Typing-through covers the first this-many characters of a suggestion: past a line or two the user is
 # writing their own code and a fresh infill sees more.
@@ -20,7 +21,7 @@ class CacheKey:
     prefix: str
     suffix: str
 
-    def hasher(self) -> "hashlib._Hash":
+    def hasher(self) -> Any:
         # The prefix goes last, so the digest of `prefix + typed` can continue from a copy of this one.
         hasher = hashlib.blake2b(digest_size=16)
         for part in (self.params, "\0", self.suffix, "\0", self.prefix):
@@ -33,38 +34,41 @@ def _bytes(text: str) -> bytes:
 
 
 class CompletionCache:
-    """Maps digests of (params, prefix, suffix) to the final completion text. Storing a completion also stores
-    its forwarded states: after the user types its first k characters the rest is served with no model call.
+    """Maps digests of (params, prefix, suffix) to the final completion texts (best first). Storing them also
+    stores the best one's forwarded states: after the user types its first k characters the rest is served
+    with no model call.
     Keys are 16-byte digests, so thousands of forwarded entries cost a few hundred kB, not copies of the prefix."""
 
     def __init__(self, max_entries: int = 4096) -> None:
-        self._entries: OrderedDict[bytes, str] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[str, ...]] = OrderedDict()
         self._max_entries = max_entries
         self.num_hits = 0
         self.num_misses = 0
 
-    def get(self, key: CacheKey) -> str | None:
+    def get(self, key: CacheKey) -> tuple[str, ...] | None:
         digest = key.hasher().digest()
-        text = self._entries.get(digest)
-        if text is None:
+        texts = self._entries.get(digest)
+        if texts is None:
             self.num_misses += 1
             return None
         self._entries.move_to_end(digest)
         self.num_hits += 1
-        return text
+        return texts
 
-    def put(self, key: CacheKey, text: str) -> None:
-        """Store `text` for `key`, and each remainder `text[k:]` for the prefix extended by `text[:k]`."""
+    def put(self, key: CacheKey, texts: tuple[str, ...]) -> None:
+        """Store `texts` for `key` (an empty tuple remembers "nothing usable here"), and for the best text each
+        remainder `text[k:]` under the prefix extended by `text[:k]`."""
         base = key.hasher()
-        self._store(base.digest(), text)
-        for typed in range(1, min(len(text), MAX_FORWARD_CHARS)):
-            if text[typed:].strip():
+        self._store(base.digest(), texts)
+        best = texts[0] if texts else ""
+        for typed in range(1, min(len(best), MAX_FORWARD_CHARS)):
+            if best[typed:].strip():
                 forwarded = base.copy()
-                forwarded.update(_bytes(text[:typed]))
-                self._store(forwarded.digest(), text[typed:])
+                forwarded.update(_bytes(best[:typed]))
+                self._store(forwarded.digest(), (best[typed:],))
 
-    def _store(self, digest: bytes, text: str) -> None:
-        self._entries[digest] = text
+    def _store(self, digest: bytes, texts: tuple[str, ...]) -> None:
+        self._entries[digest] = texts
         self._entries.move_to_end(digest)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)

@@ -72,9 +72,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     _configure_logging(args.log_level, args.log_file)
     from coda_lsp.loader import ModelSpec
-    from coda_lsp.protocol import Utf8RepairingStdin
     from coda_lsp.server import build_server
     from coda_lsp.settings import Settings
+    from coda_lsp.transport import Utf8RepairingStdin
 
     server = build_server(Settings(), ModelSpec(model, args.device, args.dtype))
     if args.tcp:
@@ -96,7 +96,7 @@ def _configure_logging(level: str, log_file: Path | None) -> None:
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # pygls logs every message body at INFO; keep that for DEBUG
-    logging.getLogger("pygls").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    logging.getLogger("pygls").setLevel(level if level == "DEBUG" else "WARNING")
 
 
 def _infill(args: argparse.Namespace) -> int:

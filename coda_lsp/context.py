@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Protocol
 
 from coda_lsp.documents import Document
 from coda_lsp.languages import LanguageInfo, language_for
@@ -56,10 +57,6 @@ class CompletionContext:
     line_suffix: str     # the cursor's line after the cursor, without the line break
     indent_unit: str     # the document's indentation unit ("\t", "    ", ...)
     scope: Scope
-
-    @property
-    def is_line_end(self) -> bool:
-        return not self.line_suffix.strip()
 
     @property
     def line_indent(self) -> str:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Sequence
 
 from lsprotocol import types
 
@@ -31,9 +31,6 @@ class Document:
 
     def position_at(self, offset: int, encoding: Encoding) -> types.Position:
         return positions.position_at(self.text, self.line_starts, offset, encoding)
-
-    def line(self, number: int) -> str:
-        return positions.line_text(self.text, self.line_starts, number)
 
     def with_changes(self, version: int, changes: Sequence[types.TextDocumentContentChangeEvent],
                      encoding: Encoding) -> Document:

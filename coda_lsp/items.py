@@ -30,9 +30,11 @@ def inline_item(text: str, ctx: CompletionContext, doc: Document, encoding: Enco
     return types.InlineCompletionItem(insert_text=insert_text(text, ctx), range=types.Range(cursor, cursor))
 
 
-def completion_item(text: str, ctx: CompletionContext, doc: Document, encoding: Encoding) -> types.CompletionItem:
+def completion_item(text: str, ctx: CompletionContext, doc: Document, encoding: Encoding,
+                    rank: int = 0) -> types.CompletionItem:
     """A completion item for clients without inline completion: a textEdit at the cursor (single-line range that
-    contains the position, as the spec requires), sorted first, never filtered away by the typed word."""
+    contains the position, as the spec requires), sorted before other servers' items by `rank`, never filtered
+    away by the typed word."""
     cursor = doc.position_at(ctx.offset, encoding)
     first_line = next((line.strip() for line in text.split("\n") if line.strip()), text.strip())
     label = first_line if len(first_line) <= _LABEL_CHARS else first_line[:_LABEL_CHARS - 1] + "…"
@@ -43,7 +45,7 @@ def completion_item(text: str, ctx: CompletionContext, doc: Document, encoding: 
         kind=types.CompletionItemKind.Snippet if "\n" in text else types.CompletionItemKind.Text,
         detail="CoDA",
         documentation=types.MarkupContent(kind=types.MarkupKind.PlainText, value=text) if "\n" in text else None,
-        sort_text="0",
+        sort_text=f"0{rank}",
         filter_text=word + text,
         insert_text_format=types.InsertTextFormat.PlainText,
         text_edit=types.TextEdit(range=types.Range(start, cursor), new_text=word + insert_text(text, ctx)),

@@ -12,15 +12,18 @@ class LatencyTracker:
 
     def __init__(self, window: int = 200) -> None:
         self._total_ms: deque[float] = deque(maxlen=window)
+        self._engine_ms: deque[float] = deque(maxlen=window)
         self._overhead_ms: deque[float] = deque(maxlen=window)
 
     def record(self, total_ms: float, engine_ms: float) -> None:
         self._total_ms.append(total_ms)
+        self._engine_ms.append(engine_ms)
         self._overhead_ms.append(max(0.0, total_ms - engine_ms))
 
     def summary(self) -> dict[str, float | int | None]:
+        """Count and p50 / p95 of the request's time in the server (total), in the engine, and outside it."""
         return {"count": len(self._total_ms), **_percentiles("total", self._total_ms),
-                **_percentiles("overhead", self._overhead_ms)}
+                **_percentiles("engine", self._engine_ms), **_percentiles("overhead", self._overhead_ms)}
 
 
 def _percentiles(name: str, values: deque[float]) -> dict[str, float | None]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,6 @@ class ModelHost:
         if self.state is ModelState.LOADING:
             try:
                 await asyncio.wait_for(self._settled.wait(), timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
         return self.engine

@@ -26,9 +26,9 @@ _POSITION_SLACK = 16
 
 @dataclass(frozen=True)
 class Completion:
-    text: str
+    texts: tuple[str, ...]  # distinct, best (greedy) first; empty when the filters discarded everything
     ctx: CompletionContext
-    engine_ms: float      # time the engine spent on it; 0 for a cache hit
+    engine_ms: float        # time the engine spent on them; 0 for a cache hit
 
 
 class Pipeline:
@@ -41,7 +41,10 @@ class Pipeline:
         self.num_engine_calls = 0
         self._counter: TokenCounter | None = None
 
-    async def complete(self, doc: Document, offset: int, settings: Settings, *, is_invoked: bool) -> Completion | None:
+    async def complete(self, doc: Document, offset: int, settings: Settings, *, is_invoked: bool,
+                       num_candidates: int = 1) -> Completion | None:
+        """Up to `num_candidates` completions at `offset`, or None when the model is unavailable or the trigger
+        says no."""
         engine = await self.host.wait(LOAD_WAIT_S)
         if engine is None:
             return None
@@ -50,18 +53,20 @@ class Pipeline:
         if reason is not None:
             logger.debug("no completion at %s:%d: %s", doc.uri, offset, reason)
             return None
-        key = CacheKey(f"{ctx.language_id}|{settings.generation}", ctx.prefix, ctx.suffix)
+        key = CacheKey(f"{ctx.language_id}|{num_candidates}|{settings.generation}", ctx.prefix, ctx.suffix)
         cached = self.cache.get(key)
         if cached is not None:
-            return Completion(cached, ctx, 0.0) if cached else None
+            return Completion(cached, ctx, 0.0)
         if not is_invoked and settings.trigger.debounce_ms:
             # a newer request for this document cancels this task while it sleeps (LatestWins)
             await asyncio.sleep(settings.trigger.debounce_ms / 1000)
-        raw, engine_ms = await self.worker.run(lambda stop: _infill(engine, ctx, settings.generation, stop))
+        raws, engine_ms = await self.worker.run(
+            lambda stop: _infill(engine, ctx, settings.generation, num_candidates, stop))
         self.num_engine_calls += 1
-        text = run_filters(raw, ctx)
-        self.cache.put(key, text or "")
-        return Completion(text, ctx, engine_ms) if text else None
+        filtered = (run_filters(raw, ctx) for raw in raws)
+        texts = tuple(dict.fromkeys(text for text in filtered if text))  # dict: distinct, order kept
+        self.cache.put(key, texts)
+        return Completion(texts, ctx, engine_ms)
 
     def context(self, engine: Any, doc: Document, offset: int, settings: Settings) -> CompletionContext:
         if self._counter is None:
@@ -78,14 +83,22 @@ def span_tokens(ctx: CompletionContext, settings: GenerationSettings) -> int:
     return min(settings.single_line_tokens, settings.max_tokens)
 
 
-def _infill(engine: Any, ctx: CompletionContext, settings: GenerationSettings, should_stop: StopCheck) -> tuple[str, float]:
-    """One engine call on the engine thread: (raw text, engine ms). Raises coda_engine.Cancelled when stopped."""
+def _infill(engine: Any, ctx: CompletionContext, settings: GenerationSettings, num_candidates: int,
+            should_stop: StopCheck) -> tuple[list[str], float]:
+    """Engine calls on the engine thread: (raw texts, engine ms). The first candidate uses the configured
+    temperature; the others sample at `candidate_temperature` with fixed seeds, so a repeated request gets the
+    same alternatives. Raises coda_engine.Cancelled when stopped."""
     span = span_tokens(ctx, settings)
     steps = None if settings.steps is None else min(settings.steps, span)
     # The model predicts position i from position i-1, so a span cannot start a canvas: at the very start of a
     # file the engine gets one newline before the cursor, which reads as "a file starting here".
     prefix = ctx.prefix or "\n"
-    result = engine.infill(prefix, ctx.suffix, max_new_tokens=span, steps=steps, alg=settings.alg,
-                           temperature=settings.temperature, threshold=settings.threshold,
-                           should_stop=should_stop)
-    return result.text, result.elapsed_ms
+    texts, elapsed_ms = [], 0.0
+    for index in range(num_candidates):
+        temperature = settings.temperature if index == 0 else settings.candidate_temperature
+        result = engine.infill(prefix, ctx.suffix, max_new_tokens=span, steps=steps, alg=settings.alg,
+                               temperature=temperature, threshold=settings.threshold,
+                               seed=index if index else None, should_stop=should_stop)
+        texts.append(result.text)
+        elapsed_ms += result.elapsed_ms
+    return texts, elapsed_ms

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 from lsprotocol import types
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 Alg = Literal["origin", "maskgit_plus", "topk_margin", "entropy", "threshold"]
 ALGS: tuple[str, ...] = ("origin", "maskgit_plus", "topk_margin", "entropy", "threshold")
@@ -19,6 +20,8 @@ class GenerationSettings:
     alg: Alg = "entropy"
     temperature: float = 0.0       # 0 = greedy, so identical contexts give identical (cacheable) answers
     threshold: float | None = None  # alg "threshold": reveal every position at least this confident
+    num_candidates: int = 3        # an explicit (Invoked) request returns up to this many items to cycle through
+    candidate_temperature: float = 0.8  # sampling temperature of the candidates after the first (greedy) one
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ _KEYS: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
     "alg": ("generation", "alg", _alg),
     "temperature": ("generation", "temperature", _float_in(0.0, 5.0)),
     "threshold": ("generation", "threshold", _optional(_float_in(0.0, 1.0))),
+    "invokedCandidates": ("generation", "num_candidates", _int_in(1, 8)),
+    "candidateTemperature": ("generation", "candidate_temperature", _float_in(0.0, 5.0)),
     "contextTokens": ("context", "context_tokens", _int_in(16, 32768)),
     "suffixShare": ("context", "suffix_share", _float_in(0.05, 0.95)),
     "debounceMs": ("trigger", "debounce_ms", _int_in(0, 5000)),

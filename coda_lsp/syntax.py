@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import tree_sitter_language_pack
@@ -30,7 +30,7 @@ class BlockSlot:
     closer_indent: str | None  # braces: indentation put back before '}'; None for Python
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parser(grammar: str) -> Any:
     return tree_sitter_language_pack.get_parser(grammar)
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 StopCheck = Callable[[], bool]
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,6 +29,7 @@ class EngineWorker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coda-engine")
         self._queue: asyncio.Queue[_Job] | None = None
         self._consumer: asyncio.Task[None] | None = None
+        self._running: _Job | None = None
 
     async def run(self, fn: Callable[[StopCheck], T]) -> T:
         """`fn(should_stop)` on the engine thread, after the jobs queued before it. Cancelling the awaiting task
@@ -45,10 +45,6 @@ class EngineWorker:
             job.stop.set()
             raise
 
-    @property
-    def num_queued(self) -> int:
-        return 0 if self._queue is None else self._queue.qsize()
-
     async def _consume(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
@@ -56,6 +52,7 @@ class EngineWorker:
             job = await self._queue.get()
             if job.stop.is_set() or job.future.done():
                 continue
+            self._running = job
             try:
                 result = await loop.run_in_executor(self._executor, job.run, job.stop.is_set)
             except Exception as exc:  # the job's caller decides what an engine error means
@@ -64,8 +61,18 @@ class EngineWorker:
             else:
                 if not job.future.done():
                     job.future.set_result(result)
+            finally:
+                self._running = None
 
     def close(self) -> None:
+        """Cancel every job, stopping the running one at its next step: the interpreter joins the engine thread
+        at exit, so an unstopped infill would keep a shut-down server alive."""
+        jobs = [] if self._running is None else [self._running]
+        while self._queue is not None and not self._queue.empty():
+            jobs.append(self._queue.get_nowait())
+        for job in jobs:
+            job.stop.set()
+            job.future.cancel()
         if self._consumer is not None:
             self._consumer.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)

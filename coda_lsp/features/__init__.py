@@ -8,6 +8,7 @@ from pygls.exceptions import JsonRpcContentModified, JsonRpcInvalidParams
 from coda_lsp.documents import Document
 from coda_lsp.server import CodaServer
 
+
 def snapshot(server: CodaServer, uri: str, position: types.Position) -> tuple[Document, int]:
     """The document as it is now and the cursor's offset in it; InvalidParams (-32602) for a document that was
     never opened. Positions past the end clamp to the end (negative ones never get here: lsprotocol rejects

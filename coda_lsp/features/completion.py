@@ -10,6 +10,7 @@ from coda_lsp.features import ensure_current, snapshot
 from coda_lsp.items import completion_item
 from coda_lsp.server import CodaServer
 
+
 def register(server: CodaServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())
     async def completion(ls: CodaServer, params: types.CompletionParams) -> types.CompletionList:
@@ -18,12 +19,14 @@ def register(server: CodaServer) -> None:
         doc, offset = snapshot(ls, params.text_document.uri, params.position)
         is_invoked = params.context is not None and \
             params.context.trigger_kind == types.CompletionTriggerKind.Invoked
-        result = await ls.pipeline.complete(doc, offset, ls.settings, is_invoked=is_invoked)
+        num_candidates = ls.settings.generation.num_candidates if is_invoked else 1
+        result = await ls.pipeline.complete(doc, offset, ls.settings, is_invoked=is_invoked,
+                                            num_candidates=num_candidates)
         ensure_current(ls, doc)
-        # isIncomplete: every keystroke asks again, so the item follows the text (cache hits cost nothing)
+        # isIncomplete: every keystroke asks again, so the items follow the text (cache hits cost nothing)
         if result is None:
             return types.CompletionList(is_incomplete=True, items=[])
         if result.engine_ms:
             ls.latency.record((time.perf_counter() - started) * 1000, result.engine_ms)
-        return types.CompletionList(is_incomplete=True,
-                                    items=[completion_item(result.text, result.ctx, doc, ls.encoding)])
+        return types.CompletionList(is_incomplete=True, items=[
+            completion_item(text, result.ctx, doc, ls.encoding, rank) for rank, text in enumerate(result.texts)])

@@ -6,6 +6,7 @@ from lsprotocol import types
 
 from coda_lsp.server import CodaServer
 
+
 def register(server: CodaServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: CodaServer, params: types.DidOpenTextDocumentParams) -> None:

@@ -78,13 +78,13 @@ async def fill(server: CodaServer, uri: str, range_: types.Range) -> types.Works
         view, cursor = Document(doc.uri, doc.language_id, doc.version, doc.text[:start] + doc.text[end:]), start
     completion = await server.pipeline.complete(view, cursor, server.settings, is_invoked=True)
     ensure_current(server, doc)
-    if completion is None:
+    if completion is None or not completion.texts:
         server.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning,
                                                            message="coda-lsp: the model wrote nothing usable here"))
         return None
     if slot is not None:
-        return fill_edit(completion.text, slot, doc, server.encoding)
-    return replace_edit(doc, start, end, completion.text, server.encoding)
+        return fill_edit(completion.texts[0], slot, doc, server.encoding)
+    return replace_edit(doc, start, end, completion.texts[0], server.encoding)
 
 
 def _slot(doc: Document, offset: int) -> BlockSlot | None:

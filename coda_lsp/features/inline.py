@@ -11,6 +11,7 @@ from coda_lsp.features import ensure_current, snapshot
 from coda_lsp.items import inline_item
 from coda_lsp.server import CodaServer
 
+
 def register(server: CodaServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: CodaServer,
@@ -21,14 +22,17 @@ def register(server: CodaServer) -> None:
         selected = params.context.selected_completion_info
         view, cursor = (doc, offset) if selected is None else _with_selection(ls, doc, selected)
         is_invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-        completion = await ls.pipeline.complete(view, cursor, ls.settings, is_invoked=is_invoked)
+        # Invoked: "return multiple items to enable cycling" (LSP 3.18); Automatic: one is enough
+        num_candidates = ls.settings.generation.num_candidates if is_invoked else 1
+        completion = await ls.pipeline.complete(view, cursor, ls.settings, is_invoked=is_invoked,
+                                                num_candidates=num_candidates)
         ensure_current(ls, doc)
         if completion is None:
             return types.InlineCompletionList(items=[])
         if completion.engine_ms:
             ls.latency.record((time.perf_counter() - started) * 1000, completion.engine_ms)
-        return types.InlineCompletionList(items=[inline_item(completion.text, completion.ctx, doc, ls.encoding,
-                                                             selected)])
+        return types.InlineCompletionList(items=[inline_item(text, completion.ctx, doc, ls.encoding, selected)
+                                                 for text in completion.texts])
 
 
 def _with_selection(server: CodaServer, doc: Document, selected: types.SelectedCompletionInfo) -> tuple[Document, int]:

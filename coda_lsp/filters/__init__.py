@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from coda_lsp.context import CompletionContext
 from coda_lsp.filters.dedent_scope import stop_at_dedent

@@ -50,10 +50,10 @@ def test_unused_prefix_budget_flows_to_the_suffix() -> None:
     assert _words(ctx.suffix) > 70
 
 
-def test_line_parts_and_line_end() -> None:
+def test_line_parts() -> None:
     text = "def f(x):\n    return g(x)\n"
     ctx = build_context(_doc(text), text.index("x)\n"), ContextSettings(), _words)
-    assert (ctx.line_prefix, ctx.line_suffix, ctx.is_line_end) == ("    return g(", "x)", False)
+    assert (ctx.line_prefix, ctx.line_suffix) == ("    return g(", "x)")
     assert ctx.line_indent == "    "
 
 

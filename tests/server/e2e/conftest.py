@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from coda_lsp.positions import num_units
 
 WORKSPACE = Path(__file__).parent / "workspace"
 # Small spans keep each infill on the tiny model under ~0.2 s on two cores; debounce 0 makes timings exact.
@@ -36,27 +39,53 @@ def neovim_capabilities() -> types.ClientCapabilities:
 PROFILES = {"vscode": vscode_capabilities, "neovim": neovim_capabilities}
 
 
-async def start_server(model: Path, capabilities: types.ClientCapabilities, *,
-                       configuration: dict[str, Any] | None = None,
-                       initialization_options: Any = None) -> LanguageClient:
-    """A running, initialised server process; the `coda` section of `configuration` answers its pull."""
+@dataclass
+class Session:
+    """A running, initialised server process and what the client saw of it."""
+
+    client: LanguageClient
+    profile: str
+    result: types.InitializeResult
+    applied_edits: list[types.WorkspaceEdit] = field(default_factory=list)
+    num_docs: int = 0
+
+    @property
+    def encoding(self) -> str:
+        return self.result.capabilities.position_encoding or "utf-16"
+
+    def open(self, text: str, language_id: str = "python", suffix: str = ".py") -> str:
+        """Open `text` under a fresh uri, so one test's cache entries and versions never meet another's."""
+        self.num_docs += 1
+        uri = (WORKSPACE / f"{self.profile}-{self.num_docs}{suffix}").as_uri()
+        open_document(self.client, uri, text, language_id)
+        return uri
+
+    def end_of(self, text: str, needle: str) -> types.Position:
+        """The position right after the first `needle`, in the negotiated encoding."""
+        offset = text.index(needle) + len(needle)
+        column = text[text.rfind("\n", 0, offset) + 1:offset]
+        return types.Position(line=text.count("\n", 0, offset), character=num_units(column, self.encoding))
+
+
+async def start_session(model: Path, profile: str, *, configuration: dict[str, Any] | None = None,
+                        initialization_options: Any = None) -> Session:
+    """The real server process on `model`; the `coda` section of `configuration` answers its pull."""
     config = ClientServerConfig(server_command=[sys.executable, "-m", "coda_lsp", "--model", str(model),
                                                 "--log-level", "WARNING"])
     client = await config.start()
     assert isinstance(client, LanguageClient)
     client.set_configuration({"coda": configuration or {}})
     applied_edits: list[types.WorkspaceEdit] = []
-    client.applied_edits = applied_edits  # type: ignore[attr-defined]
 
     @client.feature(types.WORKSPACE_APPLY_EDIT)
     def apply_edit(params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
         applied_edits.append(params.edit)
         return types.ApplyWorkspaceEditResult(applied=True)
 
-    await client.initialize_session(types.InitializeParams(
-        capabilities=capabilities, root_uri=WORKSPACE.as_uri(), initialization_options=initialization_options,
+    result = await client.initialize_session(types.InitializeParams(
+        capabilities=PROFILES[profile](), root_uri=WORKSPACE.as_uri(), initialization_options=initialization_options,
         workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="workspace")]))
-    return client
+    return Session(client, profile, result, applied_edits)
 
 
 async def status(client: LanguageClient) -> dict[str, Any]:

@@ -1,0 +1,169 @@
+"""python -m coda_lsp.bench: request->response latency p50 / p95 over stdio, and the time spent outside the engine.
+
+Drives the real `coda-lsp` process with pygls' LSP client: one fresh server per kind of completion (single-line
+at the end of an assignment, multi-line after a block opener), on real Python source (this package's own code),
+each request at a new cursor so that no answer comes from the cache."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import quantiles
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.client import LanguageClient
+
+from coda_lsp.cli import DEFAULT_MODEL
+
+SOURCES = sorted(Path(__file__).parent.rglob("*.py"))
+_ASSIGNMENT = re.compile(r"^(\s*)([A-Za-z_][\w.]*) = \S")
+_OPENER = re.compile(r"^\s*(def|if|for|while|with|class) .*:$")
+
+
+@dataclass(frozen=True)
+class Sample:
+    text: str
+    position: types.Position
+
+
+def single_line_samples(count: int) -> list[Sample]:
+    """Cursors right after `name = `, the rest of the line removed: the model completes the statement."""
+    samples = []
+    for source in SOURCES:
+        lines = source.read_text().split("\n")
+        for number, line in enumerate(lines):
+            match = _ASSIGNMENT.match(line)
+            if match and len(samples) < count:
+                cut = line[:match.end() - 1]
+                text = "\n".join([*lines[:number], cut, *lines[number + 1:]])
+                samples.append(Sample(text, types.Position(number, len(cut))))
+    return samples
+
+
+def multi_line_samples(count: int) -> list[Sample]:
+    """Cursors at the end of a line that opens a block: the model writes lines of the block."""
+    samples = []
+    for source in SOURCES:
+        text = source.read_text()
+        for number, line in enumerate(text.split("\n")):
+            if _OPENER.match(line) and line.isascii() and len(samples) < count:
+                samples.append(Sample(text, types.Position(number, len(line))))
+    return samples
+
+
+async def run_kind(model: Path, samples: list[Sample], options: dict[str, Any], device: str,
+                   dtype: str | None) -> dict[str, Any]:
+    """Start a server, send every sample once, and return client-side timings plus the server's status."""
+    client = LanguageClient("coda-lsp-bench", "0")
+    command = [sys.executable, "-m", "coda_lsp", "--model", str(model), "--device", device, "--log-level", "ERROR"]
+    await client.start_io(*command, *(["--dtype", dtype] if dtype else []))
+    capabilities = types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
+        inline_completion=types.InlineCompletionClientCapabilities()))
+    await client.initialize_async(types.InitializeParams(capabilities=capabilities,
+                                                         initialization_options={"coda": options}))
+    client.initialized(types.InitializedParams())
+    await _wait_ready(client)
+    client_ms = []
+    for number, sample in enumerate(samples):
+        uri = f"file:///bench/{number}.py"
+        client.text_document_did_open(types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=sample.text)))
+        started = time.perf_counter()
+        await client.text_document_inline_completion_async(types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=sample.position,
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+        client_ms.append((time.perf_counter() - started) * 1000)
+        client.text_document_did_close(types.DidCloseTextDocumentParams(
+            text_document=types.TextDocumentIdentifier(uri=uri)))
+    status = _plain(await client.protocol.send_request_async("coda/status", {}))
+    await client.shutdown_async(None)
+    client.exit(None)
+    await client.stop()
+    return {"client": client_ms, "status": status}
+
+
+async def _wait_ready(client: LanguageClient) -> None:
+    while True:
+        status = _plain(await client.protocol.send_request_async("coda/status", {}))
+        if status["state"] == "error":
+            raise SystemExit(f"coda-lsp bench: the model failed to load: {status['error']}")
+        if status["state"] == "ready":
+            return
+        await asyncio.sleep(0.05)
+
+
+def _plain(value: Any) -> Any:
+    """pygls' client returns untyped results as namedtuples."""
+    if hasattr(value, "_asdict"):
+        return {key: _plain(item) for key, item in value._asdict().items()}
+    return value
+
+
+def _p(values: list[float], q: int) -> float:
+    return quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def _default_model(preset: str, tokenizer_dir: Path, folder: Path) -> Path:
+    from coda_engine.presets import write_random_checkpoint
+
+    return write_random_checkpoint(folder / preset, preset=preset, seed=0, tokenizer_dir=tokenizer_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m coda_lsp.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, help=f"checkpoint folder (default: {DEFAULT_MODEL} if present, "
+                                                    "else a random checkpoint of --preset)")
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "small"])
+    shared = Path(os.environ.get("CODA_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+    parser.add_argument("--tokenizer-dir", type=Path, default=shared / "reference" / "coda-v0",
+                        help="tokenizer files for a random checkpoint (default: $CODA_SHARED_DIR/reference/coda-v0)")
+    parser.add_argument("--requests", type=int, default=30, help="requests per kind (default 30)")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--single-line-tokens", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"])
+    args = parser.parse_args(argv)
+    logging.getLogger("pygls").setLevel(logging.ERROR)  # the client ignores the server's logMessages, quietly
+    options = {"maxTokens": args.max_tokens, "singleLineTokens": args.single_line_tokens, "steps": args.steps,
+               "debounceMs": 0}
+    with tempfile.TemporaryDirectory() as scratch:
+        model = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else
+                               _default_model(args.preset, args.tokenizer_dir, Path(scratch)))
+        kinds = {"single-line": single_line_samples(args.requests),
+                 "multi-line": multi_line_samples(args.requests)}
+        results = {kind: asyncio.run(run_kind(model, samples, options, args.device, args.dtype))
+                   for kind, samples in kinds.items()}
+    _print_table(model, args, results)
+    return 0
+
+
+def _print_table(model: Path, args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
+    status = next(iter(results.values()))["status"]
+    print(f"coda-lsp bench: {model} on {status['device']} ({status['dtype']}); maxTokens {args.max_tokens}, "
+          f"singleLineTokens {args.single_line_tokens}, steps {args.steps}; times in ms")
+    header = ("kind", "n", "request p50", "request p95", "engine p50", "engine p95", "outside engine p50",
+              "outside engine p95")
+    print(" | ".join(header))
+    print(" | ".join("---" for _ in header))
+    for kind, result in results.items():
+        latency = result["status"]["latency"]
+        row = (kind, str(len(result["client"])), f"{_p(result['client'], 50):.1f}", f"{_p(result['client'], 95):.1f}",
+               f"{latency['engineP50Ms']:.1f}", f"{latency['engineP95Ms']:.1f}",
+               f"{latency['overheadP50Ms']:.2f}", f"{latency['overheadP95Ms']:.2f}")
+        print(" | ".join(row))
+    print("outside engine = time in the server's handler minus the engine's own time (context, trigger, cache,\n"
+          "queue, filters, items); request = client-measured request -> response over stdio.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

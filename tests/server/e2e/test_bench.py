@@ -1,0 +1,21 @@
+"""End to end: `python -m coda_lsp.bench` drives real servers and prints its table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coda_lsp.bench import main
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_prints_a_row_per_kind(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--model", str(tiny_checkpoint), "--requests", "2", "--max-tokens", "8",
+                 "--single-line-tokens", "4", "--steps", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in lines if " | " in line}
+    assert set(rows) >= {"single-line", "multi-line"}
+    for kind in ("single-line", "multi-line"):
+        assert rows[kind][1] == "2" and all(float(cell) >= 0 for cell in rows[kind][2:])
