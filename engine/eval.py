@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=_count(0), default=None, help="at most this many problems per task")
     parser.add_argument("--offset", type=_count(0), default=0, help="skip this many problems per task")
     parser.add_argument("--max-new-tokens", type=_count(1), default=defaults.max_new_tokens)
-    parser.add_argument("--steps", type=_count(1), default=defaults.steps)
+    parser.add_argument("--steps", type=_count(1), default=None,
+                        help="denoising steps (default: --max-new-tokens, one token a step)")
     parser.add_argument("--alg", default=defaults.alg)
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
     parser.add_argument("--threshold", type=float, default=defaults.threshold)
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     isolation = probe_isolation()
+    # Logged only once everything loaded, so that a bad input leaves exactly one line on stderr.
+    log.info("problems: %s", ", ".join(f"{task} {len(problems)}" for task, problems in problems_by_task.items()))
     log.info("model %s on %s (%s); sandbox: network namespace %s, process limit %s", args.model, args.device,
              engine.dtype, "yes" if isolation.has_network_namespace else "NO",
              "enforced" if isolation.enforces_process_limit else "NOT enforced (uid 0)")
@@ -103,21 +106,19 @@ def _positive_float(text: str) -> float:
 
 def _infill_settings(args: argparse.Namespace) -> InfillSettings:
     """The sampling settings, checked by the engine's own validation before hours of generation start."""
-    settings = InfillSettings(max_new_tokens=args.max_new_tokens, steps=args.steps, alg=args.alg,
-                              temperature=args.temperature, threshold=args.threshold, seed=args.seed)
-    steps = settings.max_new_tokens if settings.steps is None else settings.steps
-    if steps > settings.max_new_tokens:
-        raise ValueError(f"--steps ({steps}) must not exceed --max-new-tokens ({settings.max_new_tokens})")
-    SamplingParams(steps, settings.alg, settings.temperature, threshold=settings.threshold)
-    return settings
+    # Resolved here rather than left to the engine, so the report states the number of steps.
+    steps = args.max_new_tokens if args.steps is None else args.steps
+    if steps > args.max_new_tokens:
+        raise ValueError(f"--steps ({steps}) must not exceed --max-new-tokens ({args.max_new_tokens})")
+    SamplingParams(steps, args.alg, args.temperature, threshold=args.threshold)
+    return InfillSettings(max_new_tokens=args.max_new_tokens, steps=steps, alg=args.alg,
+                          temperature=args.temperature, threshold=args.threshold, seed=args.seed)
 
 
 def _load_all(args: argparse.Namespace) -> dict[TaskName, list[Problem]]:
     data_dir = args.data_dir if args.data_dir is not None else default_data_dir()
     tasks = parse_task_names(args.task or ["single-line"])
-    problems_by_task = {task: load_problems(task, data_dir, args.offset, args.limit) for task in tasks}
-    log.info("data %s: %s", data_dir, ", ".join(f"{task} {len(p)}" for task, p in problems_by_task.items()))
-    return problems_by_task
+    return {task: load_problems(task, data_dir, args.offset, args.limit) for task in tasks}
 
 
 def _evaluate(args: argparse.Namespace, engine: Engine, settings: InfillSettings,

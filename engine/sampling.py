@@ -60,7 +60,9 @@ def margin_confidence(probs: torch.Tensor, chosen_prob: torch.Tensor) -> torch.T
 
 
 def negative_entropy(probs: torch.Tensor, chosen_prob: torch.Tensor) -> torch.Tensor:
-    return torch.sum(probs * torch.log(probs + ENTROPY_EPS), dim=-1)
+    # In place on one vocabulary-sized temporary: the same operations in the same order as sum(p * log(p + eps)).
+    terms = probs.add(ENTROPY_EPS).log_().mul_(probs)
+    return terms.sum(dim=-1)
 
 
 def chosen_probability(probs: torch.Tensor, chosen_prob: torch.Tensor) -> torch.Tensor:

@@ -12,9 +12,11 @@ Truncation is one rule per task, chosen from what the task's canonical middle lo
 
 from __future__ import annotations
 
+from itertools import dropwhile
+
 from .tasks import Problem, TaskName
 
-# Chen et al. 2021, "Evaluating Large Language Models Trained on Code", section 2.3.
+# Chen et al. 2021, "Evaluating Large Language Models Trained on Code": the Codex HumanEval stop sequences.
 HUMANEVAL_STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 
 
@@ -46,7 +48,7 @@ def _drop_suffix_echo(text: str, suffix: str) -> str:
     whitespace only, so indentation stays significant: on the multi-line task no canonical middle loses a line.
     """
     lines = text.splitlines(keepends=True)
-    suffix_lines = [line.rstrip() for line in suffix.lstrip("\n").splitlines()]
+    suffix_lines = list(dropwhile(lambda line: not line, (line.rstrip() for line in suffix.splitlines())))
     for start in range(len(lines)):
         tail = [line.rstrip() for line in lines[start:]]
         if tail[0] and _is_start_of(tail, suffix_lines):

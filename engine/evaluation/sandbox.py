@@ -99,7 +99,8 @@ def execute_program(source: str, limits: SandboxLimits = SandboxLimits()) -> Exe
             started = time.perf_counter()
             is_timeout, returncode = _run_in_own_session(command, workdir, output, limits.timeout_s)
             elapsed_ms = (time.perf_counter() - started) * 1000
-            output.seek(0)
+            size = output.seek(0, os.SEEK_END)
+            output.seek(max(0, size - 4 * OUTPUT_TAIL_CHARS))  # UTF-8 spends at most 4 bytes on a character
             text = output.read().decode("utf-8", errors="replace")[-OUTPUT_TAIL_CHARS:]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -222,13 +222,21 @@ def test_missing_data_file_exits_with_one_line(tmp_path: Path, tiny_checkpoint: 
     assert len(error_lines) == 1 and "HumanEval-SingleLineInfilling.jsonl.gz" in error_lines[0]
 
 
-def test_bad_model_path_exits_with_one_line(tmp_path: Path, humaneval_dir: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_model_path_exits_with_one_line(tmp_path: Path, humaneval_dir: Path) -> None:
+    """Through a real process, so that log lines written to stderr before the failure would count too."""
+    command = [sys.executable, "-m", "coda_engine.eval", "--model", str(tmp_path / "absent"),
+               "--data-dir", str(humaneval_dir)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert completed.returncode != 0
+    error_lines = completed.stderr.strip().splitlines()
+    assert len(error_lines) == 1 and "absent" in error_lines[0]
+
+
+def test_bad_sampling_settings_exit_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     from coda_engine.eval import main
 
-    assert main(["--model", str(tmp_path / "absent"), "--data-dir", str(humaneval_dir)]) != 0
-    error_lines = capsys.readouterr().err.strip().splitlines()
-    assert len(error_lines) == 1 and "absent" in error_lines[0]
+    assert main(["--model", "unused", "--max-new-tokens", "8", "--steps", "9"]) != 0
+    assert capsys.readouterr().err == "error: --steps (9) must not exceed --max-new-tokens (8)\n"
 
 
 @pytest.mark.slow

@@ -166,3 +166,19 @@ def test_damaged_or_mismatched_data_is_refused(corpus, word_tokenizer_dir) -> No
         open_tokens(corpus / "out", 8, **OPEN)
     with pytest.raises(TrainingError, match="no manifest.json"):
         open_tokens(corpus / "src", 8, **OPEN)
+
+
+def test_line_spans_cover_whole_lines_or_the_rest_of_one() -> None:
+    from coda_training.data.infill import line_span
+
+    newline = 0
+    # Lines of 3 tokens each: a, b, newline.
+    tokens = [t for line in range(10) for t in (100 + line, 200 + line, newline)]
+    starts_mid_line = 0
+    for seed in range(200):
+        start, length = line_span(tokens, np.random.default_rng(seed), 8, frozenset({newline}))
+        assert 1 <= length <= 8
+        assert tokens[start + length - 1] == newline  # ends at a line break
+        starts_mid_line += tokens[start - 1] != newline
+    assert 0 < starts_mid_line < 200
+    assert line_span([1, 2, 3], np.random.default_rng(0), 8, frozenset({newline})) is None

@@ -143,11 +143,12 @@ def _example_rows(files: list[Path], info: TokenizerInfo, opts: TokenizeOptions)
                     rows.append(example)
     else:
         rng = np.random.default_rng(opts.seed)
+        line_end_ids = info.line_end_ids()
         for text in read_documents(files):
             tokens = info.encode(text)
             for _ in range(opts.examples_per_file):
                 example = infill_example(tokens, opts.seq_len, rng, max_middle=opts.max_middle,
-                                         max_tail=opts.max_tail, pad_id=info.pad_id)
+                                         max_tail=opts.max_tail, pad_id=info.pad_id, line_end_ids=line_end_ids)
                 dropped += example is None
                 if example is not None:
                     rows.append(example)

@@ -37,6 +37,11 @@ class TokenizerInfo:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
+    def line_end_ids(self) -> frozenset[int]:
+        """Ids whose text holds a line break (byte-level BPE keeps newlines out of word tokens)."""
+        vocab = self.tokenizer.get_vocab()
+        return frozenset(i for i in vocab.values() if "\n" in self.tokenizer.decode([i]))
+
 
 def _from_vocab_merges(directory: Path) -> Tokenizer:
     tok = Tokenizer(models.BPE.from_file(str(directory / "vocab.json"), str(directory / "merges.txt")))
