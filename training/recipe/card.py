@@ -1,0 +1,79 @@
+"""The shipped model's card: what it is, the data, the recipe, the losses, and the harness scores if measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+STAGE_TITLES = {"pretrain": "pre-training", "midtrain": "mid-training (curriculum)", "sft": "infill SFT"}
+
+
+def stage_rows(work: Path) -> list[str]:
+    rows = []
+    for stage, title in STAGE_TITLES.items():
+        config = yaml.safe_load((work / stage / "config.yaml").read_text())
+        metrics = [json.loads(line) for line in (work / stage / "metrics.jsonl").read_text().splitlines()]
+        first, last = metrics[0], metrics[-1]
+        tokens = config["num_steps"] * config["data"]["batch_size"] * config["data"]["seq_len"]
+        rows.append(f"| {title} | {config['num_steps']} | {tokens / 1e6:.2f} M | {config['optim']['name']} "
+                    f"{config['optim']['learning_rate']:g} | {first['loss']:.3f} | {last['loss']:.3f} |")
+    return rows
+
+
+def model_shape(out: Path) -> str:
+    config = json.loads((out / "config.json").read_text())
+    return (f"{config['num_hidden_layers']} layers, hidden {config['hidden_size']}, MLP {config['intermediate_size']}, "
+            f"{config['num_attention_heads']} heads ({config['num_key_value_heads']} KV) of {config['head_dim']}, "
+            f"vocabulary {config['vocab_size']}")
+
+
+def num_parameters(out: Path) -> float:
+    from safetensors.numpy import load_file
+
+    return sum(t.size for f in sorted(out.glob("*.safetensors")) for t in load_file(str(f)).values()) / 1e6
+
+
+def write_card(work: Path, out: Path, held_out: dict[str, float] | None) -> Path:
+    manifest = json.loads((work / "corpus" / "manifest.json").read_text())
+    stats = manifest["stats"]
+    sources = ", ".join(f"{name} {info['version']} ({info['licence']})" for name, info in manifest["sources"].items())
+    eval_md = out / "EVAL.md"
+    scores = eval_md.read_text().strip() if eval_md.is_file() else \
+        "Not measured yet: `make default-model` runs the harness after training."
+    loss_line = "" if held_out is None else (
+        f"\nHeld-out loss (1/t-weighted, final curriculum noise): {held_out['loss']:.3f}; masked-token NLL "
+        f"{held_out['masked_token_nll']:.3f}.\n")
+    lines = [
+        "# coda-tiny: the default model of coda-lsp",
+        "",
+        f"A CoDA-architecture masked-diffusion code model ({num_parameters(out):.1f} M parameters: {model_shape(out)}),",
+        "trained from random weights by this project's own pipeline on CPU. It exists so that `coda-lsp` works",
+        "out of the box; it is small, and it completes Python best.",
+        "",
+        "## Data",
+        "",
+        f"Python source from {sources}: {stats['train_files']} training files ({stats['train_bytes'] / 1e6:.1f} MB)",
+        f"and {stats['valid_files']} held-out files, after dropping {stats['skipped_size_or_lines']} generated or",
+        f"oversized files, {stats['duplicates']} duplicates and {stats['contaminated']} files sharing a line with",
+        "HumanEval (nothing from HumanEval is trained on). Test suites and vendored code are excluded.",
+        "",
+        "## Recipe",
+        "",
+        "`make default-model` (= `python -m coda_training.recipe`, then the harness) reproduces this folder on",
+        "2 CPU cores. Tokenizer: byte-level BPE trained on the corpus, CoDA's special tokens (`<|im_end|>` ends a",
+        "span, `<|endoftext|>` pads after it, `<|mask|>` is the diffusion's absorbing state).",
+        "",
+        "| stage | steps | tokens | optimiser, peak lr | first loss | last loss |",
+        "|---|---:|---:|---|---:|---:|",
+        *stage_rows(work),
+        loss_line,
+        "## Harness scores",
+        "",
+        scores,
+        "",
+    ]
+    card = out / "README.md"
+    card.write_text("\n".join(lines))
+    return card
