@@ -71,7 +71,7 @@ async def run_kind(model: Path, samples: list[Sample], options: dict[str, Any], 
     await client.initialize_async(types.InitializeParams(capabilities=capabilities,
                                                          initialization_options={"coda": options}))
     client.initialized(types.InitializedParams())
-    await _wait_ready(client)
+    await wait_ready(client)
     client_ms = []
     for number, sample in enumerate(samples):
         uri = f"file:///bench/{number}.py"
@@ -84,16 +84,16 @@ async def run_kind(model: Path, samples: list[Sample], options: dict[str, Any], 
         client_ms.append((time.perf_counter() - started) * 1000)
         client.text_document_did_close(types.DidCloseTextDocumentParams(
             text_document=types.TextDocumentIdentifier(uri=uri)))
-    status = _plain(await client.protocol.send_request_async("coda/status", {}))
+    status = plain(await client.protocol.send_request_async("coda/status", {}))
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()
     return {"client": client_ms, "status": status}
 
 
-async def _wait_ready(client: LanguageClient) -> None:
+async def wait_ready(client: LanguageClient) -> None:
     while True:
-        status = _plain(await client.protocol.send_request_async("coda/status", {}))
+        status = plain(await client.protocol.send_request_async("coda/status", {}))
         if status["state"] == "error":
             raise SystemExit(f"coda-lsp bench: the model failed to load: {status['error']}")
         if status["state"] == "ready":
@@ -101,10 +101,10 @@ async def _wait_ready(client: LanguageClient) -> None:
         await asyncio.sleep(0.05)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """pygls' client returns untyped results as namedtuples."""
     if hasattr(value, "_asdict"):
-        return {key: _plain(item) for key, item in value._asdict().items()}
+        return {key: plain(item) for key, item in value._asdict().items()}
     return value
 
 
