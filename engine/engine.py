@@ -115,10 +115,12 @@ class Engine:
                alg: Algorithm = "entropy", temperature: float = 0.0, top_p: float | None = None,
                top_k: int | None = None, alg_temp: float | None = None, eps: float = 1e-3,
                threshold: float | None = None, seed: int | None = None, should_stop: StopCheck | None = None,
-               on_step: StepCallback | None = None) -> InfillResult:
+               on_step: StepCallback | None = None, variable_length: bool = True) -> InfillResult:
         """Fill up to `max_new_tokens` tokens between `prefix` and `suffix` (steps defaults to one per token).
 
         The span is an upper bound: pad and end tokens the model writes inside it are dropped from the text.
+        `variable_length=False` forbids those tokens, so the model must write exactly `max_new_tokens` tokens
+        (the fixed-length infill that models without a learned pad tail are limited to).
         """
         started = time.perf_counter()
         if max_new_tokens < 1:
@@ -138,8 +140,9 @@ class Engine:
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
+        suppressed = () if variable_length else tuple(sorted(self.tokenizer.filler_token_ids))
         trace = denoise(self.model, canvas, self.mask_token_id, params, generator=generator,
-                        should_stop=should_stop, on_step=on_step)
+                        should_stop=should_stop, on_step=on_step, suppressed_token_ids=suppressed)
         written = trace.canvas[0, len(prefix_ids):len(prefix_ids) + max_new_tokens].tolist()
         kept = [t for t in written if t not in self.tokenizer.filler_token_ids]
         return InfillResult(text=self.tokenizer.decode(kept), token_ids=written,

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
     parser.add_argument("--threshold", type=float, default=defaults.threshold)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--fixed-length", action="store_true",
+                        help="forbid pad/end tokens: the model must fill the whole span (the fixed-length baseline)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None, help="default: the engine's (fp32 on CPU)")
     parser.add_argument("--timeout", type=_positive_float, default=SandboxLimits().timeout_s,
@@ -112,7 +114,8 @@ def _infill_settings(args: argparse.Namespace) -> InfillSettings:
         raise ValueError(f"--steps ({steps}) must not exceed --max-new-tokens ({args.max_new_tokens})")
     SamplingParams(steps, args.alg, args.temperature, threshold=args.threshold)
     return InfillSettings(max_new_tokens=args.max_new_tokens, steps=steps, alg=args.alg,
-                          temperature=args.temperature, threshold=args.threshold, seed=args.seed)
+                          temperature=args.temperature, threshold=args.threshold, seed=args.seed,
+                          variable_length=not args.fixed_length)
 
 
 def _load_all(args: argparse.Namespace) -> dict[TaskName, list[Problem]]:

@@ -92,8 +92,13 @@ def masked_logits(model: CodaModel, canvas: torch.Tensor, is_masked: torch.Tenso
 
 def denoise(model: CodaModel, canvas: torch.Tensor, mask_token_id: int, params: SamplingParams, *,
             logits_at_masks: LogitsAtMasks = masked_logits, generator: torch.Generator | None = None,
-            should_stop: StopCheck | None = None, on_step: StepCallback | None = None) -> DenoiseTrace:
-    """Reveal the canvas's masks step by step; raises Cancelled when `should_stop()` turns True between steps."""
+            should_stop: StopCheck | None = None, on_step: StepCallback | None = None,
+            suppressed_token_ids: tuple[int, ...] = ()) -> DenoiseTrace:
+    """Reveal the canvas's masks step by step; raises Cancelled when `should_stop()` turns True between steps.
+
+    `suppressed_token_ids` can never be revealed (used to force a fixed-length span: no pad or end tokens).
+    """
+    suppressed = torch.tensor(suppressed_token_ids, dtype=torch.long, device=canvas.device)
     trace = DenoiseTrace(canvas.clone())
     x = trace.canvas
     times = timesteps(params.steps, params.eps).to(x.device)
@@ -106,6 +111,8 @@ def denoise(model: CodaModel, canvas: torch.Tensor, mask_token_id: int, params: 
             break
         with torch.inference_mode():
             logits = logits_at_masks(model, x, is_masked)
+            if suppressed.numel():
+                logits[:, suppressed] = torch.finfo(logits.dtype).min
         trace.num_forward_passes += 1
         reveal_step(x, is_masked, logits, step, times, mask_token_id, params, generator)
         trace.tokens_per_step.append(num_masked - int((x == mask_token_id).sum()))

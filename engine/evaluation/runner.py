@@ -32,6 +32,7 @@ class InfillSettings:
     temperature: float = 0.0
     threshold: float | None = None
     seed: int | None = None  # the same seed for every problem, so a run is reproducible problem by problem
+    variable_length: bool = True  # False: pad/end tokens forbidden, the model fills the whole span
 
 
 @dataclass(frozen=True)
