@@ -20,11 +20,10 @@ from pathlib import Path
 import torch
 
 from . import CheckpointError, Engine
-from .checkpoint import find_weight_files, load_weights
+from .checkpoint import find_weight_files
 from .config import load_config
-from .engine import resolve_dtype
+from .engine import load_model, resolve_dtype
 from .generate import LogitsAtMasks, SamplingParams, denoise, masked_logits, reference_logits
-from .model import CodaModel
 from .presets import PRESETS, write_random_checkpoint
 from .tokenizer import load_tokenizer
 
@@ -119,10 +118,7 @@ def load_row(path: Path, device: str, dtype: str | None) -> tuple[Engine, str]:
     before = resident_mib() if target.type == "cpu" else 0.0
     reset()
     started = time.perf_counter()
-    with torch.device("meta"):
-        model = CodaModel(config)
-    load_weights(model, folder, dtype=resolve_dtype(dtype, target), device=target,
-                 tie_head_when_absent=config.tie_word_embeddings)
+    model = load_model(folder, config, target, resolve_dtype(dtype, target))
     elapsed = time.perf_counter() - started
     for param in model.parameters():
         param.sum()  # touch every weight so lazily mapped pages count, as they will after the first request
@@ -130,7 +126,7 @@ def load_row(path: Path, device: str, dtype: str | None) -> tuple[Engine, str]:
     file_mib = sum(p.stat().st_size for p in find_weight_files(folder)) / 2**20
     summary = (f"load {elapsed * 1000:.0f} ms; weights file {file_mib:.1f} MiB; peak memory growth while loading "
                f"and touching every weight {peak:.1f} MiB = {peak / file_mib:.2f} x the file")
-    return Engine(model.eval(), tokenizer, folder), summary
+    return Engine(model, tokenizer, folder), summary
 
 
 def format_table(rows: list[Row]) -> str:

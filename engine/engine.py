@@ -44,6 +44,14 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
     return dtype
 
 
+def load_model(folder: Path, config: ModelConfig, device: torch.device, dtype: torch.dtype) -> CodaModel:
+    """Build the model on the meta device, then assign the checkpoint's (memory-mapped) weights."""
+    with torch.device("meta"):
+        model = CodaModel(config)
+    load_weights(model, folder, dtype=dtype, device=device, tie_head_when_absent=config.tie_word_embeddings)
+    return model.eval()
+
+
 class Engine:
     """A loaded model plus its tokenizer. Not thread-safe: callers serialise requests (the server uses one worker)."""
 
@@ -76,10 +84,7 @@ class Engine:
         dtype = resolve_dtype(dtype, device)
         config = load_config(folder)
         tokenizer = load_tokenizer(folder)
-        with torch.device("meta"):
-            model = CodaModel(config)
-        load_weights(model, folder, dtype=dtype, device=device, tie_head_when_absent=config.tie_word_embeddings)
-        return cls(model.eval(), tokenizer, folder)
+        return cls(load_model(folder, config, device, dtype), tokenizer, folder)
 
     def forward_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, L) ids -> (B, L, V) raw, unshifted logits, as CoDA's model returns them."""
