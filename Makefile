@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 MODEL  := models/coda-tiny
-# The harness slice the model card reports: every single-line problem (the headline number), the rest sampled.
-EVAL_ARGS := --model $(MODEL) --max-new-tokens 24 --output $(MODEL)/eval.json --markdown $(MODEL)/EVAL.md
+# What the model card reports: every HumanEval single-line infilling problem (the headline pass@1) with the learned
+# variable-length span, and the first 200 again with pad/end tokens forbidden (the fixed-length baseline).
+EVAL   := $(BIN)/python -m coda_engine.eval --model $(MODEL) --task single-line --max-new-tokens 24
 
 .PHONY: test demo default-model install bench clean
 
@@ -31,7 +32,8 @@ demo: $(STAMP)
 # measures it on HumanEval-infilling and writes the scores into its model card.
 default-model: $(STAMP)
 	$(BIN)/python -m coda_training.recipe --out $(MODEL)
-	$(BIN)/python -m coda_engine.eval $(EVAL_ARGS) --task single-line
+	$(EVAL) --output $(MODEL)/eval-single-line.json --markdown $(MODEL)/EVAL-single-line.md
+	$(EVAL) --limit 200 --fixed-length --output $(MODEL)/eval-fixed-length.json --markdown $(MODEL)/EVAL-fixed-length.md
 	$(BIN)/python -m coda_training.recipe --out $(MODEL) --card-only
 
 bench: $(STAMP)

@@ -39,8 +39,8 @@ def write_card(work: Path, out: Path, held_out: dict[str, float] | None) -> Path
     manifest = json.loads((work / "corpus" / "manifest.json").read_text())
     stats = manifest["stats"]
     sources = ", ".join(f"{name} {info['version']} ({info['licence']})" for name, info in manifest["sources"].items())
-    eval_md = out / "EVAL.md"
-    scores = eval_md.read_text().strip() if eval_md.is_file() else \
+    reports = sorted(out.glob("EVAL-*.md"))
+    scores = "\n\n".join(f"`{p.name}`:\n\n{p.read_text().strip()}" for p in reports) if reports else \
         "Not measured yet: `make default-model` runs the harness after training."
     loss_line = "" if held_out is None else (
         f"\nHeld-out loss (1/t-weighted, final curriculum noise): {held_out['loss']:.3f}; masked-token NLL "
