@@ -83,6 +83,16 @@ def span_tokens(ctx: CompletionContext, settings: GenerationSettings) -> int:
     return min(settings.single_line_tokens, settings.max_tokens)
 
 
+def model_prefix(ctx: CompletionContext) -> str:
+    """The prefix the engine sees. On a line holding only indentation the span starts at the line start: BPE
+    splits spaces before code differently from trailing ones (`"        " + " self"` vs `"       " + " self"`),
+    and infill spans start at line starts in training. The indentation filter then drops the first line's
+    own indentation, since the cursor already sits after it."""
+    if ctx.line_prefix and not ctx.line_prefix.strip() and ctx.prefix.endswith(ctx.line_prefix):
+        return ctx.prefix[:len(ctx.prefix) - len(ctx.line_prefix)]
+    return ctx.prefix
+
+
 def _infill(engine: Any, ctx: CompletionContext, settings: GenerationSettings, num_candidates: int,
             should_stop: StopCheck) -> tuple[list[str], float]:
     """Engine calls on the engine thread: (raw texts, engine ms). The first candidate uses the configured
@@ -92,7 +102,7 @@ def _infill(engine: Any, ctx: CompletionContext, settings: GenerationSettings, n
     steps = None if settings.steps is None else min(settings.steps, span)
     # The model predicts position i from position i-1, so a span cannot start a canvas: at the very start of a
     # file the engine gets one newline before the cursor, which reads as "a file starting here".
-    prefix = ctx.prefix or "\n"
+    prefix = model_prefix(ctx) or "\n"
     texts, elapsed_ms = [], 0.0
     for index in range(num_candidates):
         temperature = settings.temperature if index == 0 else settings.candidate_temperature

@@ -120,7 +120,8 @@ class Engine:
                alg: Algorithm = "entropy", temperature: float = 0.0, top_p: float | None = None,
                top_k: int | None = None, alg_temp: float | None = None, eps: float = 1e-3,
                threshold: float | None = None, seed: int | None = None, should_stop: StopCheck | None = None,
-               on_step: StepCallback | None = None, variable_length: bool = True) -> InfillResult:
+               on_step: StepCallback | None = None, variable_length: bool = True,
+               window: int | None = None) -> InfillResult:
         """Fill up to `max_new_tokens` tokens between `prefix` and `suffix` (steps defaults to one per token).
 
         The span is an upper bound: pad and end tokens the model writes inside it are dropped from the text.
@@ -137,7 +138,7 @@ class Engine:
         if not prefix_ids:
             # Position i is predicted from position i-1, so the first position of a canvas can never be written.
             raise ValueError("the prefix is empty: the model needs at least one token before the span")
-        params = SamplingParams(steps, alg, temperature, top_p, top_k, alg_temp, eps, threshold)
+        params = SamplingParams(steps, alg, temperature, top_p, top_k, alg_temp, eps, threshold, window)
         span = [self.mask_token_id] * max_new_tokens
         canvas_ids = prefix_ids + span + self.tokenizer.encode(suffix)
         self._check_length(len(canvas_ids))

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
     parser.add_argument("--threshold", type=float, default=defaults.threshold)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--window", type=_count(1), default=defaults.window,
+                        help="reveal only among the leftmost N masks each step (1: left to right; default: anywhere)")
     parser.add_argument("--fixed-length", action="store_true",
                         help="forbid pad/end tokens: the model must fill the whole span (the fixed-length baseline)")
     parser.add_argument("--device", default="cpu")
@@ -112,10 +114,10 @@ def _infill_settings(args: argparse.Namespace) -> InfillSettings:
     steps = args.max_new_tokens if args.steps is None else args.steps
     if steps > args.max_new_tokens:
         raise ValueError(f"--steps ({steps}) must not exceed --max-new-tokens ({args.max_new_tokens})")
-    SamplingParams(steps, args.alg, args.temperature, threshold=args.threshold)
+    SamplingParams(steps, args.alg, args.temperature, threshold=args.threshold, window=args.window)
     return InfillSettings(max_new_tokens=args.max_new_tokens, steps=steps, alg=args.alg,
                           temperature=args.temperature, threshold=args.threshold, seed=args.seed,
-                          variable_length=not args.fixed_length)
+                          variable_length=not args.fixed_length, window=args.window)
 
 
 def _load_all(args: argparse.Namespace) -> dict[TaskName, list[Problem]]:

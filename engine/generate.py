@@ -38,6 +38,9 @@ class SamplingParams:
     alg_temp: float | None = None
     eps: float = 1e-3
     threshold: float | None = None
+    # Reveal only among each row's leftmost `window` masks (widened to the step's quota): a semi-autoregressive
+    # order, as LLaDA's block decoding; 1 is left to right. None: anywhere, as CoDA does.
+    window: int | None = None
 
     def __post_init__(self) -> None:
         if self.alg not in ALGORITHMS:
@@ -56,6 +59,10 @@ class SamplingParams:
             raise ValueError("threshold is only used with alg='threshold'")
         if self.threshold is not None and not 0 < self.threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.window is not None and (not isinstance(self.window, int) or self.window < 1):
+            raise ValueError(f"window must be a positive integer, got {self.window!r}")
+        if self.window is not None and self.alg == "origin":
+            raise ValueError("window is not used with alg='origin' (it reveals positions at random)")
 
     @property
     def confidence_bar(self) -> float:
@@ -133,6 +140,11 @@ def reveal_step(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, 
     quota = reveal_quota(is_masked.sum() / is_masked.shape[0], step, params.steps, times)
     full_confidence = torch.full(x.shape, -torch.inf, dtype=logits.dtype, device=x.device)
     full_confidence[is_masked] = confidence
+    if params.window is not None:
+        # Never narrower than the quota, so every scheduled reveal finds a candidate and the last step empties
+        # the canvas.
+        beyond = torch.cumsum(is_masked, dim=1) > max(params.window, quota)
+        full_confidence.masked_fill_(beyond, -torch.inf)
     proposal = torch.full_like(x, mask_token_id)
     proposal[is_masked] = tokens
     if params.alg == "threshold":

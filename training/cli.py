@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--examples-per-file", type=int, default=4, help="infill: spans per source file")
     tok.add_argument("--max-middle", type=int, default=64, help="infill: longest middle in tokens")
     tok.add_argument("--max-tail", type=int, default=16, help="infill: longest pad tail in tokens")
+    tok.add_argument("--max-spans", type=int, default=1, help="infill: most holes per row, each with a pad tail")
 
     for stage in STAGES:
         run = sub.add_parser(stage, help=f"run the {stage} stage")
@@ -69,7 +70,7 @@ def _tokenize(args: argparse.Namespace) -> None:
 
     opts = TokenizeOptions(kind=args.kind, seq_len=args.seq_len, shard_tokens=args.shard_tokens, seed=args.seed,
                            examples_per_file=args.examples_per_file, max_middle=args.max_middle,
-                           max_tail=args.max_tail)
+                           max_tail=args.max_tail, max_spans=args.max_spans)
     manifest = tokenize(args.inputs, load_tokenizer(args.tokenizer), args.out, opts)
     rows = manifest.get("num_examples", manifest.get("num_documents"))
     print(f"wrote {args.out}: {manifest['kind']}, {manifest['num_tokens']:,} tokens, {rows} "

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from .candidate import build_program, is_exact_match, truncate_completion
 from .progress import ProgressBar
-from .sandbox import ExecutionStatus, SandboxLimits, execute_program
+from .sandbox import ExecutionResult, ExecutionStatus, SandboxLimits, execute_program
 from .tasks import Problem, TaskName
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ class InfillSettings:
     threshold: float | None = None
     seed: int | None = None  # the same seed for every problem, so a run is reproducible problem by problem
     variable_length: bool = True  # False: pad/end tokens forbidden, the model fills the whole span
+    window: int | None = None  # reveal among the leftmost `window` masks only (1: left to right)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Generation:
     raw_text: str
     generation_ms: float
     num_forward_passes: int
+    error: str | None = None  # why the engine refused the problem (e.g. a canvas longer than the model's positions)
 
 
 @dataclass(frozen=True)
@@ -63,14 +65,21 @@ class ProblemResult:
 
 
 def generate(engine: Engine, problem: Problem, settings: InfillSettings) -> Generation:
-    result = engine.infill(problem.prefix, problem.suffix, **asdict(settings))
+    """The engine's middle; a problem the engine refuses is one failed problem, not the end of the run."""
+    try:
+        result = engine.infill(problem.prefix, problem.suffix, **asdict(settings))
+    except ValueError as error:
+        return Generation("", 0.0, 0, error=str(error))
     return Generation(result.text, result.elapsed_ms, result.num_forward_passes)
 
 
 def score_generation(problem: Problem, generation: Generation, limits: SandboxLimits) -> ProblemResult:
     """Truncate, assemble, execute and compare one generation."""
     completion = truncate_completion(problem.task, generation.raw_text, problem.suffix)
-    execution = execute_program(build_program(problem, completion), limits)
+    if generation.error is not None:
+        execution = ExecutionResult("failed", f"not generated: {generation.error}", 0.0, "")
+    else:
+        execution = execute_program(build_program(problem, completion), limits)
     return ProblemResult(
         task=problem.task,
         task_id=problem.task_id,

@@ -270,3 +270,20 @@ def test_cli_writes_consistent_json_and_markdown(tiny_checkpoint: Path, humaneva
     assert len(table_rows) == 3  # header and one row per task
     assert table_rows[1].startswith("| single-line | 3 | ")
     assert "single-line: 3/3" in completed.stderr
+
+
+def test_a_problem_the_engine_refuses_fails_alone(tiny_checkpoint: Path, humaneval_dir: Path) -> None:
+    from dataclasses import replace
+
+    from coda_engine import Engine
+    from coda_engine.evaluation.runner import InfillSettings, run_task
+
+    engine = Engine.from_pretrained(tiny_checkpoint)
+    normal = load_problems("single-line", humaneval_dir, 0, 1)[0]
+    too_long = replace(normal, task_id="too-long", prefix="x = 1\n" * 9000 + normal.prefix)
+    progress = ProgressBar(2, "single-line", stream=io.StringIO())
+    results = run_task(engine, [too_long, normal], InfillSettings(max_new_tokens=4, steps=2), FAST_LIMITS, 2,
+                       progress)
+    assert [r.task_id for r in results] == ["too-long", normal.task_id]
+    assert results[0].status == "failed" and "max_position_embeddings" in results[0].reason
+    assert results[1].num_forward_passes == 2 and results[1].execution_ms > 0

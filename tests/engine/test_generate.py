@@ -130,6 +130,32 @@ def test_on_step_sees_the_canvas_fill_up(engine):
     assert remaining == sorted(remaining, reverse=True)
 
 
+@pytest.mark.parametrize("alg", ["entropy", "maskgit_plus", "threshold"])
+def test_window_of_one_reveals_left_to_right(engine, alg):
+    prefix = "def f(x):\n    return "
+    start = len(engine.tokenizer.encode(prefix))
+    revealed = []
+
+    def record(step, canvas):
+        span = canvas[0, start:start + 10] != engine.mask_token_id
+        revealed.append(int(span.sum()))
+        assert bool(span[:revealed[-1]].all())  # what is written is always a prefix of the span
+
+    result = engine.infill(prefix, "\n", max_new_tokens=10, steps=10, alg=alg, window=1, on_step=record)
+    assert revealed[-1] == 10 and result.num_forward_passes <= 10
+
+
+def test_window_wider_than_the_span_changes_nothing(engine):
+    plain = engine.infill("x = [1, 2]\ny = ", "\nprint(y)\n", max_new_tokens=9, steps=4)
+    wide = engine.infill("x = [1, 2]\ny = ", "\nprint(y)\n", max_new_tokens=9, steps=4, window=9)
+    assert wide.token_ids == plain.token_ids
+
+
+def test_window_narrower_than_the_quota_still_fills_the_span(engine):
+    result = engine.infill("a = 1\n", "\n", max_new_tokens=12, steps=3, window=1)
+    assert engine.mask_token_id not in result.token_ids and result.num_forward_passes == 3
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(prefix="", suffix="x"), "prefix is empty"),
     (dict(prefix="a", suffix="", max_new_tokens=0), "at least one token"),
@@ -137,6 +163,8 @@ def test_on_step_sees_the_canvas_fill_up(engine):
     (dict(prefix="a", suffix="", alg="beam"), "unknown alg"),
     (dict(prefix="a", suffix="", alg="entropy", threshold=0.5), "only used with alg='threshold'"),
     (dict(prefix="a", suffix="", temperature=-1.0), "temperature"),
+    (dict(prefix="a", suffix="", window=0), "window must be a positive integer"),
+    (dict(prefix="a", suffix="", alg="origin", window=2), "not used with alg='origin'"),
 ])
 def test_bad_infill_arguments_raise_value_error(engine, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -82,3 +82,20 @@ def test_token_counter_uses_the_model_tokenizer(reference_dir: Path) -> None:
     line = "def hello_world():\n"
     assert counter(line) == len(tokenizer.encode(line)) > 1
     assert counter(line) == len(tokenizer.encode(line))  # the second count comes from the memo
+
+
+@pytest.mark.parametrize("line_prefix,expected_tail", [
+    ("        ", "as f:\n"),  # only indentation: the span starts at the line start
+    ("\t", "as f:\n"),
+    ("        f.wr", "        f.wr"),  # code before the cursor stays
+    ("", "as f:\n"),
+])
+def test_model_prefix_moves_a_blank_lines_indentation_into_the_span(line_prefix: str, expected_tail: str) -> None:
+    from coda_lsp.pipeline import model_prefix
+
+    text = f"def save(path):\n    with open(path) as f:\n{line_prefix}\n    return path\n"
+    cursor = text.index(line_prefix + "\n    return") + len(line_prefix)
+    ctx = build_context(_doc(text), cursor, ContextSettings(context_tokens=100_000), _words)
+    assert ctx.line_prefix == line_prefix
+    assert model_prefix(ctx).endswith(expected_tail)
+    assert ctx.prefix.startswith(model_prefix(ctx)) and ctx.prefix.endswith(line_prefix)

@@ -113,6 +113,29 @@ def test_infill_rows_hold_prefix_middle_tail_suffix(seed: int) -> None:
     assert joined == tokens[tokens.index(before[0]):tokens.index(before[0]) + len(joined)]  # order preserved
 
 
+def test_infill_rows_with_several_holes_keep_the_file_in_order() -> None:
+    tokens = list(range(1000, 1300))
+    holes_seen = set()
+    for seed in range(40):
+        row, condition = infill_example(tokens, 128, np.random.default_rng(seed), max_middle=8, max_tail=4,
+                                        pad_id=7, max_spans=4)
+        edges = np.flatnonzero(np.diff(np.concatenate([[1], condition.astype(int), [1]])))
+        holes = list(zip(edges[::2], edges[1::2]))  # [start, end) of each run of response tokens
+        holes_seen.add(len(holes))
+        assert 1 <= len(holes) <= 4 and condition[0]
+        text = []
+        for (start, end), next_start in zip(holes, [h[0] for h in holes[1:]] + [len(row)]):
+            response = row[start:end].tolist()
+            middle = [t for t in response if t != 7]
+            assert 1 <= len(middle) <= 8 and response[len(middle):] == [7] * (len(response) - len(middle))
+            text += middle
+            text += [t for t in row[end:next_start].tolist() if t != 7]
+        text = row[:holes[0][0]].tolist() + text
+        first = tokens.index(text[0])
+        assert text == tokens[first:first + len(text)]  # holes cut out nothing and reorder nothing
+    assert holes_seen >= {1, 2, 3}
+
+
 def test_bad_inputs_stop_before_anything_is_written(corpus, word_tokenizer_dir) -> None:
     info = load_tokenizer(word_tokenizer_dir)
     with pytest.raises(TrainingError, match="does not exist"):

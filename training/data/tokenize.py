@@ -44,6 +44,7 @@ class TokenizeOptions:
     examples_per_file: int = 4  # infill: spans drawn per source file
     max_middle: int = 64  # infill: longest middle, tokens
     max_tail: int = 16  # infill: longest pad tail after the middle, tokens
+    max_spans: int = 1  # infill: most holes per row (each with its own pad tail)
 
 
 def collect_inputs(paths: list[str | Path]) -> list[Path]:
@@ -148,7 +149,8 @@ def _example_rows(files: list[Path], info: TokenizerInfo, opts: TokenizeOptions)
             tokens = info.encode(text)
             for _ in range(opts.examples_per_file):
                 example = infill_example(tokens, opts.seq_len, rng, max_middle=opts.max_middle,
-                                         max_tail=opts.max_tail, pad_id=info.pad_id, line_end_ids=line_end_ids)
+                                         max_tail=opts.max_tail, pad_id=info.pad_id, line_end_ids=line_end_ids,
+                                         max_spans=opts.max_spans)
                 dropped += example is None
                 if example is not None:
                     rows.append(example)

@@ -10,15 +10,31 @@ import yaml
 STAGE_TITLES = {"pretrain": "pre-training", "midtrain": "mid-training (curriculum)", "sft": "infill SFT"}
 
 
+# Logged points averaged at each end of a stage: one batch's t decides most of its loss, so single points are noise.
+SMOOTHING = 5
+
+
+def mean_nll(metrics: list[dict]) -> float:
+    return sum(m["masked_token_nll"] for m in metrics) / len(metrics)
+
+
+def stage_tokens(config: dict) -> int:
+    return config["num_steps"] * config["data"]["batch_size"] * config["data"]["seq_len"]
+
+
+def total_tokens(work: Path) -> int:
+    return sum(stage_tokens(yaml.safe_load((work / stage / "config.yaml").read_text())) for stage in STAGE_TITLES)
+
+
 def stage_rows(work: Path) -> list[str]:
     rows = []
     for stage, title in STAGE_TITLES.items():
         config = yaml.safe_load((work / stage / "config.yaml").read_text())
         metrics = [json.loads(line) for line in (work / stage / "metrics.jsonl").read_text().splitlines()]
-        first, last = metrics[0], metrics[-1]
-        tokens = config["num_steps"] * config["data"]["batch_size"] * config["data"]["seq_len"]
+        first, last = mean_nll(metrics[:SMOOTHING]), mean_nll(metrics[-SMOOTHING:])
+        tokens = stage_tokens(config)
         rows.append(f"| {title} | {config['num_steps']} | {tokens / 1e6:.2f} M | {config['optim']['name']} "
-                    f"{config['optim']['learning_rate']:g} | {first['loss']:.3f} | {last['loss']:.3f} |")
+                    f"{config['optim']['learning_rate']:g} | {first:.3f} | {last:.3f} |")
     return rows
 
 
@@ -35,13 +51,24 @@ def num_parameters(out: Path) -> float:
     return sum(t.size for f in sorted(out.glob("*.safetensors")) for t in load_file(str(f)).values()) / 1e6
 
 
+def empty_answers(report: Path) -> str:
+    """How many scored answers were blank, from the JSON beside a Markdown report (a blank line can pass)."""
+    details = report.with_name(report.name.replace("EVAL-", "eval-").replace(".md", ".json"))
+    if not details.is_file():
+        return ""
+    problems = json.loads(details.read_text())["problems"]
+    blank = [p for p in problems if not p["completion"].strip()]
+    passed = sum(p["status"] == "passed" for p in blank)
+    return f"\n\nBlank answers: {len(blank)} of {len(problems)} ({passed} of them passed)."
+
+
 def write_card(work: Path, out: Path, held_out: dict[str, float] | None) -> Path:
     manifest = json.loads((work / "corpus" / "manifest.json").read_text())
     stats = manifest["stats"]
     sources = ", ".join(f"{name} {info['version']} ({info['licence']})" for name, info in manifest["sources"].items())
     reports = sorted(out.glob("EVAL-*.md"))
-    scores = "\n\n".join(f"`{p.name}`:\n\n{p.read_text().strip()}" for p in reports) if reports else \
-        "Not measured yet: `make default-model` runs the harness after training."
+    scores = "\n\n".join(f"`{p.name}`:\n\n{p.read_text().strip()}{empty_answers(p)}" for p in reports) if reports \
+        else "Not measured yet: `make default-model` runs the harness after training."
     loss_line = "" if held_out is None else (
         f"\nHeld-out loss (1/t-weighted, final curriculum noise): {held_out['loss']:.3f}; masked-token NLL "
         f"{held_out['masked_token_nll']:.3f}.\n")
@@ -65,9 +92,13 @@ def write_card(work: Path, out: Path, held_out: dict[str, float] | None) -> Path
         "2 CPU cores. Tokenizer: byte-level BPE trained on the corpus, CoDA's special tokens (`<|im_end|>` ends a",
         "span, `<|endoftext|>` pads after it, `<|mask|>` is the diffusion's absorbing state).",
         "",
-        "| stage | steps | tokens | optimiser, peak lr | first loss | last loss |",
+        "| stage | steps | tokens | optimiser, peak lr | first masked NLL | last masked NLL |",
         "|---|---:|---:|---|---:|---:|",
         *stage_rows(work),
+        "",
+        "Pre- and mid-training noise whole packed files (mid-training with CoDA's five-phase S1/S2/S3 curriculum);",
+        "infill SFT rows hold up to five holes (60 % of them whole lines or the rest of a line), each followed by a",
+        "pad tail of up to 32 tokens, so the model learns to end a span early and the engine can over-allocate.",
         loss_line,
         "## Harness scores",
         "",
@@ -75,9 +106,12 @@ def write_card(work: Path, out: Path, held_out: dict[str, float] | None) -> Path
         "",
         "## Limitations",
         "",
-        "About 8 M training tokens on 2 CPU cores are far too few for useful code: most harness passes are blank or",
-        "comment lines where the removed line was not needed by the tests. Treat this model as a working default",
-        "that exercises the whole stack; serve a real CoDA checkpoint (`--model`) for useful completions.",
+        f"About {total_tokens(work) / 1e6:.0f} M training tokens on 2 CPU cores are far too few for useful code: the",
+        "model has learned Python's surface (indentation, common names, brackets) but rarely writes a line that",
+        "passes a test, and some passes are lines the tests did not need. With the learned span it often writes",
+        "nothing (the blank answers above): the pad tail is its most confident prediction, the entropy order",
+        "reveals the most confident slots first, and the pads then spread to the whole span. Treat it as a working",
+        "default that exercises the whole stack; serve a real CoDA checkpoint (`--model`) for useful completions.",
         "",
     ]
     card = out / "README.md"
