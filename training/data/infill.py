@@ -40,7 +40,7 @@ def line_span(tokens: list[int], rng: np.random.Generator, max_middle: int,
 
 
 def random_span(tokens: list[int], rng: np.random.Generator, max_middle: int,
-                line_end_ids: frozenset[int]) -> tuple[int, int] | None:
+                line_end_ids: frozenset[int]) -> tuple[int, int]:
     """(start, length) of a line-aligned span (LINE_SPAN_SHARE of draws, when possible) or of any tokens."""
     span = line_span(tokens, rng, max_middle, line_end_ids) if rng.random() < LINE_SPAN_SHARE else None
     if span is None:
