@@ -77,7 +77,7 @@ def build(work: Path, out: Path, humaneval_dir: Path, overrides: list[str]) -> d
     if out.exists():
         shutil.rmtree(out)
     run(["export", "--run-dir", str(work / "sft"), "--out", str(out)])
-    write_card(work, out, held_out_loss(work))
+    write_card(work, out, held_out_loss(work), INFILL)
     return {"elapsed_minutes": round((time.time() - started) / 60, 1)}
 
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every checkpoint operation at INFO
     try:
         if args.card_only:
-            write_card(args.work, args.out, held_out_loss(args.work))
+            write_card(args.work, args.out, held_out_loss(args.work), INFILL)
             return 0
         summary = build(args.work, args.out, args.humaneval_dir, args.overrides)
     except TrainingError as exc:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from coda_training.data.infill import LINE_SPAN_SHARE
+
 STAGE_TITLES = {"pretrain": "pre-training", "midtrain": "mid-training (curriculum)", "sft": "infill SFT"}
 
 
@@ -22,14 +24,10 @@ def stage_tokens(config: dict) -> int:
     return config["num_steps"] * config["data"]["batch_size"] * config["data"]["seq_len"]
 
 
-def total_tokens(work: Path) -> int:
-    return sum(stage_tokens(yaml.safe_load((work / stage / "config.yaml").read_text())) for stage in STAGE_TITLES)
-
-
-def stage_rows(work: Path) -> list[str]:
+def stage_rows(work: Path, configs: dict[str, dict]) -> list[str]:
     rows = []
     for stage, title in STAGE_TITLES.items():
-        config = yaml.safe_load((work / stage / "config.yaml").read_text())
+        config = configs[stage]
         metrics = [json.loads(line) for line in (work / stage / "metrics.jsonl").read_text().splitlines()]
         first, last = mean_nll(metrics[:SMOOTHING]), mean_nll(metrics[-SMOOTHING:])
         tokens = stage_tokens(config)
@@ -62,7 +60,10 @@ def empty_answers(report: Path) -> str:
     return f"\n\nBlank answers: {len(blank)} of {len(problems)} ({passed} of them passed)."
 
 
-def write_card(work: Path, out: Path, held_out: dict[str, float] | None) -> Path:
+def write_card(work: Path, out: Path, held_out: dict[str, float] | None, infill: dict[str, int]) -> Path:
+    """`infill`: the options the recipe tokenized the SFT rows with (holes per row, pad tail)."""
+    configs = {stage: yaml.safe_load((work / stage / "config.yaml").read_text()) for stage in STAGE_TITLES}
+    num_tokens = sum(stage_tokens(config) for config in configs.values())
     manifest = json.loads((work / "corpus" / "manifest.json").read_text())
     stats = manifest["stats"]
     sources = ", ".join(f"{name} {info['version']} ({info['licence']})" for name, info in manifest["sources"].items())
@@ -94,11 +95,13 @@ def write_card(work: Path, out: Path, held_out: dict[str, float] | None) -> Path
         "",
         "| stage | steps | tokens | optimiser, peak lr | first masked NLL | last masked NLL |",
         "|---|---:|---:|---|---:|---:|",
-        *stage_rows(work),
+        *stage_rows(work, configs),
         "",
         "Pre- and mid-training noise whole packed files (mid-training with CoDA's five-phase S1/S2/S3 curriculum);",
-        "infill SFT rows hold up to five holes (60 % of them whole lines or the rest of a line), each followed by a",
-        "pad tail of up to 32 tokens, so the model learns to end a span early and the engine can over-allocate.",
+        f"infill SFT rows hold up to {infill['max_spans']} holes ({LINE_SPAN_SHARE:.0%} of them whole lines or the rest "
+        f"of a line), each followed by a",
+        f"pad tail of up to {infill['max_tail']} tokens, so the model learns to end a span early and the engine can "
+        "over-allocate.",
         loss_line,
         "## Harness scores",
         "",
@@ -106,7 +109,7 @@ def write_card(work: Path, out: Path, held_out: dict[str, float] | None) -> Path
         "",
         "## Limitations",
         "",
-        f"About {total_tokens(work) / 1e6:.0f} M training tokens on 2 CPU cores are far too few for useful code: the",
+        f"About {num_tokens / 1e6:.0f} M training tokens on 2 CPU cores are far too few for useful code: the",
         "model has learned Python's surface (indentation, common names, brackets) but rarely writes a line that",
         "passes a test, and some passes are lines the tests did not need. With the learned span it often writes",
         "nothing (the blank answers above): the pad tail is its most confident prediction, the entropy order",
