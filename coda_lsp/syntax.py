@@ -44,6 +44,19 @@ def has_errors(language: LanguageInfo, text: str) -> bool:
     return parse(language, text.encode("utf-8", "replace")).root_node.has_error
 
 
+def first_error_row(language: LanguageInfo, text: str) -> int | None:
+    """0-based line of the first syntax error (ERROR or MISSING node) in `text`, or None if it parses clean."""
+    node = parse(language, text.encode("utf-8", "replace")).root_node
+    if not node.has_error:
+        return None
+    while not (node.is_error or node.is_missing):
+        child = next((c for c in node.children if c.has_error or c.is_missing), None)
+        if child is None:
+            break
+        node = child
+    return node.start_point[0]
+
+
 def analyse_scope(language: LanguageInfo | None, prefix: str, suffix: str, line_prefix: str, line_suffix: str,
                   indent_unit: str) -> Scope:
     """Single- vs multi-line and the indentation floor for a cursor between `prefix` and `suffix`.

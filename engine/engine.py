@@ -11,7 +11,8 @@ import torch
 from .checkpoint import load_weights
 from .config import ModelConfig, load_config
 from .errors import CheckpointError
-from .generate import SamplingParams, StepCallback, StopCheck, denoise, masked_logits, reference_logits
+from .generate import (PadTail, SamplingParams, StepCallback, StopCheck, denoise, masked_logits,
+                       reference_logits)
 from .model import CodaModel
 from .sampling import Algorithm
 from .tokenizer import Tokenizer, load_tokenizer
@@ -124,7 +125,8 @@ class Engine:
                window: int | None = None) -> InfillResult:
         """Fill up to `max_new_tokens` tokens between `prefix` and `suffix` (steps defaults to one per token).
 
-        The span is an upper bound: pad and end tokens the model writes inside it are dropped from the text.
+        The span is an upper bound: the model ends it with a tail of pad and end tokens (generate.PadTail), which
+        is dropped from the text.
         `variable_length=False` forbids those tokens, so the model must write exactly `max_new_tokens` tokens
         (the fixed-length infill that models without a learned pad tail are limited to).
         """
@@ -146,9 +148,11 @@ class Engine:
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
-        suppressed = () if variable_length else tuple(sorted(self.tokenizer.filler_token_ids))
+        fillers = tuple(sorted(self.tokenizer.filler_token_ids))
         trace = denoise(self.model, canvas, self.mask_token_id, params, generator=generator,
-                        should_stop=should_stop, on_step=on_step, suppressed_token_ids=suppressed)
+                        should_stop=should_stop, on_step=on_step,
+                        suppressed_token_ids=() if variable_length else fillers,
+                        pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None)
         written = trace.canvas[0, len(prefix_ids):len(prefix_ids) + max_new_tokens].tolist()
         kept = [t for t in written if t not in self.tokenizer.filler_token_ids]
         return InfillResult(text=self.tokenizer.decode(kept), token_ids=written,

@@ -21,6 +21,8 @@ from .schedule import reveal_probability, reveal_quota, threshold_reveal, timest
 
 # Fast-dLLM's default bar for confidence-threshold parallel decoding.
 DEFAULT_THRESHOLD = 0.9
+# A position joins a span's pad tail once the model thinks the span more likely than not ends before it.
+TAIL_PROBABILITY = 0.5
 
 StepCallback = Callable[[int, torch.Tensor], None]
 StopCheck = Callable[[], bool]
@@ -69,6 +71,21 @@ class SamplingParams:
         return DEFAULT_THRESHOLD if self.threshold is None else self.threshold
 
 
+@dataclass(frozen=True)
+class PadTail:
+    """A span that may end early: `token_ids` (pad, end of text) mean "no text here" and may only form its tail.
+
+    The model was trained with such tails, so its probability of a filler at position k is its belief that the
+    span ends at or before k. Revealing fillers one at a time by confidence lets each one raise the next one's
+    probability until the whole span is blank; instead the tail starts at the model's median length,
+    re-estimated at every step from the text written so far, and is written (as `fill_id`) in one go once
+    nothing but the tail is left. One span per row.
+    """
+
+    token_ids: tuple[int, ...]
+    fill_id: int
+
+
 @dataclass
 class DenoiseTrace:
     """What one run of the loop did: the final canvas, passes spent, tokens revealed at each step."""
@@ -100,14 +117,16 @@ def masked_logits(model: CodaModel, canvas: torch.Tensor, is_masked: torch.Tenso
 def denoise(model: CodaModel, canvas: torch.Tensor, mask_token_id: int, params: SamplingParams, *,
             logits_at_masks: LogitsAtMasks = masked_logits, generator: torch.Generator | None = None,
             should_stop: StopCheck | None = None, on_step: StepCallback | None = None,
-            suppressed_token_ids: tuple[int, ...] = ()) -> DenoiseTrace:
+            suppressed_token_ids: tuple[int, ...] = (), pad_tail: PadTail | None = None) -> DenoiseTrace:
     """Reveal the canvas's masks step by step; raises Cancelled when `should_stop()` turns True between steps.
 
-    `suppressed_token_ids` can never be revealed (used to force a fixed-length span: no pad or end tokens).
+    `suppressed_token_ids` can never be revealed (used to force a fixed-length span: no pad or end tokens);
+    `pad_tail` lets each row's span end early (see PadTail).
     """
     suppressed = torch.tensor(suppressed_token_ids, dtype=torch.long, device=canvas.device)
     trace = DenoiseTrace(canvas.clone())
     x = trace.canvas
+    span = x == mask_token_id
     times = timesteps(params.steps, params.eps).to(x.device)
     for step in range(params.steps):
         if should_stop is not None and should_stop():
@@ -120,19 +139,49 @@ def denoise(model: CodaModel, canvas: torch.Tensor, mask_token_id: int, params: 
             logits = logits_at_masks(model, x, is_masked)
             if suppressed.numel():
                 logits[:, suppressed] = torch.finfo(logits.dtype).min
+            revealable = is_masked
+            if pad_tail is not None:
+                revealable = is_masked & ~settle_tail(x, is_masked, span, logits, pad_tail,
+                                                      last=step == params.steps - 1)
         trace.num_forward_passes += 1
-        reveal_step(x, is_masked, logits, step, times, mask_token_id, params, generator)
+        reveal_step(x, is_masked, logits, step, times, mask_token_id, params, generator, revealable)
         trace.tokens_per_step.append(num_masked - int((x == mask_token_id).sum()))
         if on_step is not None:
             on_step(step, x)
     return trace
 
 
+def settle_tail(x: torch.Tensor, is_masked: torch.Tensor, span: torch.Tensor, logits: torch.Tensor,
+                pad_tail: PadTail, last: bool) -> torch.Tensor:
+    """(B, L) bool: this step's tail of each span; fills the tail of rows with nothing else left (or all rows on
+    the last step) and forbids fillers at the masks before the tail, in `logits` (in place)."""
+    fillers = torch.tensor(pad_tail.token_ids, dtype=torch.long, device=x.device)
+    filler_probability = torch.zeros(x.shape, dtype=logits.dtype, device=x.device)
+    filler_probability[is_masked] = torch.softmax(logits, dim=-1)[:, fillers].sum(dim=-1)
+    # The tail starts at the first mask after the last written token that the model expects to be a filler:
+    # the median of its belief about where the span ends. Text cannot follow a pad, so the rest goes with it.
+    written = span & ~is_masked
+    after_text = written.flip(1).to(torch.int8).cumsum(dim=1).flip(1) == 0
+    starts = is_masked & span & after_text & (filler_probability > TAIL_PROBABILITY)
+    tail = starts.to(torch.int8).cummax(dim=1).values.bool() & span & is_masked
+    before_tail = (is_masked & ~tail)[is_masked]
+    logits[before_tail.nonzero()[:, :1], fillers] = torch.finfo(logits.dtype).min
+    settled = ~(is_masked & ~tail).any(dim=1, keepdim=True) | last
+    x.masked_fill_(tail & settled, pad_tail.fill_id)
+    return tail
+
+
 def reveal_step(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, step: int, times: torch.Tensor,
-                mask_token_id: int, params: SamplingParams, generator: torch.Generator | None) -> None:
-    """Write this step's revealed tokens into `x` in place."""
+                mask_token_id: int, params: SamplingParams, generator: torch.Generator | None,
+                revealable: torch.Tensor | None = None) -> None:
+    """Write this step's revealed tokens into `x` in place, only at `revealable` masks (default: all of them).
+
+    The schedule's quota counts every mask, so a span whose tail is held back still reveals its text at the
+    pace of the full span and ends in fewer passes.
+    """
+    revealable = is_masked if revealable is None else revealable
     if params.alg == "origin":
-        _reveal_random(x, is_masked, logits, step, times, mask_token_id, params, generator)
+        _reveal_random(x, is_masked, logits, step, times, mask_token_id, params, generator, revealable)
         return
     confidence, tokens = sample_tokens(logits, params.alg, params.temperature, params.top_p, params.top_k,
                                        generator)
@@ -140,6 +189,7 @@ def reveal_step(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, 
     quota = reveal_quota(is_masked.sum() / is_masked.shape[0], step, params.steps, times)
     full_confidence = torch.full(x.shape, -torch.inf, dtype=logits.dtype, device=x.device)
     full_confidence[is_masked] = confidence
+    full_confidence.masked_fill_(~revealable, -torch.inf)
     if params.window is not None:
         # Never narrower than the quota, so every scheduled reveal finds a candidate and the last step empties
         # the canvas.
@@ -148,7 +198,7 @@ def reveal_step(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, 
     proposal = torch.full_like(x, mask_token_id)
     proposal[is_masked] = tokens
     if params.alg == "threshold":
-        chosen = threshold_reveal(full_confidence, is_masked, params.confidence_bar, quota)
+        chosen = threshold_reveal(full_confidence, revealable, params.confidence_bar, quota)
         x.copy_(torch.where(chosen, proposal, x))
         return
     if quota == 0:
@@ -159,17 +209,20 @@ def reveal_step(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, 
     else:
         picked = torch.topk(full_confidence, quota).indices
     rows = torch.arange(x.shape[0], device=x.device)[:, None].expand_as(picked)
-    x[rows, picked] = proposal[rows, picked]
+    # A row with fewer revealable masks than the quota has -inf among its picks; those stay masked.
+    keep = torch.isfinite(full_confidence[rows, picked])
+    x[rows[keep], picked[keep]] = proposal[rows[keep], picked[keep]]
 
 
 def _reveal_random(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, step: int,
                    times: torch.Tensor, mask_token_id: int, params: SamplingParams,
-                   generator: torch.Generator | None) -> None:
-    """`origin`: every masked position is revealed independently with probability 1 - s/t."""
+                   generator: torch.Generator | None, revealable: torch.Tensor) -> None:
+    """`origin`: every revealable masked position is revealed independently with probability 1 - s/t."""
     probability = reveal_probability(step, params.steps, times)
     tokens = torch.full((logits.shape[0],), mask_token_id, dtype=x.dtype, device=x.device)
     chosen = torch.rand(tokens.shape, generator=generator, device=x.device) < probability
+    chosen &= revealable[is_masked]
     if chosen.any():
         _, tokens[chosen] = sample_tokens(logits[chosen], params.alg, params.temperature, params.top_p,
                                           params.top_k, generator)
-    x[is_masked] = tokens
+    x[is_masked] = torch.where(chosen, tokens, x[is_masked])

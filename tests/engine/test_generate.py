@@ -101,13 +101,10 @@ def test_infill_reports_passes_steps_and_drops_filler_tokens(engine):
 
 
 def test_fixed_length_infill_never_writes_filler_tokens(engine):
-    fillers = engine.tokenizer.filler_token_ids
-    # Under random weights some of 48 positions land on a filler token unless they are forbidden.
-    free = engine.infill("x = 1\n", "\n", max_new_tokens=48, steps=6, temperature=1.0, seed=3)
     fixed = engine.infill("x = 1\n", "\n", max_new_tokens=48, steps=6, temperature=1.0, seed=3,
                           variable_length=False)
-    assert not fillers.intersection(fixed.token_ids)
-    assert len(fixed.token_ids) == 48 and free.token_ids != fixed.token_ids
+    assert not engine.tokenizer.filler_token_ids.intersection(fixed.token_ids)
+    assert len(fixed.token_ids) == 48 and fixed.num_forward_passes == 6
 
 
 def test_should_stop_cancels_between_steps(engine):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coda_lsp.languages import GO, JAVASCRIPT, PYTHON, RUST, TYPESCRIPT, LanguageInfo, language_for
-from coda_lsp.syntax import analyse_scope, find_block_slot, has_errors
+from coda_lsp.syntax import analyse_scope, find_block_slot, first_error_row, has_errors
 
 
 def _scope(language: LanguageInfo, text: str):
@@ -72,6 +72,17 @@ def test_python_body_indent_and_docstring_kept() -> None:
 def test_has_errors() -> None:
     assert not has_errors(PYTHON, "def f():\n    return 1\n")
     assert has_errors(PYTHON, "def f(:\n")
+
+
+@pytest.mark.parametrize(("language", "text", "row"), [
+    (PYTHON, "def f(x):\n    return x\n", None),
+    (PYTHON, "def f(x):\n    y = 1\n    return )(\n    z = 2\n", 2),
+    (PYTHON, "x = 1\ny = (\n", 1),
+    (GO, "package main\n\nfunc f() {\n\tx := 1\n", 4),  # the missing brace is due at the end
+])
+def test_first_error_row(language: LanguageInfo, text: str, row: int | None) -> None:
+    assert first_error_row(language, text) == row
+    assert (row is None) == (not has_errors(language, text))
 
 
 def test_language_for() -> None:

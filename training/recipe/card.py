@@ -111,10 +111,11 @@ def write_card(work: Path, out: Path, held_out: dict[str, float] | None, infill:
         "",
         f"About {num_tokens / 1e6:.0f} M training tokens on 2 CPU cores are far too few for useful code: the",
         "model has learned Python's surface (indentation, common names, brackets) but rarely writes a line that",
-        "passes a test, and some passes are lines the tests did not need. With the learned span it often writes",
-        "nothing (the blank answers above): the pad tail is its most confident prediction, the entropy order",
-        "reveals the most confident slots first, and the pads then spread to the whole span. Treat it as a working",
-        "default that exercises the whole stack; serve a real CoDA checkpoint (`--model`) for useful completions.",
+        "passes a test; its passes are lines the tests did not need (`if 1:`, a comment). Its sense of where a",
+        "span ends is weak: once it has written some text it rarely gives a pad more than even odds, so the",
+        "engine's pad tail (which starts at the model's median length) seldom cuts a span short and the learned",
+        "span behaves much like the fixed-length one. Treat it as a working default that exercises the whole",
+        "stack; serve a real CoDA checkpoint (`--model`) for useful completions.",
         "",
     ]
     card = out / "README.md"
