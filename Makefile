@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 MODEL  := models/coda-tiny
 # What the model card reports: the first 400 HumanEval single-line infilling problems with the learned
 # variable-length span, and the same 400 with pad/end tokens forbidden (the fixed-length baseline). Both run at
-# once, one core each; drop --limit for all 1033 (about 15 minutes per mode on 2 cores).
+# once, one core each; drop --limit for all 1033 (about 24 minutes, both modes at once on 2 cores).
 EVAL   := OMP_NUM_THREADS=1 $(BIN)/python -m coda_engine.eval --model $(MODEL) --task single-line --max-new-tokens 24 \
           --limit 400 --jobs 1
 

@@ -79,7 +79,7 @@ class PadTail:
     span ends at or before k. Revealing fillers one at a time by confidence lets each one raise the next one's
     probability until the whole span is blank; instead the tail starts at the model's median length,
     re-estimated at every step from the text written so far, and is written (as `fill_id`) in one go once
-    nothing but the tail is left. One span per row.
+    nothing but the tail is left.
     """
 
     token_ids: tuple[int, ...]
@@ -121,8 +121,10 @@ def denoise(model: CodaModel, canvas: torch.Tensor, mask_token_id: int, params: 
     """Reveal the canvas's masks step by step; raises Cancelled when `should_stop()` turns True between steps.
 
     `suppressed_token_ids` can never be revealed (used to force a fixed-length span: no pad or end tokens);
-    `pad_tail` lets each row's span end early (see PadTail).
+    `pad_tail` lets the span end early (see PadTail); it decodes one row at a time.
     """
+    if pad_tail is not None and canvas.shape[0] != 1:
+        raise ValueError(f"pad_tail decodes one row at a time, got {canvas.shape[0]} rows")
     suppressed = torch.tensor(suppressed_token_ids, dtype=torch.long, device=canvas.device)
     trace = DenoiseTrace(canvas.clone())
     x = trace.canvas
@@ -153,8 +155,8 @@ def denoise(model: CodaModel, canvas: torch.Tensor, mask_token_id: int, params: 
 
 def settle_tail(x: torch.Tensor, is_masked: torch.Tensor, span: torch.Tensor, logits: torch.Tensor,
                 pad_tail: PadTail, last: bool) -> torch.Tensor:
-    """(B, L) bool: this step's tail of each span; fills the tail of rows with nothing else left (or all rows on
-    the last step) and forbids fillers at the masks before the tail, in `logits` (in place)."""
+    """(1, L) bool: this step's tail of the span, written into `x` once nothing else is left (or on the last
+    step); fillers are forbidden at the masks before it, in `logits` (in place)."""
     fillers = torch.tensor(pad_tail.token_ids, dtype=torch.long, device=x.device)
     filler_probability = torch.zeros(x.shape, dtype=logits.dtype, device=x.device)
     filler_probability[is_masked] = torch.softmax(logits, dim=-1)[:, fillers].sum(dim=-1)
@@ -201,6 +203,8 @@ def reveal_step(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, 
         chosen = threshold_reveal(full_confidence, revealable, params.confidence_bar, quota)
         x.copy_(torch.where(chosen, proposal, x))
         return
+    # Sampling without replacement needs as many candidates as picks; a held-back pad tail can leave fewer.
+    quota = min(quota, int(revealable.sum(dim=1).min()))
     if quota == 0:
         return
     if params.alg_temp:
@@ -209,9 +213,7 @@ def reveal_step(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, 
     else:
         picked = torch.topk(full_confidence, quota).indices
     rows = torch.arange(x.shape[0], device=x.device)[:, None].expand_as(picked)
-    # A row with fewer revealable masks than the quota has -inf among its picks; those stay masked.
-    keep = torch.isfinite(full_confidence[rows, picked])
-    x[rows[keep], picked[keep]] = proposal[rows[keep], picked[keep]]
+    x[rows, picked] = proposal[rows, picked]
 
 
 def _reveal_random(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, step: int,

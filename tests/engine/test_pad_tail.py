@@ -34,10 +34,11 @@ def scripted(belief: Belief):
 
 
 def run(belief: Belief, steps: int = SPAN, alg: str = "entropy", pad_tail: PadTail | None = TAIL,
-        suppressed: tuple[int, ...] = ()) -> tuple[list[int], int]:
+        suppressed: tuple[int, ...] = (), alg_temp: float | None = None, seed: int = 0) -> tuple[list[int], int]:
     canvas = torch.tensor([PROMPT + [MASK] * SPAN + SUFFIX])
-    trace = denoise(None, canvas, MASK, SamplingParams(steps, alg), logits_at_masks=scripted(belief),
-                    pad_tail=pad_tail, suppressed_token_ids=suppressed)
+    trace = denoise(None, canvas, MASK, SamplingParams(steps, alg, alg_temp=alg_temp),
+                    logits_at_masks=scripted(belief), pad_tail=pad_tail, suppressed_token_ids=suppressed,
+                    generator=torch.Generator().manual_seed(seed))
     assert trace.canvas[0, :len(PROMPT)].tolist() == PROMPT and trace.canvas[0, -len(SUFFIX):].tolist() == SUFFIX
     return trace.canvas[0, len(PROMPT):len(PROMPT) + SPAN].tolist(), trace.num_forward_passes
 
@@ -55,6 +56,22 @@ def test_span_ends_where_the_model_expects_and_stops_early(alg, steps):
     assert passes <= steps
     if steps == SPAN and alg != "origin":  # origin reveals each position by chance, maybe only at the last step
         assert passes < SPAN  # the pads cost no pass of their own
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sampled_reveal_order_ends_the_span_too(seed):
+    # In one step the quota is all 8 masks but only 3 are text: sampling must not ask for more than there are.
+    tokens, passes = run(three_tokens_then_pads, steps=1, alg="maskgit_plus", alg_temp=1.0, seed=seed)
+    assert tokens == [10, 11, 12] + [PAD] * 5 and passes == 1
+    tokens, _ = run(three_tokens_then_pads, alg="maskgit_plus", alg_temp=1.0, seed=seed)
+    assert tokens == [10, 11, 12] + [PAD] * 5
+
+
+def test_one_row_at_a_time():
+    canvas = torch.tensor([PROMPT + [MASK] * SPAN + SUFFIX] * 2)
+    with pytest.raises(ValueError, match="one row"):
+        denoise(None, canvas, MASK, SamplingParams(SPAN), logits_at_masks=scripted(three_tokens_then_pads),
+                pad_tail=TAIL)
 
 
 def test_pads_revealed_one_by_one_blank_the_span_and_the_tail_does_not():
