@@ -10,8 +10,8 @@ _MAX_TRIES = 8  # parses per completion; each is ~1 ms on the budgeted window
 
 def keep_parse_clean(text: str, ctx: CompletionContext) -> str | None:
     """If the window around the cursor parses without errors, return the longest line-prefix of the completion
-    that keeps it so, or discard the completion; a window that already has errors (the user is mid-edit)
-    tells us nothing, and the completion passes unchanged."""
+    that keeps it so (searched back from the first syntax error), or discard the completion; a window that
+    already has errors (the user is mid-edit) tells us nothing, and the completion passes unchanged."""
     if ctx.language is None or has_errors(ctx.language, ctx.prefix + ctx.suffix):
         return text
     error_row = first_error_row(ctx.language, ctx.prefix + text + ctx.suffix)
