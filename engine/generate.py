@@ -159,7 +159,8 @@ def settle_tail(x: torch.Tensor, is_masked: torch.Tensor, span: torch.Tensor, lo
     step); fillers are forbidden at the masks before it, in `logits` (in place)."""
     fillers = torch.tensor(pad_tail.token_ids, dtype=torch.long, device=x.device)
     filler_probability = torch.zeros(x.shape, dtype=logits.dtype, device=x.device)
-    filler_probability[is_masked] = torch.softmax(logits, dim=-1)[:, fillers].sum(dim=-1)
+    # log-sum-exp rather than a softmax: no second vocabulary-sized tensor per step (sampling makes its own).
+    filler_probability[is_masked] = (logits[:, fillers].logsumexp(dim=-1) - logits.logsumexp(dim=-1)).exp()
     # The tail starts at the first mask after the last written token that the model expects to be a filler:
     # the median of its belief about where the span ends. Text cannot follow a pad, so the rest goes with it.
     written = span & ~is_masked
