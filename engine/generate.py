@@ -163,12 +163,12 @@ def settle_tail(x: torch.Tensor, is_masked: torch.Tensor, span: torch.Tensor, lo
     filler_probability[is_masked] = (logits[:, fillers].logsumexp(dim=-1) - logits.logsumexp(dim=-1)).exp()
     # The tail starts at the first mask after the last written token that the model expects to be a filler:
     # the median of its belief about where the span ends. Text cannot follow a pad, so the rest goes with it.
-    written = span & ~is_masked
-    after_text = written.flip(1).to(torch.int8).cumsum(dim=1).flip(1) == 0
+    after_text = (span & ~is_masked).flip(1).cumsum(dim=1).flip(1) == 0
     starts = is_masked & span & after_text & (filler_probability > TAIL_PROBABILITY)
-    tail = starts.to(torch.int8).cummax(dim=1).values.bool() & span & is_masked
+    # Every span position from a start on is a mask (no text after it), so spreading the start right is the tail.
+    tail = starts.to(torch.int8).cummax(dim=1).values.bool() & span
     before_tail = (is_masked & ~tail)[is_masked]
-    logits[before_tail.nonzero()[:, :1], fillers] = torch.finfo(logits.dtype).min
+    logits[:, fillers] = logits[:, fillers].masked_fill(before_tail[:, None], torch.finfo(logits.dtype).min)
     settled = ~(is_masked & ~tail).any(dim=1, keepdim=True) | last
     x.masked_fill_(tail & settled, pad_tail.fill_id)
     return tail
