@@ -57,18 +57,26 @@ def _infill_parser() -> argparse.ArgumentParser:
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    parser.add_argument("--model", type=Path, required=required,
-                        help="HF-format CoDA checkpoint folder" + ("" if required else f" (default: {DEFAULT_MODEL})"))
+    parser.add_argument("--model", required=required,
+                        help="HF-format CoDA checkpoint folder, or a hub id such as Salesforce/CoDA-v0-Instruct "
+                             "already in the local Hugging Face cache"
+                             + ("" if required else f" (default: {DEFAULT_MODEL})"))
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default cpu)")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"],
                         help="weights' dtype (default: fp32 on CPU, bf16 on CUDA)")
 
 
 def _serve(args: argparse.Namespace) -> int:
-    model = args.model or DEFAULT_MODEL
-    if args.model is None and not model.is_dir():
-        print(f"coda-lsp: no model at {model}; pass --model PATH (an HF-format CoDA checkpoint folder)",
+    from coda_lsp.model_path import ModelNotFound, resolve_model
+
+    if args.model is None and not DEFAULT_MODEL.is_dir():
+        print(f"coda-lsp: no model at {DEFAULT_MODEL}; pass --model PATH (an HF-format CoDA checkpoint folder)",
               file=sys.stderr)
+        return 2
+    try:
+        model = DEFAULT_MODEL if args.model is None else resolve_model(args.model)
+    except ModelNotFound as exc:
+        print(f"coda-lsp: {exc}", file=sys.stderr)
         return 2
     _configure_logging(args.log_level, args.log_file)
     from coda_lsp.loader import ModelSpec
@@ -101,11 +109,12 @@ def _configure_logging(level: str, log_file: Path | None) -> None:
 
 def _infill(args: argparse.Namespace) -> int:
     from coda_engine import Engine
+    from coda_lsp.model_path import resolve_model
 
     try:
         text = args.file.read_text(encoding="utf-8", errors="replace")
         offset = _offset(text, args.line, args.column)
-        engine = Engine.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+        engine = Engine.from_pretrained(resolve_model(args.model), device=args.device, dtype=args.dtype)
         started = time.perf_counter()
         prefix, suffix = _prompt(engine, text, offset, args.max_tokens)
         result = engine.infill(prefix, suffix, max_new_tokens=args.max_tokens, steps=args.steps, alg=args.alg)
