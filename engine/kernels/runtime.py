@@ -1,0 +1,77 @@
+"""Where the Triton kernels can run: triton imported under a guard, each kernel compiled on its first launch.
+
+The CPU runtime install has no triton and the server must start without it, so triton is imported under a guard
+and the kernels (plain functions written in triton.language) are compiled on their first launch. Triton decides
+once, when it is imported, whether kernels run compiled (CUDA) or in its interpreter (TRITON_INTERPRET=1: numpy on
+the host, how the tests run every kernel on CPU); each kernel here is compiled the same way as triton's own
+library functions (tl.rand, ...), or the two could not call each other.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the CPU runtime install; the torch references still work
+    triton = None
+    tl = None
+
+
+def _interpreted() -> bool:
+    """Whether this process's triton runs kernels in its interpreter (TRITON_INTERPRET=1 when it was imported)."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(triton.language.rand, InterpretedFunction)
+
+
+def interpreter_active() -> bool:
+    """True when TRITON_INTERPRET=1 is set now and triton runs kernels in its interpreter in this process.
+
+    Triton reads the variable once, at its import (the first import of this package): set it later and
+    triton's own functions stay compiled, which the interpreter cannot call.
+    """
+    return triton is not None and os.environ.get("TRITON_INTERPRET") == "1" and _interpreted()
+
+
+def triton_available(device: torch.device) -> bool:
+    """Whether the Triton kernels may be used for tensors on `device`.
+
+    CUDA with triton importable, or the CPU under the Triton interpreter (tests). Callers choosing a path
+    automatically should also check `device.type == "cuda"`: the interpreter is correct but slow.
+    """
+    device = torch.device(device)
+    if triton is None:
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_available()
+    return device.type == "cpu" and interpreter_active()
+
+
+def unavailable_reason(device: torch.device) -> str | None:
+    """None where `triton_available(device)`, else one line saying why not."""
+    if triton_available(device):
+        return None
+    if triton is None:
+        return "triton is not installed (pip install triton; it ships with CUDA builds of torch)"
+    if device.type == "cpu":
+        return ("Triton kernels run on CPU only in triton's interpreter: set TRITON_INTERPRET=1 before triton "
+                "is imported")
+    return f"Triton kernels run on CUDA devices, not {device.type}"
+
+
+@functools.cache
+def compile_kernel(kernel: Callable[..., None]) -> Any:
+    """`kernel` (a plain Python function written in triton.language) as a launchable Triton kernel."""
+    assert triton is not None, "launchers check triton_available() first"
+    if _interpreted():
+        from triton.runtime.interpreter import InterpretedFunction
+
+        return InterpretedFunction(kernel)
+    return triton.jit(kernel)
