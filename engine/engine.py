@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .blockwise import denoise_blockwise
+from .cache import CachePolicy, check_block_size
 from .checkpoint import load_weights
 from .config import ModelConfig, load_config
 from .errors import CheckpointError
@@ -23,13 +26,35 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 @dataclass(frozen=True)
 class InfillResult:
-    """One infill: the text between prefix and suffix, and what it cost."""
+    """One infill: the text between prefix and suffix, and what it cost (cache_bytes: 0 on the exact path)."""
 
     text: str
     token_ids: list[int]
     num_forward_passes: int
     elapsed_ms: float
     tokens_per_step: list[int]
+    cache_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class FastDefaults:
+    """The fast path's settings when the caller names none, chosen by measurement (README, "Fast infill").
+
+    Threshold decoding reveals every position at least `threshold` sure, and at least the schedule's quota of
+    `tokens_per_step` per pass; blocks of `block_size` are decoded left to right over the cache."""
+
+    alg: str = "threshold"
+    threshold: float = 0.9
+    tokens_per_step: int = 1
+    block_size: int = 32
+    cache: CachePolicy = CachePolicy()
+
+    def steps(self, max_new_tokens: int, block_size: int) -> int:
+        num_blocks = -(-max_new_tokens // block_size)
+        return max(num_blocks, -(-max_new_tokens // self.tokens_per_step))
+
+
+FAST = FastDefaults()
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
@@ -43,6 +68,19 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
     if dtype not in DTYPES.values():
         raise ValueError(f"unsupported dtype {dtype}; expected float32, bfloat16 or float16")
     return dtype
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> the first CUDA device when there is one, else the CPU; other names as torch reads them."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA device; use --device cpu")
+    return resolved
 
 
 def load_model(folder: Path, config: ModelConfig, device: torch.device, dtype: torch.dtype) -> CodaModel:
@@ -77,11 +115,12 @@ class Engine:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
                         dtype: torch.dtype | str | None = None) -> "Engine":
-        """Load an HF-format CoDA (or Qwen3) folder; every problem with it raises one CheckpointError."""
+        """Load an HF-format CoDA (or Qwen3) folder; every problem with it raises one CheckpointError.
+        `device="auto"` picks CUDA when present, else the CPU."""
         folder = Path(path)
         if not folder.is_dir():
             raise CheckpointError(folder, "model folder not found" if not folder.exists() else "not a folder")
-        device = torch.device(device)
+        device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
         config = load_config(folder)
         tokenizer = load_tokenizer(folder)
@@ -118,47 +157,111 @@ class Engine:
         return trace.canvas
 
     def infill(self, prefix: str, suffix: str, max_new_tokens: int = 64, steps: int | None = None,
-               alg: Algorithm = "entropy", temperature: float = 0.0, top_p: float | None = None,
+               alg: Algorithm | None = None, temperature: float = 0.0, top_p: float | None = None,
                top_k: int | None = None, alg_temp: float | None = None, eps: float = 1e-3,
                threshold: float | None = None, seed: int | None = None, should_stop: StopCheck | None = None,
                on_step: StepCallback | None = None, variable_length: bool = True,
-               window: int | None = None) -> InfillResult:
-        """Fill up to `max_new_tokens` tokens between `prefix` and `suffix` (steps defaults to one per token).
+               window: int | None = None, exact: bool = False, block_size: int | None = None,
+               cache: CachePolicy | None = None) -> InfillResult:
+        """Fill up to `max_new_tokens` tokens between `prefix` and `suffix`.
+
+        The default is the fast path: block-wise threshold decoding over the approximate key/value cache, with
+        FAST's settings for whatever is not given. `exact=True` runs CoDA's reference loop instead (no cache, the
+        given `alg` and `steps`, by default entropy and one token per step) and takes no cache options.
 
         The span is an upper bound: the model ends it with a tail of pad and end tokens (generate.PadTail), which
-        is dropped from the text.
-        `variable_length=False` forbids those tokens, so the model must write exactly `max_new_tokens` tokens
-        (the fixed-length infill that models without a learned pad tail are limited to).
+        is dropped from the text. `variable_length=False` forbids those tokens, so the model must write exactly
+        `max_new_tokens` tokens (the fixed-length infill that models without a learned pad tail are limited to).
         """
+        if exact:
+            if block_size is not None or cache is not None:
+                raise ValueError("exact=True runs CoDA's reference loop without the cache: drop block_size and cache")
+            return self._infill_exact(prefix, suffix, max_new_tokens, steps, alg or "entropy", temperature, top_p,
+                                      top_k, alg_temp, eps, threshold, seed, should_stop, on_step, variable_length,
+                                      window)
+        return self.infill_candidates(prefix, suffix, (temperature,), max_new_tokens, steps, alg, top_p, top_k,
+                                      alg_temp, eps, threshold, seed, should_stop, on_step, variable_length, window,
+                                      block_size, cache)[0]
+
+    def infill_candidates(self, prefix: str, suffix: str, temperatures: Sequence[float], max_new_tokens: int = 64,
+                          steps: int | None = None, alg: Algorithm | None = None, top_p: float | None = None,
+                          top_k: int | None = None, alg_temp: float | None = None, eps: float = 1e-3,
+                          threshold: float | None = None, seed: int | None = None,
+                          should_stop: StopCheck | None = None, on_step: StepCallback | None = None,
+                          variable_length: bool = True, window: int | None = None, block_size: int | None = None,
+                          cache: CachePolicy | None = None) -> list[InfillResult]:
+        """One infill per temperature, decoded together on the fast path as rows of one batch: the canvas is
+        shared, so the first (whole-canvas) pass is paid once. Each result's elapsed_ms is the whole call's."""
         started = time.perf_counter()
-        if max_new_tokens < 1:
-            raise ValueError(f"the span must hold at least one token, got max_new_tokens={max_new_tokens}")
+        if not temperatures:
+            raise ValueError("temperatures needs at least one entry")
+        alg = alg or FAST.alg
+        if threshold is None and alg == "threshold":
+            threshold = FAST.threshold
+        self._check_span(max_new_tokens)
+        # A block wider than the span is the whole span.
+        block_size = min(check_block_size(FAST.block_size if block_size is None else block_size), max_new_tokens)
+        steps = FAST.steps(max_new_tokens, block_size) if steps is None else steps
+        if steps > max_new_tokens:
+            raise ValueError(f"steps ({steps}) must not exceed the span ({max_new_tokens} tokens)")
+        params = SamplingParams(steps, alg, 0.0, top_p, top_k, alg_temp, eps, threshold, window)
+        prefix_ids, canvas = self._canvas(prefix, suffix, max_new_tokens)
+        canvas = canvas.repeat(len(temperatures), 1)
+        span = (len(prefix_ids), len(prefix_ids) + max_new_tokens)
+        fillers = tuple(sorted(self.tokenizer.filler_token_ids))
+        trace = denoise_blockwise(self.model, canvas, span, self.mask_token_id, params, block_size,
+                                  cache or FAST.cache, row_temperatures=temperatures,
+                                  generator=self._generator(seed), should_stop=should_stop, on_step=on_step,
+                                  suppressed_token_ids=() if variable_length else fillers,
+                                  pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None)
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        return [self._result(row, span, trace.num_forward_passes, elapsed_ms, trace.tokens_per_step,
+                             trace.cache_bytes) for row in trace.canvas]
+
+    def _infill_exact(self, prefix: str, suffix: str, max_new_tokens: int, steps: int | None, alg: Algorithm,
+                      temperature: float, top_p: float | None, top_k: int | None, alg_temp: float | None, eps: float,
+                      threshold: float | None, seed: int | None, should_stop: StopCheck | None,
+                      on_step: StepCallback | None, variable_length: bool, window: int | None) -> InfillResult:
+        started = time.perf_counter()
+        self._check_span(max_new_tokens)
         steps = max_new_tokens if steps is None else steps
         if steps > max_new_tokens:
             raise ValueError(f"steps ({steps}) must not exceed the span ({max_new_tokens} tokens)")
+        params = SamplingParams(steps, alg, temperature, top_p, top_k, alg_temp, eps, threshold, window)
+        prefix_ids, canvas = self._canvas(prefix, suffix, max_new_tokens)
+        fillers = tuple(sorted(self.tokenizer.filler_token_ids))
+        trace = denoise(self.model, canvas, self.mask_token_id, params, generator=self._generator(seed),
+                        should_stop=should_stop, on_step=on_step,
+                        suppressed_token_ids=() if variable_length else fillers,
+                        pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None)
+        span = (len(prefix_ids), len(prefix_ids) + max_new_tokens)
+        return self._result(trace.canvas[0], span, trace.num_forward_passes,
+                            (time.perf_counter() - started) * 1000.0, trace.tokens_per_step, 0)
+
+    def _check_span(self, max_new_tokens: int) -> None:
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"the span must hold at least one token, got max_new_tokens={max_new_tokens}")
+
+    def _canvas(self, prefix: str, suffix: str, max_new_tokens: int) -> tuple[list[int], torch.Tensor]:
+        """Prefix ids, and the (1, L) canvas: prefix, `max_new_tokens` masks, suffix."""
         prefix_ids = self.tokenizer.encode(prefix)
         if not prefix_ids:
             # Position i is predicted from position i-1, so the first position of a canvas can never be written.
             raise ValueError("the prefix is empty: the model needs at least one token before the span")
-        params = SamplingParams(steps, alg, temperature, top_p, top_k, alg_temp, eps, threshold, window)
-        span = [self.mask_token_id] * max_new_tokens
-        canvas_ids = prefix_ids + span + self.tokenizer.encode(suffix)
+        canvas_ids = prefix_ids + [self.mask_token_id] * max_new_tokens + self.tokenizer.encode(suffix)
         self._check_length(len(canvas_ids))
-        canvas = torch.tensor([canvas_ids], dtype=torch.long, device=self.device)
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
-        fillers = tuple(sorted(self.tokenizer.filler_token_ids))
-        trace = denoise(self.model, canvas, self.mask_token_id, params, generator=generator,
-                        should_stop=should_stop, on_step=on_step,
-                        suppressed_token_ids=() if variable_length else fillers,
-                        pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None)
-        written = trace.canvas[0, len(prefix_ids):len(prefix_ids) + max_new_tokens].tolist()
+        return prefix_ids, torch.tensor([canvas_ids], dtype=torch.long, device=self.device)
+
+    def _generator(self, seed: int | None) -> torch.Generator | None:
+        return None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
+
+    def _result(self, row: torch.Tensor, span: tuple[int, int], num_forward_passes: int, elapsed_ms: float,
+                tokens_per_step: list[int], cache_bytes: int) -> InfillResult:
+        written = row[span[0]:span[1]].tolist()
         kept = [t for t in written if t not in self.tokenizer.filler_token_ids]
         return InfillResult(text=self.tokenizer.decode(kept), token_ids=written,
-                            num_forward_passes=trace.num_forward_passes,
-                            elapsed_ms=(time.perf_counter() - started) * 1000.0,
-                            tokens_per_step=trace.tokens_per_step)
+                            num_forward_passes=num_forward_passes, elapsed_ms=elapsed_ms,
+                            tokens_per_step=tokens_per_step, cache_bytes=cache_bytes)
 
     def _as_batch(self, input_ids: torch.Tensor | list[int]) -> torch.Tensor:
         ids = torch.as_tensor(input_ids, dtype=torch.long, device=self.device)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cache import KVCache
 from .config import ModelConfig
 
 
@@ -54,13 +55,20 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_mask: torch.Tensor | None,
+                cached: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0) -> torch.Tensor:
+        """`cached` (keys, values) of the whole canvas: this call's positions [start, start + L) are written into
+        them and the queries attend over all of them."""
         batch, length, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(batch, length, self.num_heads, self.head_dim)).transpose(1, 2)
         k = self.k_norm(self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim)).transpose(1, 2)
         v = self.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, heads, L, head_dim)
+        if cached is not None:
+            keys, values = cached
+            keys[:, :, start:start + length] = k
+            values[:, :, start:start + length] = v
+            k, v = keys, values  # (B, kv_heads, canvas, head_dim)
         # Every position attends to every other one: the canvas is denoised as a whole, not left to right.
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False,
                                              enable_gqa=self.num_heads != self.num_kv_heads)
@@ -86,9 +94,9 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attn_mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_mask: torch.Tensor | None,
+                cached: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, cached, start)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -119,6 +127,21 @@ class CodaModel(nn.Module):
         for block in self.model.layers:
             x = block(x, cos, sin, attn_mask)
         return self.model.norm(x)
+
+    def hidden_states_cached(self, input_ids: torch.Tensor, cache: KVCache,
+                             start: int = 0) -> tuple[torch.Tensor, KVCache]:
+        """(B, W) ids sitting at canvas positions [start, start + W) -> their (B, W, hidden) states, and the cache
+        with those positions' keys and values written in (in place). Attention covers the whole cached canvas,
+        so with every position computed once (start 0, W = the canvas) this equals `hidden_states`."""
+        if start < 0 or start + input_ids.shape[1] > cache.length:
+            raise ValueError(f"positions [{start}, {start + input_ids.shape[1]}) lie outside the cached canvas "
+                             f"of {cache.length}")
+        x = self.model.embed_tokens(input_ids)
+        positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
+        cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
+        for block, keys, values in zip(self.model.layers, cache.keys, cache.values):
+            x = block(x, cos, sin, None, (keys, values), start)
+        return self.model.norm(x), cache
 
     def forward(self, input_ids: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L) ids -> (B, L, vocab) raw logits; position i scores token i+1 (the shift is the sampler's job)."""

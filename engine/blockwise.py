@@ -1,0 +1,266 @@
+"""The fast infill loop: block-wise denoising over an approximate key/value cache (Fast-dLLM's DualCache).
+
+The span is decoded block by block, left to right (semi-autoregressive). The first pass runs the whole canvas and
+fills the cache; every later pass recomputes only a window around the active block and attends over the cached
+prefix, suffix and other blocks (see cache.py for when the whole canvas is recomputed instead). Each step has
+static shapes (the block's every position is scored, revealed positions get -inf confidence), and the only host
+synchronisation is a look at the previous step's done flags, so a GPU never waits on the host.
+
+One block as wide as the span with a refresh at every pass is the exact loop (generate.denoise) computed another
+way: tests/engine/test_blockwise.py holds the two token for token equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .cache import CachePolicy, KVCache, plan_blocks
+from .errors import Cancelled
+from .generate import TAIL_PROBABILITY, PadTail, SamplingParams, StepCallback, StopCheck
+from .model import CodaModel
+from .sampling import sample_tokens
+from .schedule import timesteps
+
+# Algorithms whose confidence is a per-position score the block step can rank; `origin` reveals at random and
+# `alg_temp` samples positions, both by the exact loop only.
+FAST_ALGORITHMS: tuple[str, ...] = ("threshold", "maskgit_plus", "topk_margin", "entropy")
+
+
+@dataclass
+class BlockwiseTrace:
+    """What one run did: the final canvas, passes, full-canvas refreshes, tokens revealed per pass, cache bytes."""
+
+    canvas: torch.Tensor
+    num_forward_passes: int = 0
+    num_refreshes: int = 0
+    tokens_per_step: list[int] = field(default_factory=list)
+    cache_bytes: int = 0
+
+
+class DoneFlags:
+    """Whether the active block and the whole span are finished, read one step late on CUDA.
+
+    Reading a flag the moment it is computed would stall the host until the GPU catches up; instead each step's
+    flags are copied to pinned memory without blocking, and the host looks at them after it has queued the next
+    step, which keeps the GPU busy and costs at most one pass that finds nothing left to reveal."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.is_cuda = device.type == "cuda"
+        self._pending: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []
+
+    def push(self, flags: torch.Tensor) -> None:
+        """(2,) bool on the device: (block done, span done) for every row."""
+        if not self.is_cuda:
+            self._pending = [(flags, None)]
+            return
+        host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
+        host.copy_(flags, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending.append((host, event))
+
+    def read(self) -> tuple[bool, bool]:
+        """(block done, span done) as far as known; on CUDA waits for all but the newest step."""
+        if not self._pending:
+            return False, False
+        if not self.is_cuda:
+            block_done, span_done = self._pending[-1][0].tolist()
+            return bool(block_done), bool(span_done)
+        known = (False, False)
+        while len(self._pending) > 1 or (self._pending and self._pending[0][1].query()):
+            host, event = self._pending.pop(0)
+            event.synchronize()
+            known = tuple(bool(v) for v in host.tolist())
+            if known[0] or known[1]:
+                self._pending.clear()
+                break
+        return known
+
+    def clear(self) -> None:
+        self._pending.clear()
+
+
+def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, int], mask_token_id: int,
+                      params: SamplingParams, block_size: int, policy: CachePolicy, *,
+                      row_temperatures: Sequence[float] | None = None, generator: torch.Generator | None = None,
+                      should_stop: StopCheck | None = None, on_step: StepCallback | None = None,
+                      suppressed_token_ids: tuple[int, ...] = (), pad_tail: PadTail | None = None) -> BlockwiseTrace:
+    """Fill the masks of canvas[:, span[0]:span[1]] (the same span in every row) in at most `params.steps` passes.
+
+    `row_temperatures` gives each row its own sampling temperature (one greedy row and sampled candidates in one
+    batch); by default every row uses `params.temperature`. Raises Cancelled between passes."""
+    span_start, span_end = span
+    check_fast_params(params)
+    if not 1 <= span_start < span_end <= canvas.shape[1]:
+        raise ValueError(f"the span [{span_start}, {span_end}) must lie inside the canvas after its first position")
+    temperatures = tuple(row_temperatures or (params.temperature,) * canvas.shape[0])
+    if len(temperatures) != canvas.shape[0] or any(t < 0 for t in temperatures):
+        raise ValueError(f"row_temperatures needs one temperature >= 0 per row, got {temperatures!r}")
+    blocks = plan_blocks(span_start, span_end, block_size, params.steps)
+    x = canvas.clone()
+    cache = KVCache.allocate(model.config, x.shape[0], x.shape[1], x.device, model.lm_head.weight.dtype)
+    trace = BlockwiseTrace(x, cache_bytes=cache.num_bytes)
+    suppressed = torch.tensor(suppressed_token_ids, dtype=torch.long, device=x.device)
+    flags = DoneFlags(x.device)
+    revealed_per_pass: list[torch.Tensor] = []
+    passes_since_refresh, revealed_since_refresh = 0, 0
+    span_done = False
+    with torch.inference_mode():
+        for index, block in enumerate(blocks):
+            if span_done:
+                break
+            flags.clear()
+            times = timesteps(block.steps, params.eps).to(x.device)
+            for step in range(block.steps):
+                if should_stop is not None and should_stop():
+                    raise Cancelled(trace.num_forward_passes)
+                new_block = step == 0 and index > 0
+                refresh = trace.num_forward_passes == 0 or policy.needs_refresh(
+                    new_block=new_block, passes_since=passes_since_refresh, revealed_since=revealed_since_refresh,
+                    span=span_end - span_start)
+                # The window starts one position before the block (position i scores token i + 1) and, on a new
+                # block's first pass, also covers the finished block, whose last tokens were never computed.
+                window_start = 0 if refresh else (blocks[index - 1].start if new_block else block.start) - 1
+                window_end = x.shape[1] if refresh else block.end
+                states, cache = model.hidden_states_cached(x[:, window_start:window_end], cache, window_start)
+                hidden = states[:, block.start - 1 - window_start:block.end - 1 - window_start]
+                trace.num_forward_passes += 1
+                trace.num_refreshes += refresh
+                passes_since_refresh = 1 if refresh else passes_since_refresh + 1
+                before = (x[:, span_start:span_end] == mask_token_id).sum()
+                reveal_block(model, x, hidden, block.start, block.end, span_end, mask_token_id, params, step,
+                             block.steps, times, temperatures, generator, suppressed, pad_tail)
+                revealed = before - (x[:, span_start:span_end] == mask_token_id).sum()
+                revealed_per_pass.append(revealed)
+                if policy.refresh == "revealed":
+                    # The one rule that needs a count on the host; the others never wait for the device.
+                    revealed_since_refresh = (0 if refresh else revealed_since_refresh) + int(revealed)
+                if on_step is not None:
+                    on_step(trace.num_forward_passes - 1, x)
+                flags.push(torch.stack([~(x[:, block.start:block.end] == mask_token_id).any(),
+                                        ~(x[:, span_start:span_end] == mask_token_id).any()]))
+                block_done, span_done = flags.read()
+                if block_done or span_done:
+                    break
+    trace.tokens_per_step = [int(n) for n in torch.stack(revealed_per_pass).tolist()] if revealed_per_pass else []
+    return trace
+
+
+def check_fast_params(params: SamplingParams) -> None:
+    if params.alg not in FAST_ALGORITHMS:
+        raise ValueError(f"alg={params.alg!r} runs only on the exact path (exact=True); the fast path takes "
+                         f"{', '.join(FAST_ALGORITHMS)}")
+    if params.alg_temp:
+        raise ValueError("alg_temp (sampled reveal order) runs only on the exact path (exact=True)")
+
+
+def reveal_block(model: CodaModel, x: torch.Tensor, hidden: torch.Tensor, start: int, end: int, span_end: int,
+                 mask_token_id: int, params: SamplingParams, step: int, steps: int, times: torch.Tensor,
+                 temperatures: tuple[float, ...], generator: torch.Generator | None, suppressed: torch.Tensor,
+                 pad_tail: PadTail | None) -> None:
+    """One denoising step of block x[:, start:end], in place, from the (B, end - start, hidden) states that score
+    its positions. Every position of the block is scored, so shapes never depend on how many masks are left."""
+    block = x[:, start:end]
+    is_masked = block == mask_token_id  # (B, b)
+    logits = model.lm_head(hidden)  # (B, b, V)
+    if suppressed.numel():
+        logits[..., suppressed] = torch.finfo(logits.dtype).min
+    revealable = is_masked
+    if pad_tail is not None:
+        tail = block_tail(x, is_masked, logits, start, end, span_end, pad_tail, last=step == steps - 1)
+        revealable = is_masked & ~tail
+    confidence, tokens = block_confidence(logits, params, temperatures, generator, step)
+    confidence = confidence.float().masked_fill(~revealable, -torch.inf)
+    remaining = is_masked.sum(dim=1)  # (B,): the quota counts every mask, a held-back tail included
+    quota = remaining if step == steps - 1 else (remaining.float() * (1 - times[step + 1] / times[step])).long()
+    if params.window is not None:
+        # Only among the leftmost masks, never narrower than the quota (generate.reveal_step's rule).
+        beyond = torch.cumsum(is_masked, dim=1) > torch.clamp(quota, min=params.window)[:, None]
+        confidence = confidence.masked_fill(beyond, -torch.inf)
+    threshold = params.confidence_bar if params.alg == "threshold" else None
+    reveal(block, tokens, confidence, quota, threshold, mask_token_id)
+
+
+def block_tail(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, start: int, end: int, span_end: int,
+               pad_tail: PadTail, last: bool) -> torch.Tensor:
+    """generate.settle_tail for one block of a span decoded left to right (every later block is still masked).
+
+    (B, b) bool: the block's tail, which starts at the first mask after the block's last written token that the
+    model expects to be a filler. Fillers are forbidden before it (in `logits`, in place). Once nothing but the
+    tail is left in the block, or at the block's last step, the tail and every later block of the span are
+    written as fill: text cannot follow a pad."""
+    fillers = torch.tensor(pad_tail.token_ids, dtype=torch.long, device=x.device)
+    filler_probability = (logits[..., fillers].logsumexp(dim=-1) - logits.logsumexp(dim=-1)).exp()
+    block = x[:, start:end]
+    after_text = (~is_masked).flip(1).cumsum(dim=1).flip(1) == 0
+    starts = is_masked & after_text & (filler_probability > TAIL_PROBABILITY)
+    tail = starts.to(torch.int8).cummax(dim=1).values.bool()
+    logits[..., fillers] = logits[..., fillers].masked_fill((is_masked & ~tail)[..., None],
+                                                            torch.finfo(logits.dtype).min)
+    settled = tail.any(dim=1, keepdim=True) & (~(is_masked & ~tail).any(dim=1, keepdim=True) | last)
+    block.masked_fill_(tail & settled, pad_tail.fill_id)
+    x[:, end:span_end].masked_fill_(settled, pad_tail.fill_id)
+    return tail
+
+
+def block_confidence(logits: torch.Tensor, params: SamplingParams, temperatures: tuple[float, ...],
+                     generator: torch.Generator | None, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, b, V) logits -> (confidence (B, b), token (B, b)) under the algorithm's rule, each row at its own
+    temperature. On CUDA without top-p/top-k the fused Triton kernel reads the logits once; elsewhere the
+    reference sampler runs, so the CPU path equals the exact loop token for token."""
+    batch, width, vocab = logits.shape
+    flat = logits.reshape(batch * width, vocab)
+    confidence = torch.empty(batch * width, dtype=torch.float32, device=logits.device)
+    tokens = torch.empty(batch * width, dtype=torch.long, device=logits.device)
+    use_kernel = False
+    for first, last, temperature in _runs(temperatures):
+        rows = slice(first * width, last * width)
+        if use_kernel:
+            from .kernels import confidence_stats
+
+            seed = 0 if generator is None else int(generator.initial_seed())
+            stats = confidence_stats(flat[rows], temperature=temperature, seed=seed,
+                                     offset=step * batch * width * vocab + first * width * vocab)
+            confidence[rows] = _KERNEL_CONFIDENCE[params.alg](stats)
+            tokens[rows] = stats.token
+        else:
+            scores, chosen = sample_tokens(flat[rows], params.alg, temperature, params.top_p, params.top_k,
+                                           generator)
+            confidence[rows], tokens[rows] = scores.float(), chosen
+    return confidence.view(batch, width), tokens.view(batch, width)
+
+
+_KERNEL_CONFIDENCE = {
+    "threshold": lambda stats: stats.max_prob,
+    "maskgit_plus": lambda stats: stats.max_prob,
+    "topk_margin": lambda stats: stats.margin,
+    "entropy": lambda stats: stats.neg_entropy,
+}
+
+
+def _runs(temperatures: tuple[float, ...]) -> list[tuple[int, int, float]]:
+    """Consecutive rows sharing a temperature, as (first, last + 1, temperature)."""
+    runs: list[tuple[int, int, float]] = []
+    for row, temperature in enumerate(temperatures):
+        if runs and runs[-1][2] == temperature:
+            runs[-1] = (runs[-1][0], row + 1, temperature)
+        else:
+            runs.append((row, row + 1, temperature))
+    return runs
+
+
+def reveal(block: torch.Tensor, tokens: torch.Tensor, confidence: torch.Tensor, quota: torch.Tensor,
+           threshold: float | None, mask_token_id: int) -> None:
+    """Write the chosen tokens into `block` in place: the Triton kernel on CUDA, its torch reference elsewhere."""
+    finite = torch.isfinite(confidence)
+    count = torch.minimum(quota.clamp(min=1) if threshold is not None else quota, finite.sum(dim=1))
+    order = torch.argsort(confidence, dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    chosen = (rank < count[:, None]) & finite
+    if threshold is not None:
+        chosen |= (confidence >= threshold) & finite
+    block.copy_(torch.where(chosen, tokens, block))

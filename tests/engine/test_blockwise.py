@@ -1,0 +1,157 @@
+"""The fast path: cached forward passes against full ones, the block-wise loop against the exact loop, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coda_engine import Engine
+from coda_engine.cache import CachePolicy, KVCache, plan_blocks
+
+PREFIX = "def total(values):\n    result = 0\n    for value in values:\n"
+SUFFIX = "\n    return result\n\n\nprint(total([1, 2, 3]))\n"
+FAST_ALGS = ["threshold", "maskgit_plus", "topk_margin", "entropy"]
+EVERY_PASS = CachePolicy(refresh="steps", every=1)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint) -> Engine:
+    return Engine.from_pretrained(tiny_checkpoint)
+
+
+def canvas_ids(engine: Engine, span: int) -> torch.Tensor:
+    ids = engine.tokenizer.encode(PREFIX) + [engine.mask_token_id] * span + engine.tokenizer.encode(SUFFIX)
+    return torch.tensor([ids])
+
+
+def test_a_full_pass_through_the_cache_equals_the_plain_forward(engine):
+    ids = canvas_ids(engine, 12).repeat(2, 1)
+    cache = KVCache.allocate(engine.config, 2, ids.shape[1], engine.device, engine.dtype)
+    cached, cache = engine.model.hidden_states_cached(ids, cache, 0)
+    with torch.inference_mode():
+        plain = engine.model.hidden_states(ids)
+    assert torch.allclose(cached, plain, atol=1e-5)
+    layers, kv_heads, head_dim = engine.config.num_hidden_layers, engine.config.num_key_value_heads, engine.config.head_dim
+    assert cache.num_bytes == 2 * layers * 2 * kv_heads * ids.shape[1] * head_dim * 4
+
+
+def test_a_window_over_an_unchanged_canvas_equals_the_full_pass(engine):
+    ids = canvas_ids(engine, 12)
+    cache = KVCache.allocate(engine.config, 1, ids.shape[1], engine.device, engine.dtype)
+    full, cache = engine.model.hidden_states_cached(ids, cache, 0)
+    window, _ = engine.model.hidden_states_cached(ids[:, 9:23], cache, 9)
+    assert torch.allclose(window, full[:, 9:23], atol=1e-5)
+
+
+def test_a_window_sees_the_changed_tokens_and_reuses_the_rest(engine):
+    ids = canvas_ids(engine, 12)
+    cache = KVCache.allocate(engine.config, 1, ids.shape[1], engine.device, engine.dtype)
+    _, cache = engine.model.hidden_states_cached(ids, cache, 0)
+    changed = ids.clone()
+    changed[0, 12:15] = torch.tensor(engine.tokenizer.encode(" result += value")[:3])
+    window, _ = engine.model.hidden_states_cached(changed[:, 11:24], cache, 11)
+    with torch.inference_mode():
+        exact = engine.model.hidden_states(changed)[:, 11:24]
+        stale = engine.model.hidden_states(ids)[:, 11:24]
+    # Only the prefix and suffix keys are stale, so the window is close to the exact states, and moved by the edit.
+    assert (window - exact).abs().max() < (stale - exact).abs().max()
+    assert (window - stale).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("alg", FAST_ALGS)
+@pytest.mark.parametrize("span,steps,variable_length", [(12, 12, True), (12, 4, True), (10, 5, False)])
+def test_one_block_refreshed_every_pass_equals_the_exact_loop(engine, alg, span, steps, variable_length):
+    exact = engine.infill(PREFIX, SUFFIX, max_new_tokens=span, steps=steps, alg=alg, exact=True,
+                          variable_length=variable_length)
+    fast = engine.infill(PREFIX, SUFFIX, max_new_tokens=span, steps=steps, alg=alg, block_size=span,
+                         cache=EVERY_PASS, variable_length=variable_length)
+    assert fast.token_ids == exact.token_ids
+    assert fast.num_forward_passes == exact.num_forward_passes
+    assert fast.tokens_per_step == exact.tokens_per_step
+
+
+def test_blocks_are_decoded_left_to_right(engine):
+    start = len(engine.tokenizer.encode(PREFIX))
+    seen = []
+
+    def record(step, canvas):
+        seen.append((canvas[0, start:start + 20] != engine.mask_token_id).tolist())
+
+    result = engine.infill(PREFIX, SUFFIX, max_new_tokens=20, steps=10, block_size=8, threshold=1.0,
+                           variable_length=False, on_step=record)
+    assert result.num_forward_passes == 10 and engine.mask_token_id not in result.token_ids
+    for written in seen:
+        for block_start in (8, 16):
+            if any(written[block_start:block_start + 8]):
+                assert all(written[:block_start])  # a block starts once every earlier one is full
+
+
+@pytest.mark.parametrize("policy,refreshes", [
+    (CachePolicy(refresh="none"), 1),
+    (CachePolicy(refresh="block"), 3),
+    (CachePolicy(refresh="steps", every=3), 4),
+    (CachePolicy(refresh="revealed", revealed_share=0.5), 2),
+])
+def test_refresh_rules_decide_the_full_passes(engine, policy, refreshes):
+    counted = []
+    original = engine.model.hidden_states_cached
+
+    def spy(ids, cache, start=0):
+        counted.append(ids.shape[1] == cache.length)
+        return original(ids, cache, start)
+
+    engine.model.hidden_states_cached = spy
+    try:
+        result = engine.infill(PREFIX, SUFFIX, max_new_tokens=24, steps=12, block_size=8, threshold=1.0,
+                               variable_length=False, cache=policy)
+    finally:
+        del engine.model.hidden_states_cached
+    assert result.num_forward_passes == 12 and len(counted) == 12
+    assert sum(counted) == refreshes
+
+
+def test_the_default_path_uses_the_cache_and_fills_the_span(engine):
+    result = engine.infill(PREFIX, SUFFIX, max_new_tokens=16)
+    assert result.cache_bytes > 0
+    assert engine.mask_token_id not in result.token_ids and len(result.token_ids) == 16
+    assert result.num_forward_passes <= 16
+    exact = engine.infill(PREFIX, SUFFIX, max_new_tokens=16, exact=True)
+    assert exact.cache_bytes == 0 and exact.num_forward_passes == 16
+
+
+def test_candidates_decode_as_one_batch(engine):
+    single = engine.infill(PREFIX, SUFFIX, max_new_tokens=12, steps=6)
+    batch = engine.infill_candidates(PREFIX, SUFFIX, (0.0, 0.8, 0.8), max_new_tokens=12, steps=6, seed=1)
+    assert len(batch) == 3
+    assert batch[0].token_ids == single.token_ids  # the greedy row is not disturbed by its neighbours
+    assert batch[1].token_ids != batch[2].token_ids  # the sampled rows draw their own noise
+    again = engine.infill_candidates(PREFIX, SUFFIX, (0.0, 0.8, 0.8), max_new_tokens=12, steps=6, seed=1)
+    assert [r.token_ids for r in again] == [r.token_ids for r in batch]
+
+
+def test_plan_blocks_shares_the_steps():
+    assert [(b.start, b.end, b.steps) for b in plan_blocks(5, 25, 8, 7)] == [(5, 13, 3), (13, 21, 2), (21, 25, 2)]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(exact=True, block_size=8), "exact=True runs CoDA's reference loop without the cache"),
+    (dict(exact=True, cache=CachePolicy()), "exact=True runs CoDA's reference loop without the cache"),
+    (dict(block_size=0), "block_size must be a positive integer"),
+    (dict(block_size=2, steps=3), r"steps \(3\) must be at least the number of blocks \(6\)"),
+    (dict(alg="origin"), "runs only on the exact path"),
+    (dict(alg="entropy", alg_temp=0.5), "runs only on the exact path"),
+    (dict(steps=13), "must not exceed the span"),
+])
+def test_bad_fast_path_arguments_raise_value_error(engine, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        engine.infill(PREFIX, SUFFIX, max_new_tokens=12, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(refresh="sometimes"), "unknown cache refresh rule"),
+    (dict(refresh="steps", every=0), "every must be a positive integer"),
+    (dict(refresh="revealed", revealed_share=1.5), r"revealed_share must be in \(0, 1\]"),
+])
+def test_bad_cache_policies_raise_value_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CachePolicy(**kwargs)
