@@ -35,6 +35,11 @@ class ModelConfig:
     compute_dtype: Literal["float32", "bfloat16"] = "float32"  # matmul dtype; params stay fp32 master weights
     init_std: float = 0.02  # stddev of random init (Qwen3 initializer_range); norms start at 1
     remat: bool = False  # recompute each block in the backward pass: one layer of activations live, ~1/3 more FLOPs
+    # auto: splash on TPU, cuDNN on GPU (bf16), blockwise elsewhere; einsum is the O(L^2) reference (attention.py)
+    attention: Literal["auto", "einsum", "blockwise", "splash", "cudnn"] = "auto"
+    attention_block: int = 512  # query and key block of blockwise / splash attention (splash rounds to 128s)
+    loss_chunk: int = 1024  # tokens per cross-entropy chunk, so [tokens, V] logits never exist; 0 = all at once
+    scan_layers: bool = True  # one compiled block under lax.scan; False unrolls a Python loop (compile grows)
 
 
 @dataclass
@@ -270,6 +275,8 @@ def validate(cfg: Config) -> None:
         (m.num_heads % m.num_kv_heads == 0,
          f"model.num_heads ({m.num_heads}) must be a multiple of model.num_kv_heads ({m.num_kv_heads})"),
         (m.head_dim % 2 == 0, f"model.head_dim ({m.head_dim}) must be even for rotate-half RoPE"),
+        (m.attention_block > 0 and m.loss_chunk >= 0,
+         "model.attention_block must be positive and model.loss_chunk non-negative"),
         (0 <= m.mask_token_id < m.vocab_size,
          f"model.mask_token_id {m.mask_token_id} is outside the vocab ({m.vocab_size})"),
         (0 <= m.pad_token_id < m.vocab_size,

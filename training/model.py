@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from coda_training.attention import attend
 from coda_training.config import ModelConfig
 
 Array = jax.Array
@@ -70,20 +71,16 @@ class Attention(nnx.Module):
         self.o_proj = Linear(cfg.num_heads * h, d, cfg.init_std, rngs)
         self.q_norm = RMSNorm(h, cfg.rms_norm_eps)
         self.k_norm = RMSNorm(h, cfg.rms_norm_eps)
+        self.kind, self.block_size, self.compute_dtype = cfg.attention, cfg.attention_block, cfg.compute_dtype
 
-    def __call__(self, x: Array, cos: Array, sin: Array, allowed: Array | None) -> Array:
+    def __call__(self, x: Array, cos: Array, sin: Array, segment_ids: Array | None) -> Array:
         b, l, _ = x.shape
-        k_heads, groups, h = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
+        h = self.head_dim
         q = apply_rope(self.q_norm(self.q_proj(x).reshape(b, l, self.num_heads, h)), cos, sin)
-        k = apply_rope(self.k_norm(self.k_proj(x).reshape(b, l, k_heads, h)), cos, sin)
-        v = self.v_proj(x).reshape(b, l, k_heads, h)
-        q = q.reshape(b, l, k_heads, groups, h)  # query head n = kv head n // groups (HF repeat_kv order)
-        scores = jnp.einsum("bqkgh,bskh->bkgqs", q, k, preferred_element_type=jnp.float32) * h**-0.5
-        if allowed is not None:  # allowed: [B, Lq, Ls]
-            scores = jnp.where(allowed[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-        out = jnp.einsum("bkgqs,bskh->bqkgh", probs, v).reshape(b, l, self.num_heads * h)
-        return self.o_proj(out)
+        k = apply_rope(self.k_norm(self.k_proj(x).reshape(b, l, self.num_kv_heads, h)), cos, sin)
+        v = self.v_proj(x).reshape(b, l, self.num_kv_heads, h)
+        out = attend(q, k, v, segment_ids, self.kind, self.block_size, self.compute_dtype)
+        return self.o_proj(out.reshape(b, l, self.num_heads * h))
 
 
 class MLP(nnx.Module):
@@ -108,8 +105,8 @@ class Block(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x: Array, cos: Array, sin: Array, allowed: Array | None) -> Array:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, allowed)
+    def __call__(self, x: Array, cos: Array, sin: Array, segment_ids: Array | None) -> Array:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, segment_ids)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -125,21 +122,47 @@ class Model(nnx.Module):
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, cfg.init_std, rngs)  # untied, as in CoDA
 
     def __call__(self, input_ids: Array, segment_ids: Array | None = None) -> Array:
+        return self.lm_head(self.hidden_states(input_ids, segment_ids)).astype(jnp.float32)
+
+    def hidden_states(self, input_ids: Array, segment_ids: Array | None = None) -> Array:
+        """The normed final hidden states [B, L, D] in the compute dtype: what the lm_head (or the chunked
+        loss, which never builds all logits at once) multiplies."""
         dtype = jnp.dtype(self.cfg.compute_dtype)
         x = jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(dtype)  # [B, L, D]
         cos, sin = rope_tables(input_ids.shape[1], self.cfg.head_dim, self.cfg.rope_theta)
         # Packed documents: a token attends only within its segment. Positions stay 0..L-1 for the whole
         # row; RoPE scores depend only on relative offsets, so a per-document restart would change nothing.
-        allowed = None if segment_ids is None else segment_ids[:, :, None] == segment_ids[:, None, :]
-        run_block = nnx.remat(_run_block) if self.cfg.remat else _run_block
-        for block in self.layers:
-            x = run_block(block, x, cos, sin, allowed)
-        return self.lm_head(self.norm(x)).astype(jnp.float32)
+        if self.cfg.scan_layers:
+            x = self._scan_layers(x, cos, sin, segment_ids)
+        else:
+            run_block = nnx.remat(_run_block) if self.cfg.remat else _run_block
+            for block in self.layers:
+                x = run_block(block, x, cos, sin, segment_ids)
+        return self.norm(x)
+
+    def _scan_layers(self, x: Array, cos: Array, sin: Array, segment_ids: Array | None) -> Array:
+        """One compiled block applied num_layers times by lax.scan, so compile time does not grow with depth.
+
+        Weights stay stored per layer (the HF names, in checkpoints and exports); the step stacks them here,
+        already cast to the compute dtype, which every block casts to anyway, so the result equals the Python
+        loop's (up to fusion rounding) and the stacked copy costs half the fp32 weights (bf16), sharded like them.
+        """
+        block_def = nnx.graphdef(self.layers[0])
+        stacked = jax.tree.map(lambda *ws: jnp.stack([w.astype(x.dtype) for w in ws]),
+                               *[nnx.state(block) for block in self.layers])
+
+        def body(h: Array, block_state: nnx.State) -> tuple[Array, None]:
+            return nnx.merge(block_def, block_state)(h, cos, sin, segment_ids), None
+
+        # prevent_cse is only needed outside loops (jax.checkpoint docs); inside scan it blocks fusions.
+        step = jax.checkpoint(body, prevent_cse=False) if self.cfg.remat else body
+        x, _ = jax.lax.scan(step, x, stacked)
+        return x
 
 
-def _run_block(block: Block, x: Array, cos: Array, sin: Array, allowed: Array | None) -> Array:
+def _run_block(block: Block, x: Array, cos: Array, sin: Array, segment_ids: Array | None) -> Array:
     """A free function taking the block as an argument, the form nnx.remat lifts."""
-    return block(x, cos, sin, allowed)
+    return block(x, cos, sin, segment_ids)
 
 
 def abstract_model(cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
@@ -192,3 +215,9 @@ def forward(graphdef: nnx.GraphDef, abstract_state: nnx.State, params: dict[str,
             segment_ids: Array | None = None) -> Array:
     """Pure-function form of Model.__call__ for jax.jit and jax.grad."""
     return bind(graphdef, abstract_state, params)(input_ids, segment_ids)
+
+
+def forward_hidden(graphdef: nnx.GraphDef, abstract_state: nnx.State, params: dict[str, Array], input_ids: Array,
+                   segment_ids: Array | None = None) -> Array:
+    """Pure-function form of Model.hidden_states: [B, L, D] before the lm_head."""
+    return bind(graphdef, abstract_state, params).hidden_states(input_ids, segment_ids)

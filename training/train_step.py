@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from coda_training import model as model_lib
 from coda_training.config import Config
-from coda_training.loss import LossParts, masked_diffusion_loss
+from coda_training.loss import LossParts, chunked_masked_diffusion_loss, masked_diffusion_loss
 from coda_training.masking import MaskingRates, noise_batch
 from coda_training.optim import make_optimizer
 from coda_training.sharding import (ShardingRules, batch_sharding, opt_state_shardings, param_shardings)
@@ -113,7 +113,13 @@ def noise_step_batch(ctx: StepContext, batch: Batch, rates: MaskingRates, key: j
 
 
 def micro_loss_parts(ctx: StepContext, params: Params, micro: Batch) -> LossParts:
-    """Run the model on one noised micro-batch and score its masked targets."""
+    """Run the model on one noised micro-batch and score its masked targets (chunked unless loss_chunk = 0)."""
+    chunk = ctx.cfg.model.loss_chunk
+    if chunk:
+        hidden = model_lib.forward_hidden(ctx.graphdef, ctx.abstract_state, params, micro["input_ids"],
+                                          micro["segment_ids"])
+        return chunked_masked_diffusion_loss(hidden, params["lm_head.kernel"], micro["target_ids"],
+                                             micro["is_masked"], micro["t"], micro["segment_ids"], chunk)
     logits = model_lib.forward(ctx.graphdef, ctx.abstract_state, params, micro["input_ids"], micro["segment_ids"])
     return masked_diffusion_loss(logits, micro["target_ids"], micro["is_masked"], micro["t"], micro["segment_ids"])
 

@@ -1,11 +1,14 @@
-"""The shifted, 1/t-weighted, segment-aware masked cross-entropy against a plain numpy reference."""
+"""The shifted, 1/t-weighted, segment-aware masked cross-entropy against a plain numpy reference, and the chunked
+form (hidden states + lm_head, never all logits) against the full-logits one in values and gradients."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from coda_training.loss import masked_diffusion_loss
+from coda_training.loss import chunked_masked_diffusion_loss, masked_diffusion_loss
 
 
 def reference_loss(logits, targets, is_masked, t, segments) -> tuple[float, int]:
@@ -56,3 +59,55 @@ def test_unmasked_targets_and_position_zero_cost_nothing() -> None:
     zeros = jnp.zeros((2, 6), jnp.int32)
     parts = masked_diffusion_loss(logits, zeros, is_masked, jnp.ones(2), zeros)
     assert float(parts.weighted_nll_sum) == 0.0 and int(parts.num_masked) == 0
+
+
+def loss_inputs(dtype: str) -> tuple:
+    rng = np.random.default_rng(2)
+    batch, length, width, vocab = 3, 11, 8, 37
+    hidden = jnp.asarray(rng.normal(size=(batch, length, width)), dtype)
+    head = jnp.asarray(rng.normal(size=(width, vocab)), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, vocab, (batch, length)))
+    is_masked = jnp.asarray(rng.random((batch, length)) < 0.6)
+    t = jnp.asarray([0.05, 0.5, 1.0], jnp.float32)
+    segments = jnp.asarray([[0] * 11, [0] * 4 + [1] * 7, [0, 0, 1, 1, 1, 2, 2, 2, 2, 2, 2]])
+    return hidden, head, targets, is_masked, t, segments
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-5), ("bfloat16", 2e-2)])
+@pytest.mark.parametrize("chunk", [1, 7, 30, 4096])  # 30 tokens: one token, uneven chunks, exact, one chunk
+def test_chunked_loss_equals_full_logits_in_value_and_gradient(dtype: str, rtol: float, chunk: int) -> None:
+    hidden, head, targets, is_masked, t, segments = loss_inputs(dtype)
+
+    def full(h, w):
+        logits = (h @ w.astype(h.dtype)).astype(jnp.float32)  # what Model.__call__'s lm_head computes
+        return masked_diffusion_loss(logits, targets, is_masked, t, segments)
+
+    def chunked(h, w):
+        return chunked_masked_diffusion_loss(h, w, targets, is_masked, t, segments, chunk)
+
+    ours, reference = chunked(hidden, head), full(hidden, head)
+    assert int(ours.num_masked) == int(reference.num_masked) > 0
+    np.testing.assert_allclose(float(ours.weighted_nll_sum), float(reference.weighted_nll_sum), rtol=rtol)
+    np.testing.assert_allclose(float(ours.nll_sum), float(reference.nll_sum), rtol=rtol)
+    grad = lambda fn: jax.grad(lambda h, w: fn(h, w).weighted_nll_sum, argnums=(0, 1))(hidden, head)  # noqa: E731
+    for ours_g, ref_g in zip(grad(chunked), grad(full)):
+        ours_g, ref_g = np.asarray(ours_g, np.float32), np.asarray(ref_g, np.float32)
+        np.testing.assert_allclose(ours_g, ref_g, atol=rtol * np.abs(ref_g).max(), rtol=0)
+
+
+def test_chunked_loss_holds_one_chunk_of_logits() -> None:
+    """XLA's buffer plan for value-and-grad with 4096 tokens x 8192 vocab: the full loss needs the [tokens, V]
+    fp32 logits (128 MiB); 256-token chunks keep the temporaries well under a quarter of that."""
+    tokens, width, vocab = 4096, 64, 8192
+    shapes = (jax.ShapeDtypeStruct((1, tokens, width), jnp.float32), jax.ShapeDtypeStruct((width, vocab), jnp.float32))
+    ints = jnp.zeros((1, tokens), jnp.int32)
+
+    def temp_bytes(fn) -> int:
+        grad = jax.grad(lambda h, w: fn(h, w).weighted_nll_sum, argnums=(0, 1))
+        return jax.jit(grad).lower(*shapes).compile().memory_analysis().temp_size_in_bytes
+
+    full = lambda h, w: masked_diffusion_loss((h @ w), ints, ints == 0, jnp.ones(1), ints)  # noqa: E731
+    chunked = lambda h, w: chunked_masked_diffusion_loss(h, w, ints, ints == 0, jnp.ones(1), ints, 256)  # noqa: E731
+    logits_bytes = tokens * vocab * 4
+    assert temp_bytes(full) >= logits_bytes
+    assert temp_bytes(chunked) < logits_bytes / 4

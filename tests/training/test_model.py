@@ -88,3 +88,20 @@ def test_remat_changes_memory_not_gradients() -> None:
     plain, remat = grads(SMALL), grads(dataclasses.replace(SMALL, remat=True))
     for name in plain:
         np.testing.assert_allclose(np.asarray(remat[name]), np.asarray(plain[name]), atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_scanned_layers_equal_the_python_loop(remat: bool) -> None:
+    params = model_lib.init_params(SMALL, 0)
+    ids, segments = jnp.arange(1, 13)[None, :], jnp.asarray([[0] * 5 + [1] * 7])
+
+    def logits_and_grads(cfg):
+        graphdef, abstract = model_lib.abstract_model(cfg)
+        fn = lambda p: model_lib.forward(graphdef, abstract, p, ids, segments)  # noqa: E731
+        return fn(params), jax.jit(jax.grad(lambda p: jnp.sum(fn(p) ** 2)))(params)
+
+    loop = logits_and_grads(dataclasses.replace(SMALL, scan_layers=False, remat=remat))
+    scan = logits_and_grads(dataclasses.replace(SMALL, scan_layers=True, remat=remat))
+    np.testing.assert_allclose(np.asarray(scan[0]), np.asarray(loop[0]), atol=1e-5)
+    for name in params:
+        np.testing.assert_allclose(np.asarray(scan[1][name]), np.asarray(loop[1][name]), atol=1e-5, err_msg=name)
