@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import manifest from '../../package.json';
+import {
+    CLIENT_SETTINGS,
+    SERVER_SETTINGS,
+    StartFailure,
+    inlineCompletionsEnabled,
+    readLaunchSettings,
+    serverArguments,
+    serverSettings,
+} from '../../src/settings';
+import { fakeConfiguration } from '../support/config';
+
+const declared = Object.keys(manifest.contributes.configuration.properties).map((key) => key.slice('coda.'.length));
+
+test('every declared setting is either the extension\'s or the server\'s', () => {
+    assert.deepEqual([...CLIENT_SETTINGS, ...SERVER_SETTINGS].sort(), [...declared].sort());
+    assert.ok(SERVER_SETTINGS.includes('maxTokens') && !SERVER_SETTINGS.includes('model'));
+});
+
+test('the server gets only its own settings, as the user wrote them', () => {
+    const sent = serverSettings(fakeConfiguration({ maxTokens: 12, steps: 'four', model: '/m' }));
+    assert.deepEqual(Object.keys(sent), [...SERVER_SETTINGS]);
+    assert.equal(sent.maxTokens, 12);
+    assert.equal(sent.steps, 'four');  // a wrong type reaches the server, which names the setting it ignored
+    assert.equal(sent.alg, 'entropy');
+});
+
+test('launch settings: defaults give a bare --stdio; model, device and dtype are passed when set', () => {
+    assert.deepEqual(serverArguments(readLaunchSettings(fakeConfiguration())), ['--stdio']);
+    const launch = readLaunchSettings(fakeConfiguration({ model: ' Salesforce/CoDA-v0-Instruct ', device: 'cuda:1',
+        dtype: 'bf16' }));
+    assert.deepEqual(serverArguments(launch),
+        ['--stdio', '--model', 'Salesforce/CoDA-v0-Instruct', '--device', 'cuda:1', '--dtype', 'bf16']);
+    assert.deepEqual(serverArguments(readLaunchSettings(fakeConfiguration({ device: 'cpu' }))), ['--stdio', '--device', 'cpu']);
+});
+
+test('a launch setting of the wrong type or form names that setting', () => {
+    const cases: [Record<string, unknown>, string][] = [
+        [{ model: 5 }, 'coda.model'],
+        [{ 'server.command': ['coda-lsp'] }, 'coda.server.command'],
+        [{ device: 'gpu' }, 'coda.device'],
+        [{ dtype: 'int8' }, 'coda.dtype'],
+    ];
+    for (const [values, setting] of cases) {
+        assert.throws(() => readLaunchSettings(fakeConfiguration(values)),
+            (error: unknown) => error instanceof StartFailure && error.setting === setting
+                && error.message.includes(setting));
+    }
+});
+
+test('inline completions are on unless turned off', () => {
+    assert.equal(inlineCompletionsEnabled(fakeConfiguration()), true);
+    assert.equal(inlineCompletionsEnabled(fakeConfiguration({ 'inlineCompletions.enabled': false })), false);
+});
