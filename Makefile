@@ -11,7 +11,7 @@ MODEL  := models/coda-tiny
 EVAL   := OMP_NUM_THREADS=1 $(BIN)/python -m coda_engine.eval --model $(MODEL) --task single-line --max-new-tokens 24 \
           --limit 400 --jobs 1
 
-.PHONY: test demo default-model install bench clean
+.PHONY: test extension demo default-model install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) extension
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The VS Code extension from a clean `npm ci`: type check, lint, unit tests, protocol tests against the real
+# coda-lsp on a tiny checkpoint, then vscode-client/coda-lsp.vsix (about a minute).
+extension: $(STAMP)
+	cd vscode-client && npm ci --no-audit --no-fund --loglevel=error && npm run --silent compile && \
+	  npm run --silent lint && CODA_PYTHON=$(abspath $(BIN)/python) npm run --silent test && \
+	  npm run --silent package
 
 demo: $(STAMP)
 	$(BIN)/python -m coda_lsp.demo --model $(MODEL)

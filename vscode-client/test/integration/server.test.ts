@@ -137,7 +137,7 @@ describe('the extension against a running server', TIMEOUT, () => {
 describe('a server that cannot start, and the setting each message names', TIMEOUT, () => {
     test('a hub id that was never downloaded: the server exits with the download command', async () => {
         const session = await launch({ model: 'Salesforce/CoDA-v0-Instruct' }, withCache(path.join(scratch, 'empty-cache')));
-        const code = await new Promise<number | null>((resolve) => session.server.child.once('exit', resolve));
+        const code = await session.exited;
         const failure = exitFailure(session.plan, code, session.server.stderrTail());
         assert.equal(failure.setting, 'coda.model');
         assert.match(failure.message, /huggingface-cli download Salesforce\/CoDA-v0-Instruct/);
@@ -151,7 +151,7 @@ describe('a server that cannot start, and the setting each message names', TIMEO
             return;
         }
         const session = await launch({ 'server.python': system });
-        const code = await new Promise<number | null>((resolve) => session.server.child.once('exit', resolve));
+        const code = await session.exited;
         const failure = exitFailure(session.plan, code, session.server.stderrTail());
         assert.equal(failure.setting, 'coda.server.python');
         assert.match(failure.message, /has no coda-lsp installed/);

@@ -29,7 +29,7 @@ import {
 } from 'vscode-languageserver-protocol/node';
 
 import { clientOptions } from '../../src/client';
-import { LaunchPlan, ServerProcess, launchPlan, spawnServer } from '../../src/server';
+import { LaunchPlan, ServerProcess, launchPlan, spawnServer, withTimeout } from '../../src/server';
 import { ConfigurationLike, readLaunchSettings } from '../../src/settings';
 import { CodaStatus, STATUS_REQUEST } from '../../src/status';
 import { fakeConfiguration } from './config';
@@ -70,9 +70,13 @@ export class Session {
     readonly logMessages: string[] = [];
     readonly appliedEdits: WorkspaceEdit[] = [];
     readonly configurationPulls: unknown[] = [];
+    /** The server's exit code (null: killed by a signal), once it exits. */
+    readonly exited: Promise<number | null>;
 
     constructor(readonly plan: LaunchPlan, readonly server: ServerProcess, readonly connection: ProtocolConnection,
-                readonly config: ConfigurationLike) {}
+                readonly config: ConfigurationLike) {
+        this.exited = new Promise((resolve) => server.child.once('exit', (code) => resolve(code)));
+    }
 
     /** initialize with the capabilities and initializationOptions vscode-languageclient computes from the
      * extension's options, then initialized. */
@@ -106,15 +110,17 @@ export class Session {
         }
     }
 
+    /** shutdown and exit as a client does; a server that does not go within seconds is killed. */
     async close(): Promise<void> {
-        const exited = new Promise((resolve) => this.server.child.once('exit', resolve));
-        if (this.server.child.exitCode === null) {
-            await this.connection.sendRequest('shutdown').catch(() => undefined);
+        const { child } = this.server;
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        if (child.exitCode === null && child.signalCode === null && !child.killed) {
+            await withTimeout(this.connection.sendRequest('shutdown'), 5_000, () => new Error('no shutdown answer'))
+                .catch(() => undefined);
             await this.connection.sendNotification('exit').catch(() => undefined);
-            const timer = setTimeout(() => this.server.child.kill(), 5_000);
-            await exited;
-            clearTimeout(timer);
         }
+        await this.exited;
+        clearTimeout(timer);
         this.connection.dispose();
     }
 }
