@@ -75,3 +75,12 @@ def compile_kernel(kernel: Callable[..., None]) -> Any:
 
         return InterpretedFunction(kernel)
     return triton.jit(kernel)
+
+
+def cdiv(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two >= n (tl.arange takes power-of-two lengths only)."""
+    return 1 << max(n - 1, 0).bit_length()

@@ -1,0 +1,333 @@
+"""Confidence statistics of (N, V) logits in one read of the vocabulary: token, its probability, margin, entropy.
+
+A denoising step needs, for each masked position, a proposed token and how sure the model is of it: the token's
+probability (maskgit_plus, threshold), top-1 minus top-2 probability (topk_margin) or negative entropy (entropy).
+Torch reads the (N, 151936) logits five or six times for these (cast, softmax, max, topk, log, sum); the kernel
+reads them once and keeps online statistics in fp32 registers, so it runs at the card's memory bandwidth.
+
+Two launches: each row's vocabulary is split over `num_splits` programs (a 64-row step alone would leave half
+an H100's 132 SMs idle), each writing partial statistics relative to its own running max; a tiny second kernel
+merges a row's partials. Every statistic is kept relative to the running max m, so -inf entries, 1e4 logits and
+finfo.min (suppressed tokens) need no special cases beyond dropping terms whose weight exp(z - m) is 0:
+    mass = sum exp(z - m),  shifted = sum exp(z - m) * (z - m)
+    p_v = exp(z_v - m) / mass,  sum p log p = shifted / mass - log(mass).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import torch
+
+from .runtime import cdiv, compile_kernel, next_power_of_2, tl, unavailable_reason
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Elements per program per loop trip: 16 per thread at 8 warps for 2-byte logits (two 16-byte loads), 8 for fp32.
+BLOCK_V_BY_ELEMENT_SIZE = {2: 4096, 4: 2048}
+NUM_WARPS = 8
+# Programs per SM the split aims for: enough loads in flight to hide DRAM latency.
+PROGRAMS_PER_SM = 4
+# Rows per merge program: the merge reads 28 bytes per split, a few hundred bytes per row.
+MERGE_BLOCK_ROWS = 16
+# One row's partial statistics: top1, top2, mass, shifted mass, best key, logit (z) of the best key.
+NUM_PARTIAL_STATS = 6
+# triton.language.random's Philox4x32-10 constants (golden ratio and sqrt(3) - 1 keys, Salmon et al. multipliers).
+PHILOX_KEY_A = 0x9E3779B9
+PHILOX_KEY_B = 0xBB67AE85
+PHILOX_ROUND_A = 0xD2511F53
+PHILOX_ROUND_B = 0xCD9E8D57
+PHILOX_ROUNDS = 10
+UINT32_MASK = 0xFFFFFFFF
+# tl.rand's uint32 -> [0, 1) factor: the largest with (2**31 - 1) * factor < 1 in fp32.
+UNIFORM_SCALE = 4.6566127342e-10
+# tl.rand's counter is 64-bit; the sampling offsets must stay below it (seed, offset + row * V + col).
+MAX_COUNTER = 2**63
+
+
+class ConfidenceStats(NamedTuple):
+    """Per row: chosen token, its probability, top-1 minus top-2 probability, sum of p log p (<= 0)."""
+
+    token: torch.Tensor  # (N,) int64
+    max_prob: torch.Tensor  # (N,) fp32
+    margin: torch.Tensor  # (N,) fp32
+    neg_entropy: torch.Tensor  # (N,) fp32
+
+
+def _confidence_partials_kernel(
+    logits_ptr, row_stride, vocab_size, split_size,
+    stats_ptr, cols_ptr, num_splits,
+    temperature, seed, offset, offset_ptr,
+    SAMPLE: tl.constexpr, OFFSET_IN_MEMORY: tl.constexpr, BLOCK_V: tl.constexpr,
+):
+    """Program (row, split): online statistics of z = logits / T over columns [split * split_size, ...)."""
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    lanes = tl.arange(0, BLOCK_V)
+    row_logits = logits_ptr + row.to(tl.int64) * row_stride
+    split_start = split * split_size
+    split_end = tl.minimum(split_start + split_size, vocab_size)
+    if SAMPLE:
+        if OFFSET_IN_MEMORY:
+            offset = tl.load(offset_ptr)
+        row_counter = offset + row.to(tl.int64) * vocab_size
+
+    # Per-lane statistics; lane i sees columns i, i + BLOCK_V, ... of the split, in increasing order.
+    top1 = tl.full([BLOCK_V], float("-inf"), tl.float32)
+    top2 = tl.full([BLOCK_V], float("-inf"), tl.float32)
+    mass = tl.zeros([BLOCK_V], tl.float32)
+    shifted = tl.zeros([BLOCK_V], tl.float32)
+    best_key = tl.full([BLOCK_V], float("-inf"), tl.float32)
+    best_z = tl.full([BLOCK_V], float("-inf"), tl.float32)
+    best_col = tl.full([BLOCK_V], vocab_size, tl.int32)
+    for block_start in range(split_start, split_end, BLOCK_V):
+        cols = block_start + lanes
+        z = tl.load(row_logits + cols, mask=cols < split_end, other=float("-inf")).to(tl.float32)
+        if SAMPLE:
+            z = z / temperature
+            # Gumbel-max: argmax(z + G), G = -log(-log(U)), is a draw from softmax(z). U = 0 gives -inf (never
+            # chosen); fp32 U caps G near 16, a tail of probability ~1e-7.
+            uniform = tl.rand(seed, row_counter + cols)
+            key = z - tl.log(-tl.log(uniform))
+        else:
+            key = z
+        new_top1 = tl.maximum(top1, z)
+        top2 = tl.maximum(top2, tl.minimum(top1, z))
+        # Re-base the sums on the new max. A scale of 0 (or NaN: a lane that has seen only -inf) drops the old
+        # sums, which are then 0 or negligible; testing it also keeps shift * mass far from fp32 overflow.
+        shift = top1 - new_top1
+        scale = tl.exp(shift)
+        is_kept = scale > 0
+        shifted = tl.where(is_kept, scale * (shifted + shift * mass), 0.0)
+        mass = tl.where(is_kept, scale * mass, 0.0)
+        weight = tl.exp(z - new_top1)
+        counts = weight > 0  # drops -inf entries and the 0 * -inf of finfo.min far below the max
+        mass += tl.where(counts, weight, 0.0)
+        shifted += tl.where(counts, weight * (z - new_top1), 0.0)
+        top1 = new_top1
+        # Strictly greater: a lane keeps its first (lowest) column among equal keys.
+        is_better = key > best_key
+        best_key = tl.where(is_better, key, best_key)
+        best_z = tl.where(is_better, z, best_z)
+        best_col = tl.where(is_better, cols, best_col)
+
+    # Merge the lanes (the merge kernel does the same over splits).
+    split_top1 = tl.max(top1, axis=0)
+    first_lane = tl.min(tl.where(top1 == split_top1, lanes, BLOCK_V), axis=0)
+    split_top2 = tl.max(tl.where(lanes == first_lane, top2, top1), axis=0)
+    shift = top1 - split_top1
+    scale = tl.exp(shift)
+    is_kept = scale > 0
+    split_mass = tl.sum(tl.where(is_kept, scale * mass, 0.0), axis=0)
+    split_shifted = tl.sum(tl.where(is_kept, scale * (shifted + shift * mass), 0.0), axis=0)
+    split_key = tl.max(best_key, axis=0)
+    split_col = tl.min(tl.where(best_key == split_key, best_col, vocab_size), axis=0)
+    split_z = tl.max(tl.where(best_col == split_col, best_z, float("-inf")), axis=0)
+
+    slot = row.to(tl.int64) * num_splits + split
+    stats = stats_ptr + slot * 6  # NUM_PARTIAL_STATS
+    tl.store(stats + 0, split_top1)
+    tl.store(stats + 1, split_top2)
+    tl.store(stats + 2, split_mass)
+    tl.store(stats + 3, split_shifted)
+    tl.store(stats + 4, split_key)
+    tl.store(stats + 5, split_z)
+    tl.store(cols_ptr + slot, split_col)
+
+
+def _confidence_merge_kernel(
+    stats_ptr, cols_ptr, num_rows, num_splits, vocab_size,
+    token_ptr, max_prob_ptr, margin_ptr, neg_entropy_ptr,
+    BLOCK_ROWS: tl.constexpr, BLOCK_SPLITS: tl.constexpr,
+):
+    """Program i: merge the split statistics of BLOCK_ROWS rows (as the partials kernel merges lanes)."""
+    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    splits = tl.arange(0, BLOCK_SPLITS)
+    is_row = rows < num_rows
+    is_split = is_row[:, None] & (splits[None, :] < num_splits)
+    slots = rows.to(tl.int64)[:, None] * num_splits + splits[None, :]  # (BLOCK_ROWS, BLOCK_SPLITS)
+    stats = stats_ptr + slots * 6  # NUM_PARTIAL_STATS
+    top1 = tl.load(stats + 0, mask=is_split, other=float("-inf"))
+    top2 = tl.load(stats + 1, mask=is_split, other=float("-inf"))
+    mass = tl.load(stats + 2, mask=is_split, other=0.0)
+    shifted = tl.load(stats + 3, mask=is_split, other=0.0)
+    key = tl.load(stats + 4, mask=is_split, other=float("-inf"))
+    z = tl.load(stats + 5, mask=is_split, other=float("-inf"))
+    col = tl.load(cols_ptr + slots, mask=is_split, other=vocab_size)
+
+    row_top1 = tl.max(top1, axis=1)
+    first_split = tl.min(tl.where(top1 == row_top1[:, None], splits[None, :], BLOCK_SPLITS), axis=1)
+    row_top2 = tl.max(tl.where(splits[None, :] == first_split[:, None], top2, top1), axis=1)
+    shift = top1 - row_top1[:, None]
+    scale = tl.exp(shift)
+    is_kept = scale > 0
+    row_mass = tl.sum(tl.where(is_kept, scale * mass, 0.0), axis=1)
+    row_shifted = tl.sum(tl.where(is_kept, scale * (shifted + shift * mass), 0.0), axis=1)
+    row_key = tl.max(key, axis=1)
+    row_col = tl.min(tl.where(key == row_key[:, None], col, vocab_size), axis=1)
+    row_z = tl.max(tl.where(col == row_col[:, None], z, float("-inf")), axis=1)
+
+    # A row of -inf only has no distribution: token 0 and NaN statistics, as torch's softmax and argmax give.
+    token = tl.where(row_col == vocab_size, 0, row_col)
+    tl.store(token_ptr + rows, token.to(tl.int64), mask=is_row)
+    tl.store(max_prob_ptr + rows, tl.exp(row_z - row_top1) / row_mass, mask=is_row)
+    tl.store(margin_ptr + rows, (1.0 - tl.exp(row_top2 - row_top1)) / row_mass, mask=is_row)
+    tl.store(neg_entropy_ptr + rows, row_shifted / row_mass - tl.log(row_mass), mask=is_row)
+
+
+def confidence_stats(logits: torch.Tensor, temperature: float = 0.0, seed: int = 0,
+                     offset: int | torch.Tensor = 0, *, num_splits: int | None = None) -> ConfidenceStats:
+    """(N, V) logits -> ConfidenceStats of p = softmax(logits / T) (softmax(logits) at T = 0), one read of V.
+
+    T = 0: token = argmax (lowest index among ties). T > 0: token = argmax(logits / T + Gumbel noise), a draw
+    from p, the noise from Philox keyed by (seed, offset + row * V + col): the same (seed, offset) gives the same
+    tokens; a caller advances `offset` by N * V per step. `offset` may be a one-element int64 tensor on the
+    logits' device, read by the kernel, so a captured CUDA graph can replay with a new offset. max_prob is
+    p[token] in both cases. `num_splits` (programs per row) defaults to enough to fill the GPU.
+    Raises ValueError for input it cannot take (shape, dtype, strides, device without Triton, arguments).
+    """
+    _check_logits(logits)
+    _check_sampling(logits, temperature, seed, offset)
+    reason = unavailable_reason(logits.device)
+    if reason is not None:
+        raise ValueError(f"confidence_stats: {reason}")
+    num_rows, vocab_size = logits.shape
+    device = logits.device
+    outputs = ConfidenceStats(
+        token=torch.empty(num_rows, dtype=torch.int64, device=device),
+        max_prob=torch.empty(num_rows, dtype=torch.float32, device=device),
+        margin=torch.empty(num_rows, dtype=torch.float32, device=device),
+        neg_entropy=torch.empty(num_rows, dtype=torch.float32, device=device),
+    )
+    if num_rows == 0:
+        return outputs
+
+    block_v = min(BLOCK_V_BY_ELEMENT_SIZE[logits.element_size()], next_power_of_2(vocab_size))
+    num_blocks = cdiv(vocab_size, block_v)
+    if num_splits is None:
+        num_splits = cdiv(_target_programs(device), num_rows)
+    elif num_splits < 1:
+        raise ValueError(f"confidence_stats: num_splits must be >= 1, got {num_splits}")
+    # Splits are whole blocks, so only the last block of the last split is ragged.
+    split_size = cdiv(num_blocks, min(num_splits, num_blocks)) * block_v
+    num_splits = cdiv(vocab_size, split_size)
+
+    stats = torch.empty((num_rows, num_splits, NUM_PARTIAL_STATS), dtype=torch.float32, device=device)
+    cols = torch.empty((num_rows, num_splits), dtype=torch.int32, device=device)
+    sample = temperature > 0
+    offset_in_memory = isinstance(offset, torch.Tensor)
+    compile_kernel(_confidence_partials_kernel)[(num_rows, num_splits)](
+        logits, logits.stride(0), vocab_size, split_size,
+        stats, cols, num_splits,
+        float(temperature) if sample else 1.0, seed, 0 if offset_in_memory else offset,
+        offset if offset_in_memory else stats,
+        SAMPLE=sample, OFFSET_IN_MEMORY=offset_in_memory, BLOCK_V=block_v, num_warps=NUM_WARPS,
+    )
+    compile_kernel(_confidence_merge_kernel)[(cdiv(num_rows, MERGE_BLOCK_ROWS),)](
+        stats, cols, num_rows, num_splits, vocab_size, *outputs,
+        BLOCK_ROWS=MERGE_BLOCK_ROWS, BLOCK_SPLITS=next_power_of_2(num_splits), num_warps=4,
+    )
+    return outputs
+
+
+def _check_logits(logits: torch.Tensor) -> None:
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(f"confidence_stats: logits must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dim() != 2 or logits.shape[1] == 0:
+        raise ValueError(f"confidence_stats: logits must be (N, V) with V >= 1, got shape {tuple(logits.shape)}")
+    if logits.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"confidence_stats: logits dtype must be float32, bfloat16 or float16, got {logits.dtype}")
+    if logits.shape[1] > 1 and logits.stride(1) != 1:
+        raise ValueError(f"confidence_stats: logits' vocabulary dimension must be contiguous, strides "
+                         f"{logits.stride()}")
+    if logits.shape[1] >= 2**31:
+        raise ValueError(f"confidence_stats: vocabulary of {logits.shape[1]} does not fit int32 column ids")
+
+
+def _check_sampling(logits: torch.Tensor, temperature: float, seed: int, offset: int | torch.Tensor) -> None:
+    if not isinstance(temperature, (int, float)) or not 0 <= temperature < float("inf"):
+        raise ValueError(f"confidence_stats: temperature must be a finite number >= 0, got {temperature!r}")
+    if not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"confidence_stats: seed must be an int in [0, 2**63), got {seed!r}")
+    if isinstance(offset, torch.Tensor):
+        if offset.dtype != torch.int64 or offset.numel() != 1 or offset.device != logits.device:
+            raise ValueError(f"confidence_stats: a tensor offset must be one int64 element on {logits.device}, "
+                             f"got {offset.dtype} {tuple(offset.shape)} on {offset.device}")
+        return
+    num_counters = logits.shape[0] * logits.shape[1]
+    if not isinstance(offset, int) or offset < 0 or offset + num_counters > MAX_COUNTER:
+        raise ValueError(f"confidence_stats: offset must be an int >= 0 with offset + N * V < 2**63, got "
+                         f"{offset!r}")
+
+
+@functools.cache
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _target_programs(device: torch.device) -> int:
+    """Programs that keep every SM's loads in flight on CUDA; one per row under the interpreter."""
+    if device.type != "cuda":
+        return 1
+    return PROGRAMS_PER_SM * _num_sms(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def reference_confidence_stats(logits: torch.Tensor, temperature: float = 0.0, seed: int = 0,
+                               offset: int | torch.Tensor = 0) -> ConfidenceStats:
+    """Plain torch: the same statistics from a materialised float64 softmax, and at T > 0 the same draws.
+
+    float64 because it is the yardstick: the kernel's blocked fp32 sums are closer to the exact values than
+    torch's own fp32 softmax over 151936 columns (1e-8 vs 1e-5 relative). Tokens come from fp32 logits as in
+    the kernel, with the Gumbel noise from `reference_uniform`, the kernel's Philox stream recomputed in torch,
+    so draws agree with the kernel except where float rounding of the noise (log, division) flips a near-tie.
+    """
+    _check_logits(logits)
+    _check_sampling(logits, temperature, seed, offset)
+    z = logits.float()
+    if temperature > 0:
+        z = z / torch.tensor(temperature, dtype=torch.float32)
+    probs = torch.softmax(z.double(), dim=-1)  # (N, V)
+    if temperature > 0:
+        num_rows, vocab_size = z.shape
+        first = int(offset.item()) if isinstance(offset, torch.Tensor) else offset
+        counters = (first + torch.arange(num_rows, device=z.device)[:, None] * vocab_size
+                    + torch.arange(vocab_size, device=z.device)[None, :])  # (N, V) int64
+        token = torch.argmax(z - torch.log(-torch.log(reference_uniform(seed, counters))), dim=-1)
+    else:
+        token = torch.argmax(z, dim=-1)
+    top = torch.topk(probs, min(2, probs.shape[1]), dim=-1).values  # (N, 1 or 2)
+    second = top[:, 1] if top.shape[1] == 2 else torch.zeros_like(top[:, 0])
+    return ConfidenceStats(
+        token=token,
+        max_prob=torch.gather(probs, -1, token[:, None]).squeeze(-1).float(),
+        margin=(top[:, 0] - second).float(),
+        neg_entropy=torch.xlogy(probs, probs).sum(dim=-1).float(),
+    )
+
+
+def reference_uniform(seed: int, counters: torch.Tensor) -> torch.Tensor:
+    """`tl.rand(seed, counters)` in torch: Philox4x32-10 of (counter low, counter high, 0, 0), key = the seed.
+
+    Salmon et al., "Parallel random numbers: as easy as 1, 2, 3" (SC'11), with triton.language.random's
+    constants and its uint32 -> [0, 1) map. uint32 values live in int64 tensors.
+    """
+    c0, c1 = counters & UINT32_MASK, (counters >> 32) & UINT32_MASK
+    c2, c3 = torch.zeros_like(c0), torch.zeros_like(c0)
+    k0, k1 = seed & UINT32_MASK, (seed >> 32) & UINT32_MASK
+    for _ in range(PHILOX_ROUNDS):
+        hi_b, lo_b = _mul_hi_lo(PHILOX_ROUND_B, c2)
+        hi_a, lo_a = _mul_hi_lo(PHILOX_ROUND_A, c0)
+        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
+        k0, k1 = (k0 + PHILOX_KEY_A) & UINT32_MASK, (k1 + PHILOX_KEY_B) & UINT32_MASK
+    signed = torch.where(c0 >= 2**31, c0 - 2**32, c0)  # the bits read as int32
+    folded = torch.where(signed < 0, ~signed, signed)  # [0, 2**31)
+    return folded.to(torch.float32) * torch.tensor(UNIFORM_SCALE, dtype=torch.float32)
+
+
+def _mul_hi_lo(constant: int, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(constant * values) >> 32 and its low 32 bits, for uint32 operands, without overflowing int64."""
+    high_part = constant * (values >> 16)  # < 2**48
+    low_part = constant * (values & 0xFFFF)  # < 2**48
+    high = (high_part + (low_part >> 16)) >> 16
+    low = (((high_part & 0xFFFF) << 16) + low_part) & UINT32_MASK
+    return high, low

@@ -1,0 +1,149 @@
+"""On-device reveal: write each row's most confident proposals into the canvas, and say which rows are done.
+
+A denoising step ends by choosing, per row, which masked positions take their proposed token: the `quota`
+most confident (top-k), or every one above a threshold with at least one per row (Fast-dLLM's rule, so a step
+always makes progress). Done in torch this takes a sort, a scatter and a `.any()` the host must wait for; here it
+is one program per row that ranks positions by counting, writes the canvas in place and a per-row done flag, so
+the host never waits and the step can be captured in a CUDA graph.
+
+Ranking: confidence descending, ties to the lower column. A position's rank is the number of revealable
+positions ahead of it, counted in CHUNK-column slices against all BLOCK_L positions at once: O(L^2) compares per
+row, ~1M for L = 1024, a few microseconds on one SM, and no sort.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .runtime import compile_kernel, next_power_of_2, tl, unavailable_reason
+
+# Longest row the kernel takes: the ranking holds a row in one program's registers (BLOCK_L = next power of two).
+MAX_ROW_LENGTH = 8192
+# Compare tiles of BLOCK_L x CHUNK hold at most this many elements: 32 per thread at 8 warps.
+MAX_TILE_ELEMENTS = 8192
+NUM_WARPS = 8
+
+
+def _reveal_kernel(
+    canvas_ptr, canvas_row_stride, proposal_ptr, proposal_row_stride, confidence_ptr, confidence_row_stride,
+    quota_ptr, done_ptr, row_length, threshold, mask_token_id,
+    USE_THRESHOLD: tl.constexpr, BLOCK_L: tl.constexpr, CHUNK: tl.constexpr,
+):
+    """Program row: rank the row's revealable positions, write the chosen proposals, store the done flag."""
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_L)
+    in_row = cols < row_length
+    row_confidence = confidence_ptr + row * confidence_row_stride
+    confidence = tl.load(row_confidence + cols, mask=in_row, other=float("-inf"))
+    # NaN compares false: not revealable, like -inf.
+    is_revealable = confidence > float("-inf")
+
+    rank = tl.zeros([BLOCK_L], tl.int32)
+    for chunk_start in range(0, row_length, CHUNK):
+        others = chunk_start + tl.arange(0, CHUNK)
+        other_confidence = tl.load(row_confidence + others, mask=others < row_length, other=float("-inf"))
+        # Unrevealable others count as -inf: never ahead of a revealable position. NaN is neither > nor ==.
+        other_confidence = tl.where(other_confidence > float("-inf"), other_confidence, float("-inf"))
+        is_ahead = (other_confidence[None, :] > confidence[:, None]) | (
+            (other_confidence[None, :] == confidence[:, None]) & (others[None, :] < cols[:, None]))
+        rank += tl.sum(is_ahead.to(tl.int32), axis=1)
+
+    quota = tl.maximum(tl.load(quota_ptr + row).to(tl.int64), 0)
+    if USE_THRESHOLD:
+        is_chosen = is_revealable & ((rank < tl.maximum(quota, 1)) | (confidence >= threshold))
+    else:
+        is_chosen = is_revealable & (rank < quota)
+
+    row_canvas = canvas_ptr + row * canvas_row_stride
+    proposal = tl.load(proposal_ptr + row * proposal_row_stride + cols, mask=is_chosen, other=0)
+    tl.store(row_canvas + cols, proposal, mask=is_chosen)
+    written = tl.where(is_chosen, proposal, tl.load(row_canvas + cols, mask=in_row & ~is_chosen, other=0))
+    num_masked = tl.sum((in_row & (written == mask_token_id)).to(tl.int32), axis=0)
+    tl.store(done_ptr + row, num_masked == 0)
+
+
+def reveal_by_confidence(canvas: torch.Tensor, proposal: torch.Tensor, confidence: torch.Tensor,
+                         quota: torch.Tensor, threshold: float | None, mask_token_id: int) -> torch.Tensor:
+    """Write the chosen proposals into `canvas` in place; return done (B,) bool: the row has no mask left.
+
+    canvas (B, L) int64, may be a column slice of a wider canvas (any row stride, unit column stride);
+    proposal (B, L) int64, the token proposed at each position; confidence (B, L) fp32, -inf (or NaN) where a
+    position may not be revealed; quota (B,) int32/int64 on the same device, negative counts as 0.
+    threshold None: reveal the min(quota, revealable) most confident positions of each row. threshold t:
+    reveal every revealable position with confidence >= t, plus the max(quota, 1) most confident, so every row
+    with a revealable position makes progress. Ties rank the lower column first. Done looks at these L columns.
+    Raises ValueError for input it cannot take (shapes, dtypes, strides, devices, L > MAX_ROW_LENGTH).
+    """
+    _check_reveal_inputs(canvas, proposal, confidence, quota, threshold, mask_token_id)
+    reason = unavailable_reason(canvas.device)
+    if reason is not None:
+        raise ValueError(f"reveal_by_confidence: {reason}")
+    num_rows, row_length = canvas.shape
+    done = torch.empty(num_rows, dtype=torch.bool, device=canvas.device)
+    if num_rows == 0:
+        return done
+    if row_length == 0:
+        return done.fill_(True)
+    block_l = next_power_of_2(row_length)
+    chunk = max(1, min(block_l, MAX_TILE_ELEMENTS // block_l))
+    compile_kernel(_reveal_kernel)[(num_rows,)](
+        canvas, canvas.stride(0), proposal, proposal.stride(0), confidence, confidence.stride(0),
+        quota, done, row_length, 0.0 if threshold is None else float(threshold), mask_token_id,
+        USE_THRESHOLD=threshold is not None, BLOCK_L=block_l, CHUNK=chunk, num_warps=NUM_WARPS,
+    )
+    return done
+
+
+def _check_reveal_inputs(canvas: torch.Tensor, proposal: torch.Tensor, confidence: torch.Tensor,
+                         quota: torch.Tensor, threshold: float | None, mask_token_id: int) -> None:
+    tensors = {"canvas": canvas, "proposal": proposal, "confidence": confidence, "quota": quota}
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"reveal_by_confidence: {name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if canvas.dim() != 2:
+        raise ValueError(f"reveal_by_confidence: canvas must be (B, L), got shape {tuple(canvas.shape)}")
+    num_rows, row_length = canvas.shape
+    expected = {"canvas": ((num_rows, row_length), (torch.int64,)),
+                "proposal": ((num_rows, row_length), (torch.int64,)),
+                "confidence": ((num_rows, row_length), (torch.float32,)),
+                "quota": ((num_rows,), (torch.int32, torch.int64))}
+    for name, (shape, dtypes) in expected.items():
+        tensor = tensors[name]
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"reveal_by_confidence: {name} must have shape {shape}, got {tuple(tensor.shape)}")
+        if tensor.dtype not in dtypes:
+            names = " or ".join(str(dtype).removeprefix("torch.") for dtype in dtypes)
+            raise ValueError(f"reveal_by_confidence: {name} must be {names}, got {tensor.dtype}")
+        if tensor.device != canvas.device:
+            raise ValueError(f"reveal_by_confidence: {name} is on {tensor.device}, canvas on {canvas.device}")
+        if tensor.dim() == 2 and row_length > 1 and tensor.stride(1) != 1:
+            raise ValueError(f"reveal_by_confidence: {name} needs unit column stride, strides {tensor.stride()}")
+    if quota.dim() == 1 and num_rows > 1 and quota.stride(0) != 1:
+        raise ValueError(f"reveal_by_confidence: quota must be contiguous, stride {quota.stride()}")
+    if row_length > MAX_ROW_LENGTH:
+        raise ValueError(f"reveal_by_confidence: rows of {row_length} positions exceed the kernel's "
+                         f"{MAX_ROW_LENGTH}")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or threshold != threshold):
+        raise ValueError(f"reveal_by_confidence: threshold must be a number or None, got {threshold!r}")
+    if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, int):
+        raise ValueError(f"reveal_by_confidence: mask_token_id must be an int, got {mask_token_id!r}")
+
+
+def reference_reveal_by_confidence(canvas: torch.Tensor, proposal: torch.Tensor, confidence: torch.Tensor,
+                                   quota: torch.Tensor, threshold: float | None,
+                                   mask_token_id: int) -> torch.Tensor:
+    """Plain torch, the same rule and results: a stable sort gives each position its rank."""
+    _check_reveal_inputs(canvas, proposal, confidence, quota, threshold, mask_token_id)
+    is_revealable = confidence > float("-inf")  # (B, L); NaN is not
+    ranked = torch.where(is_revealable, confidence, float("-inf"))
+    order = torch.sort(ranked, dim=1, descending=True, stable=True).indices  # (B, L)
+    positions = torch.arange(canvas.shape[1], device=canvas.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, positions)
+    quota = quota.to(torch.int64).clamp(min=0)[:, None]  # (B, 1)
+    if threshold is None:
+        is_chosen = is_revealable & (rank < quota)
+    else:
+        is_chosen = is_revealable & ((rank < quota.clamp(min=1)) | (confidence >= threshold))
+    canvas.copy_(torch.where(is_chosen, proposal, canvas))
+    return ~(canvas == mask_token_id).any(dim=1)
