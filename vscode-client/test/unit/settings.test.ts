@@ -25,7 +25,7 @@ test('the server gets only its own settings, as the user wrote them', () => {
     assert.deepEqual(Object.keys(sent), [...SERVER_SETTINGS]);
     assert.equal(sent.maxTokens, 12);
     assert.equal(sent.steps, 'four');  // a wrong type reaches the server, which names the setting it ignored
-    assert.equal(sent.alg, 'entropy');
+    assert.equal(sent.alg, manifest.contributes.configuration.properties['coda.alg'].default);  // unset: the default
 });
 
 test('launch settings: defaults give a bare --stdio; model, device and dtype are passed when set', () => {
