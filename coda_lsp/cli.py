@@ -50,9 +50,12 @@ def _infill_parser() -> argparse.ArgumentParser:
     parser.add_argument("--line", type=int, required=True, help="cursor line, 1-based")
     parser.add_argument("--column", type=int, required=True, help="cursor column in characters, 1-based")
     parser.add_argument("--max-tokens", type=int, default=64, help="span length in tokens (default 64)")
-    parser.add_argument("--steps", type=int, help="denoising steps (default: one per token)")
-    parser.add_argument("--alg", default="entropy",
-                        choices=["origin", "maskgit_plus", "topk_margin", "entropy", "threshold"])
+    parser.add_argument("--steps", type=int,
+                        help="denoising steps (default: the fast path's; one per token with --exact)")
+    parser.add_argument("--alg", choices=["origin", "maskgit_plus", "topk_margin", "entropy", "threshold"],
+                        help="reveal rule (default: threshold on the fast path, entropy with --exact)")
+    parser.add_argument("--exact", action="store_true",
+                        help="CoDA's reference loop (no cache, one token per step by default) instead of the fast path")
     return parser
 
 
@@ -61,7 +64,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser, *, required: bool) -> 
                         help="HF-format CoDA checkpoint folder, or a hub id such as Salesforce/CoDA-v0-Instruct "
                              "already in the local Hugging Face cache"
                              + ("" if required else f" (default: {DEFAULT_MODEL})"))
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default cpu)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA when present, else cpu), cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"],
                         help="weights' dtype (default: fp32 on CPU, bf16 on CUDA)")
 
@@ -117,7 +121,8 @@ def _infill(args: argparse.Namespace) -> int:
         engine = Engine.from_pretrained(resolve_model(args.model), device=args.device, dtype=args.dtype)
         started = time.perf_counter()
         prefix, suffix = _prompt(engine, text, offset, args.max_tokens)
-        result = engine.infill(prefix, suffix, max_new_tokens=args.max_tokens, steps=args.steps, alg=args.alg)
+        result = engine.infill(prefix, suffix, max_new_tokens=args.max_tokens, steps=args.steps, alg=args.alg,
+                               exact=args.exact)
     except Exception as exc:  # CheckpointError, OSError, ValueError: one line, non-zero exit
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"coda-lsp infill: error: {message}", file=sys.stderr)

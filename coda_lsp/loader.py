@@ -27,7 +27,7 @@ class ModelSpec:
     """What to load: the command line's slice."""
 
     path: Path
-    device: str = "cpu"
+    device: str = "auto"  # CUDA when present, else the CPU
     dtype: str | None = None  # None: the engine's default (fp32 on CPU, bf16 on CUDA)
 
 

@@ -96,19 +96,24 @@ def model_prefix(ctx: CompletionContext) -> str:
 def _infill(engine: Any, ctx: CompletionContext, settings: GenerationSettings, num_candidates: int,
             should_stop: StopCheck) -> tuple[list[str], float]:
     """Engine calls on the engine thread: (raw texts, engine ms). The first candidate uses the configured
-    temperature; the others sample at `candidate_temperature` with fixed seeds, so a repeated request gets the
-    same alternatives. Raises coda_engine.Cancelled when stopped."""
+    temperature; the others sample at `candidate_temperature` with a fixed seed, so a repeated request gets the
+    same alternatives. On the fast path all candidates are rows of one batch, which share the canvas's first
+    (whole-canvas) pass. Raises coda_engine.Cancelled when stopped."""
     span = span_tokens(ctx, settings)
     steps = None if settings.steps is None else min(settings.steps, span)
     # The model predicts position i from position i-1, so a span cannot start a canvas: at the very start of a
     # file the engine gets one newline before the cursor, which reads as "a file starting here".
     prefix = model_prefix(ctx) or "\n"
-    texts, elapsed_ms = [], 0.0
-    for index in range(num_candidates):
-        temperature = settings.temperature if index == 0 else settings.candidate_temperature
-        result = engine.infill(prefix, ctx.suffix, max_new_tokens=span, steps=steps, alg=settings.alg,
-                               temperature=temperature, threshold=settings.threshold,
-                               seed=index if index else None, should_stop=should_stop)
-        texts.append(result.text)
-        elapsed_ms += result.elapsed_ms
-    return texts, elapsed_ms
+    temperatures = [settings.temperature] + [settings.candidate_temperature] * (num_candidates - 1)
+    common = dict(max_new_tokens=span, steps=steps, alg=settings.alg, threshold=settings.threshold,
+                  should_stop=should_stop)
+    if settings.exact:
+        results = [engine.infill(prefix, ctx.suffix, temperature=temperature, seed=index if index else None,
+                                 exact=True, **common) for index, temperature in enumerate(temperatures)]
+        return [r.text for r in results], sum(r.elapsed_ms for r in results)
+    from coda_engine.cache import CachePolicy
+
+    results = engine.infill_candidates(prefix, ctx.suffix, temperatures, seed=0 if num_candidates > 1 else None,
+                                       block_size=settings.block_size, cache=CachePolicy(settings.cache_refresh),
+                                       **common)
+    return [r.text for r in results], results[0].elapsed_ms

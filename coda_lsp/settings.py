@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 Alg = Literal["origin", "maskgit_plus", "topk_margin", "entropy", "threshold"]
 ALGS: tuple[str, ...] = ("origin", "maskgit_plus", "topk_margin", "entropy", "threshold")
+RefreshRule = Literal["block", "steps", "revealed", "none"]
+REFRESH_RULES: tuple[str, ...] = ("block", "steps", "revealed", "none")
 
 
 @dataclass(frozen=True)
@@ -16,10 +18,13 @@ class GenerationSettings:
 
     max_tokens: int = 64           # tokens in a multi-line span; the span is an upper bound (pad is dropped)
     single_line_tokens: int = 24   # tokens in a single-line span: one line rarely needs more
-    steps: int | None = None       # denoising steps; None = one token per step (exact, slowest)
-    alg: Alg = "entropy"
+    steps: int | None = None       # denoising steps; None = the engine's fast default (exact: one token per step)
+    alg: Alg = "threshold"         # the fast path's rule; "origin" needs exact
     temperature: float = 0.0       # 0 = greedy, so identical contexts give identical (cacheable) answers
-    threshold: float | None = None  # alg "threshold": reveal every position at least this confident
+    threshold: float | None = None  # alg "threshold": reveal every position at least this confident (None: 0.9)
+    exact: bool = False            # CoDA's reference loop: no cache, one block (slow; for checking the fast path)
+    block_size: int | None = None  # fast path: tokens decoded together over the cache; None = the engine's (32)
+    cache_refresh: RefreshRule = "none"  # fast path: when the whole canvas is recomputed (block, steps, revealed)
     num_candidates: int = 3        # an explicit (Invoked) request returns up to this many items to cycle through
     candidate_temperature: float = 0.8  # sampling temperature of the candidates after the first (greedy) one
 
@@ -94,9 +99,17 @@ def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda value: None if value is None else check(value)
 
 
-def _alg(value: Any) -> str:
-    if value not in ALGS:
-        raise ValueError(f"{value!r} is not one of {', '.join(ALGS)}")
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+    return check
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {value!r}")
     return value
 
 
@@ -112,9 +125,12 @@ _KEYS: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
     "maxTokens": ("generation", "max_tokens", _int_in(1, 512)),
     "singleLineTokens": ("generation", "single_line_tokens", _int_in(1, 512)),
     "steps": ("generation", "steps", _optional(_int_in(1, 512))),
-    "alg": ("generation", "alg", _alg),
+    "alg": ("generation", "alg", _one_of(ALGS)),
     "temperature": ("generation", "temperature", _float_in(0.0, 5.0)),
     "threshold": ("generation", "threshold", _optional(_float_in(0.0, 1.0))),
+    "exact": ("generation", "exact", _bool),
+    "blockSize": ("generation", "block_size", _optional(_int_in(1, 512))),
+    "cacheRefresh": ("generation", "cache_refresh", _one_of(REFRESH_RULES)),
     "invokedCandidates": ("generation", "num_candidates", _int_in(1, 8)),
     "candidateTemperature": ("generation", "candidate_temperature", _float_in(0.0, 5.0)),
     "contextTokens": ("context", "context_tokens", _int_in(16, 32768)),

@@ -1,7 +1,18 @@
-"""python -m coda_engine.bench: infill latency, passes, tokens/s and peak memory, beside the plain reference loop.
+"""python -m coda_engine.bench: infill latency, passes, tokens/s and peak memory, beside the reference loop and an
+autoregressive model.
 
 The workload is the editor's: a 64-token span between a prefix and a suffix that hold 512 tokens of real code
-together. Every row is measured in this process, on the same canvas, so the ratios are meaningful.
+together. Rows, all measured in this process on the same canvas and weights, so their ratios are meaningful:
+- the reference loop: CoDA's loop as published (full vocabulary projection at every position, every step);
+- exact=True: the same tokens, projecting only masked positions;
+- the default fast path: Engine.infill's defaults (block-wise threshold decoding over the key/value cache);
+- an autoregressive baseline: transformers' Qwen3ForCausalLM holding the same weights, causal attention with
+  its KV cache, greedy, writing as many tokens after a prompt as long as the whole context.
+
+`--suite gpu` is the GPU suite (about 5 minutes on one H100/H200, nothing to download): the CoDA-v0 shape with
+random bf16 weights built on the card, a 1024-token context and a 64-token span, the four rows, then every Triton
+kernel against torch eager with its achieved GB/s beside the card's measured copy bandwidth. It needs the
+tokenizer files (--tokenizer-dir) and transformers.
 """
 
 from __future__ import annotations
@@ -20,10 +31,13 @@ from pathlib import Path
 import torch
 
 from . import CheckpointError, Engine
+from .blockwise import denoise_blockwise
+from .cache import CachePolicy
 from .checkpoint import find_weight_files
-from .config import load_config
-from .engine import load_model, resolve_dtype
-from .generate import LogitsAtMasks, SamplingParams, denoise, masked_logits, reference_logits
+from .config import ModelConfig, load_config
+from .engine import FAST, load_model, resolve_device, resolve_dtype
+from .generate import LogitsAtMasks, PadTail, SamplingParams, denoise, masked_logits, reference_logits
+from .model import CodaModel
 from .presets import PRESETS, write_random_checkpoint
 from .tokenizer import load_tokenizer
 
@@ -37,8 +51,16 @@ class Row:
     name: str
     latency_ms: float
     num_forward_passes: int
-    tokens_per_s: float
+    num_tokens: int
     peak_mib: float
+
+    @property
+    def tokens_per_forward(self) -> float:
+        return self.num_tokens / max(self.num_forward_passes, 1)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.num_tokens / (self.latency_ms / 1000)
 
 
 def resident_mib() -> float:
@@ -65,8 +87,9 @@ def peak_memory_probe(device: torch.device) -> tuple[Callable[[], None], Callabl
     return reset, lambda: _status_kib("VmHWM") / 1024
 
 
-def code_context(engine: Engine, context_tokens: int, span: int) -> torch.Tensor:
-    """Real Python source around a span of masks: 3/4 of the context before it, 1/4 after."""
+def code_context(engine: Engine, context_tokens: int, span: int) -> tuple[torch.Tensor, int]:
+    """Real Python source around a span of masks, 3/4 of the context before it and 1/4 after; and where the span
+    starts."""
     import json.decoder
     import logging.handlers
 
@@ -74,45 +97,103 @@ def code_context(engine: Engine, context_tokens: int, span: int) -> torch.Tensor
     ids = engine.tokenizer.encode(source)[:context_tokens]
     cut = context_tokens * 3 // 4
     canvas = ids[:cut] + [engine.mask_token_id] * span + ids[cut:]
-    return torch.tensor([canvas], device=engine.device)
+    return torch.tensor([canvas], device=engine.device), cut
 
 
-def measure(engine: Engine, canvas: torch.Tensor, params: SamplingParams, logits_at_masks: LogitsAtMasks,
-            repeats: int) -> tuple[float, int, float]:
+Run = Callable[[], int]  # one timed run; returns its forward passes
+
+
+def measure(device: torch.device, run: Run, repeats: int) -> tuple[float, int, float]:
     """Median latency (ms) over `repeats` runs after one warm-up, forward passes, and peak memory (MiB)."""
-    reset, read = peak_memory_probe(engine.device)
-    denoise(engine.model, canvas, engine.mask_token_id, params, logits_at_masks=logits_at_masks)
+    reset, read = peak_memory_probe(device)
+    run()
     reset()
     times, passes = [], 0
     for _ in range(repeats):
-        if engine.device.type == "cuda":
+        if device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        trace = denoise(engine.model, canvas, engine.mask_token_id, params, logits_at_masks=logits_at_masks)
-        if engine.device.type == "cuda":
+        passes = run()
+        if device.type == "cuda":
             torch.cuda.synchronize()
         times.append((time.perf_counter() - started) * 1000)
-        passes = trace.num_forward_passes
     return statistics.median(times), passes, read()
 
 
-def run_rows(engine: Engine, context_tokens: int, span: int, steps: int, repeats: int) -> list[Row]:
-    canvas = code_context(engine, context_tokens, span)
-    variants = [
-        ("reference loop (full logits), entropy", SamplingParams(steps, "entropy"), reference_logits),
-        ("masked-position logits, entropy", SamplingParams(steps, "entropy"), masked_logits),
-        ("masked-position logits, threshold 0.9", SamplingParams(steps, "threshold"), masked_logits),
+def loop_run(engine: Engine, canvas: torch.Tensor, params: SamplingParams, logits_at_masks: LogitsAtMasks) -> Run:
+    return lambda: denoise(engine.model, canvas, engine.mask_token_id, params,
+                           logits_at_masks=logits_at_masks).num_forward_passes
+
+
+def fast_run(engine: Engine, canvas: torch.Tensor, span: tuple[int, int], steps: int, block_size: int,
+             policy: CachePolicy) -> Run:
+    """Engine.infill's fast path on this canvas: its defaults but the given steps, with the learned pad tail."""
+    params = SamplingParams(steps, FAST.alg, threshold=FAST.threshold if FAST.alg == "threshold" else None)
+    fillers = tuple(sorted(engine.tokenizer.filler_token_ids))
+    tail = PadTail(fillers, engine.tokenizer.pad_token_id)
+    return lambda: denoise_blockwise(engine.model, canvas, span, engine.mask_token_id, params,
+                                     min(block_size, span[1] - span[0]), policy, reveal_bar=FAST.threshold,
+                                     pad_tail=tail).num_forward_passes
+
+
+def autoregressive_run(engine: Engine, prompt: torch.Tensor, new_tokens: int) -> Run | None:
+    """transformers' Qwen3ForCausalLM sharing the engine's weights (no copy): causal, KV cache, greedy, exactly
+    `new_tokens` tokens. None when transformers is not installed (it comes with the test extra)."""
+    try:
+        from transformers import Qwen3Config, Qwen3ForCausalLM
+    except ImportError:
+        log.warning("transformers is not installed: no autoregressive baseline (pip install -e '.[test]')")
+        return None
+    config = engine.config
+    hf_config = Qwen3Config(
+        vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads, head_dim=config.head_dim, rope_theta=config.rope_theta,
+        rms_norm_eps=config.rms_norm_eps, max_position_embeddings=config.max_position_embeddings,
+        tie_word_embeddings=False, torch_dtype=engine.dtype)
+    with torch.device("meta"):
+        model = Qwen3ForCausalLM(hf_config)
+    model.load_state_dict(engine.model.state_dict(), strict=False, assign=True)
+    model.model.rotary_emb = type(model.model.rotary_emb)(hf_config, device=engine.device)
+    model.eval()
+    attention = torch.ones_like(prompt)
+
+    def run() -> int:
+        with torch.inference_mode():
+            model.generate(prompt, attention_mask=attention, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                           do_sample=False, use_cache=True, pad_token_id=engine.tokenizer.pad_token_id)
+        return new_tokens  # one prefill pass that writes the first token, then one pass per token
+
+    return run
+
+
+def run_rows(engine: Engine, context_tokens: int, span: int, steps: int, repeats: int,
+             block_size: int = FAST.block_size, policy: CachePolicy = FAST.cache) -> list[Row]:
+    canvas, start = code_context(engine, context_tokens, span)
+    variants: list[tuple[str, Run | None, int]] = [
+        (f"reference loop (full logits), entropy, {steps} steps",
+         loop_run(engine, canvas, SamplingParams(steps, "entropy"), reference_logits), span),
+        (f"exact=True (masked-position logits), entropy, {steps} steps",
+         loop_run(engine, canvas, SamplingParams(steps, "entropy"), masked_logits), span),
+        (f"default fast path: cache ({policy.refresh} refresh), blocks of {min(block_size, span)}, {FAST.alg} + "
+         f"threshold {FAST.threshold}, {steps} steps", fast_run(engine, canvas, (start, start + span), steps, block_size,
+                                                     policy), span),
+        (f"autoregressive Qwen3 + KV cache, greedy, {span} tokens after {context_tokens}",
+         autoregressive_run(engine, canvas[:, :context_tokens].clone(), span), span),
     ]
     rows = []
-    for name, params, logits_fn in variants:
-        latency, passes, peak = measure(engine, canvas, params, logits_fn, repeats)
-        rows.append(Row(name, latency, passes, span / (latency / 1000), peak))
+    for name, run, tokens in variants:
+        if run is None:
+            continue
+        log.info("measuring: %s", name)
+        latency, passes, peak = measure(engine.device, run, repeats)
+        rows.append(Row(name, latency, passes, tokens, peak))
     return rows
 
 
 def load_row(path: Path, device: str, dtype: str | None) -> tuple[Engine, str]:
     """Load the checkpoint, tracking the peak memory of the weights alone; returns the engine and a summary."""
-    folder, target = Path(path), torch.device(device)
+    folder, target = Path(path), resolve_device(device)
     config, tokenizer = load_config(folder), load_tokenizer(folder)
     reset, read = peak_memory_probe(target)
     before = resident_mib() if target.type == "cpu" else 0.0
@@ -130,13 +211,54 @@ def load_row(path: Path, device: str, dtype: str | None) -> tuple[Engine, str]:
 
 
 def format_table(rows: list[Row]) -> str:
+    """Markdown table; speed-ups against the first row (the reference loop) and the autoregressive row."""
     base = rows[0]
-    lines = ["| variant | latency ms | forward passes | tokens/s | peak MiB | speed-up |",
-             "|---|---:|---:|---:|---:|---:|"]
+    autoregressive = next((row for row in rows if row.name.startswith("autoregressive")), None)
+    lines = ["| variant | latency ms | forward passes | tokens/forward | tokens/s | peak MiB | vs reference "
+             "| vs autoregressive |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        lines.append(f"| {row.name} | {row.latency_ms:.1f} | {row.num_forward_passes} | {row.tokens_per_s:.1f} "
-                     f"| {row.peak_mib:.0f} | {base.latency_ms / row.latency_ms:.2f}x |")
+        versus_ar = f"{autoregressive.latency_ms / row.latency_ms:.2f}x" if autoregressive else "-"
+        lines.append(f"| {row.name} | {row.latency_ms:.1f} | {row.num_forward_passes} | {row.tokens_per_forward:.2f} "
+                     f"| {row.tokens_per_s:.1f} | {row.peak_mib:.0f} | {base.latency_ms / row.latency_ms:.2f}x "
+                     f"| {versus_ar} |")
     return "\n".join(lines)
+
+
+def random_model(config: ModelConfig, device: torch.device, dtype: torch.dtype, seed: int) -> CodaModel:
+    """Random weights made on the device itself (no checkpoint file): normal(0, 0.02) matrices, unit norms."""
+    from .presets import INIT_STD
+
+    with torch.device("meta"):
+        model = CodaModel(config)
+    model = model.to_empty(device=device).to(dtype)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.fill_(1.0)
+            else:
+                param.normal_(0.0, INIT_STD, generator=generator)
+    return model.eval()
+
+
+def gpu_suite(args: argparse.Namespace) -> int:
+    """The CoDA-v0 shape on the GPU: the four rows, then the kernels against torch eager."""
+    from .kernels.bench import benchmark_kernels, format_kernel_table
+
+    device = resolve_device(args.device)
+    if device.type != "cuda":
+        raise ValueError("--suite gpu needs a CUDA device")
+    tokenizer = load_tokenizer(args.tokenizer_dir)
+    engine = Engine(random_model(PRESETS["coda-v0"], device, torch.bfloat16, seed=0), tokenizer, args.tokenizer_dir)
+    rows = run_rows(engine, args.context, args.span, args.steps, args.repeats, args.block_size,
+                    CachePolicy(args.refresh))
+    print(f"{torch.cuda.get_device_name(device)}: CoDA-v0 shape, {engine.config.num_parameters / 1e6:.0f} M "
+          f"parameters, random bf16 weights; {args.span}-token span in {args.context} tokens of context, "
+          f"{args.steps} steps")
+    print(format_table(rows))
+    print()
+    print(format_kernel_table(benchmark_kernels(device)))
+    return 0
 
 
 def checkpoint_for(args: argparse.Namespace, scratch: Path) -> Path:
@@ -148,28 +270,40 @@ def checkpoint_for(args: argparse.Namespace, scratch: Path) -> Path:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m coda_engine.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m coda_engine.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=["cpu", "gpu"], default="cpu",
+                        help="cpu: a preset or --model on --device; gpu: the GPU suite described above")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="random checkpoint shape")
     parser.add_argument("--model", type=Path, help="benchmark this checkpoint folder instead of a preset")
     parser.add_argument("--tokenizer-dir", type=Path, default=DEFAULT_TOKENIZER_DIR,
                         help="tokenizer files for preset checkpoints (default: %(default)s)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="default: bf16 on CUDA, fp32 on CPU")
-    parser.add_argument("--context", type=int, default=512, help="tokens of code around the span")
+    parser.add_argument("--context", type=int, help="tokens of code around the span (default 512; gpu suite 1024)")
     parser.add_argument("--span", type=int, default=64, help="tokens to infill")
-    parser.add_argument("--steps", type=int, default=64, help="denoising steps (the reference uses one per token)")
+    parser.add_argument("--steps", type=int, default=16, help="denoising steps of every diffusion row")
+    parser.add_argument("--block-size", type=int, default=FAST.block_size, help="fast path's block (default %(default)s)")
+    parser.add_argument("--refresh", choices=["block", "steps", "revealed", "none"], default=FAST.cache.refresh,
+                        help="fast path's cache refresh rule (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.context is None:
+        args.context = 1024 if args.suite == "gpu" else 512
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
     try:
+        if args.suite == "gpu":
+            return gpu_suite(args)
         with tempfile.TemporaryDirectory(prefix="coda-bench-") as scratch:
             path = checkpoint_for(args, Path(scratch))
             engine, load_summary = load_row(path, args.device, args.dtype)
-            rows = run_rows(engine, args.context, args.span, args.steps, args.repeats)
+            rows = run_rows(engine, args.context, args.span, args.steps, args.repeats, args.block_size,
+                            CachePolicy(args.refresh))
     except (CheckpointError, ValueError) as exc:
         print(f"coda_engine.bench: {exc}", file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ way: tests/engine/test_blockwise.py holds the two token for token equal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +21,9 @@ from .cache import CachePolicy, KVCache, plan_blocks
 from .errors import Cancelled
 from .generate import TAIL_PROBABILITY, PadTail, SamplingParams, StepCallback, StopCheck
 from .model import CodaModel
-from .sampling import sample_tokens
+from .kernels import (ConfidenceStats, confidence_stats, reference_reveal_by_confidence, reveal_by_confidence,
+                      triton_available)
+from .sampling import CONFIDENCE, filtered_probs, pick_tokens
 from .schedule import timesteps
 
 # Algorithms whose confidence is a per-position score the block step can rank; `origin` reveals at random and
@@ -85,12 +87,14 @@ class DoneFlags:
 
 def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, int], mask_token_id: int,
                       params: SamplingParams, block_size: int, policy: CachePolicy, *,
-                      row_temperatures: Sequence[float] | None = None, generator: torch.Generator | None = None,
+                      reveal_bar: float | None = None, row_temperatures: Sequence[float] | None = None,
+                      generator: torch.Generator | None = None,
                       should_stop: StopCheck | None = None, on_step: StepCallback | None = None,
                       suppressed_token_ids: tuple[int, ...] = (), pad_tail: PadTail | None = None) -> BlockwiseTrace:
     """Fill the masks of canvas[:, span[0]:span[1]] (the same span in every row) in at most `params.steps` passes.
 
-    `row_temperatures` gives each row its own sampling temperature (one greedy row and sampled candidates in one
+    `reveal_bar`: also reveal every position whose token is at least this probable (see reveal_block); with
+    alg "threshold" it is the threshold. `row_temperatures` gives each row its own sampling temperature (one greedy row and sampled candidates in one
     batch); by default every row uses `params.temperature`. Raises Cancelled between passes."""
     span_start, span_end = span
     check_fast_params(params)
@@ -131,8 +135,8 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                 trace.num_refreshes += refresh
                 passes_since_refresh = 1 if refresh else passes_since_refresh + 1
                 before = (x[:, span_start:span_end] == mask_token_id).sum()
-                reveal_block(model, x, hidden, block.start, block.end, span_end, mask_token_id, params, step,
-                             block.steps, times, temperatures, generator, suppressed, pad_tail)
+                reveal_block(model, x, hidden, block.start, block.end, span_end, mask_token_id, params, reveal_bar,
+                             step, block.steps, times, temperatures, generator, suppressed, pad_tail)
                 revealed = before - (x[:, span_start:span_end] == mask_token_id).sum()
                 revealed_per_pass.append(revealed)
                 if policy.refresh == "revealed":
@@ -158,30 +162,37 @@ def check_fast_params(params: SamplingParams) -> None:
 
 
 def reveal_block(model: CodaModel, x: torch.Tensor, hidden: torch.Tensor, start: int, end: int, span_end: int,
-                 mask_token_id: int, params: SamplingParams, step: int, steps: int, times: torch.Tensor,
-                 temperatures: tuple[float, ...], generator: torch.Generator | None, suppressed: torch.Tensor,
-                 pad_tail: PadTail | None) -> None:
+                 mask_token_id: int, params: SamplingParams, reveal_bar: float | None, step: int, steps: int,
+                 times: torch.Tensor, temperatures: tuple[float, ...], generator: torch.Generator | None,
+                 suppressed: torch.Tensor, pad_tail: PadTail | None) -> None:
     """One denoising step of block x[:, start:end], in place, from the (B, end - start, hidden) states that score
-    its positions. Every position of the block is scored, so shapes never depend on how many masks are left."""
+    its positions. Every position of the block is scored, so shapes never depend on how many masks are left.
+
+    The schedule's quota of positions is revealed in the algorithm's order; with `reveal_bar`, so is every
+    position whose token is at least that probable, and at least one per row (Fast-dLLM's parallel decoding)."""
     block = x[:, start:end]
     is_masked = block == mask_token_id  # (B, b)
-    logits = model.lm_head(hidden)  # (B, b, V)
+    # Flattened: a strided 3-D input sends the projection down a batched-matmul path several times slower.
+    logits = model.lm_head(hidden.reshape(-1, hidden.shape[-1])).view(*hidden.shape[:2], -1)  # (B, b, V)
     if suppressed.numel():
         logits[..., suppressed] = torch.finfo(logits.dtype).min
     revealable = is_masked
     if pad_tail is not None:
         tail = block_tail(x, is_masked, logits, start, end, span_end, pad_tail, last=step == steps - 1)
         revealable = is_masked & ~tail
-    confidence, tokens = block_confidence(logits, params, temperatures, generator, step)
-    confidence = confidence.float().masked_fill(~revealable, -torch.inf)
+    scores, probabilities, tokens = block_confidence(logits, params, temperatures, generator, step)
     remaining = is_masked.sum(dim=1)  # (B,): the quota counts every mask, a held-back tail included
     quota = remaining if step == steps - 1 else (remaining.float() * (1 - times[step + 1] / times[step])).long()
     if params.window is not None:
         # Only among the leftmost masks, never narrower than the quota (generate.reveal_step's rule).
-        beyond = torch.cumsum(is_masked, dim=1) > torch.clamp(quota, min=params.window)[:, None]
-        confidence = confidence.masked_fill(beyond, -torch.inf)
-    threshold = params.confidence_bar if params.alg == "threshold" else None
-    reveal(block, tokens, confidence, quota, threshold, mask_token_id)
+        revealable = revealable & (torch.cumsum(is_masked, dim=1) <= torch.clamp(quota, min=params.window)[:, None])
+    scores = scores.masked_fill(~revealable, -torch.inf)
+    if reveal_bar is not None:
+        quota = quota.clamp(min=1)
+        confident = revealable & (probabilities >= reveal_bar)
+    choose_top(block, tokens, scores, quota, mask_token_id)
+    if reveal_bar is not None:
+        block.copy_(torch.where(confident, tokens, block))
 
 
 def block_tail(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, start: int, end: int, span_end: int,
@@ -207,33 +218,36 @@ def block_tail(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, s
 
 
 def block_confidence(logits: torch.Tensor, params: SamplingParams, temperatures: tuple[float, ...],
-                     generator: torch.Generator | None, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, b, V) logits -> (confidence (B, b), token (B, b)) under the algorithm's rule, each row at its own
-    temperature. On CUDA without top-p/top-k the fused Triton kernel reads the logits once; elsewhere the
-    reference sampler runs, so the CPU path equals the exact loop token for token."""
+                     generator: torch.Generator | None,
+                     step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, b, V) logits -> (the algorithm's score, the chosen token's probability, the token), each (B, b), every
+    row at its own temperature. On CUDA without top-p/top-k the fused Triton kernel reads the logits once;
+    elsewhere the reference sampler runs, so the CPU path equals the exact loop token for token."""
     batch, width, vocab = logits.shape
     flat = logits.reshape(batch * width, vocab)
-    confidence = torch.empty(batch * width, dtype=torch.float32, device=logits.device)
+    scores = torch.empty(batch * width, dtype=torch.float32, device=logits.device)
+    probabilities = torch.empty_like(scores)
     tokens = torch.empty(batch * width, dtype=torch.long, device=logits.device)
-    use_kernel = False
+    use_kernel = (logits.is_cuda and triton_available(logits.device) and params.top_p is None
+                  and params.top_k is None)
     for first, last, temperature in _runs(temperatures):
         rows = slice(first * width, last * width)
         if use_kernel:
-            from .kernels import confidence_stats
-
-            seed = 0 if generator is None else int(generator.initial_seed())
+            seed = 0 if generator is None else generator.initial_seed() % 2**62
+            # Philox counters advance by rows x vocabulary per pass, so no two draws share noise.
             stats = confidence_stats(flat[rows], temperature=temperature, seed=seed,
-                                     offset=step * batch * width * vocab + first * width * vocab)
-            confidence[rows] = _KERNEL_CONFIDENCE[params.alg](stats)
-            tokens[rows] = stats.token
+                                     offset=(step * batch + first) * width * vocab)
+            scores[rows], probabilities[rows], tokens[rows] = _KERNEL_SCORE[params.alg](stats), stats.max_prob, \
+                stats.token
         else:
-            scores, chosen = sample_tokens(flat[rows], params.alg, temperature, params.top_p, params.top_k,
-                                           generator)
-            confidence[rows], tokens[rows] = scores.float(), chosen
-    return confidence.view(batch, width), tokens.view(batch, width)
+            probs = filtered_probs(flat[rows], temperature, params.top_p, params.top_k)
+            chosen_probability, chosen = pick_tokens(probs, temperature, generator)
+            scores[rows] = CONFIDENCE[params.alg](probs, chosen_probability).float()
+            probabilities[rows], tokens[rows] = chosen_probability.float(), chosen
+    return scores.view(batch, width), probabilities.view(batch, width), tokens.view(batch, width)
 
 
-_KERNEL_CONFIDENCE = {
+_KERNEL_SCORE: dict[str, Callable[[ConfidenceStats], torch.Tensor]] = {
     "threshold": lambda stats: stats.max_prob,
     "maskgit_plus": lambda stats: stats.max_prob,
     "topk_margin": lambda stats: stats.margin,
@@ -252,15 +266,10 @@ def _runs(temperatures: tuple[float, ...]) -> list[tuple[int, int, float]]:
     return runs
 
 
-def reveal(block: torch.Tensor, tokens: torch.Tensor, confidence: torch.Tensor, quota: torch.Tensor,
-           threshold: float | None, mask_token_id: int) -> None:
-    """Write the chosen tokens into `block` in place: the Triton kernel on CUDA, its torch reference elsewhere."""
-    finite = torch.isfinite(confidence)
-    count = torch.minimum(quota.clamp(min=1) if threshold is not None else quota, finite.sum(dim=1))
-    order = torch.argsort(confidence, dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
-    chosen = (rank < count[:, None]) & finite
-    if threshold is not None:
-        chosen |= (confidence >= threshold) & finite
-    block.copy_(torch.where(chosen, tokens, block))
+def choose_top(block: torch.Tensor, tokens: torch.Tensor, scores: torch.Tensor, quota: torch.Tensor,
+               mask_token_id: int) -> None:
+    """Reveal each row's `quota` best-scored positions (-inf: not revealable) in place: the Triton kernel on
+    CUDA, its torch reference elsewhere."""
+    choose = reveal_by_confidence if block.is_cuda and triton_available(block.device) else \
+        reference_reveal_by_confidence
+    choose(block, tokens, scores, quota, None, mask_token_id)

@@ -166,7 +166,9 @@ class Engine:
         """Fill up to `max_new_tokens` tokens between `prefix` and `suffix`.
 
         The default is the fast path: block-wise threshold decoding over the approximate key/value cache, with
-        FAST's settings for whatever is not given. `exact=True` runs CoDA's reference loop instead (no cache, the
+        FAST's settings for whatever is not given. There `threshold` applies to every `alg`: besides the
+        schedule's quota in the algorithm's order, every position whose token is at least that probable is
+        revealed (1.0 turns these parallel reveals off). `exact=True` runs CoDA's reference loop instead (no cache, the
         given `alg` and `steps`, by default entropy and one token per step) and takes no cache options.
 
         The span is an upper bound: the model ends it with a tail of pad and end tokens (generate.PadTail), which
@@ -196,21 +198,23 @@ class Engine:
         if not temperatures:
             raise ValueError("temperatures needs at least one entry")
         alg = alg or FAST.alg
-        if threshold is None and alg == "threshold":
-            threshold = FAST.threshold
+        reveal_bar = FAST.threshold if threshold is None else threshold
+        if not 0 < reveal_bar <= 1:
+            raise ValueError(f"threshold must be in (0, 1], got {reveal_bar}")
         self._check_span(max_new_tokens)
         # A block wider than the span is the whole span.
         block_size = min(check_block_size(FAST.block_size if block_size is None else block_size), max_new_tokens)
         steps = FAST.steps(max_new_tokens, block_size) if steps is None else steps
         if steps > max_new_tokens:
             raise ValueError(f"steps ({steps}) must not exceed the span ({max_new_tokens} tokens)")
-        params = SamplingParams(steps, alg, 0.0, top_p, top_k, alg_temp, eps, threshold, window)
+        params = SamplingParams(steps, alg, 0.0, top_p, top_k, alg_temp, eps,
+                                reveal_bar if alg == "threshold" else None, window)
         prefix_ids, canvas = self._canvas(prefix, suffix, max_new_tokens)
         canvas = canvas.repeat(len(temperatures), 1)
         span = (len(prefix_ids), len(prefix_ids) + max_new_tokens)
         fillers = tuple(sorted(self.tokenizer.filler_token_ids))
         trace = denoise_blockwise(self.model, canvas, span, self.mask_token_id, params, block_size,
-                                  cache or FAST.cache, row_temperatures=temperatures,
+                                  cache or FAST.cache, reveal_bar=reveal_bar, row_temperatures=temperatures,
                                   generator=self._generator(seed), should_stop=should_stop, on_step=on_step,
                                   suppressed_token_ids=() if variable_length else fillers,
                                   pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None)

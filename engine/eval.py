@@ -18,7 +18,9 @@ from typing import Callable
 
 from . import CheckpointError, Engine
 from .evaluation.progress import ProgressBar
-from .evaluation.report import build_report, render_markdown, summarize_task
+from .cache import check_block_size
+from .engine import FAST
+from .evaluation.report import agreement, build_report, render_markdown, summarize_task
 from .evaluation.runner import InfillSettings, ProblemResult, run_task
 from .evaluation.sandbox import SandboxLimits, probe_isolation
 from .evaluation.tasks import TASK_NAMES, Problem, TaskDataError, TaskName, default_data_dir, load_problems, \
@@ -43,8 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--offset", type=_count(0), default=0, help="skip this many problems per task")
     parser.add_argument("--max-new-tokens", type=_count(1), default=defaults.max_new_tokens)
     parser.add_argument("--steps", type=_count(1), default=None,
-                        help="denoising steps (default: --max-new-tokens, one token a step)")
-    parser.add_argument("--alg", default=defaults.alg)
+                        help="denoising steps (default: the fast path's; --max-new-tokens with --exact)")
+    parser.add_argument("--alg", default=None, help="reveal rule (default: the fast path's; entropy with --exact)")
+    parser.add_argument("--exact", action="store_true",
+                        help="CoDA's reference loop (no cache) instead of the engine's default fast path")
+    parser.add_argument("--block-size", type=_count(1), default=None,
+                        help=f"fast path's block (default {FAST.block_size})")
+    parser.add_argument("--compare-with", type=Path, default=None, metavar="REPORT",
+                        help="a JSON report of another run on the same problems: print the share of identical "
+                             "answers")
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
     parser.add_argument("--threshold", type=float, default=defaults.threshold)
     parser.add_argument("--seed", type=int, default=defaults.seed)
@@ -68,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = _infill_settings(args)
+        if args.compare_with is not None and not args.compare_with.is_file():
+            raise ValueError(f"--compare-with {args.compare_with}: no such report")
         problems_by_task = _load_all(args)
         engine = Engine.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     # ValueError: sampling settings, --device or --dtype the engine rejects.
@@ -82,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
              "enforced" if isolation.enforces_process_limit else "NOT enforced (uid 0)")
     report = _evaluate(args, engine, settings, problems_by_task)
     markdown = render_markdown(report)
+    if args.compare_with is not None:
+        count, identical, passed = agreement(report, json.loads(args.compare_with.read_text(encoding="utf-8")))
+        markdown += (f"\nAgainst `{args.compare_with}`: identical answers on {identical} of {count} problems "
+                     f"({100 * identical / max(count, 1):.1f} %); passed in both: {passed}\n")
     if args.output is not None:
         args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if args.markdown is not None:
@@ -111,13 +126,23 @@ def _positive_float(text: str) -> float:
 def _infill_settings(args: argparse.Namespace) -> InfillSettings:
     """The sampling settings, checked by the engine's own validation before hours of generation start."""
     # Resolved here rather than left to the engine, so the report states the number of steps.
-    steps = args.max_new_tokens if args.steps is None else args.steps
+    if args.exact:
+        if args.block_size is not None:
+            raise ValueError("--block-size is a fast-path setting; drop it with --exact")
+        alg, block_size = args.alg or "entropy", None
+        steps = args.max_new_tokens if args.steps is None else args.steps
+    else:
+        alg = args.alg or FAST.alg
+        block_size = min(check_block_size(args.block_size or FAST.block_size), args.max_new_tokens)
+        steps = FAST.steps(args.max_new_tokens, block_size) if args.steps is None else args.steps
     if steps > args.max_new_tokens:
         raise ValueError(f"--steps ({steps}) must not exceed --max-new-tokens ({args.max_new_tokens})")
-    SamplingParams(steps, args.alg, args.temperature, threshold=args.threshold, window=args.window)
-    return InfillSettings(max_new_tokens=args.max_new_tokens, steps=steps, alg=args.alg,
-                          temperature=args.temperature, threshold=args.threshold, seed=args.seed,
-                          variable_length=not args.fixed_length, window=args.window)
+    # The fast path takes a threshold with every alg (parallel reveals); the exact loop only with its own.
+    SamplingParams(steps, alg, args.temperature, threshold=args.threshold if args.exact else None,
+                   window=args.window)
+    return InfillSettings(max_new_tokens=args.max_new_tokens, steps=steps, alg=alg, exact=args.exact,
+                          block_size=block_size, temperature=args.temperature, threshold=args.threshold,
+                          seed=args.seed, variable_length=not args.fixed_length, window=args.window)
 
 
 def _load_all(args: argparse.Namespace) -> dict[TaskName, list[Problem]]:

@@ -61,6 +61,16 @@ def build_report(model_path: str, settings: InfillSettings, device: str, dtype: 
     }
 
 
+def agreement(report: dict[str, Any], other: dict[str, Any]) -> tuple[int, int, int]:
+    """(problems in both reports, identical raw answers among them, passed in both): how far two runs on the
+    same problems (the fast path and the exact loop, say) agree."""
+    theirs = {(p["task"], p["task_id"]): p for p in other["problems"]}
+    both = [(p, theirs[(p["task"], p["task_id"])]) for p in report["problems"] if (p["task"], p["task_id"]) in theirs]
+    identical = sum(ours["raw_text"] == other_one["raw_text"] for ours, other_one in both)
+    passed = sum(ours["status"] == other_one["status"] == "passed" for ours, other_one in both)
+    return len(both), identical, passed
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """A settings line and one table row per task, from a report made by `build_report`."""
     settings = ", ".join(f"{name}={value}" for name, value in report["settings"].items())

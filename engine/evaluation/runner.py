@@ -27,8 +27,10 @@ class InfillSettings:
     """The per-request sampling settings, passed to `Engine.infill` as keyword arguments."""
 
     max_new_tokens: int = 64
-    steps: int | None = None  # None: the engine's default (one token per step)
-    alg: str = "entropy"
+    steps: int | None = None  # None: the engine's default for the path
+    alg: str | None = None  # None: the engine's default (the fast path's; entropy when exact)
+    exact: bool = False  # CoDA's reference loop instead of the fast (cached, block-wise) path
+    block_size: int | None = None  # fast path only; None: the engine's default
     temperature: float = 0.0
     threshold: float | None = None
     seed: int | None = None  # the same seed for every problem, so a run is reproducible problem by problem

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from coda_engine import Engine
+from coda_engine.blockwise import denoise_blockwise
 from coda_engine.cache import CachePolicy, KVCache, plan_blocks
+from coda_engine.generate import PadTail, SamplingParams
 
 PREFIX = "def total(values):\n    result = 0\n    for value in values:\n"
 SUFFIX = "\n    return result\n\n\nprint(total([1, 2, 3]))\n"
@@ -63,11 +65,24 @@ def test_a_window_sees_the_changed_tokens_and_reuses_the_rest(engine):
 def test_one_block_refreshed_every_pass_equals_the_exact_loop(engine, alg, span, steps, variable_length):
     exact = engine.infill(PREFIX, SUFFIX, max_new_tokens=span, steps=steps, alg=alg, exact=True,
                           variable_length=variable_length)
-    fast = engine.infill(PREFIX, SUFFIX, max_new_tokens=span, steps=steps, alg=alg, block_size=span,
-                         cache=EVERY_PASS, variable_length=variable_length)
-    assert fast.token_ids == exact.token_ids
-    assert fast.num_forward_passes == exact.num_forward_passes
-    assert fast.tokens_per_step == exact.tokens_per_step
+    fillers = tuple(sorted(engine.tokenizer.filler_token_ids))
+    params = SamplingParams(steps, alg)
+    start = len(engine.tokenizer.encode(PREFIX))
+    # The exact loop has no parallel reveals but the threshold rule's own.
+    trace = denoise_blockwise(engine.model, canvas_ids(engine, span), (start, start + span), engine.mask_token_id,
+                              params, span, EVERY_PASS,
+                              reveal_bar=params.confidence_bar if alg == "threshold" else None,
+                              suppressed_token_ids=() if variable_length else fillers,
+                              pad_tail=PadTail(fillers, engine.tokenizer.pad_token_id) if variable_length else None)
+    assert trace.canvas[0, start:start + span].tolist() == exact.token_ids
+    assert trace.num_forward_passes == exact.num_forward_passes == trace.num_refreshes
+    assert trace.tokens_per_step == exact.tokens_per_step
+
+
+def test_the_fast_threshold_path_with_a_refresh_every_pass_equals_the_exact_one(engine):
+    exact = engine.infill(PREFIX, SUFFIX, max_new_tokens=12, steps=6, alg="threshold", exact=True)
+    fast = engine.infill(PREFIX, SUFFIX, max_new_tokens=12, steps=6, alg="threshold", cache=EVERY_PASS)
+    assert fast.token_ids == exact.token_ids and fast.tokens_per_step == exact.tokens_per_step
 
 
 def test_blocks_are_decoded_left_to_right(engine):
