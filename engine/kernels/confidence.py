@@ -3,14 +3,18 @@
 A denoising step needs, for each masked position, a proposed token and how sure the model is of it: the token's
 probability (maskgit_plus, threshold), top-1 minus top-2 probability (topk_margin) or negative entropy (entropy).
 Torch reads the (N, 151936) logits five or six times for these (cast, softmax, max, topk, log, sum); the kernel
-reads them once and keeps online statistics in fp32 registers, so it runs at the card's memory bandwidth.
+reads them once and keeps online statistics in fp32 registers.
 
 Two launches: each row's vocabulary is split over `num_splits` programs (a 64-row step alone would leave half
-an H100's 132 SMs idle), each writing partial statistics relative to its own running max; a tiny second kernel
-merges a row's partials. Every statistic is kept relative to the running max m, so -inf entries, 1e4 logits and
-finfo.min (suppressed tokens) need no special cases beyond dropping terms whose weight exp(z - m) is 0:
-    mass = sum exp(z - m),  shifted = sum exp(z - m) * (z - m)
+an H100's 132 SMs idle), each writing partial statistics; a tiny second kernel merges a row's partials. Sums are
+kept relative to a reference m, the largest logit seen so far (at least finfo(fp32).min, so it is finite):
+    w = max(z - m, -200),  mass = sum exp(w),  shifted = sum exp(w) * w
     p_v = exp(z_v - m) / mass,  sum p log p = shifted / mass - log(mass).
+exp(-200) is 0 in fp32, so -inf entries, finfo.min (suppressed tokens) and anything far below the max weigh
+exactly 0 and add 0 to `shifted` with no NaN from 0 * -inf. m is shared by all lanes of a program and changes
+only when a tile holds a new maximum (a branch taken a few times per row), so the loop costs one exp and about
+a dozen fp32 operations per element: under what an H100 can issue per byte of bf16 it reads, so the kernel is
+bound by memory bandwidth (greedy). Sampling adds a Philox draw and two logs per element and is compute-bound.
 """
 
 from __future__ import annotations
@@ -20,17 +24,23 @@ from typing import NamedTuple
 
 import torch
 
-from .runtime import cdiv, compile_kernel, next_power_of_2, tl, unavailable_reason
+from .runtime import cdiv, compile_kernel, interpreted, next_power_of_2, tl, unavailable_reason
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Elements per program per loop trip: 16 per thread at 8 warps for 2-byte logits (two 16-byte loads), 8 for fp32.
 BLOCK_V_BY_ELEMENT_SIZE = {2: 4096, 4: 2048}
 NUM_WARPS = 8
-# Programs per SM the split aims for: enough loads in flight to hide DRAM latency.
-PROGRAMS_PER_SM = 4
+# The greedy loop fits 128 registers a thread (sm_90 SASS, no spills), so two 8-warp programs share an SM, each
+# with two 8 KB tiles in flight (cp.async, PIPELINE_STAGES = 3): 32 KB a SM, what ~4.8 TB/s at ~700 ns of DRAM
+# latency needs over 132 SMs (Little's law). Sampling needs ~200 registers and runs one program a SM.
+GREEDY_MAX_REGISTERS = 128
+PIPELINE_STAGES = 3
+RESIDENT_PROGRAMS_PER_SM = 2
+# The default split makes the grid whole waves of resident programs: a last wave at least this full.
+MIN_LAST_WAVE_FILL = 0.9
 # Rows per merge program: the merge reads 28 bytes per split, a few hundred bytes per row.
 MERGE_BLOCK_ROWS = 16
-# One row's partial statistics: top1, top2, mass, shifted mass, best key, logit (z) of the best key.
+# One split's partial statistics: top1, top2, reference, mass, shifted mass, best key (its column apart).
 NUM_PARTIAL_STATS = 6
 # triton.language.random's Philox4x32-10 constants (golden ratio and sqrt(3) - 1 keys, Salmon et al. multipliers).
 PHILOX_KEY_A = 0x9E3779B9
@@ -57,88 +67,95 @@ class ConfidenceStats(NamedTuple):
 def _confidence_partials_kernel(
     logits_ptr, row_stride, vocab_size, split_size,
     stats_ptr, cols_ptr, num_splits,
-    temperature, seed, offset, offset_ptr,
-    SAMPLE: tl.constexpr, OFFSET_IN_MEMORY: tl.constexpr, BLOCK_V: tl.constexpr,
+    inv_temperature, seed, offset, offset_ptr,
+    SAMPLE: tl.constexpr, OFFSET_IN_MEMORY: tl.constexpr, FAST_EXP: tl.constexpr, BLOCK_V: tl.constexpr,
+    PIPELINE_STAGES: tl.constexpr,
 ):
-    """Program (row, split): online statistics of z = logits / T over columns [split * split_size, ...)."""
+    """Program (row, split): online statistics of z = logits * (1 / T) over columns [split * split_size, ...)."""
     row = tl.program_id(0)
     split = tl.program_id(1)
     lanes = tl.arange(0, BLOCK_V)
     row_logits = logits_ptr + row.to(tl.int64) * row_stride
     split_start = split * split_size
-    split_end = tl.minimum(split_start + split_size, vocab_size)
+    split_stop = tl.minimum(split_start + split_size, vocab_size)
     if SAMPLE:
         if OFFSET_IN_MEMORY:
             offset = tl.load(offset_ptr)
         row_counter = offset + row.to(tl.int64) * vocab_size
 
-    # Per-lane statistics; lane i sees columns i, i + BLOCK_V, ... of the split, in increasing order.
-    top1 = tl.full([BLOCK_V], float("-inf"), tl.float32)
-    top2 = tl.full([BLOCK_V], float("-inf"), tl.float32)
+    # finfo(fp32).min as an fp32 scalar (a loop-carried tensor, not a constant): finite, so z - reference is
+    # never NaN.
+    reference = tl.to_tensor(-3.4028234663852886e38)
     mass = tl.zeros([BLOCK_V], tl.float32)
     shifted = tl.zeros([BLOCK_V], tl.float32)
+    # Lane i sees columns split_start + i, + BLOCK_V, ... in increasing order; a lane's best column is
+    # best_block + i, the first (lowest) among equal values because the comparisons are strict.
+    top1 = tl.full([BLOCK_V], float("-inf"), tl.float32)
+    top2 = tl.full([BLOCK_V], float("-inf"), tl.float32)
     best_key = tl.full([BLOCK_V], float("-inf"), tl.float32)
-    best_z = tl.full([BLOCK_V], float("-inf"), tl.float32)
-    best_col = tl.full([BLOCK_V], vocab_size, tl.int32)
-    for block_start in range(split_start, split_end, BLOCK_V):
+    best_block = tl.zeros([BLOCK_V], tl.int32) + split_start
+    for block_start in tl.range(split_start, split_stop, BLOCK_V, num_stages=PIPELINE_STAGES):
         cols = block_start + lanes
-        z = tl.load(row_logits + cols, mask=cols < split_end, other=float("-inf")).to(tl.float32)
+        # The bound is the vocabulary (divisible by 16 for real ones), so triton keeps 16-byte vector loads.
+        z = tl.load(row_logits + cols, mask=cols < vocab_size, other=float("-inf")).to(tl.float32)
         if SAMPLE:
-            z = z / temperature
+            z = z * inv_temperature
+        is_better = z > top1
+        top2 = tl.maximum(top2, tl.where(is_better, top1, z))
+        top1 = tl.where(is_better, z, top1)
+        if SAMPLE:
             # Gumbel-max: argmax(z + G), G = -log(-log(U)), is a draw from softmax(z). U = 0 gives -inf (never
             # chosen); fp32 U caps G near 16, a tail of probability ~1e-7.
-            uniform = tl.rand(seed, row_counter + cols)
-            key = z - tl.log(-tl.log(uniform))
+            key = z - tl.log(-tl.log(tl.rand(seed, row_counter + cols)))
+            is_best = key > best_key
+            best_key = tl.where(is_best, key, best_key)
+            best_block = tl.where(is_best, block_start, best_block)
         else:
-            key = z
-        new_top1 = tl.maximum(top1, z)
-        top2 = tl.maximum(top2, tl.minimum(top1, z))
-        # Re-base the sums on the new max. A scale of 0 (or NaN: a lane that has seen only -inf) drops the old
-        # sums, which are then 0 or negligible; testing it also keeps shift * mass far from fp32 overflow.
-        shift = top1 - new_top1
-        scale = tl.exp(shift)
-        is_kept = scale > 0
-        shifted = tl.where(is_kept, scale * (shifted + shift * mass), 0.0)
-        mass = tl.where(is_kept, scale * mass, 0.0)
-        weight = tl.exp(z - new_top1)
-        counts = weight > 0  # drops -inf entries and the 0 * -inf of finfo.min far below the max
-        mass += tl.where(counts, weight, 0.0)
-        shifted += tl.where(counts, weight * (z - new_top1), 0.0)
-        top1 = new_top1
-        # Strictly greater: a lane keeps its first (lowest) column among equal keys.
-        is_better = key > best_key
-        best_key = tl.where(is_better, key, best_key)
-        best_z = tl.where(is_better, z, best_z)
-        best_col = tl.where(is_better, cols, best_col)
+            best_block = tl.where(is_better, block_start, best_block)
+        tile_max = tl.max(z, axis=0)
+        if tile_max > reference:
+            # Re-base the sums; a scale that underflows to 0 drops them (and keeps shift * mass from overflowing).
+            shift = reference - tile_max
+            scale = tl.exp(shift)
+            shifted = tl.where(scale > 0, scale * (shifted + shift * mass), 0.0)
+            mass = mass * scale
+            reference = tile_max
+        w = tl.maximum(z - reference, -200.0)
+        if FAST_EXP:
+            # Flush-to-zero ex2: one MUFU op, where tl.exp's ex2.approx.f32 adds three instructions per element
+            # to get denormal results right; weights below 1e-38 of the max change nothing here.
+            weight = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [w * 1.4426950408889634],
+                                               dtype=tl.float32, is_pure=True, pack=1)
+        else:
+            weight = tl.exp(w)
+        mass += weight
+        shifted += weight * w
 
-    # Merge the lanes (the merge kernel does the same over splits).
+    # Merge the lanes (the merge kernel does the same over splits); all lanes share the reference.
     split_top1 = tl.max(top1, axis=0)
     first_lane = tl.min(tl.where(top1 == split_top1, lanes, BLOCK_V), axis=0)
     split_top2 = tl.max(tl.where(lanes == first_lane, top2, top1), axis=0)
-    shift = top1 - split_top1
-    scale = tl.exp(shift)
-    is_kept = scale > 0
-    split_mass = tl.sum(tl.where(is_kept, scale * mass, 0.0), axis=0)
-    split_shifted = tl.sum(tl.where(is_kept, scale * (shifted + shift * mass), 0.0), axis=0)
+    if not SAMPLE:
+        best_key = top1
     split_key = tl.max(best_key, axis=0)
-    split_col = tl.min(tl.where(best_key == split_key, best_col, vocab_size), axis=0)
-    split_z = tl.max(tl.where(best_col == split_col, best_z, float("-inf")), axis=0)
+    split_col = tl.min(tl.where(best_key == split_key, best_block + lanes, vocab_size), axis=0)
 
     slot = row.to(tl.int64) * num_splits + split
     stats = stats_ptr + slot * 6  # NUM_PARTIAL_STATS
     tl.store(stats + 0, split_top1)
     tl.store(stats + 1, split_top2)
-    tl.store(stats + 2, split_mass)
-    tl.store(stats + 3, split_shifted)
-    tl.store(stats + 4, split_key)
-    tl.store(stats + 5, split_z)
+    tl.store(stats + 2, reference)
+    tl.store(stats + 3, tl.sum(mass, axis=0))
+    tl.store(stats + 4, tl.sum(shifted, axis=0))
+    tl.store(stats + 5, split_key)
     tl.store(cols_ptr + slot, split_col)
 
 
 def _confidence_merge_kernel(
     stats_ptr, cols_ptr, num_rows, num_splits, vocab_size,
+    logits_ptr, row_stride, inv_temperature,
     token_ptr, max_prob_ptr, margin_ptr, neg_entropy_ptr,
-    BLOCK_ROWS: tl.constexpr, BLOCK_SPLITS: tl.constexpr,
+    SAMPLE: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_SPLITS: tl.constexpr,
 ):
     """Program i: merge the split statistics of BLOCK_ROWS rows (as the partials kernel merges lanes)."""
     rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
@@ -149,37 +166,42 @@ def _confidence_merge_kernel(
     stats = stats_ptr + slots * 6  # NUM_PARTIAL_STATS
     top1 = tl.load(stats + 0, mask=is_split, other=float("-inf"))
     top2 = tl.load(stats + 1, mask=is_split, other=float("-inf"))
-    mass = tl.load(stats + 2, mask=is_split, other=0.0)
-    shifted = tl.load(stats + 3, mask=is_split, other=0.0)
-    key = tl.load(stats + 4, mask=is_split, other=float("-inf"))
-    z = tl.load(stats + 5, mask=is_split, other=float("-inf"))
+    reference = tl.load(stats + 2, mask=is_split, other=-3.4028234663852886e38)
+    mass = tl.load(stats + 3, mask=is_split, other=0.0)
+    shifted = tl.load(stats + 4, mask=is_split, other=0.0)
+    key = tl.load(stats + 5, mask=is_split, other=float("-inf"))
     col = tl.load(cols_ptr + slots, mask=is_split, other=vocab_size)
 
     row_top1 = tl.max(top1, axis=1)
     first_split = tl.min(tl.where(top1 == row_top1[:, None], splits[None, :], BLOCK_SPLITS), axis=1)
     row_top2 = tl.max(tl.where(splits[None, :] == first_split[:, None], top2, top1), axis=1)
-    shift = top1 - row_top1[:, None]
+    row_reference = tl.max(reference, axis=1)
+    shift = reference - row_reference[:, None]
     scale = tl.exp(shift)
-    is_kept = scale > 0
-    row_mass = tl.sum(tl.where(is_kept, scale * mass, 0.0), axis=1)
-    row_shifted = tl.sum(tl.where(is_kept, scale * (shifted + shift * mass), 0.0), axis=1)
+    row_mass = tl.sum(scale * mass, axis=1)
+    row_shifted = tl.sum(tl.where(scale > 0, scale * (shifted + shift * mass), 0.0), axis=1)
     row_key = tl.max(key, axis=1)
-    row_col = tl.min(tl.where(key == row_key[:, None], col, vocab_size), axis=1)
-    row_z = tl.max(tl.where(col == row_col[:, None], z, float("-inf")), axis=1)
+    token = tl.min(tl.where(key == row_key[:, None], col, vocab_size), axis=1)
+    if SAMPLE:
+        # The drawn token's own logit, read back: one element per row.
+        token_logit = tl.load(logits_ptr + rows.to(tl.int64) * row_stride + token, mask=is_row, other=0.0)
+        token_z = token_logit.to(tl.float32) * inv_temperature
+    else:
+        token_z = row_top1
 
-    # A row of -inf only has no distribution: token 0 and NaN statistics, as torch's softmax and argmax give.
-    token = tl.where(row_col == vocab_size, 0, row_col)
+    # A row of -inf only has no distribution: mass 0, token 0 and NaN statistics, as torch's softmax gives.
     tl.store(token_ptr + rows, token.to(tl.int64), mask=is_row)
-    tl.store(max_prob_ptr + rows, tl.exp(row_z - row_top1) / row_mass, mask=is_row)
-    tl.store(margin_ptr + rows, (1.0 - tl.exp(row_top2 - row_top1)) / row_mass, mask=is_row)
+    tl.store(max_prob_ptr + rows, tl.exp(token_z - row_reference) / row_mass, mask=is_row)
+    margin = (tl.exp(row_top1 - row_reference) - tl.exp(row_top2 - row_reference)) / row_mass
+    tl.store(margin_ptr + rows, margin, mask=is_row)
     tl.store(neg_entropy_ptr + rows, row_shifted / row_mass - tl.log(row_mass), mask=is_row)
 
 
 def confidence_stats(logits: torch.Tensor, temperature: float = 0.0, seed: int = 0,
                      offset: int | torch.Tensor = 0, *, num_splits: int | None = None) -> ConfidenceStats:
-    """(N, V) logits -> ConfidenceStats of p = softmax(logits / T) (softmax(logits) at T = 0), one read of V.
+    """(N, V) logits -> ConfidenceStats of p = softmax(logits * (1 / T)) (softmax(logits) at T = 0), one read.
 
-    T = 0: token = argmax (lowest index among ties). T > 0: token = argmax(logits / T + Gumbel noise), a draw
+    T = 0: token = argmax (lowest index among ties). T > 0: token = argmax(logits * (1 / T) + Gumbel noise), a draw
     from p, the noise from Philox keyed by (seed, offset + row * V + col): the same (seed, offset) gives the same
     tokens; a caller advances `offset` by N * V per step. `offset` may be a one-element int64 tensor on the
     logits' device, read by the kernel, so a captured CUDA graph can replay with a new offset. max_prob is
@@ -205,7 +227,7 @@ def confidence_stats(logits: torch.Tensor, temperature: float = 0.0, seed: int =
     block_v = min(BLOCK_V_BY_ELEMENT_SIZE[logits.element_size()], next_power_of_2(vocab_size))
     num_blocks = cdiv(vocab_size, block_v)
     if num_splits is None:
-        num_splits = cdiv(_target_programs(device), num_rows)
+        num_splits = default_num_splits(num_rows, num_blocks, _num_sms(device))
     elif num_splits < 1:
         raise ValueError(f"confidence_stats: num_splits must be >= 1, got {num_splits}")
     # Splits are whole blocks, so only the last block of the last split is ragged.
@@ -215,19 +237,27 @@ def confidence_stats(logits: torch.Tensor, temperature: float = 0.0, seed: int =
     stats = torch.empty((num_rows, num_splits, NUM_PARTIAL_STATS), dtype=torch.float32, device=device)
     cols = torch.empty((num_rows, num_splits), dtype=torch.int32, device=device)
     sample = temperature > 0
+    inv_temperature = inverse_temperature(temperature)
     offset_in_memory = isinstance(offset, torch.Tensor)
     compile_kernel(_confidence_partials_kernel)[(num_rows, num_splits)](
         logits, logits.stride(0), vocab_size, split_size,
         stats, cols, num_splits,
-        float(temperature) if sample else 1.0, seed, 0 if offset_in_memory else offset,
-        offset if offset_in_memory else stats,
-        SAMPLE=sample, OFFSET_IN_MEMORY=offset_in_memory, BLOCK_V=block_v, num_warps=NUM_WARPS,
+        inv_temperature, seed, 0 if offset_in_memory else offset, offset if offset_in_memory else stats,
+        SAMPLE=sample, OFFSET_IN_MEMORY=offset_in_memory, FAST_EXP=not interpreted(), BLOCK_V=block_v,
+        PIPELINE_STAGES=PIPELINE_STAGES, num_warps=NUM_WARPS, maxnreg=None if sample else GREEDY_MAX_REGISTERS,
     )
     compile_kernel(_confidence_merge_kernel)[(cdiv(num_rows, MERGE_BLOCK_ROWS),)](
-        stats, cols, num_rows, num_splits, vocab_size, *outputs,
-        BLOCK_ROWS=MERGE_BLOCK_ROWS, BLOCK_SPLITS=next_power_of_2(num_splits), num_warps=4,
+        stats, cols, num_rows, num_splits, vocab_size,
+        logits, logits.stride(0), inv_temperature, *outputs,
+        SAMPLE=sample, BLOCK_ROWS=MERGE_BLOCK_ROWS, BLOCK_SPLITS=next_power_of_2(num_splits), num_warps=4,
     )
     return outputs
+
+
+def inverse_temperature(temperature: float) -> float:
+    """1 / T as the fp32 the kernel multiplies by (a product, not a division: a GPU's fp32 division is several
+    instructions, and both sides then round the same way); 1 at T = 0, where logits are used as they are."""
+    return float(torch.tensor(1 / temperature if temperature > 0 else 1.0, dtype=torch.float32))
 
 
 def _check_logits(logits: torch.Tensor) -> None:
@@ -260,16 +290,30 @@ def _check_sampling(logits: torch.Tensor, temperature: float, seed: int, offset:
                          f"{offset!r}")
 
 
+def _num_sms(device: torch.device) -> int:
+    """SMs of a CUDA device; 0 elsewhere (the interpreter runs one program at a time)."""
+    if device.type != "cuda":
+        return 0
+    return _cuda_num_sms(device.index if device.index is not None else torch.cuda.current_device())
+
+
 @functools.cache
-def _num_sms(device_index: int) -> int:
+def _cuda_num_sms(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _target_programs(device: torch.device) -> int:
-    """Programs that keep every SM's loads in flight on CUDA; one per row under the interpreter."""
-    if device.type != "cuda":
+def default_num_splits(num_rows: int, num_blocks: int, num_sms: int) -> int:
+    """Programs per row: the fewest that fill at least one wave of resident programs and leave the last wave at
+    least MIN_LAST_WAVE_FILL full (a 64-row step on 132 SMs: 8), never more than one block each; 1 without SMs."""
+    if num_sms == 0:
         return 1
-    return PROGRAMS_PER_SM * _num_sms(device.index if device.index is not None else torch.cuda.current_device())
+    slots = RESIDENT_PROGRAMS_PER_SM * num_sms
+    for requested in range(max(1, cdiv(slots, num_rows)), num_blocks + 1):
+        splits = cdiv(num_blocks, cdiv(num_blocks, requested))  # what whole-block splits make of the request
+        num_programs = num_rows * splits
+        if num_programs / (cdiv(num_programs, slots) * slots) >= MIN_LAST_WAVE_FILL:
+            return splits
+    return num_blocks
 
 
 def reference_confidence_stats(logits: torch.Tensor, temperature: float = 0.0, seed: int = 0,
@@ -279,13 +323,13 @@ def reference_confidence_stats(logits: torch.Tensor, temperature: float = 0.0, s
     float64 because it is the yardstick: the kernel's blocked fp32 sums are closer to the exact values than
     torch's own fp32 softmax over 151936 columns (1e-8 vs 1e-5 relative). Tokens come from fp32 logits as in
     the kernel, with the Gumbel noise from `reference_uniform`, the kernel's Philox stream recomputed in torch,
-    so draws agree with the kernel except where float rounding of the noise (log, division) flips a near-tie.
+    so draws agree with the kernel except where float rounding of the noise (the logs) flips a near-tie.
     """
     _check_logits(logits)
     _check_sampling(logits, temperature, seed, offset)
     z = logits.float()
     if temperature > 0:
-        z = z / torch.tensor(temperature, dtype=torch.float32)
+        z = z * torch.tensor(inverse_temperature(temperature), dtype=torch.float32)
     probs = torch.softmax(z.double(), dim=-1)  # (N, V)
     if temperature > 0:
         num_rows, vocab_size = z.shape

@@ -85,13 +85,17 @@ def reveal_by_confidence(canvas: torch.Tensor, proposal: torch.Tensor, confidenc
     if row_length == 0:
         return done.fill_(True)
     block_l = next_power_of_2(row_length)
-    chunk = max(1, min(block_l, MAX_TILE_ELEMENTS // block_l))
     compile_kernel(_reveal_kernel)[(num_rows,)](
         canvas, canvas.stride(0), proposal, proposal.stride(0), confidence, confidence.stride(0),
         quota, done, row_length, 0.0 if threshold is None else float(threshold), mask_token_id,
-        USE_THRESHOLD=threshold is not None, BLOCK_L=block_l, CHUNK=chunk, num_warps=NUM_WARPS,
+        USE_THRESHOLD=threshold is not None, BLOCK_L=block_l, CHUNK=compare_chunk(block_l), num_warps=NUM_WARPS,
     )
     return done
+
+
+def compare_chunk(block_l: int) -> int:
+    """Columns compared against the whole row per loop trip: tiles of at most MAX_TILE_ELEMENTS."""
+    return max(1, min(block_l, MAX_TILE_ELEMENTS // block_l))
 
 
 def _check_reveal_inputs(canvas: torch.Tensor, proposal: torch.Tensor, confidence: torch.Tensor,

@@ -24,7 +24,7 @@ except ImportError:  # the CPU runtime install; the torch references still work
     tl = None
 
 
-def _interpreted() -> bool:
+def interpreted() -> bool:
     """Whether this process's triton runs kernels in its interpreter (TRITON_INTERPRET=1 when it was imported)."""
     from triton.runtime.interpreter import InterpretedFunction
 
@@ -37,7 +37,7 @@ def interpreter_active() -> bool:
     Triton reads the variable once, at its import (the first import of this package): set it later and
     triton's own functions stay compiled, which the interpreter cannot call.
     """
-    return triton is not None and os.environ.get("TRITON_INTERPRET") == "1" and _interpreted()
+    return triton is not None and os.environ.get("TRITON_INTERPRET") == "1" and interpreted()
 
 
 def triton_available(device: torch.device) -> bool:
@@ -70,7 +70,7 @@ def unavailable_reason(device: torch.device) -> str | None:
 def compile_kernel(kernel: Callable[..., None]) -> Any:
     """`kernel` (a plain Python function written in triton.language) as a launchable Triton kernel."""
     assert triton is not None, "launchers check triton_available() first"
-    if _interpreted():
+    if interpreted():
         from triton.runtime.interpreter import InterpretedFunction
 
         return InterpretedFunction(kernel)
