@@ -13,12 +13,13 @@ import pytest
 from coda_lsp import settings as server_settings
 from coda_lsp.settings import _KEYS, Settings
 
-PACKAGE_JSON = Path(__file__).resolve().parents[2] / "vscode-client" / "package.json"
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_JSON = ROOT / "vscode-client" / "package.json"
 # The extension's own settings (vscode-client/src/settings.ts CLIENT_SETTINGS): how to start the server, not its
 # settings section.
 CLIENT_SETTINGS = {"server.command", "server.python", "server.tcp", "model", "device", "dtype",
                    "inlineCompletions.enabled", "trace.server"}
-FIX = "update vscode-client/package.json contributes.configuration (and the README's settings list) to match " \
+FIX = "update vscode-client/package.json contributes.configuration to match " \
       "coda_lsp/settings.py"
 
 
@@ -42,6 +43,12 @@ def test_the_extension_declares_exactly_the_server_settings_plus_its_own() -> No
     assert not missing, f"server settings missing from package.json: {missing}; {FIX}"
     assert not unknown, f"package.json declares coda.{unknown} that the server does not know; {FIX} " \
                         "(or add it to CLIENT_SETTINGS here and in vscode-client/src/settings.ts)"
+
+
+def test_the_readme_lists_every_server_setting() -> None:
+    editors = (ROOT / "README.md").read_text().split("## Editors", 1)[-1].split("\n## ", 1)[0]
+    missing = [key for key in _KEYS if f"`{key}`" not in editors]
+    assert not missing, f"README.md's Editors section does not list {missing}"
 
 
 @pytest.mark.parametrize("key", sorted(_KEYS))
