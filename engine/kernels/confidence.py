@@ -14,7 +14,8 @@ exp(-200) is 0 in fp32, so -inf entries, finfo.min (suppressed tokens) and anyth
 exactly 0 and add 0 to `shifted` with no NaN from 0 * -inf. m is shared by all lanes of a program and changes
 only when a tile holds a new maximum (a branch taken a few times per row), so the loop costs one exp and about
 a dozen fp32 operations per element: under what an H100 can issue per byte of bf16 it reads, so the kernel is
-bound by memory bandwidth (greedy). Sampling adds a Philox draw and two logs per element and is compute-bound.
+bound by memory bandwidth (greedy). Sampling adds a quarter of a Philox call and two logs per element, about
+three times the instructions: compute-bound, near a third of the bandwidth.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _confidence_partials_kernel(
     logits_ptr, row_stride, vocab_size, split_size,
     stats_ptr, cols_ptr, num_splits,
     inv_temperature, seed, offset, offset_ptr,
-    SAMPLE: tl.constexpr, OFFSET_IN_MEMORY: tl.constexpr, FAST_EXP: tl.constexpr, BLOCK_V: tl.constexpr,
+    SAMPLE: tl.constexpr, OFFSET_IN_MEMORY: tl.constexpr, FAST_MATH: tl.constexpr, BLOCK_V: tl.constexpr,
     PIPELINE_STAGES: tl.constexpr,
 ):
     """Program (row, split): online statistics of z = logits * (1 / T) over columns [split * split_size, ...)."""
@@ -105,8 +106,23 @@ def _confidence_partials_kernel(
         top1 = tl.where(is_better, z, top1)
         if SAMPLE:
             # Gumbel-max: argmax(z + G), G = -log(-log(U)), is a draw from softmax(z). U = 0 gives -inf (never
-            # chosen); fp32 U caps G near 16, a tail of probability ~1e-7.
-            key = z - tl.log(-tl.log(tl.rand(seed, row_counter + cols)))
+            # chosen); fp32 U caps G near 16, a tail of probability ~1e-7. One Philox call gives four uniforms:
+            # column c takes output c % 4 of counter c // 4, interleaved back into column order.
+            quads = row_counter + block_start // 4 + tl.arange(0, BLOCK_V // 4)
+            u0, u1, u2, u3 = tl.rand4x(seed, quads)
+            # join stacks along a new minor axis, so the outer join interleaves: (u0, u1, u2, u3) per group.
+            uniform = tl.reshape(tl.join(tl.join(u0, u2), tl.join(u1, u3)), [BLOCK_V])
+            if FAST_MATH:
+                # lg2.approx.ftz: one MUFU op where tl.log is a ~20-instruction polynomial. Its ~2^-22 absolute
+                # error reshapes only the noise's far tail (U within 1e-7 of 1), where the clamp keeps -log(U) > 0.
+                log2_uniform = tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=f,f", [uniform],
+                                                         dtype=tl.float32, is_pure=True, pack=1)
+                neg_log_uniform = tl.maximum(-0.6931471805599453 * log2_uniform, 1e-30)
+                log2_neg_log = tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=f,f", [neg_log_uniform],
+                                                         dtype=tl.float32, is_pure=True, pack=1)
+                key = z - 0.6931471805599453 * log2_neg_log
+            else:
+                key = z - tl.log(-tl.log(uniform))
             is_best = key > best_key
             best_key = tl.where(is_best, key, best_key)
             best_block = tl.where(is_best, block_start, best_block)
@@ -121,7 +137,7 @@ def _confidence_partials_kernel(
             mass = mass * scale
             reference = tile_max
         w = tl.maximum(z - reference, -200.0)
-        if FAST_EXP:
+        if FAST_MATH:
             # Flush-to-zero ex2: one MUFU op, where tl.exp's ex2.approx.f32 adds three instructions per element
             # to get denormal results right; weights below 1e-38 of the max change nothing here.
             weight = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [w * 1.4426950408889634],
@@ -201,9 +217,9 @@ def confidence_stats(logits: torch.Tensor, temperature: float = 0.0, seed: int =
                      offset: int | torch.Tensor = 0, *, num_splits: int | None = None) -> ConfidenceStats:
     """(N, V) logits -> ConfidenceStats of p = softmax(logits * (1 / T)) (softmax(logits) at T = 0), one read.
 
-    T = 0: token = argmax (lowest index among ties). T > 0: token = argmax(logits * (1 / T) + Gumbel noise), a draw
-    from p, the noise from Philox keyed by (seed, offset + row * V + col): the same (seed, offset) gives the same
-    tokens; a caller advances `offset` by N * V per step. `offset` may be a one-element int64 tensor on the
+    T = 0: token = argmax (lowest index among ties). T > 0: token = argmax(logits * (1 / T) + Gumbel noise), a
+    draw from p, the noise from Philox keyed by seed, column c of row r using counter offset + r * V + c // 4:
+    the same (seed, offset) gives the same tokens; a caller advances `offset` by N * V per step. `offset` may be a one-element int64 tensor on the
     logits' device, read by the kernel, so a captured CUDA graph can replay with a new offset. max_prob is
     p[token] in both cases. `num_splits` (programs per row) defaults to enough to fill the GPU.
     Raises ValueError for input it cannot take (shape, dtype, strides, device without Triton, arguments).
@@ -224,7 +240,8 @@ def confidence_stats(logits: torch.Tensor, temperature: float = 0.0, seed: int =
     if num_rows == 0:
         return outputs
 
-    block_v = min(BLOCK_V_BY_ELEMENT_SIZE[logits.element_size()], next_power_of_2(vocab_size))
+    # At least 16 columns, so a tile holds whole groups of four for the sampler.
+    block_v = min(BLOCK_V_BY_ELEMENT_SIZE[logits.element_size()], max(16, next_power_of_2(vocab_size)))
     num_blocks = cdiv(vocab_size, block_v)
     if num_splits is None:
         num_splits = default_num_splits(num_rows, num_blocks, _num_sms(device))
@@ -243,7 +260,7 @@ def confidence_stats(logits: torch.Tensor, temperature: float = 0.0, seed: int =
         logits, logits.stride(0), vocab_size, split_size,
         stats, cols, num_splits,
         inv_temperature, seed, 0 if offset_in_memory else offset, offset if offset_in_memory else stats,
-        SAMPLE=sample, OFFSET_IN_MEMORY=offset_in_memory, FAST_EXP=not interpreted(), BLOCK_V=block_v,
+        SAMPLE=sample, OFFSET_IN_MEMORY=offset_in_memory, FAST_MATH=not interpreted(), BLOCK_V=block_v,
         PIPELINE_STAGES=PIPELINE_STAGES, num_warps=NUM_WARPS, maxnreg=None if sample else GREEDY_MAX_REGISTERS,
     )
     compile_kernel(_confidence_merge_kernel)[(cdiv(num_rows, MERGE_BLOCK_ROWS),)](
@@ -334,9 +351,10 @@ def reference_confidence_stats(logits: torch.Tensor, temperature: float = 0.0, s
     if temperature > 0:
         num_rows, vocab_size = z.shape
         first = int(offset.item()) if isinstance(offset, torch.Tensor) else offset
-        counters = (first + torch.arange(num_rows, device=z.device)[:, None] * vocab_size
-                    + torch.arange(vocab_size, device=z.device)[None, :])  # (N, V) int64
-        token = torch.argmax(z - torch.log(-torch.log(reference_uniform(seed, counters))), dim=-1)
+        columns = torch.arange(vocab_size, device=z.device)
+        counters = first + torch.arange(num_rows, device=z.device)[:, None] * vocab_size + columns[None, :] // 4
+        uniform = reference_uniform(seed, counters, output=columns % 4)  # (N, V)
+        token = torch.argmax(z - torch.log(-torch.log(uniform)), dim=-1)
     else:
         token = torch.argmax(z, dim=-1)
     top = torch.topk(probs, min(2, probs.shape[1]), dim=-1).values  # (N, 1 or 2)
@@ -349,8 +367,9 @@ def reference_confidence_stats(logits: torch.Tensor, temperature: float = 0.0, s
     )
 
 
-def reference_uniform(seed: int, counters: torch.Tensor) -> torch.Tensor:
-    """`tl.rand(seed, counters)` in torch: Philox4x32-10 of (counter low, counter high, 0, 0), key = the seed.
+def reference_uniform(seed: int, counters: torch.Tensor, output: torch.Tensor | int = 0) -> torch.Tensor:
+    """`tl.rand4x(seed, counters)[output]` in torch (output 0 is `tl.rand`): Philox4x32-10 of (counter low,
+    counter high, 0, 0) keyed by the seed, output 0-3 of the four words.
 
     Salmon et al., "Parallel random numbers: as easy as 1, 2, 3" (SC'11), with triton.language.random's
     constants and its uint32 -> [0, 1) map. uint32 values live in int64 tensors.
@@ -363,7 +382,9 @@ def reference_uniform(seed: int, counters: torch.Tensor) -> torch.Tensor:
         hi_a, lo_a = _mul_hi_lo(PHILOX_ROUND_A, c0)
         c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
         k0, k1 = (k0 + PHILOX_KEY_A) & UINT32_MASK, (k1 + PHILOX_KEY_B) & UINT32_MASK
-    signed = torch.where(c0 >= 2**31, c0 - 2**32, c0)  # the bits read as int32
+    words = torch.stack([c0, c1, c2, c3])  # (4, ...)
+    bits = torch.gather(words, 0, torch.as_tensor(output).expand_as(c0)[None]).squeeze(0)
+    signed = torch.where(bits >= 2**31, bits - 2**32, bits)  # the bits read as int32
     folded = torch.where(signed < 0, ~signed, signed)  # [0, 2**31)
     return folded.to(torch.float32) * torch.tensor(UNIFORM_SCALE, dtype=torch.float32)
 

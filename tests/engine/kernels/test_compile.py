@@ -1,7 +1,7 @@
 """Every kernel variant compiles for an H100/H200 (sm_90) with triton's own ptxas, on a machine without a GPU.
 
 The interpreter checks what the kernels compute; this checks that the compiled path builds at all and keeps the
-properties the design relies on (16-byte cp.async tiles, flush-to-zero exp). It runs in a child process because
+properties the design relies on (16-byte cp.async tiles, one-instruction exp and log). It runs in a child process because
 this one imported triton in interpreter mode, where kernels cannot be compiled.
 """
 
@@ -42,14 +42,16 @@ for dtype, block_v, sample in [("bf16", 4096, False), ("fp16", 4096, False), ("f
                                ("bf16", 4096, True)]:
     types = {**floats, "logits_ptr": "*" + dtype, "stats_ptr": "*fp32", "cols_ptr": "*i32", "offset_ptr": "*i64",
              "seed": "i64", "offset": "i64"}
-    constants = {"SAMPLE": sample, "OFFSET_IN_MEMORY": sample, "FAST_EXP": True, "BLOCK_V": block_v,
+    constants = {"SAMPLE": sample, "OFFSET_IN_MEMORY": sample, "FAST_MATH": True, "BLOCK_V": block_v,
                  "PIPELINE_STAGES": confidence.PIPELINE_STAGES}
     options = {"num_warps": confidence.NUM_WARPS}
     if not sample:
         options["maxnreg"] = confidence.GREEDY_MAX_REGISTERS
     ptx = compile_ptx(confidence._confidence_partials_kernel, types, constants, options)
-    results[f"partials {dtype} sample={sample}"] = {"cp_async_16": "cp.async.cg.shared.global" in ptx,
-                                                   "ftz_exp": "ex2.approx.ftz.f32" in ptx}
+    properties = {"cp_async_16": "cp.async.cg.shared.global" in ptx, "ftz_exp": "ex2.approx.ftz.f32" in ptx}
+    if sample:
+        properties["ftz_log"] = "lg2.approx.ftz.f32" in ptx
+    results[f"partials {dtype} sample={sample}"] = properties
 for sample in (False, True):
     types = {**floats, "stats_ptr": "*fp32", "cols_ptr": "*i32", "logits_ptr": "*bf16", "token_ptr": "*i64",
              "max_prob_ptr": "*fp32", "margin_ptr": "*fp32", "neg_entropy_ptr": "*fp32"}
