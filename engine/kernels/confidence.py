@@ -12,10 +12,10 @@ kept relative to a reference m, the largest logit seen so far (at least finfo(fp
     p_v = exp(z_v - m) / mass,  sum p log p = shifted / mass - log(mass).
 exp(-200) is 0 in fp32, so -inf entries, finfo.min (suppressed tokens) and anything far below the max weigh
 exactly 0 and add 0 to `shifted` with no NaN from 0 * -inf. m is shared by all lanes of a program and changes
-only when a tile holds a new maximum (a branch taken a few times per row), so the loop costs one exp and about
-a dozen fp32 operations per element: under what an H100 can issue per byte of bf16 it reads, so the kernel is
-bound by memory bandwidth (greedy). Sampling adds a quarter of a Philox call and two logs per element, about
-three times the instructions: compute-bound, near a third of the bandwidth.
+only when a tile holds a new maximum (a branch taken a few times per row), so the greedy loop costs one exp and
+about 16 instructions per element in sm_90 SASS. 132 SMs issue those for ~4.2 TB/s of bf16: above an H100's
+3.35 TB/s (bandwidth-bound), at the edge of an H200's 4.8. Sampling adds a quarter of a Philox call and two logs
+per element, ~47 instructions: compute-bound, near a third of the bandwidth.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ BLOCK_V_BY_ELEMENT_SIZE = {2: 4096, 4: 2048}
 NUM_WARPS = 8
 # The greedy loop fits 128 registers a thread (sm_90 SASS, no spills), so two 8-warp programs share an SM, each
 # with two 8 KB tiles in flight (cp.async, PIPELINE_STAGES = 3): 32 KB a SM, what ~4.8 TB/s at ~700 ns of DRAM
-# latency needs over 132 SMs (Little's law). Sampling needs ~200 registers and runs one program a SM.
+# latency needs over 132 SMs (Little's law). Sampling needs ~165 registers and runs one program a SM.
 GREEDY_MAX_REGISTERS = 128
 PIPELINE_STAGES = 3
 RESIDENT_PROGRAMS_PER_SM = 2
@@ -52,7 +52,7 @@ PHILOX_ROUNDS = 10
 UINT32_MASK = 0xFFFFFFFF
 # tl.rand's uint32 -> [0, 1) factor: the largest with (2**31 - 1) * factor < 1 in fp32.
 UNIFORM_SCALE = 4.6566127342e-10
-# tl.rand's counter is 64-bit; the sampling offsets must stay below it (seed, offset + row * V + col).
+# Philox counters are 64-bit: offset + row * V + col // 4 must stay below 2**63 (int64 arithmetic).
 MAX_COUNTER = 2**63
 
 
@@ -218,10 +218,11 @@ def confidence_stats(logits: torch.Tensor, temperature: float = 0.0, seed: int =
     """(N, V) logits -> ConfidenceStats of p = softmax(logits * (1 / T)) (softmax(logits) at T = 0), one read.
 
     T = 0: token = argmax (lowest index among ties). T > 0: token = argmax(logits * (1 / T) + Gumbel noise), a
-    draw from p, the noise from Philox keyed by seed, column c of row r using counter offset + r * V + c // 4:
-    the same (seed, offset) gives the same tokens; a caller advances `offset` by N * V per step. `offset` may be a one-element int64 tensor on the
-    logits' device, read by the kernel, so a captured CUDA graph can replay with a new offset. max_prob is
-    p[token] in both cases. `num_splits` (programs per row) defaults to enough to fill the GPU.
+    draw from p, the noise from Philox keyed by `seed`, column c of row r using counter offset + r * V + c // 4:
+    the same (seed, offset) gives the same tokens, and a caller advances `offset` by N * V per step. `offset`
+    may be a one-element int64 tensor on the logits' device, read by the kernel, so a captured CUDA graph can
+    replay with a new offset. max_prob is p[token] in both cases. `num_splits` (programs per row) defaults to
+    whole waves of programs on the GPU.
     Raises ValueError for input it cannot take (shape, dtype, strides, device without Triton, arguments).
     """
     _check_logits(logits)
@@ -383,7 +384,7 @@ def reference_uniform(seed: int, counters: torch.Tensor, output: torch.Tensor | 
         c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
         k0, k1 = (k0 + PHILOX_KEY_A) & UINT32_MASK, (k1 + PHILOX_KEY_B) & UINT32_MASK
     words = torch.stack([c0, c1, c2, c3])  # (4, ...)
-    bits = torch.gather(words, 0, torch.as_tensor(output).expand_as(c0)[None]).squeeze(0)
+    bits = torch.gather(words, 0, torch.as_tensor(output, device=counters.device).expand_as(c0)[None]).squeeze(0)
     signed = torch.where(bits >= 2**31, bits - 2**32, bits)  # the bits read as int32
     folded = torch.where(signed < 0, ~signed, signed)  # [0, 2**31)
     return folded.to(torch.float32) * torch.tensor(UNIFORM_SCALE, dtype=torch.float32)
