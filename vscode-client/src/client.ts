@@ -97,6 +97,7 @@ export class Controller implements vscode.Disposable {
             return this.fail(error);
         }
         let exited: Promise<StartFailure | undefined> = Promise.resolve(undefined);
+        let started = false;
         const serverOptions: ServerOptions = async () => {
             if (plan.kind === 'tcp') {
                 const socket = await connectTcp(plan.host, plan.port);
@@ -106,7 +107,7 @@ export class Controller implements vscode.Disposable {
             const server = await spawnServer(plan);
             this.child = server.child;
             exited = new Promise((resolve) => server.child.once('exit',
-                (code) => resolve(exitFailure(plan, code, server.stderrTail()))));
+                (code) => resolve(exitFailure(plan, code, server.stderrTail(), started))));
             return server.child;
         };
         const client = new CodaLanguageClient('coda', 'CoDA', serverOptions, {
@@ -131,6 +132,7 @@ export class Controller implements vscode.Disposable {
             await this.stopClient();
             return this.fail(failure ?? error);
         }
+        started = true;
         client.quietErrors = false;
         this.refresh();
     }

@@ -87,8 +87,8 @@ export function spawnFailure(plan: Extract<LaunchPlan, { kind: 'process' }>, err
     return new StartFailure(`The ${what} "${plan.command}" ${reason}: ${fix}.`, plan.setting);
 }
 
-/** Why a server exited before it was initialised, from its exit code and its last stderr lines. */
-export function exitFailure(plan: LaunchPlan, code: number | null, stderrTail: string[]): StartFailure {
+/** Why a server exited (before it was initialised, unless `started`), from its exit code and last stderr lines. */
+export function exitFailure(plan: LaunchPlan, code: number | null, stderrTail: string[], started = false): StartFailure {
     const stderr = stderrTail.join('\n');
     const last = stderrTail.at(-1) ?? '';
     if (plan.kind === 'process' && /No module named '?coda_lsp/.test(stderr)) {
@@ -100,8 +100,8 @@ export function exitFailure(plan: LaunchPlan, code: number | null, stderrTail: s
     }
     const setting = plan.kind === 'tcp' ? 'coda.server.tcp' : plan.setting;
     const said = last ? `: ${last}` : ' without saying why';
-    return new StartFailure(`coda-lsp exited with code ${code ?? 'unknown'} before it started${said} (check ${setting}).`,
-        setting);
+    const when = started ? '' : ' before it started';
+    return new StartFailure(`coda-lsp exited with code ${code ?? 'unknown'}${when}${said} (check ${setting}).`, setting);
 }
 
 export function connectTcp(host: string, port: number): Promise<net.Socket> {

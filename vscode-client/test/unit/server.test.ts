@@ -66,6 +66,7 @@ test('an early exit is explained from the server\'s last stderr lines', () => {
     assert.equal(other.setting, 'coda.server.command');
     assert.equal(other.message, 'coda-lsp exited with code 3 before it started: RuntimeError: boom (check coda.server.command).');
     assert.match(exitFailure(plan({}), null, []).message, /without saying why/);
+    assert.equal(exitFailure(plan({}), 1, ['Killed'], true).message, 'coda-lsp exited with code 1: Killed (check coda.server.command).');
 });
 
 test('withTimeout: the value when in time, the failure when late', async () => {
