@@ -3,6 +3,7 @@
 The interpreter checks what the kernels compute; this checks that the compiled path builds at all and keeps the
 properties the design relies on (16-byte cp.async tiles, one-instruction exp and log). It runs in a child
 process because this one imported triton in interpreter mode, where kernels cannot be compiled.
+"""
 
 from __future__ import annotations
 
