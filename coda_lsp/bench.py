@@ -127,15 +127,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer-dir", type=Path, default=shared / "reference" / "coda-v0",
                         help="tokenizer files for a random checkpoint (default: $CODA_SHARED_DIR/reference/coda-v0)")
     parser.add_argument("--requests", type=int, default=30, help="requests per kind (default 30)")
-    parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--single-line-tokens", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--device", default="cpu")
+    # Unset options keep the server's defaults, which are what the latency goals are about.
+    parser.add_argument("--max-tokens", type=int, help="coda.maxTokens (default: the server's)")
+    parser.add_argument("--single-line-tokens", type=int, help="coda.singleLineTokens (default: the server's)")
+    parser.add_argument("--steps", type=int, help="coda.steps (default: the server's)")
+    parser.add_argument("--debounce-ms", type=int, help="coda.debounceMs (default: the server's; part of the latency)")
+    parser.add_argument("--exact", action="store_true", help="coda.exact: CoDA's reference loop, for comparison")
+    parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"])
     args = parser.parse_args(argv)
     logging.getLogger("pygls").setLevel(logging.ERROR)  # the client ignores the server's logMessages, quietly
-    options = {"maxTokens": args.max_tokens, "singleLineTokens": args.single_line_tokens, "steps": args.steps,
-               "debounceMs": 0}
+    given = {"maxTokens": args.max_tokens, "singleLineTokens": args.single_line_tokens, "steps": args.steps,
+             "debounceMs": args.debounce_ms, "exact": args.exact or None}
+    options = {key: value for key, value in given.items() if value is not None}
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else
                                _default_model(args.preset, args.tokenizer_dir, Path(scratch)))
@@ -149,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_table(model: Path, args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
     status = next(iter(results.values()))["status"]
-    print(f"coda-lsp bench: {model} on {status['device']} ({status['dtype']}); maxTokens {args.max_tokens}, "
-          f"singleLineTokens {args.single_line_tokens}, steps {args.steps}; times in ms")
+    generation = status["settings"]["generation"]
+    trigger = status["settings"]["trigger"]
+    print(f"coda-lsp bench: {model} on {status['device']} ({status['dtype']}); "
+          + ", ".join(f"{key} {value}" for key, value in generation.items())
+          + f", debounce_ms {trigger['debounce_ms']}; times in ms")
     header = ("kind", "n", "request p50", "request p95", "engine p50", "engine p95", "outside engine p50",
               "outside engine p95")
     print(" | ".join(header))

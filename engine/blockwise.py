@@ -23,6 +23,7 @@ from .generate import TAIL_PROBABILITY, PadTail, SamplingParams, StepCallback, S
 from .model import CodaModel
 from .kernels import (ConfidenceStats, confidence_stats, reference_reveal_by_confidence, reveal_by_confidence,
                       triton_available)
+from .kernels.runtime import unavailable_reason
 from .sampling import CONFIDENCE, filtered_probs, pick_tokens
 from .schedule import timesteps
 
@@ -90,12 +91,15 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                       reveal_bar: float | None = None, row_temperatures: Sequence[float] | None = None,
                       generator: torch.Generator | None = None,
                       should_stop: StopCheck | None = None, on_step: StepCallback | None = None,
-                      suppressed_token_ids: tuple[int, ...] = (), pad_tail: PadTail | None = None) -> BlockwiseTrace:
+                      suppressed_token_ids: tuple[int, ...] = (), pad_tail: PadTail | None = None,
+                      use_kernels: bool | None = None) -> BlockwiseTrace:
     """Fill the masks of canvas[:, span[0]:span[1]] (the same span in every row) in at most `params.steps` passes.
 
     `reveal_bar`: also reveal every position whose token is at least this probable (see reveal_block); with
     alg "threshold" it is the threshold. `row_temperatures` gives each row its own sampling temperature (one greedy row and sampled candidates in one
-    batch); by default every row uses `params.temperature`. Raises Cancelled between passes."""
+    batch); by default every row uses `params.temperature`. `use_kernels`: the Triton kernels for scoring and
+    revealing (None: on CUDA when triton is there; True where triton cannot run raises ValueError).
+    Raises Cancelled between passes."""
     span_start, span_end = span
     check_fast_params(params)
     if not 1 <= span_start < span_end <= canvas.shape[1]:
@@ -104,6 +108,11 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
     if len(temperatures) != canvas.shape[0] or any(t < 0 for t in temperatures):
         raise ValueError(f"row_temperatures needs one temperature >= 0 per row, got {temperatures!r}")
     blocks = plan_blocks(span_start, span_end, block_size, params.steps)
+    if use_kernels is None:
+        use_kernels = canvas.is_cuda and triton_available(canvas.device)
+    elif use_kernels and not triton_available(canvas.device):
+        raise ValueError(f"Triton kernels asked for on {canvas.device}, where they cannot run: "
+                         f"{unavailable_reason(canvas.device)}")
     x = canvas.clone()
     cache = KVCache.allocate(model.config, x.shape[0], x.shape[1], x.device, model.lm_head.weight.dtype)
     trace = BlockwiseTrace(x, cache_bytes=cache.num_bytes)
@@ -136,7 +145,7 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                 passes_since_refresh = 1 if refresh else passes_since_refresh + 1
                 before = (x[:, span_start:span_end] == mask_token_id).sum()
                 reveal_block(model, x, hidden, block.start, block.end, span_end, mask_token_id, params, reveal_bar,
-                             step, block.steps, times, temperatures, generator, suppressed, pad_tail)
+                             step, block.steps, times, temperatures, generator, suppressed, pad_tail, use_kernels)
                 revealed = before - (x[:, span_start:span_end] == mask_token_id).sum()
                 revealed_per_pass.append(revealed)
                 if policy.refresh == "revealed":
@@ -164,7 +173,7 @@ def check_fast_params(params: SamplingParams) -> None:
 def reveal_block(model: CodaModel, x: torch.Tensor, hidden: torch.Tensor, start: int, end: int, span_end: int,
                  mask_token_id: int, params: SamplingParams, reveal_bar: float | None, step: int, steps: int,
                  times: torch.Tensor, temperatures: tuple[float, ...], generator: torch.Generator | None,
-                 suppressed: torch.Tensor, pad_tail: PadTail | None) -> None:
+                 suppressed: torch.Tensor, pad_tail: PadTail | None, use_kernels: bool) -> None:
     """One denoising step of block x[:, start:end], in place, from the (B, end - start, hidden) states that score
     its positions. Every position of the block is scored, so shapes never depend on how many masks are left.
 
@@ -180,7 +189,7 @@ def reveal_block(model: CodaModel, x: torch.Tensor, hidden: torch.Tensor, start:
     if pad_tail is not None:
         tail = block_tail(x, is_masked, logits, start, end, span_end, pad_tail, last=step == steps - 1)
         revealable = is_masked & ~tail
-    scores, probabilities, tokens = block_confidence(logits, params, temperatures, generator, step)
+    scores, probabilities, tokens = block_confidence(logits, params, temperatures, generator, step, use_kernels)
     remaining = is_masked.sum(dim=1)  # (B,): the quota counts every mask, a held-back tail included
     quota = remaining if step == steps - 1 else (remaining.float() * (1 - times[step + 1] / times[step])).long()
     if params.window is not None:
@@ -190,7 +199,8 @@ def reveal_block(model: CodaModel, x: torch.Tensor, hidden: torch.Tensor, start:
     if reveal_bar is not None:
         quota = quota.clamp(min=1)
         confident = revealable & (probabilities >= reveal_bar)
-    choose_top(block, tokens, scores, quota, mask_token_id)
+    choose = reveal_by_confidence if use_kernels else reference_reveal_by_confidence
+    choose(block, tokens, scores, quota, None, mask_token_id)
     if reveal_bar is not None:
         block.copy_(torch.where(confident, tokens, block))
 
@@ -218,18 +228,17 @@ def block_tail(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, s
 
 
 def block_confidence(logits: torch.Tensor, params: SamplingParams, temperatures: tuple[float, ...],
-                     generator: torch.Generator | None,
-                     step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     generator: torch.Generator | None, step: int,
+                     use_kernels: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B, b, V) logits -> (the algorithm's score, the chosen token's probability, the token), each (B, b), every
-    row at its own temperature. On CUDA without top-p/top-k the fused Triton kernel reads the logits once;
-    elsewhere the reference sampler runs, so the CPU path equals the exact loop token for token."""
+    row at its own temperature. With the kernels and without top-p/top-k, the fused Triton kernel reads the
+    logits once; otherwise the reference sampler runs, so the torch path equals the exact loop token for token."""
     batch, width, vocab = logits.shape
     flat = logits.reshape(batch * width, vocab)
     scores = torch.empty(batch * width, dtype=torch.float32, device=logits.device)
     probabilities = torch.empty_like(scores)
     tokens = torch.empty(batch * width, dtype=torch.long, device=logits.device)
-    use_kernel = (logits.is_cuda and triton_available(logits.device) and params.top_p is None
-                  and params.top_k is None)
+    use_kernel = use_kernels and params.top_p is None and params.top_k is None
     for first, last, temperature in _runs(temperatures):
         rows = slice(first * width, last * width)
         if use_kernel:
@@ -264,12 +273,3 @@ def _runs(temperatures: tuple[float, ...]) -> list[tuple[int, int, float]]:
         else:
             runs.append((row, row + 1, temperature))
     return runs
-
-
-def choose_top(block: torch.Tensor, tokens: torch.Tensor, scores: torch.Tensor, quota: torch.Tensor,
-               mask_token_id: int) -> None:
-    """Reveal each row's `quota` best-scored positions (-inf: not revealable) in place: the Triton kernel on
-    CUDA, its torch reference elsewhere."""
-    choose = reveal_by_confidence if block.is_cuda and triton_available(block.device) else \
-        reference_reveal_by_confidence
-    choose(block, tokens, scores, quota, None, mask_token_id)
