@@ -116,7 +116,9 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
     x = canvas.clone()
     cache = KVCache.allocate(model.config, x.shape[0], x.shape[1], x.device, model.lm_head.weight.dtype)
     trace = BlockwiseTrace(x, cache_bytes=cache.num_bytes)
+    # Made once: a small tensor built from a list inside the loop would be a host-to-device copy every pass.
     suppressed = torch.tensor(suppressed_token_ids, dtype=torch.long, device=x.device)
+    fillers = torch.tensor(pad_tail.token_ids if pad_tail else (), dtype=torch.long, device=x.device)
     flags = DoneFlags(x.device)
     revealed_per_pass: list[torch.Tensor] = []
     passes_since_refresh, revealed_since_refresh = 0, 0
@@ -145,7 +147,8 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                 passes_since_refresh = 1 if refresh else passes_since_refresh + 1
                 before = (x[:, span_start:span_end] == mask_token_id).sum()
                 reveal_block(model, x, hidden, block.start, block.end, span_end, mask_token_id, params, reveal_bar,
-                             step, block.steps, times, temperatures, generator, suppressed, pad_tail, use_kernels)
+                             step, block.steps, times, temperatures, generator, suppressed, pad_tail, fillers,
+                             use_kernels)
                 revealed = before - (x[:, span_start:span_end] == mask_token_id).sum()
                 revealed_per_pass.append(revealed)
                 if policy.refresh == "revealed":
@@ -173,7 +176,8 @@ def check_fast_params(params: SamplingParams) -> None:
 def reveal_block(model: CodaModel, x: torch.Tensor, hidden: torch.Tensor, start: int, end: int, span_end: int,
                  mask_token_id: int, params: SamplingParams, reveal_bar: float | None, step: int, steps: int,
                  times: torch.Tensor, temperatures: tuple[float, ...], generator: torch.Generator | None,
-                 suppressed: torch.Tensor, pad_tail: PadTail | None, use_kernels: bool) -> None:
+                 suppressed: torch.Tensor, pad_tail: PadTail | None, fillers: torch.Tensor,
+                 use_kernels: bool) -> None:
     """One denoising step of block x[:, start:end], in place, from the (B, end - start, hidden) states that score
     its positions. Every position of the block is scored, so shapes never depend on how many masks are left.
 
@@ -187,7 +191,7 @@ def reveal_block(model: CodaModel, x: torch.Tensor, hidden: torch.Tensor, start:
         logits[..., suppressed] = torch.finfo(logits.dtype).min
     revealable = is_masked
     if pad_tail is not None:
-        tail = block_tail(x, is_masked, logits, start, end, span_end, pad_tail, last=step == steps - 1)
+        tail = block_tail(x, is_masked, logits, start, end, span_end, pad_tail, fillers, last=step == steps - 1)
         revealable = is_masked & ~tail
     scores, probabilities, tokens = block_confidence(logits, params, temperatures, generator, step, use_kernels)
     remaining = is_masked.sum(dim=1)  # (B,): the quota counts every mask, a held-back tail included
@@ -206,14 +210,13 @@ def reveal_block(model: CodaModel, x: torch.Tensor, hidden: torch.Tensor, start:
 
 
 def block_tail(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, start: int, end: int, span_end: int,
-               pad_tail: PadTail, last: bool) -> torch.Tensor:
+               pad_tail: PadTail, fillers: torch.Tensor, last: bool) -> torch.Tensor:
     """generate.settle_tail for one block of a span decoded left to right (every later block is still masked).
 
     (B, b) bool: the block's tail, which starts at the first mask after the block's last written token that the
     model expects to be a filler. Fillers are forbidden before it (in `logits`, in place). Once nothing but the
     tail is left in the block, or at the block's last step, the tail and every later block of the span are
     written as fill: text cannot follow a pad."""
-    fillers = torch.tensor(pad_tail.token_ids, dtype=torch.long, device=x.device)
     filler_probability = (logits[..., fillers].logsumexp(dim=-1) - logits.logsumexp(dim=-1)).exp()
     block = x[:, start:end]
     after_text = (~is_masked).flip(1).cumsum(dim=1).flip(1) == 0
