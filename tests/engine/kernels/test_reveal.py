@@ -43,6 +43,9 @@ def test_the_rule_on_hand_made_rows(reveal) -> None:
     assert one_row([NEG_INF] * 3, 2, 0.1, reveal) == ([m] * 3, False), "nothing revealable, nothing revealed"
     assert one_row([0.3, float("nan")], 2, None, reveal) == ([100, m], False), "NaN is not revealable"
     assert one_row([0.3, 0.1], 2, None, reveal) == ([100, 101], True)
+    negative = [-2.5, -0.0, 0.0, -0.25, float("inf")]  # negative entropies, signed zeros, +inf
+    assert one_row(negative, 3, None, reveal) == ([m, 101, 102, m, 104], False), "-0.0 ties 0.0: lower column"
+    assert one_row(negative, 1, -0.3, reveal) == ([m, 101, 102, 103, 104], False)
 
 
 def random_case(num_rows: int, row_length: int, seed: int) -> dict:
@@ -54,7 +57,8 @@ def random_case(num_rows: int, row_length: int, seed: int) -> dict:
     wide = torch.randint(0, 5, (num_rows, row_length + 7), generator=generator)
     canvas = wide[:, 3:3 + row_length]
     canvas[torch.rand(num_rows, row_length, generator=generator) < 0.6] = MASK
-    confidence = torch.rand(num_rows, row_length, generator=generator).round(decimals=1)  # many ties
+    # In [-1, 1) to one decimal: many ties, negative values (entropy scores) and signed zeros.
+    confidence = (torch.rand(num_rows, row_length, generator=generator) * 2 - 1).round(decimals=1)
     confidence[canvas != MASK] = NEG_INF
     confidence[0] = NEG_INF
     quota = torch.randint(0, 6, (num_rows,), generator=generator, dtype=torch.int32)
