@@ -16,6 +16,10 @@ only when a tile holds a new maximum (a branch taken a few times per row), so th
 about 16 instructions per element in sm_90 SASS. 132 SMs issue those for ~4.2 TB/s of bf16: above an H100's
 3.35 TB/s (bandwidth-bound), at the edge of an H200's 4.8. Sampling adds a quarter of a Philox call and two logs
 per element, ~47 instructions: compute-bound, near a third of the bandwidth.
+
+Accuracy, against the float64 reference below: probabilities and margins within 1e-6 absolute + 1e-5 relative,
+negative entropy within 1e-5 absolute + 1e-5 relative (measured ~1e-7 relative over 151936 bf16 columns, where
+torch's own fp32 softmax is off by ~1e-5); tokens identical at T = 0, ties included.
 """
 
 from __future__ import annotations
