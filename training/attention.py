@@ -20,7 +20,9 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh, PartitionSpec as P
+
+from coda_training.sharding import BATCH_AXES
 
 Array = jax.Array
 AttentionKind = Literal["auto", "einsum", "blockwise", "splash", "cudnn"]
@@ -47,15 +49,16 @@ def resolve_kind(kind: AttentionKind, compute_dtype: str, platform: str | None =
 
 
 def attend(q: Array, k: Array, v: Array, segment_ids: Array | None, kind: AttentionKind = "auto",
-           block_size: int = 512, compute_dtype: str = "float32") -> Array:
-    """softmax(q k^T / sqrt(H)) v within each segment, by the implementation `kind` resolves to."""
+           block_size: int = 512, compute_dtype: str = "float32", mesh: Mesh | None = None) -> Array:
+    """softmax(q k^T / sqrt(H)) v within each segment, by the implementation `kind` resolves to; `mesh` is
+    where the batch is split (splash runs under shard_map on it)."""
     resolved = resolve_kind(kind, compute_dtype)
     if resolved == "einsum":
         return einsum_attention(q, k, v, segment_ids)
     if resolved == "blockwise":
         return blockwise_attention(q, k, v, segment_ids, block_size, block_size)
     if resolved == "splash":
-        return splash_attention(q, k, v, segment_ids, block_size)
+        return splash_attention(q, k, v, segment_ids, block_size, mesh=mesh)
     return fused_attention(q, k, v, segment_ids, implementation="cudnn")
 
 
@@ -207,9 +210,9 @@ def splash_block(seq_len: int, block_size: int) -> tuple[int, int]:
 
 
 def splash_attention(q: Array, k: Array, v: Array, segment_ids: Array | None, block_size: int = 512,
-                     interpret: bool = False) -> Array:
-    """The Pallas splash kernel, vmapped over the batch; inside a mesh context (jax.set_mesh) it runs under
-    shard_map with the batch split like the activations, since XLA cannot partition a Mosaic call itself."""
+                     interpret: bool = False, mesh: Mesh | None = None) -> Array:
+    """The Pallas splash kernel, vmapped over the batch; with a mesh it runs under shard_map with the batch
+    split like the activations, since XLA cannot partition a Mosaic call itself."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernels
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
 
@@ -229,10 +232,8 @@ def splash_attention(q: Array, k: Array, v: Array, segment_ids: Array | None, bl
         return jax.vmap(lambda q1, k1, v1, s1: kernel(q1, k1, v1, segment_ids=kernels.SegmentIds(q=s1, kv=s1)))(
             q_b, k_b, v_b, seg_b)
 
-    mesh = jax.sharding.get_abstract_mesh()
-    if not mesh.empty:
-        batch_axes = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names)
-        spec4, spec2 = P(batch_axes, None, None, None), P(batch_axes, None)
+    if mesh is not None:
+        spec4, spec2 = P(BATCH_AXES, None, None, None), P(BATCH_AXES, None)
         per_batch = jax.shard_map(per_batch, mesh=mesh, in_specs=(spec4, spec4, spec4, spec2), out_specs=spec4,
                                   check_vma=False)
     out = per_batch(q_t, k_t, v_t, seg)

@@ -1,4 +1,4 @@
-"""coda-train {tokenize, pretrain, midtrain, sft, export, eval-loss}: argument parsing only, logic elsewhere.
+"""coda-train {tokenize, pretrain, midtrain, sft, plan, export, eval-loss}: argument parsing only, logic elsewhere.
 
 Config overrides follow the preset as `--section.key=value` (or `section.key=value`). Bad input ends with a
 one-line `coda-train: error: ...` on stderr and exit status 2; a NaN stop is reported the same way.
@@ -19,6 +19,7 @@ from pathlib import Path
 from coda_training.errors import TrainingError
 
 STAGES = ("pretrain", "midtrain", "sft")
+CHIP_NAMES = ("v4", "v5e", "h100", "h200")  # keys of coda_training.plan.CHIPS (imported lazily: it loads jax)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +43,18 @@ def _parser() -> argparse.ArgumentParser:
         run = sub.add_parser(stage, help=f"run the {stage} stage")
         run.add_argument("--config", required=True, help="preset name (tiny, 1p7b) or a YAML file")
         run.add_argument("--distributed", action="store_true", help="multi-host: jax.distributed.initialize()")
+
+    plan = sub.add_parser("plan", help="per-device memory of a training config, compiled on abstract inputs")
+    plan.add_argument("--config", required=True, help="preset name (tiny, 1p7b) or a YAML file")
+    plan.add_argument("--stage", choices=STAGES, default="pretrain", help="stage the preset name belongs to")
+    plan.add_argument("--devices", type=int, default=None,
+                      help="plan for a mesh of this many devices, simulated by fake CPU devices (default: this "
+                           "machine's own devices)")
+    plan.add_argument("--chip", choices=sorted(CHIP_NAMES), default="v4", help="device whose memory to fit")
+    plan.add_argument("--hbm", type=int, default=None, help="per-device bytes to fit instead of --chip")
+    plan.add_argument("--no-compile", action="store_true", help="analytic estimate only (no XLA compile)")
+    plan.add_argument("--max-rows", action="store_true",
+                      help="also search the most sequences per device (grad_accum 1) that fit, by compiling")
 
     exp = sub.add_parser("export", help="a run's checkpoint -> HF CoDA folder")
     exp.add_argument("--run-dir", required=True, help="the run to export (its config.yaml and checkpoints/)")
@@ -90,6 +103,40 @@ def _train(stage: str, args: argparse.Namespace, extra: list[str]) -> None:
     summary = train(cfg)
     print(f"{stage} done: {summary.final_step} steps, loss {summary.last_loss:.4f}, {summary.elapsed_s:.1f}s, "
           f"checkpoints in {cfg.run_dir}/checkpoints", file=sys.stderr)
+
+
+def _plan(args: argparse.Namespace, extra: list[str]) -> None:
+    import os
+
+    from coda_training.config import load_config
+
+    cfg = load_config(args.stage, args.config, _overrides(extra))
+    if args.devices is not None:
+        if args.devices < 1:
+            raise TrainingError("--devices must be at least 1")
+        if "jax" not in sys.modules:  # XLA reads its flags once, when jax loads
+            os.environ["JAX_PLATFORMS"] = "cpu"
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                       f" --xla_force_host_platform_device_count={args.devices}").strip()
+    import jax
+
+    from coda_training import plan as plan_lib
+
+    devices = jax.devices()
+    if args.devices is not None:
+        if len(devices) < args.devices:
+            raise TrainingError(f"jax already started with {len(devices)} devices; cannot plan for {args.devices}")
+        devices = devices[:args.devices]
+    chip = plan_lib.CHIPS[args.chip]
+    if args.hbm is not None:
+        chip = plan_lib.Chip(f"--hbm {args.hbm}", args.hbm, "command line")
+    result, _ = plan_lib.plan(cfg, devices, compile=not args.no_compile)
+    print(plan_lib.format_plan(cfg, result, chip))
+    if args.max_rows:
+        rows, measured = plan_lib.largest_rows_per_device(cfg, devices, chip.usable_bytes)
+        tried = ", ".join(f"{r}: {plan_lib.gib(b)}" for r, b in measured)
+        print(f"\nlargest micro-batch that fits {chip.name}: {rows} x {cfg.data.seq_len} tokens per device "
+              f"(compiled GiB by rows: {tried})")
 
 
 def _export(args: argparse.Namespace, extra: list[str]) -> None:
@@ -146,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             _tokenize(args)
         elif args.command in STAGES:
             _train(args.command, args, extra)
+        elif args.command == "plan":
+            _plan(args, extra)
         elif args.command == "export":
             _export(args, extra)
         else:

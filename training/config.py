@@ -38,7 +38,7 @@ class ModelConfig:
     # auto: splash on TPU, cuDNN on GPU (bf16), blockwise elsewhere; einsum is the O(L^2) reference (attention.py)
     attention: Literal["auto", "einsum", "blockwise", "splash", "cudnn"] = "auto"
     attention_block: int = 512  # query and key block of blockwise / splash attention (splash rounds to 128s)
-    loss_chunk: int = 1024  # tokens per cross-entropy chunk, so [tokens, V] logits never exist; 0 = all at once
+    loss_chunk: int = 1024  # positions per cross-entropy chunk: [B, chunk, V] logits at a time; 0 = all of L at once
     scan_layers: bool = True  # one compiled block under lax.scan; False unrolls a Python loop (compile grows)
 
 
@@ -118,6 +118,14 @@ class MeshConfig:
 
 
 @dataclass
+class MemoryConfig:
+    """The check every training command runs on the compiled step before the first batch (plan.py)."""
+
+    check: bool = True  # refuse a step whose compiled per-device memory exceeds the budget below
+    hbm_bytes: int = 0  # per-device budget in bytes; 0 = the device's own limit (CPU: MemAvailable / devices)
+
+
+@dataclass
 class Config:
     """One training run of one stage."""
 
@@ -135,6 +143,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
 
 # The fields that decide tensor shapes; dtype and init settings may change between stages.
@@ -286,6 +295,7 @@ def validate(cfg: Config) -> None:
         (d.batch_size > 0 and d.grad_accum > 0 and d.batch_size % d.grad_accum == 0,
          f"data.batch_size ({d.batch_size}) must be a positive multiple of data.grad_accum ({d.grad_accum})"),
         (cfg.num_steps > 0, f"num_steps must be positive, got {cfg.num_steps}"),
+        (cfg.memory.hbm_bytes >= 0, "memory.hbm_bytes must be non-negative"),
         (cfg.log_every > 0 and cfg.checkpoint.every > 0 and cfg.checkpoint.keep > 0,
          "log_every, checkpoint.every and checkpoint.keep must be positive"),
         (0 < cfg.masking.eps < 1, f"masking.eps must be in (0, 1), got {cfg.masking.eps}"),

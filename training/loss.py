@@ -5,8 +5,9 @@ masked. The caller divides by B x L (the full batch, not the masked count), as C
 lets gradient accumulation add numerators across micro-batches and divide once.
 
 `masked_diffusion_loss` takes full [B, L, V] logits (the reference); `chunked_masked_diffusion_loss` takes the
-final hidden states and the lm_head and scores a chunk of tokens at a time under jax.checkpoint, so neither the
-forward nor the backward pass holds more than [chunk, V] logits (MaxText's vocabulary tiling over tokens).
+final hidden states and the lm_head and scores a chunk of positions at a time under jax.checkpoint, so neither
+the forward nor the backward pass holds more than [B, chunk, V] logits (MaxText's vocabulary tiling, over the
+sequence).
 """
 
 from __future__ import annotations
@@ -49,32 +50,33 @@ def masked_diffusion_loss(logits: Array, target_ids: Array, is_masked: Array, t:
 
 
 def chunked_masked_diffusion_loss(hidden: Array, head_kernel: Array, target_ids: Array, is_masked: Array, t: Array,
-                                  segment_ids: Array, chunk_tokens: int) -> LossParts:
+                                  segment_ids: Array, chunk_len: int) -> LossParts:
     """hidden [B, L, D] in the compute dtype, head_kernel [D, V] fp32 (cast per chunk, as the lm_head does),
-    target_ids/is_masked/segment_ids [B, L], t [B]. Equals masked_diffusion_loss(lm_head(hidden), ...)."""
-    b, l, d = hidden.shape
+    target_ids/is_masked/segment_ids [B, L], t [B]. Equals masked_diffusion_loss(lm_head(hidden), ...).
+
+    Chunks cut the sequence, not the batch: the batch axis stays whole inside each chunk, so it stays sharded
+    over the mesh the way the activations are (a flattened token axis would put the scan on a sharded axis).
+    """
+    b, l, _ = hidden.shape
     targets, valid = _targets_and_validity(target_ids, is_masked, segment_ids)
-    num_tokens = b * (l - 1)
-    chunk = min(chunk_tokens, num_tokens)
-    padded = -(-num_tokens // chunk) * chunk  # padding tokens are invalid, with t = 1: they add exactly 0
+    chunk = min(chunk_len, l - 1)
+    padded = -(-(l - 1) // chunk) * chunk  # padding positions are invalid: they add exactly 0
 
-    def flat(x: Array, fill: float | int | bool) -> Array:
-        x = x.reshape(num_tokens, *x.shape[2:])
-        x = jnp.pad(x, [(0, padded - num_tokens)] + [(0, 0)] * (x.ndim - 1), constant_values=fill)
-        return x.reshape(padded // chunk, chunk, *x.shape[1:])
-
-    per_token_t = jnp.broadcast_to(t[:, None], (b, l - 1))
-    chunks = (flat(hidden[:, :-1], 0), flat(targets, 0), flat(valid, False), flat(per_token_t, 1.0))
+    def chunked(x: Array) -> Array:
+        """[B, L-1, ...] -> [num_chunks, B, chunk, ...]."""
+        x = jnp.pad(x, [(0, 0), (0, padded - (l - 1))] + [(0, 0)] * (x.ndim - 2))
+        return jnp.moveaxis(x.reshape(b, padded // chunk, chunk, *x.shape[2:]), 1, 0)
 
     def chunk_sums(sums: tuple[Array, Array], xs: tuple) -> tuple[tuple[Array, Array], None]:
-        h, tgt, ok, t_tok = xs
+        h, tgt, ok = xs
         # The cast sits inside the chunk so the head's gradient accumulates across chunks in fp32.
-        logits = (h @ head_kernel.astype(h.dtype)).astype(jnp.float32)  # [chunk, V], freed after the chunk
-        target_logit = jnp.take_along_axis(logits, tgt[:, None], axis=-1)[:, 0]
+        logits = (h @ head_kernel.astype(h.dtype)).astype(jnp.float32)  # [B, chunk, V], freed after the chunk
+        target_logit = jnp.take_along_axis(logits, tgt[..., None], axis=-1)[..., 0]
         nll = jnp.where(ok, jax.nn.logsumexp(logits, axis=-1) - target_logit, 0.0)
-        return (sums[0] + jnp.sum(nll / t_tok), sums[1] + jnp.sum(nll)), None
+        return (sums[0] + jnp.sum(nll / t[:, None]), sums[1] + jnp.sum(nll)), None
 
     zero = jnp.zeros((), jnp.float32)
     # Checkpointed body: the backward pass recomputes each chunk's logits instead of saving them.
-    (weighted, nll_sum), _ = jax.lax.scan(jax.checkpoint(chunk_sums, prevent_cse=False), (zero, zero), chunks)
+    (weighted, nll_sum), _ = jax.lax.scan(jax.checkpoint(chunk_sums, prevent_cse=False), (zero, zero),
+                                          (chunked(hidden[:, :-1]), chunked(targets), chunked(valid)))
     return LossParts(weighted_nll_sum=weighted, num_masked=jnp.sum(valid, dtype=jnp.int32), nll_sum=nll_sum)

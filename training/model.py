@@ -9,9 +9,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import Mesh
 
 from coda_training.attention import attend
 from coda_training.config import ModelConfig
+from coda_training.sharding import rows_sharded
 
 Array = jax.Array
 
@@ -73,13 +75,13 @@ class Attention(nnx.Module):
         self.k_norm = RMSNorm(h, cfg.rms_norm_eps)
         self.kind, self.block_size, self.compute_dtype = cfg.attention, cfg.attention_block, cfg.compute_dtype
 
-    def __call__(self, x: Array, cos: Array, sin: Array, segment_ids: Array | None) -> Array:
+    def __call__(self, x: Array, cos: Array, sin: Array, segment_ids: Array | None, mesh: Mesh | None) -> Array:
         b, l, _ = x.shape
         h = self.head_dim
         q = apply_rope(self.q_norm(self.q_proj(x).reshape(b, l, self.num_heads, h)), cos, sin)
         k = apply_rope(self.k_norm(self.k_proj(x).reshape(b, l, self.num_kv_heads, h)), cos, sin)
         v = self.v_proj(x).reshape(b, l, self.num_kv_heads, h)
-        out = attend(q, k, v, segment_ids, self.kind, self.block_size, self.compute_dtype)
+        out = attend(q, k, v, segment_ids, self.kind, self.block_size, self.compute_dtype, mesh)
         return self.o_proj(out.reshape(b, l, self.num_heads * h))
 
 
@@ -105,8 +107,8 @@ class Block(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x: Array, cos: Array, sin: Array, segment_ids: Array | None) -> Array:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, segment_ids)
+    def __call__(self, x: Array, cos: Array, sin: Array, segment_ids: Array | None, mesh: Mesh | None) -> Array:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, segment_ids, mesh)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -121,26 +123,35 @@ class Model(nnx.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, cfg.init_std, rngs)  # untied, as in CoDA
 
-    def __call__(self, input_ids: Array, segment_ids: Array | None = None) -> Array:
-        return self.lm_head(self.hidden_states(input_ids, segment_ids)).astype(jnp.float32)
+    def __call__(self, input_ids: Array, segment_ids: Array | None = None, mesh: Mesh | None = None) -> Array:
+        return self.lm_head(self.hidden_states(input_ids, segment_ids, mesh)).astype(jnp.float32)
 
-    def hidden_states(self, input_ids: Array, segment_ids: Array | None = None) -> Array:
+    def hidden_states(self, input_ids: Array, segment_ids: Array | None = None, mesh: Mesh | None = None) -> Array:
         """The normed final hidden states [B, L, D] in the compute dtype: what the lm_head (or the chunked
-        loss, which never builds all logits at once) multiplies."""
+        loss, which never builds all logits at once) multiplies.
+
+        With a mesh, the residual stream is pinned to the batch split at every layer boundary: under FSDP the
+        weights are sharded on D too, and without the pin XLA may keep activations replicated and gather the
+        batch instead of the weights (research/jax-scale.md section 5: 76 vs 19 GiB on 8 CPU devices).
+        """
         dtype = jnp.dtype(self.cfg.compute_dtype)
         x = jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(dtype)  # [B, L, D]
+        x = rows_sharded(x, mesh)
         cos, sin = rope_tables(input_ids.shape[1], self.cfg.head_dim, self.cfg.rope_theta)
         # Packed documents: a token attends only within its segment. Positions stay 0..L-1 for the whole
         # row; RoPE scores depend only on relative offsets, so a per-document restart would change nothing.
         if self.cfg.scan_layers:
-            x = self._scan_layers(x, cos, sin, segment_ids)
+            x = self._scan_layers(x, cos, sin, segment_ids, mesh)
         else:
-            run_block = nnx.remat(_run_block) if self.cfg.remat else _run_block
+            def run_block(block: Block, h: Array) -> Array:
+                return rows_sharded(block(h, cos, sin, segment_ids, mesh), mesh)
+
+            run = nnx.remat(run_block) if self.cfg.remat else run_block
             for block in self.layers:
-                x = run_block(block, x, cos, sin, segment_ids)
+                x = run(block, x)
         return self.norm(x)
 
-    def _scan_layers(self, x: Array, cos: Array, sin: Array, segment_ids: Array | None) -> Array:
+    def _scan_layers(self, x: Array, cos: Array, sin: Array, segment_ids: Array | None, mesh: Mesh | None) -> Array:
         """One compiled block applied num_layers times by lax.scan, so compile time does not grow with depth.
 
         Weights stay stored per layer (the HF names, in checkpoints and exports); the step stacks them here,
@@ -152,17 +163,13 @@ class Model(nnx.Module):
                                *[nnx.state(block) for block in self.layers])
 
         def body(h: Array, block_state: nnx.State) -> tuple[Array, None]:
-            return nnx.merge(block_def, block_state)(h, cos, sin, segment_ids), None
+            out = nnx.merge(block_def, block_state)(h, cos, sin, segment_ids, mesh)
+            return rows_sharded(out, mesh), None
 
         # prevent_cse is only needed outside loops (jax.checkpoint docs); inside scan it blocks fusions.
         step = jax.checkpoint(body, prevent_cse=False) if self.cfg.remat else body
         x, _ = jax.lax.scan(step, x, stacked)
         return x
-
-
-def _run_block(block: Block, x: Array, cos: Array, sin: Array, segment_ids: Array | None) -> Array:
-    """A free function taking the block as an argument, the form nnx.remat lifts."""
-    return block(x, cos, sin, segment_ids)
 
 
 def abstract_model(cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
@@ -212,12 +219,12 @@ def bind(graphdef: nnx.GraphDef, abstract_state: nnx.State, params: dict[str, Ar
 
 
 def forward(graphdef: nnx.GraphDef, abstract_state: nnx.State, params: dict[str, Array], input_ids: Array,
-            segment_ids: Array | None = None) -> Array:
+            segment_ids: Array | None = None, mesh: Mesh | None = None) -> Array:
     """Pure-function form of Model.__call__ for jax.jit and jax.grad."""
-    return bind(graphdef, abstract_state, params)(input_ids, segment_ids)
+    return bind(graphdef, abstract_state, params)(input_ids, segment_ids, mesh)
 
 
 def forward_hidden(graphdef: nnx.GraphDef, abstract_state: nnx.State, params: dict[str, Array], input_ids: Array,
-                   segment_ids: Array | None = None) -> Array:
+                   segment_ids: Array | None = None, mesh: Mesh | None = None) -> Array:
     """Pure-function form of Model.hidden_states: [B, L, D] before the lm_head."""
-    return bind(graphdef, abstract_state, params).hidden_states(input_ids, segment_ids)
+    return bind(graphdef, abstract_state, params).hidden_states(input_ids, segment_ids, mesh)

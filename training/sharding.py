@@ -137,3 +137,10 @@ def place(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
     pure function of the step; each device copies out only its own slice, which is correct for any mesh
     layout over any number of hosts."""
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def rows_sharded(x: jax.Array, mesh: Mesh | None) -> jax.Array:
+    """Pin an activation [B, ...] to the batch split (data x fsdp on B, the rest whole); no-op without a mesh."""
+    if mesh is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(BATCH_AXES, *[None] * (x.ndim - 1))))

@@ -117,10 +117,11 @@ def micro_loss_parts(ctx: StepContext, params: Params, micro: Batch) -> LossPart
     chunk = ctx.cfg.model.loss_chunk
     if chunk:
         hidden = model_lib.forward_hidden(ctx.graphdef, ctx.abstract_state, params, micro["input_ids"],
-                                          micro["segment_ids"])
+                                          micro["segment_ids"], ctx.mesh)
         return chunked_masked_diffusion_loss(hidden, params["lm_head.kernel"], micro["target_ids"],
                                              micro["is_masked"], micro["t"], micro["segment_ids"], chunk)
-    logits = model_lib.forward(ctx.graphdef, ctx.abstract_state, params, micro["input_ids"], micro["segment_ids"])
+    logits = model_lib.forward(ctx.graphdef, ctx.abstract_state, params, micro["input_ids"], micro["segment_ids"],
+                               ctx.mesh)
     return masked_diffusion_loss(logits, micro["target_ids"], micro["is_masked"], micro["t"], micro["segment_ids"])
 
 

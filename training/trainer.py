@@ -23,9 +23,10 @@ from coda_training.data.tokenizer import load_tokenizer
 from coda_training.errors import TrainingError
 from coda_training.optim import lr_schedule
 from coda_training.perf import measure_matmul_peak, train_flops_per_token
+from coda_training.plan import checked_step, describe_failure
 from coda_training.sharding import check_batch, make_mesh, place
 from coda_training.train_step import (StepContext, TrainState, abstract_params, abstract_train_state, build_context,
-                                      make_eval_loss, make_train_step, param_shapes, place_state, random_params)
+                                      make_eval_loss, param_shapes, place_state, random_params)
 
 
 @dataclass(frozen=True)
@@ -151,13 +152,18 @@ def train(cfg: Config, stream: TextIO | None = None) -> RunSummary:
     ctx = build_context(cfg, mesh)
     run_dir = Path(cfg.run_dir)
     check_resume_or_init(cfg, run_dir)
+    # The step is compiled (and its memory checked) before the weights exist, so a plan that cannot fit
+    # stops in seconds with the override to try, not after loading gigabytes.
+    step_fn = checked_step(cfg, ctx)
     ckpts = Checkpoints(run_dir, cfg)  # creates run_dir: only now that every input has passed
     if jax.process_index() == 0:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
 
-    state = initial_state(ctx, cfg, ckpts)
+    try:
+        state = initial_state(ctx, cfg, ckpts)
+    except jax.errors.JaxRuntimeError as exc:
+        raise TrainingError(describe_failure(cfg, dict(mesh.shape), exc, "placing the initial state")) from None
     start = int(state["step"])
-    step_fn = make_train_step(ctx)
     schedule = MaskingSchedule(cfg.masking, cfg.num_steps)
     peak = (cfg.peak_flops or measure_matmul_peak(cfg.model.compute_dtype)) * len(mesh.devices.flat)
     progress = Progress(cfg, run_dir / "metrics.jsonl", stream or sys.stderr, peak, start)
@@ -167,9 +173,16 @@ def train(cfg: Config, stream: TextIO | None = None) -> RunSummary:
             batch = batch_at(tokens, cfg.data.seed, step, cfg.data.batch_size, cfg.data.grad_accum,
                              cfg.data.eos_token_id)
             batch = {k: place(v, ctx.batch_sharding) for k, v in batch.items()}
-            state, metrics = step_fn(state, batch, schedule.rates(step))
-            # One host sync per step: a NaN must be caught before the state that follows it is saved.
-            host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            rates = jax.device_put(schedule.rates(step), ctx.replicated)
+            try:
+                state, metrics = step_fn(state, batch, rates)
+                # One host sync per step: a NaN must be caught before the state that follows it is saved.
+                host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            except jax.errors.JaxRuntimeError as exc:
+                ckpts.wait()
+                reason = describe_failure(cfg, dict(mesh.shape), exc, f"in step {step + 1}")
+                raise TrainingError(f"{reason}. The last good checkpoint is step {ckpts.latest_step()} in "
+                                    f"{ckpts.directory}") from None
             loss, done = host["loss"], step + 1
             if not (math.isfinite(loss) and math.isfinite(host["grad_norm"])):
                 ckpts.wait()

@@ -91,11 +91,10 @@ def test_splash_kernel_in_interpret_mode_under_a_sharded_batch() -> None:
     """The TPU Pallas kernel itself, run by Pallas's interpreter on CPU, under shard_map over a 2-device fsdp mesh;
     L = 200 is padded to two 128-blocks."""
     q, k, v, segments = inputs(2, 200, "float32")
-    splash = lambda q, k, v, s: attention.splash_attention(q, k, v, s, 128, interpret=True)  # noqa: E731
     mesh = make_mesh(MeshConfig(1, 2, 1), jax.devices()[:2])
-    with jax.set_mesh(mesh):
-        out = jax.jit(splash)(q, k, v, segments)
-        grads = loss_grads(splash, q, k, v, segments)
+    splash = lambda q, k, v, s: attention.splash_attention(q, k, v, s, 128, interpret=True, mesh=mesh)  # noqa: E731
+    out = jax.jit(splash)(q, k, v, segments)
+    grads = loss_grads(splash, q, k, v, segments)
     assert_close(out, attention.einsum_attention(q, k, v, segments), "float32")
     for ours, ref in zip(grads, loss_grads(attention.einsum_attention, q, k, v, segments)):
         assert_close(ours, ref, "float32")

@@ -74,7 +74,7 @@ def loss_inputs(dtype: str) -> tuple:
 
 
 @pytest.mark.parametrize("dtype, rtol", [("float32", 1e-5), ("bfloat16", 2e-2)])
-@pytest.mark.parametrize("chunk", [1, 7, 30, 4096])  # 30 tokens: one token, uneven chunks, exact, one chunk
+@pytest.mark.parametrize("chunk", [1, 3, 5, 4096])  # 10 shifted positions: one each, uneven, exact, one chunk
 def test_chunked_loss_equals_full_logits_in_value_and_gradient(dtype: str, rtol: float, chunk: int) -> None:
     hidden, head, targets, is_masked, t, segments = loss_inputs(dtype)
 
@@ -96,8 +96,8 @@ def test_chunked_loss_equals_full_logits_in_value_and_gradient(dtype: str, rtol:
 
 
 def test_chunked_loss_holds_one_chunk_of_logits() -> None:
-    """XLA's buffer plan for value-and-grad with 4096 tokens x 8192 vocab: the full loss needs the [tokens, V]
-    fp32 logits (128 MiB); 256-token chunks keep the temporaries well under a quarter of that."""
+    """XLA's buffer plan for value-and-grad with 4096 positions x 8192 vocab: the full loss needs the [L, V] fp32
+    logits (128 MiB); 256-position chunks keep the temporaries well under a quarter of that."""
     tokens, width, vocab = 4096, 64, 8192
     shapes = (jax.ShapeDtypeStruct((1, tokens, width), jnp.float32), jax.ShapeDtypeStruct((width, vocab), jnp.float32))
     ints = jnp.zeros((1, tokens), jnp.int32)

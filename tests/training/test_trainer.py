@@ -19,6 +19,7 @@ from coda_training.config import load_config
 from coda_training.data.tokenize import TokenizeOptions, tokenize
 from coda_training.data.tokenizer import load_tokenizer
 from coda_training.errors import TrainingError
+from coda_training.cli import main
 from coda_training.trainer import context_for, initial_state, load_run_params, train
 from tests.training.conftest import SMALL_MODEL, write_word_tokenizer
 
@@ -126,3 +127,46 @@ def test_a_new_stage_starts_from_the_previous_stage_weights_with_a_fresh_optimiz
     want = final_params(first)
     for name, value in state["params"].items():
         np.testing.assert_array_equal(np.asarray(jax.device_get(value)), want[name])
+
+
+def test_a_step_that_cannot_fit_is_refused_before_anything_is_written(packed_data, tmp_path) -> None:
+    cfg = load_config("pretrain", "tiny", overrides(packed_data, tmp_path / "big", "num_steps=2",
+                                                    "optim.warmup_steps=1", "memory.hbm_bytes=100000"))
+    with pytest.raises(TrainingError) as info:
+        train(cfg)
+    message = str(info.value)
+    assert message.startswith("the train step needs ") and "per device, more than the 0.10 MiB available " \
+        "(memory.hbm_bytes); try " in message and message.endswith("(or --memory.check=false to run anyway)")
+    assert "\n" not in message and not (tmp_path / "big").exists()
+
+
+@pytest.fixture(scope="module")
+def long_rows(tmp_path_factory) -> Path:
+    """Packed data with one row of LONG tokens (rows repeat across the batch)."""
+    base = tmp_path_factory.mktemp("long")
+    write_word_tokenizer(base / "tok")
+    words = np.random.default_rng(0).integers(1, 125, LONG + 8)
+    (base / "corpus.txt").write_text(" ".join(f"w{i}" for i in words))
+    tokenize([base / "corpus.txt"], load_tokenizer(base / "tok"), base / "packed", TokenizeOptions())
+    return base
+
+
+LONG = 2**18
+
+
+def test_out_of_memory_in_a_step_is_one_line_and_keeps_the_last_checkpoint(packed_data, long_rows, tmp_path,
+                                                                            capsys) -> None:
+    """Resume a 2-step run on rows of 2^18 tokens with the einsum reference and the memory check off: its
+    [heads, L, L] fp32 scores are 1 TiB per device, an allocation XLA's CPU client refuses at once (so nothing is
+    touched and no OS OOM killer is involved)."""
+    run = tmp_path / "oom"
+    assert main(["pretrain", "--config", "tiny", *overrides(packed_data, run, "num_steps=2", "optim.warmup_steps=1")]) == 0
+    capsys.readouterr()
+    huge = overrides(long_rows, run, "num_steps=4", "optim.warmup_steps=1", f"data.seq_len={LONG}", f"model.max_position_embeddings={LONG}",
+                     "model.attention=einsum", "memory.check=false")
+    assert main(["pretrain", "--config", "tiny", *huge]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("coda-train: error: device memory ran out in step 3, wanted ")
+    assert "RESOURCE_EXHAUSTED" in err and "try --model.attention=auto" in err
+    assert f"last good checkpoint is step 2 in {run.resolve() / 'checkpoints'}" in err
+    assert Checkpoints(run, read_only=True).latest_step() == 2
