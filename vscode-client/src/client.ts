@@ -115,7 +115,8 @@ export class Controller implements vscode.Disposable {
             errorHandler: {
                 error: () => ({ action: ErrorAction.Shutdown, handled: true }),
                 closed: () => {
-                    if (this.client === client) {
+                    // a close while starting is start()'s to report
+                    if (this.client === client && started) {
                         void exited.then((failure) => this.fail(failure ?? new Error('coda-lsp stopped')));
                     }
                     return { action: CloseAction.DoNotRestart, handled: true };
@@ -127,6 +128,10 @@ export class Controller implements vscode.Disposable {
         this.client = client;
         try {
             await withTimeout(client.start(), INITIALIZE_TIMEOUT_MS, () => initializeTimeout(plan, INITIALIZE_TIMEOUT_MS));
+            // start() also resolves when the connection closes during initialize
+            if (!client.isRunning()) {
+                throw new Error('coda-lsp stopped while starting');
+            }
         } catch (error) {
             const failure = await Promise.race([exited, delay(EXIT_GRACE_MS)]);
             await this.stopClient();
