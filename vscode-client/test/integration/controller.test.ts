@@ -5,6 +5,9 @@
 import '../support/register';
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
 import { after, before, test } from 'node:test';
 
 import { Controller } from '../../src/client';
@@ -58,4 +61,54 @@ test('a coda-lsp that is not there: one message naming the setting; fixed and re
         await controller.toggleInlineCompletions();
         assert.equal(vscode.userSettings['inlineCompletions.enabled'], false);
         assert.match(item.text, /\(inline off\)$/);
+    });
+
+function freePort(): Promise<number> {
+    return new Promise((resolve) => {
+        const probe = net.createServer().listen(0, '127.0.0.1', () => {
+            const { port } = probe.address() as net.AddressInfo;
+            probe.close(() => resolve(port));
+        });
+    });
+}
+
+/** Whether something listens on `port`, read from /proc/net/tcp: `coda-lsp --tcp` serves one client and exits
+ * when it leaves, so a test connection would use it up. */
+function isListening(port: number): boolean {
+    const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+    return fs.readFileSync('/proc/net/tcp', 'utf8').split('\n')
+        .some((line) => line.trim().split(/\s+/)[1]?.endsWith(`:${hexPort}`) && line.trim().split(/\s+/)[3] === '0A');
+}
+
+test('coda.server.tcp: nobody listening names the setting; a running coda-lsp --tcp gets ready', { timeout: 120_000 },
+    async (context) => {
+        if (!fs.existsSync('/proc/net/tcp')) {
+            context.skip('reads listening ports from /proc/net/tcp (Linux)');
+            return;
+        }
+        await controller?.stopClient();
+        const port = await freePort();
+        for (const key of Object.keys(vscode.userSettings)) {
+            delete vscode.userSettings[key];
+        }
+        Object.assign(vscode.userSettings, { 'server.tcp': `127.0.0.1:${port}`, ...FAST_SETTINGS });
+        vscode.shownMessages.splice(0);
+        const bar = new StatusBar('coda.showLog');
+        const item = vscode.statusBarItems.at(-1)!;
+        controller = new Controller(vscode.window.createOutputChannel('CoDA'), bar);
+        await controller.start();
+        assert.equal(vscode.shownMessages.length, 1);
+        assert.match(vscode.shownMessages[0][1], /^No coda-lsp answers at 127\.0\.0\.1:\d+ \(ECONNREFUSED\).*coda\.server\.tcp\.$/);
+
+        const server = spawn(PYTHON, ['-m', 'coda_lsp', '--tcp', `127.0.0.1:${port}`, '--model', checkpoints.folder,
+            '--device', 'cpu', '--log-level', 'WARNING'], { stdio: 'ignore' });
+        try {
+            await until(() => isListening(port), 'coda-lsp --tcp to listen', 30_000);
+            await controller.restart();
+            await until(() => item.text.startsWith('$(check) CoDA'), 'the status bar to say ready');
+            assert.equal(vscode.shownMessages.length, 1);
+        } finally {
+            await controller.stopClient();
+            server.kill();
+        }
     });
