@@ -3,7 +3,6 @@ default and range, so a setting changed on one side and not the other fails here
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,8 @@ def _declared() -> dict[str, dict[str, Any]]:
 
 
 def _default(slice_name: str, field_name: str) -> Any:
-    slice_type = {field.name: field.type for field in dataclasses.fields(Settings)}[slice_name]
-    field = {field.name: field for field in dataclasses.fields(getattr(Settings(), slice_name))}[field_name]
-    value = field.default_factory() if field.default is dataclasses.MISSING else field.default  # type: ignore[misc]
-    assert slice_type, slice_name
+    """The dataclass default, as JSON would hold it (tuples become lists)."""
+    value = getattr(getattr(Settings(), slice_name), field_name)
     return list(value) if isinstance(value, tuple) else value
 
 
