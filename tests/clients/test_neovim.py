@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,17 +35,19 @@ def neovim_session(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Pa
     (work / "fill.py").write_text(FILL_TEXT)
     command = [sys.executable, "-m", "coda_lsp", "--model", str(tiny_checkpoint), "--device", "cpu",
                "--log-level", "WARNING"]
-    # What a user's init.lua holds: the config file on the runtimepath, the command, some settings, enable.
-    init = work / "init.lua"
-    init.write_text(f"vim.opt.runtimepath:prepend({json.dumps(str(ROOT / 'editors' / 'nvim'))})\n"
-                    f"vim.lsp.config('coda', {{ cmd = {_lua_list(command)}, settings = {{ coda = {FAST_SETTINGS} }} }})\n"
-                    "vim.lsp.enable('coda')\n")
+    # As the README says: the file in ~/.config/nvim/lsp/, and init.lua naming the command and enabling it.
+    config = work / "config" / "nvim"
+    (config / "lsp").mkdir(parents=True)
+    shutil.copyfile(ROOT / "editors" / "nvim" / "lsp" / "coda.lua", config / "lsp" / "coda.lua")
+    (config / "init.lua").write_text(
+        f"vim.lsp.config('coda', {{ cmd = {_lua_list(command)}, settings = {{ coda = {FAST_SETTINGS} }} }})\n"
+        "vim.lsp.enable('coda')\n")
     result = work / "result.json"
     env = {**os.environ, "CODA_NVIM_INLINE": str(work / "inline.py"), "CODA_NVIM_FILL": str(work / "fill.py"),
            "CODA_NVIM_RESULT": str(result), "XDG_CONFIG_HOME": str(work / "config"),
            "XDG_STATE_HOME": str(work / "state"), "XDG_DATA_HOME": str(work / "data")}
     # -n: no swap files; stdin closed: headless Neovim must not wait on the terminal
-    run = subprocess.run([str(NVIM), "--headless", "-n", "-u", str(init), "-c", f"luafile {DRIVER}"], env=env,
+    run = subprocess.run([str(NVIM), "--headless", "-n", "-c", f"luafile {DRIVER}"], env=env,
                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180, cwd=work)
     assert result.is_file(), f"nvim exited {run.returncode} without a result: {run.stderr[-2000:]}"
     seen = json.loads(result.read_text())
