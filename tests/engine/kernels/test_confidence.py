@@ -139,7 +139,7 @@ def test_gumbel_max_frequencies_follow_the_tempered_softmax() -> None:
     """
     temperature = 0.8
     logits = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0])
-    kernel_rows = logits.expand(48, -1).contiguous()
+    kernel_rows = logits.expand(24, -1).contiguous()
     kernel = confidence_stats(kernel_rows, temperature=temperature, seed=21, offset=0)
     reference = reference_confidence_stats(kernel_rows, temperature=temperature, seed=21, offset=0)
     assert torch.equal(kernel.token, reference.token)
@@ -158,11 +158,12 @@ def test_gumbel_max_frequencies_follow_the_tempered_softmax() -> None:
 
 
 def test_reference_uniform_is_uniform_on_the_unit_interval() -> None:
-    uniform = reference_uniform(3, torch.arange(200000))
+    num_draws = 50000
+    uniform = reference_uniform(3, torch.arange(num_draws))
     assert float(uniform.min()) >= 0.0 and float(uniform.max()) < 1.0
-    # Mean and variance of U(0, 1) within ~6 standard errors of 200000 draws.
-    assert abs(float(uniform.double().mean()) - 0.5) < 6 * (1 / 12) ** 0.5 / 200000**0.5
-    assert abs(float(uniform.double().var()) - 1 / 12) < 6 * 0.0745 / 200000**0.5
+    # Mean and variance of U(0, 1) within 6 standard errors (sd of U: sqrt(1/12); of (U - 1/2)^2: 0.0745).
+    assert abs(float(uniform.double().mean()) - 0.5) < 6 * (1 / 12) ** 0.5 / num_draws**0.5
+    assert abs(float(uniform.double().var()) - 1 / 12) < 6 * 0.0745 / num_draws**0.5
 
 
 @pytest.mark.parametrize(("make_logits", "kwargs", "message"), [
