@@ -288,9 +288,10 @@ def describe_failure(cfg: Config, mesh_sizes: dict[str, int], exc: Exception, wh
     return f"device memory ran out {when}{size} ({first}); try {hint}"
 
 
-def checked_step(cfg: Config, ctx):
+def checked_step(cfg: Config, ctx, stream=None):
     """The compiled train step, refused before any compute if its per-device memory exceeds this machine's
-    budget (memory.hbm_bytes, else the device's limit); `coda-train plan` prints the same numbers."""
+    budget (memory.hbm_bytes, else the device's limit); `coda-train plan` prints the same numbers, and one
+    line of them goes to `stream`."""
     compiled, memory = compile_step(ctx)
     budget, source = device_budget(cfg.memory.hbm_bytes)
     if cfg.memory.check and memory.total_bytes > budget:
@@ -298,6 +299,9 @@ def checked_step(cfg: Config, ctx):
         raise TrainingError(f"the train step needs {readable(memory.total_bytes)} per device, more than the "
                             f"{readable(budget)} available ({source}); try {suggest_override(cfg, result, budget)} "
                             f"(or --memory.check=false to run anyway)")
+    if stream is not None and jax.process_index() == 0:
+        print(f"train step compiled in {memory.compile_s:.1f} s: {readable(memory.total_bytes)} per device "
+              f"of {readable(budget)} available ({source})", file=stream, flush=True)
     return compiled
 
 

@@ -154,7 +154,7 @@ def train(cfg: Config, stream: TextIO | None = None) -> RunSummary:
     check_resume_or_init(cfg, run_dir)
     # The step is compiled (and its memory checked) before the weights exist, so a plan that cannot fit
     # stops in seconds with the override to try, not after loading gigabytes.
-    step_fn = checked_step(cfg, ctx)
+    step_fn = checked_step(cfg, ctx, stream or sys.stderr)
     ckpts = Checkpoints(run_dir, cfg)  # creates run_dir: only now that every input has passed
     if jax.process_index() == 0:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from coda_training.loss import chunked_masked_diffusion_loss, masked_diffusion_loss
+from coda_training.loss import VOCAB_TILE, chunked_masked_diffusion_loss, masked_diffusion_loss
 
 
 def reference_loss(logits, targets, is_masked, t, segments) -> tuple[float, int]:
@@ -61,9 +61,9 @@ def test_unmasked_targets_and_position_zero_cost_nothing() -> None:
     assert float(parts.weighted_nll_sum) == 0.0 and int(parts.num_masked) == 0
 
 
-def loss_inputs(dtype: str) -> tuple:
+def loss_inputs(dtype: str, vocab: int = 37) -> tuple:
     rng = np.random.default_rng(2)
-    batch, length, width, vocab = 3, 11, 8, 37
+    batch, length, width = 3, 11, 8
     hidden = jnp.asarray(rng.normal(size=(batch, length, width)), dtype)
     head = jnp.asarray(rng.normal(size=(width, vocab)), jnp.float32)
     targets = jnp.asarray(rng.integers(0, vocab, (batch, length)))
@@ -74,9 +74,13 @@ def loss_inputs(dtype: str) -> tuple:
 
 
 @pytest.mark.parametrize("dtype, rtol", [("float32", 1e-5), ("bfloat16", 2e-2)])
-@pytest.mark.parametrize("chunk", [1, 3, 5, 4096])  # 10 shifted positions: one each, uneven, exact, one chunk
-def test_chunked_loss_equals_full_logits_in_value_and_gradient(dtype: str, rtol: float, chunk: int) -> None:
-    hidden, head, targets, is_masked, t, segments = loss_inputs(dtype)
+@pytest.mark.parametrize("chunk, vocab", [
+    (1, 37), (3, 37), (5, 37), (4096, 37),  # 10 shifted positions: one each, uneven, exact, one chunk
+    (3, 2 * VOCAB_TILE + 300),  # three vocab tiles, the last clamped so it overlaps the second
+])
+def test_chunked_loss_equals_full_logits_in_value_and_gradient(dtype: str, rtol: float, chunk: int,
+                                                               vocab: int) -> None:
+    hidden, head, targets, is_masked, t, segments = loss_inputs(dtype, vocab)
 
     def full(h, w):
         logits = (h @ w.astype(h.dtype)).astype(jnp.float32)  # what Model.__call__'s lm_head computes
@@ -97,7 +101,8 @@ def test_chunked_loss_equals_full_logits_in_value_and_gradient(dtype: str, rtol:
 
 def test_chunked_loss_holds_one_chunk_of_logits() -> None:
     """XLA's buffer plan for value-and-grad with 4096 positions x 8192 vocab: the full loss needs the [L, V] fp32
-    logits (128 MiB); 256-position chunks keep the temporaries well under a quarter of that."""
+    logits (128 MiB); 256-position chunks of 2048-column tiles keep the temporaries well under a quarter of that
+    (and hold no second [D, V] copy of the head)."""
     tokens, width, vocab = 4096, 64, 8192
     shapes = (jax.ShapeDtypeStruct((1, tokens, width), jnp.float32), jax.ShapeDtypeStruct((width, vocab), jnp.float32))
     ints = jnp.zeros((1, tokens), jnp.int32)
