@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 try:
@@ -73,8 +74,28 @@ def compile_kernel(kernel: Callable[..., None]) -> Any:
     if interpreted():
         from triton.runtime.interpreter import InterpretedFunction
 
-        return InterpretedFunction(kernel)
+        return QuietInterpretedKernel(InterpretedFunction(kernel))
     return triton.jit(kernel)
+
+
+class QuietInterpretedKernel:
+    """An interpreted kernel launched with numpy's floating-point warnings off.
+
+    The interpreter evaluates every lane with numpy, masked-out ones included, so the -inf - -inf and 0 * inf
+    that the kernels compute and then discard with tl.where would each print a RuntimeWarning.
+    """
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+
+    def __getitem__(self, grid: tuple[int, ...]) -> Callable[..., None]:
+        launch = self.kernel[grid]
+
+        def quiet_launch(*args: Any, **kwargs: Any) -> None:
+            with np.errstate(all="ignore"):
+                launch(*args, **kwargs)
+
+        return quiet_launch
 
 
 def cdiv(numerator: int, denominator: int) -> int:

@@ -9,10 +9,7 @@ import torch
 
 from coda_engine.kernels import reference_reveal_by_confidence, reveal_by_confidence
 
-pytestmark = [
-    pytest.mark.usefixtures("triton_interpreter"),
-    pytest.mark.filterwarnings("ignore::RuntimeWarning"),  # numpy on the masked-out lanes
-]
+pytestmark = pytest.mark.usefixtures("triton_interpreter")
 
 MASK = 9
 NEG_INF = float("-inf")
