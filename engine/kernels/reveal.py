@@ -28,8 +28,8 @@ NUM_WARPS = 8
 
 def _reveal_kernel(
     canvas_ptr, canvas_row_stride, proposal_ptr, proposal_row_stride, confidence_ptr, confidence_row_stride,
-    quota_ptr, done_ptr, row_length, threshold, mask_token_id,
-    USE_THRESHOLD: tl.constexpr, BLOCK_L: tl.constexpr, CHUNK: tl.constexpr,
+    quota_ptr, done_ptr, row_length, threshold, mask_token_id, confident_ptr, confident_row_stride,
+    USE_THRESHOLD: tl.constexpr, USE_CONFIDENT: tl.constexpr, BLOCK_L: tl.constexpr, CHUNK: tl.constexpr,
 ):
     """Program row: rank the row's revealable positions, write the chosen proposals, store the done flag."""
     row = tl.program_id(0).to(tl.int64)
@@ -63,6 +63,9 @@ def _reveal_kernel(
         is_chosen = is_revealable & ((rank < tl.maximum(quota, 1)) | (confidence >= threshold))
     else:
         is_chosen = is_revealable & (rank < quota)
+    if USE_CONFIDENT:
+        is_confident = tl.load(confident_ptr + row * confident_row_stride + cols, mask=in_row, other=0) != 0
+        is_chosen = is_chosen | (is_revealable & is_confident)
 
     row_canvas = canvas_ptr + row * canvas_row_stride
     proposal = tl.load(proposal_ptr + row * proposal_row_stride + cols, mask=is_chosen, other=0)
@@ -73,7 +76,8 @@ def _reveal_kernel(
 
 
 def reveal_by_confidence(canvas: torch.Tensor, proposal: torch.Tensor, confidence: torch.Tensor,
-                         quota: torch.Tensor, threshold: float | None, mask_token_id: int) -> torch.Tensor:
+                         quota: torch.Tensor, threshold: float | None, mask_token_id: int, *,
+                         is_confident: torch.Tensor | None = None) -> torch.Tensor:
     """Write the chosen proposals into `canvas` in place; return done (B,) bool: the row has no mask left.
 
     canvas (B, L) int64, may be a column slice of a wider canvas (any row stride, unit column stride);
@@ -81,10 +85,12 @@ def reveal_by_confidence(canvas: torch.Tensor, proposal: torch.Tensor, confidenc
     position may not be revealed; quota (B,) int32/int64 on the same device, negative counts as 0.
     threshold None: reveal the min(quota, revealable) most confident positions of each row. threshold t:
     reveal every revealable position with confidence >= t, plus the max(quota, 1) most confident, so every row
-    with a revealable position makes progress. Ties rank the lower column first. Done looks at these L columns.
-    Raises ValueError for input it cannot take (shapes, dtypes, strides, devices, L > MAX_ROW_LENGTH).
+    with a revealable position makes progress. Ties rank the lower column first. is_confident (B, L) bool, if
+    given: every revealable position it marks is revealed too, whatever its rank (a bar on another score than
+    the ranking one, e.g. rank by entropy, reveal every token above a probability). Done looks at these L
+    columns. Raises ValueError for input it cannot take (shapes, dtypes, strides, devices, L > MAX_ROW_LENGTH).
     """
-    _check_reveal_inputs(canvas, proposal, confidence, quota, threshold, mask_token_id)
+    _check_reveal_inputs(canvas, proposal, confidence, quota, threshold, mask_token_id, is_confident)
     reason = unavailable_reason(canvas.device)
     if reason is not None:
         raise ValueError(f"reveal_by_confidence: {reason}")
@@ -98,7 +104,9 @@ def reveal_by_confidence(canvas: torch.Tensor, proposal: torch.Tensor, confidenc
     compile_kernel(_reveal_kernel)[(num_rows,)](
         canvas, canvas.stride(0), proposal, proposal.stride(0), confidence, confidence.stride(0),
         quota, done, row_length, 0.0 if threshold is None else float(threshold), mask_token_id,
-        USE_THRESHOLD=threshold is not None, BLOCK_L=block_l, CHUNK=compare_chunk(block_l), num_warps=NUM_WARPS,
+        canvas if is_confident is None else is_confident, 0 if is_confident is None else is_confident.stride(0),
+        USE_THRESHOLD=threshold is not None, USE_CONFIDENT=is_confident is not None, BLOCK_L=block_l,
+        CHUNK=compare_chunk(block_l), num_warps=NUM_WARPS,
     )
     return done
 
@@ -109,8 +117,11 @@ def compare_chunk(block_l: int) -> int:
 
 
 def _check_reveal_inputs(canvas: torch.Tensor, proposal: torch.Tensor, confidence: torch.Tensor,
-                         quota: torch.Tensor, threshold: float | None, mask_token_id: int) -> None:
+                         quota: torch.Tensor, threshold: float | None, mask_token_id: int,
+                         is_confident: torch.Tensor | None) -> None:
     tensors = {"canvas": canvas, "proposal": proposal, "confidence": confidence, "quota": quota}
+    if is_confident is not None:
+        tensors["is_confident"] = is_confident
     for name, tensor in tensors.items():
         if not isinstance(tensor, torch.Tensor):
             raise ValueError(f"reveal_by_confidence: {name} must be a torch.Tensor, got {type(tensor).__name__}")
@@ -120,9 +131,10 @@ def _check_reveal_inputs(canvas: torch.Tensor, proposal: torch.Tensor, confidenc
     expected = {"canvas": ((num_rows, row_length), (torch.int64,)),
                 "proposal": ((num_rows, row_length), (torch.int64,)),
                 "confidence": ((num_rows, row_length), (torch.float32,)),
-                "quota": ((num_rows,), (torch.int32, torch.int64))}
-    for name, (shape, dtypes) in expected.items():
-        tensor = tensors[name]
+                "quota": ((num_rows,), (torch.int32, torch.int64)),
+                "is_confident": ((num_rows, row_length), (torch.bool,))}
+    for name, tensor in tensors.items():
+        shape, dtypes = expected[name]
         if tuple(tensor.shape) != shape:
             raise ValueError(f"reveal_by_confidence: {name} must have shape {shape}, got {tuple(tensor.shape)}")
         if tensor.dtype not in dtypes:
@@ -145,10 +157,10 @@ def _check_reveal_inputs(canvas: torch.Tensor, proposal: torch.Tensor, confidenc
 
 
 def reference_reveal_by_confidence(canvas: torch.Tensor, proposal: torch.Tensor, confidence: torch.Tensor,
-                                   quota: torch.Tensor, threshold: float | None,
-                                   mask_token_id: int) -> torch.Tensor:
+                                   quota: torch.Tensor, threshold: float | None, mask_token_id: int, *,
+                                   is_confident: torch.Tensor | None = None) -> torch.Tensor:
     """Plain torch, the same rule and results: a stable sort gives each position its rank."""
-    _check_reveal_inputs(canvas, proposal, confidence, quota, threshold, mask_token_id)
+    _check_reveal_inputs(canvas, proposal, confidence, quota, threshold, mask_token_id, is_confident)
     is_revealable = confidence > float("-inf")  # (B, L); NaN is not
     ranked = torch.where(is_revealable, confidence, float("-inf"))
     order = torch.sort(ranked, dim=1, descending=True, stable=True).indices  # (B, L)
@@ -159,5 +171,7 @@ def reference_reveal_by_confidence(canvas: torch.Tensor, proposal: torch.Tensor,
         is_chosen = is_revealable & (rank < quota)
     else:
         is_chosen = is_revealable & ((rank < quota.clamp(min=1)) | (confidence >= threshold))
+    if is_confident is not None:
+        is_chosen |= is_revealable & is_confident
     canvas.copy_(torch.where(is_chosen, proposal, canvas))
     return ~(canvas == mask_token_id).any(dim=1)

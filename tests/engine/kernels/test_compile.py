@@ -60,8 +60,9 @@ for sample in (False, True):
     results[f"merge sample={sample}"] = {}
 for use_threshold, block_l in [(True, 1024), (False, 8192)]:
     types = {**floats, "canvas_ptr": "*i64", "proposal_ptr": "*i64", "confidence_ptr": "*fp32", "quota_ptr": "*i32",
-             "done_ptr": "*i1", "mask_token_id": "i32"}
-    constants = {"USE_THRESHOLD": use_threshold, "BLOCK_L": block_l, "CHUNK": reveal.compare_chunk(block_l)}
+             "done_ptr": "*i1", "mask_token_id": "i32", "confident_ptr": "*i1"}
+    constants = {"USE_THRESHOLD": use_threshold, "USE_CONFIDENT": not use_threshold, "BLOCK_L": block_l,
+                 "CHUNK": reveal.compare_chunk(block_l)}
     compile_ptx(reveal._reveal_kernel, types, constants, {"num_warps": reveal.NUM_WARPS})
     results[f"reveal threshold={use_threshold} L={block_l}"] = {}
 print(json.dumps(results))

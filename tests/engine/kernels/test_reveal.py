@@ -16,12 +16,14 @@ NEG_INF = float("-inf")
 IMPLEMENTATIONS = [reveal_by_confidence, reference_reveal_by_confidence]
 
 
-def one_row(confidence: list[float], quota: int, threshold: float | None,
-            reveal=reveal_by_confidence) -> tuple[list[int], bool]:
+def one_row(confidence: list[float], quota: int, threshold: float | None, reveal=reveal_by_confidence,
+            is_confident: list[bool] | None = None) -> tuple[list[int], bool]:
     """Reveal in a fully masked row whose proposal at column i is 100 + i: (the row after, done)."""
     canvas = torch.full((1, len(confidence)), MASK)
     proposal = torch.arange(100, 100 + len(confidence))[None, :]
-    done = reveal(canvas, proposal, torch.tensor([confidence]), torch.tensor([quota]), threshold, MASK)
+    confident = None if is_confident is None else torch.tensor([is_confident])
+    done = reveal(canvas, proposal, torch.tensor([confidence]), torch.tensor([quota]), threshold, MASK,
+                  is_confident=confident)
     return canvas[0].tolist(), bool(done[0])
 
 
@@ -43,6 +45,9 @@ def test_the_rule_on_hand_made_rows(reveal) -> None:
     negative = [-2.5, -0.0, 0.0, -0.25, float("inf")]  # negative entropies, signed zeros, +inf
     assert one_row(negative, 3, None, reveal) == ([m, 101, 102, m, 104], False), "-0.0 ties 0.0: lower column"
     assert one_row(negative, 1, -0.3, reveal) == ([m, 101, 102, 103, 104], False)
+    marked = [True, False, True, False, False]
+    assert one_row(row, 1, None, reveal, marked) == ([100, 101, m, m, m], False), "marked and revealable: too"
+    assert one_row(row, 0, None, reveal, marked) == ([100, m, m, m, m], False)
 
 
 def random_case(num_rows: int, row_length: int, seed: int) -> dict:
@@ -63,23 +68,30 @@ def random_case(num_rows: int, row_length: int, seed: int) -> dict:
     if num_rows > 2:
         quota[1] = 0
     proposal = torch.randint(100, 200, (num_rows, row_length), generator=generator)
-    return {"wide": wide, "proposal": proposal, "confidence": confidence, "quota": quota}
+    is_confident = torch.rand(num_rows, row_length, generator=generator) < 0.1
+    return {"wide": wide, "proposal": proposal, "confidence": confidence, "quota": quota,
+            "is_confident": is_confident}
 
 
-# Every rule on the small rows; each rule once on a long row (the interpreter takes seconds per long row).
-CASES = [(1, 1, None), (1, 1, 0.55), (3, 5, None), (3, 5, 0.55), (8, 37, None), (8, 37, 0.55), (4, 1000, 0.55),
-         (8, 1024, None)]
+# Every rule on the small rows, with and without a confident mask; each rule once on a long row (the interpreter
+# takes seconds per long row).
+CASES = [(1, 1, None, False), (1, 1, 0.55, True), (3, 5, None, True), (3, 5, 0.55, False), (8, 37, None, False),
+         (8, 37, 0.55, False), (8, 37, None, True), (4, 1000, 0.55, False), (8, 1024, None, True)]
 
 
-@pytest.mark.parametrize(("num_rows", "row_length", "threshold"), CASES,
-                         ids=[f"{rows}x{length}-{'top-k' if t is None else 'threshold'}" for rows, length, t in CASES])
-def test_kernel_equals_reference(num_rows: int, row_length: int, threshold: float | None) -> None:
+@pytest.mark.parametrize(("num_rows", "row_length", "threshold", "use_confident"), CASES,
+                         ids=[f"{rows}x{length}-{'top-k' if t is None else 'threshold'}{'-marked' if marked else ''}"
+                              for rows, length, t, marked in CASES])
+def test_kernel_equals_reference(num_rows: int, row_length: int, threshold: float | None,
+                                 use_confident: bool) -> None:
     case = random_case(num_rows, row_length, seed=num_rows * 10000 + row_length)
+    is_confident = case["is_confident"] if use_confident else None
     results = []
     for reveal in IMPLEMENTATIONS:
         wide = case["wide"].clone()
         canvas = wide[:, 3:3 + row_length]
-        done = reveal(canvas, case["proposal"], case["confidence"], case["quota"], threshold, MASK)
+        done = reveal(canvas, case["proposal"], case["confidence"], case["quota"], threshold, MASK,
+                      is_confident=is_confident)
         results.append((wide, done))
     (kernel_wide, kernel_done), (reference_wide, reference_done) = results
     assert torch.equal(kernel_wide, reference_wide)
@@ -131,8 +143,11 @@ def good_inputs() -> dict:
     ("threshold", "high", "threshold must be a number or None"),
     ("mask_token_id", 9.0, "mask_token_id must be an int"),
     ("canvas", torch.full((1, 9000), MASK), "exceed the kernel's 8192"),
+    ("is_confident", torch.ones(2, 4, dtype=torch.int64), "is_confident must be bool"),
+    ("is_confident", torch.ones(2, 3, dtype=torch.bool), "is_confident must have shape (2, 4)"),
 ], ids=["3-d", "int32-canvas", "strided-canvas", "proposal-shape", "float64-confidence", "float-quota",
-        "quota-shape", "int-quota", "string-threshold", "float-mask-id", "too-long"])
+        "quota-shape", "int-quota", "string-threshold", "float-mask-id", "too-long", "int-confident",
+        "confident-shape"])
 def test_bad_input_is_one_value_error(name: str, value, message: str) -> None:
     inputs = good_inputs()
     inputs[name] = value
