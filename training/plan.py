@@ -25,7 +25,7 @@ from coda_training.config import MAX_BLOCK_SIZES, Config
 from coda_training.errors import TrainingError
 from coda_training.masking import MaskingRates
 from coda_training.optim import make_optimizer
-from coda_training.sharding import AXES, BATCH_AXES, ShardingRules, mesh_shape
+from coda_training.sharding import BATCH_AXES, ShardingRules
 
 GiB = 1024**3
 MiB = 1024**2
@@ -214,10 +214,6 @@ def plan(cfg: Config, devices: list | None = None, compile: bool = True) -> tupl
     return dataclasses.replace(analytic, compiled=memory), compiled
 
 
-def mesh_sizes_for(cfg: Config, num_devices: int) -> dict[str, int]:
-    return dict(zip(AXES, mesh_shape(cfg.mesh, num_devices)))
-
-
 def cheaper_settings(cfg: Config, mesh_sizes: dict[str, int]) -> list[tuple[str, Config]]:
     """Overrides that lower per-device memory, each including the ones before it, in order of least cost:
     memory-efficient attention and loss if the O(L^2) / [B, L, V] references are on, remat (about a third more
@@ -347,24 +343,29 @@ def format_plan(cfg: Config, result: MemoryPlan, chip: Chip) -> str:
 
 def largest_rows_per_device(cfg: Config, devices: list, budget: int) -> tuple[int, list[tuple[int, int]]]:
     """Most sequences per device per micro-batch whose compiled step fits `budget`: compile at 1 and 2 rows,
-    extrapolate the linear growth, then compile candidates down from the extrapolation until one fits."""
+    extrapolate the (near-linear) growth, then compile up or down from the extrapolation to the boundary."""
     ways = len(devices) // (cfg.mesh.tensor if cfg.mesh.tensor > 0 else 1)
+    measured: dict[int, int] = {}
 
-    def total(rows: int) -> int:
+    def fits(rows: int) -> bool:
         rows_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, batch_size=rows * ways, grad_accum=1))
-        return plan(rows_cfg, devices)[0].total_bytes
+        measured[rows] = plan(rows_cfg, devices)[0].total_bytes
+        return measured[rows] <= budget
 
-    measured = [(1, total(1)), (2, total(2))]
-    if measured[0][1] > budget:
-        return 0, measured
-    slope = max(measured[1][1] - measured[0][1], 1)
-    guess = max(1, int((budget - measured[0][1]) // slope) + 1)
-    while guess > 2:
-        measured.append((guess, total(guess)))
-        if measured[-1][1] <= budget:
-            return guess, measured
-        guess -= 1
-    return (2 if measured[1][1] <= budget else 1), measured
+    if not fits(1):
+        return 0, sorted(measured.items())
+    if not fits(2):
+        return 1, sorted(measured.items())
+    slope = max(measured[2] - measured[1], 1)
+    rows = max(2, int((budget - measured[1]) // slope) + 1)
+    if fits(rows):
+        while fits(rows + 1):
+            rows += 1
+    else:
+        while rows > 2 and not fits(rows - 1):
+            rows -= 1
+        rows -= 1
+    return rows, sorted(measured.items())
 
 
 def host_budget(num_local_devices: int) -> int:

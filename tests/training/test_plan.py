@@ -59,3 +59,10 @@ def test_out_of_memory_is_described_in_one_line(message: str, wanted: str) -> No
     line = plan.describe_failure(cfg, {"data": 1, "fsdp": 8, "tensor": 1}, RuntimeError(message), "in step 3")
     assert "\n" not in line and line.startswith("device memory ran out in step 3") and wanted in line
     assert line.endswith("try --model.remat=true")  # the tiny preset already runs the efficient attention and loss
+
+
+def test_largest_rows_per_device_is_the_compiled_boundary() -> None:
+    cfg = small_config(extra=["data.seq_len=32"])
+    rows, measured = plan.largest_rows_per_device(cfg, jax.devices()[:1], 3_000_000)
+    compiled = dict(measured)
+    assert rows >= 2 and compiled[rows] <= 3_000_000 < compiled[rows + 1]
