@@ -113,7 +113,7 @@ def _infill(engine: Any, ctx: CompletionContext, settings: GenerationSettings, n
         return [r.text for r in results], sum(r.elapsed_ms for r in results)
     from coda_engine.cache import CachePolicy
 
-    results = engine.infill_candidates(prefix, ctx.suffix, temperatures, seed=0 if num_candidates > 1 else None,
+    results = engine.infill_candidates(prefix, ctx.suffix, temperatures, seed=0,
                                        block_size=settings.block_size, cache=CachePolicy(settings.cache_refresh),
                                        **common)
     return [r.text for r in results], results[0].elapsed_ms

@@ -19,7 +19,7 @@ class GenerationSettings:
     max_tokens: int = 64           # tokens in a multi-line span; the span is an upper bound (pad is dropped)
     single_line_tokens: int = 24   # tokens in a single-line span: one line rarely needs more
     steps: int | None = None       # denoising steps; None = the engine's fast default (exact: one token per step)
-    alg: Alg = "threshold"         # the fast path's rule; "origin" needs exact
+    alg: Alg = "entropy"           # reveal order (CoDA's); the fast path adds threshold reveals; "origin" needs exact
     temperature: float = 0.0       # 0 = greedy, so identical contexts give identical (cacheable) answers
     threshold: float | None = None  # alg "threshold": reveal every position at least this confident (None: 0.9)
     exact: bool = False            # CoDA's reference loop: no cache, one block (slow; for checking the fast path)

@@ -89,7 +89,7 @@ class DoneFlags:
 def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, int], mask_token_id: int,
                       params: SamplingParams, block_size: int, policy: CachePolicy, *,
                       reveal_bar: float | None = None, row_temperatures: Sequence[float] | None = None,
-                      generator: torch.Generator | None = None,
+                      generator: torch.Generator | Sequence[torch.Generator | None] | None = None,
                       should_stop: StopCheck | None = None, on_step: StepCallback | None = None,
                       suppressed_token_ids: tuple[int, ...] = (), pad_tail: PadTail | None = None,
                       use_kernels: bool | None = None) -> BlockwiseTrace:
@@ -105,6 +105,10 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
     if not 1 <= span_start < span_end <= canvas.shape[1]:
         raise ValueError(f"the span [{span_start}, {span_end}) must lie inside the canvas after its first position")
     temperatures = tuple(row_temperatures or (params.temperature,) * canvas.shape[0])
+    # One generator per row: a candidate's draws then do not depend on how many rows share the batch.
+    generators = tuple(generator) if isinstance(generator, Sequence) else (generator,) * canvas.shape[0]
+    if len(generators) != canvas.shape[0]:
+        raise ValueError(f"{len(generators)} generators for {canvas.shape[0]} rows")
     if len(temperatures) != canvas.shape[0] or any(t < 0 for t in temperatures):
         raise ValueError(f"row_temperatures needs one temperature >= 0 per row, got {temperatures!r}")
     blocks = plan_blocks(span_start, span_end, block_size, params.steps)
@@ -138,8 +142,9 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                     span=span_end - span_start)
                 # The window starts one position before the block (position i scores token i + 1) and, on a new
                 # block's first pass, also covers the finished block, whose last tokens were never computed.
-                window_start = 0 if refresh else (blocks[index - 1].start if new_block else block.start) - 1
-                window_end = x.shape[1] if refresh else block.end
+                window_start = 0 if refresh else max(
+                    0, (blocks[index - 1].start if new_block else block.start) - 1 - policy.margin)
+                window_end = x.shape[1] if refresh else min(x.shape[1], block.end + policy.margin)
                 states, cache = model.hidden_states_cached(x[:, window_start:window_end], cache, window_start)
                 hidden = states[:, block.start - 1 - window_start:block.end - 1 - window_start]
                 trace.num_forward_passes += 1
@@ -147,7 +152,7 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                 passes_since_refresh = 1 if refresh else passes_since_refresh + 1
                 before = (x[:, span_start:span_end] == mask_token_id).sum()
                 reveal_block(model, x, hidden, block.start, block.end, span_end, mask_token_id, params, reveal_bar,
-                             step, block.steps, times, temperatures, generator, suppressed, pad_tail, fillers,
+                             step, block.steps, times, temperatures, generators, suppressed, pad_tail, fillers,
                              use_kernels)
                 revealed = before - (x[:, span_start:span_end] == mask_token_id).sum()
                 revealed_per_pass.append(revealed)
@@ -175,7 +180,8 @@ def check_fast_params(params: SamplingParams) -> None:
 
 def reveal_block(model: CodaModel, x: torch.Tensor, hidden: torch.Tensor, start: int, end: int, span_end: int,
                  mask_token_id: int, params: SamplingParams, reveal_bar: float | None, step: int, steps: int,
-                 times: torch.Tensor, temperatures: tuple[float, ...], generator: torch.Generator | None,
+                 times: torch.Tensor, temperatures: tuple[float, ...],
+                 generators: tuple[torch.Generator | None, ...],
                  suppressed: torch.Tensor, pad_tail: PadTail | None, fillers: torch.Tensor,
                  use_kernels: bool) -> None:
     """One denoising step of block x[:, start:end], in place, from the (B, end - start, hidden) states that score
@@ -193,7 +199,7 @@ def reveal_block(model: CodaModel, x: torch.Tensor, hidden: torch.Tensor, start:
     if pad_tail is not None:
         tail = block_tail(x, is_masked, logits, start, end, span_end, pad_tail, fillers, last=step == steps - 1)
         revealable = is_masked & ~tail
-    scores, probabilities, tokens = block_confidence(logits, params, temperatures, generator, step, use_kernels)
+    scores, probabilities, tokens = block_confidence(logits, params, temperatures, generators, step, use_kernels)
     remaining = is_masked.sum(dim=1)  # (B,): the quota counts every mask, a held-back tail included
     quota = remaining if step == steps - 1 else (remaining.float() * (1 - times[step + 1] / times[step])).long()
     if params.window is not None:
@@ -231,7 +237,7 @@ def block_tail(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, s
 
 
 def block_confidence(logits: torch.Tensor, params: SamplingParams, temperatures: tuple[float, ...],
-                     generator: torch.Generator | None, step: int,
+                     generators: tuple[torch.Generator | None, ...], step: int,
                      use_kernels: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B, b, V) logits -> (the algorithm's score, the chosen token's probability, the token), each (B, b), every
     row at its own temperature. With the kernels and without top-p/top-k, the fused Triton kernel reads the
@@ -243,7 +249,7 @@ def block_confidence(logits: torch.Tensor, params: SamplingParams, temperatures:
     tokens = torch.empty(batch * width, dtype=torch.long, device=logits.device)
     use_kernel = use_kernels and params.top_p is None and params.top_k is None
     for first, last, temperature in _runs(temperatures):
-        rows = slice(first * width, last * width)
+        rows, generator = slice(first * width, last * width), generators[first]
         if use_kernel:
             seed = 0 if generator is None else generator.initial_seed() % 2**62
             # Philox counters advance by rows x vocabulary per pass, so no two draws share noise.
@@ -268,10 +274,11 @@ _KERNEL_SCORE: dict[str, Callable[[ConfidenceStats], torch.Tensor]] = {
 
 
 def _runs(temperatures: tuple[float, ...]) -> list[tuple[int, int, float]]:
-    """Consecutive rows sharing a temperature, as (first, last + 1, temperature)."""
+    """Consecutive greedy rows, and each sampled row alone (it draws from its own generator), as
+    (first, last + 1, temperature)."""
     runs: list[tuple[int, int, float]] = []
     for row, temperature in enumerate(temperatures):
-        if runs and runs[-1][2] == temperature:
+        if runs and runs[-1][2] == temperature == 0:
             runs[-1] = (runs[-1][0], row + 1, temperature)
         else:
             runs.append((row, row + 1, temperature))

@@ -60,12 +60,17 @@ class CachePolicy:
     refresh: RefreshRule = "none"
     every: int = 8
     revealed_share: float = 0.5
+    # Cached positions on each side of the block recomputed at every pass too: the nearest context is what the
+    # block's tokens move most, so a margin buys back most of a refresh's accuracy at a fraction of its cost.
+    margin: int = 0
 
     def __post_init__(self) -> None:
         if self.refresh not in REFRESH_RULES:
             raise ValueError(f"unknown cache refresh rule {self.refresh!r}; expected one of {', '.join(REFRESH_RULES)}")
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
             raise ValueError(f"cache refresh every must be a positive integer, got {self.every!r}")
+        if isinstance(self.margin, bool) or not isinstance(self.margin, int) or self.margin < 0:
+            raise ValueError(f"cache margin must be a whole number >= 0, got {self.margin!r}")
         if not 0 < self.revealed_share <= 1:
             raise ValueError(f"cache revealed_share must be in (0, 1], got {self.revealed_share}")
 

@@ -38,16 +38,18 @@ class InfillResult:
 
 @dataclass(frozen=True)
 class FastDefaults:
-    """The fast path's settings when the caller names none, chosen by measurement (README, "Fast infill").
+    """The fast path's settings when the caller names none, chosen by measurement on the shipped model's harness
+    (README, "Fast infill"): entropy order (the exact loop's, so answers mostly agree with it; ranking by the
+    top probability agreed on 11 of 400 problems), plus every position at least `threshold` sure (parallel
+    reveals), at least `tokens_per_step` a pass; blocks of `block_size` left to right over the cache, never
+    refreshed but with a 16-token margin recomputed around the block (40 problems agreeing with the exact loop:
+    no margin 23, margin 16 32, a refresh every pass 38)."""
 
-    Threshold decoding reveals every position at least `threshold` sure, and at least the schedule's quota of
-    `tokens_per_step` per pass; blocks of `block_size` are decoded left to right over the cache."""
-
-    alg: str = "threshold"
+    alg: str = "entropy"
     threshold: float = 0.9
     tokens_per_step: int = 1
-    block_size: int = 32
-    cache: CachePolicy = CachePolicy()
+    block_size: int = 64
+    cache: CachePolicy = CachePolicy(refresh="none", margin=16)
 
     def steps(self, max_new_tokens: int, block_size: int) -> int:
         num_blocks = -(-max_new_tokens // block_size)
@@ -193,7 +195,8 @@ class Engine:
                           variable_length: bool = True, window: int | None = None, block_size: int | None = None,
                           cache: CachePolicy | None = None) -> list[InfillResult]:
         """One infill per temperature, decoded together on the fast path as rows of one batch: the canvas is
-        shared, so the first (whole-canvas) pass is paid once. Each result's elapsed_ms is the whole call's."""
+        shared, so the first (whole-canvas) pass is paid once. Row i samples from seed + i, so a candidate does
+        not depend on the others. Each result's elapsed_ms is the whole call's."""
         started = time.perf_counter()
         if not temperatures:
             raise ValueError("temperatures needs at least one entry")
@@ -215,7 +218,9 @@ class Engine:
         fillers = tuple(sorted(self.tokenizer.filler_token_ids))
         trace = denoise_blockwise(self.model, canvas, span, self.mask_token_id, params, block_size,
                                   cache or FAST.cache, reveal_bar=reveal_bar, row_temperatures=temperatures,
-                                  generator=self._generator(seed), should_stop=should_stop, on_step=on_step,
+                                  generator=[None if seed is None else self._generator(seed + row)
+                                             for row in range(len(temperatures))],
+                                  should_stop=should_stop, on_step=on_step,
                                   suppressed_token_ids=() if variable_length else fillers,
                                   pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
