@@ -85,6 +85,12 @@ def test_the_fast_threshold_path_with_a_refresh_every_pass_equals_the_exact_one(
     assert fast.token_ids == exact.token_ids and fast.tokens_per_step == exact.tokens_per_step
 
 
+def test_a_margin_over_the_whole_canvas_recomputes_everything_like_a_refresh(engine):
+    every_pass = engine.infill(PREFIX, SUFFIX, max_new_tokens=12, steps=6, cache=EVERY_PASS)
+    margin = engine.infill(PREFIX, SUFFIX, max_new_tokens=12, steps=6, cache=CachePolicy(margin=10_000))
+    assert margin.token_ids == every_pass.token_ids
+
+
 def test_blocks_are_decoded_left_to_right(engine):
     start = len(engine.tokenizer.encode(PREFIX))
     seen = []
@@ -166,6 +172,7 @@ def test_bad_fast_path_arguments_raise_value_error(engine, kwargs, message):
     (dict(refresh="sometimes"), "unknown cache refresh rule"),
     (dict(refresh="steps", every=0), "every must be a positive integer"),
     (dict(refresh="revealed", revealed_share=1.5), r"revealed_share must be in \(0, 1\]"),
+    (dict(margin=-1), "margin must be a whole number >= 0"),
 ])
 def test_bad_cache_policies_raise_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
