@@ -118,7 +118,10 @@ def micro_loss_parts(ctx: StepContext, params: Params, micro: Batch) -> LossPart
     if chunk:
         hidden = model_lib.forward_hidden(ctx.graphdef, ctx.abstract_state, params, micro["input_ids"],
                                           micro["segment_ids"], ctx.mesh)
-        return chunked_masked_diffusion_loss(hidden, params["lm_head.kernel"], micro["target_ids"],
+        # The loss walks the vocab in tiles: keep V whole on each device (gathered over tensor once per step)
+        # so no tile slices a sharded axis, which would need a collective per tile.
+        head = jax.lax.with_sharding_constraint(params["lm_head.kernel"], NamedSharding(ctx.mesh, P("fsdp", None)))
+        return chunked_masked_diffusion_loss(hidden, head, micro["target_ids"],
                                              micro["is_masked"], micro["t"], micro["segment_ids"], chunk)
     logits = model_lib.forward(ctx.graphdef, ctx.abstract_state, params, micro["input_ids"], micro["segment_ids"],
                                ctx.mesh)
