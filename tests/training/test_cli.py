@@ -37,6 +37,8 @@ def stage_args(stage: str, tmp_path, reference_dir, init: str | None) -> list[st
     return args + [f"--data.path={data}"]
 
 
+# Three compiled stages on 2 cores: about 4.5 minutes alone, past the suite's 300 s default under load.
+@pytest.mark.timeout(900)
 def test_tiny_three_stages_export_and_infill(tmp_path, source_tree, reference_dir, capsys) -> None:
     torch = pytest.importorskip("torch")
     from coda_engine import Engine
