@@ -48,7 +48,7 @@ class FastDefaults:
     alg: str = "entropy"
     threshold: float = 0.9
     tokens_per_step: int = 1
-    block_size: int = 64
+    block_size: int = 32
     cache: CachePolicy = CachePolicy(refresh="none", margin=16)
 
     def steps(self, max_new_tokens: int, block_size: int) -> int:
