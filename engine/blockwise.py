@@ -206,13 +206,12 @@ def reveal_block(model: CodaModel, x: torch.Tensor, hidden: torch.Tensor, start:
         # Only among the leftmost masks, never narrower than the quota (generate.reveal_step's rule).
         revealable = revealable & (torch.cumsum(is_masked, dim=1) <= torch.clamp(quota, min=params.window)[:, None])
     scores = scores.masked_fill(~revealable, -torch.inf)
+    confident = None
     if reveal_bar is not None:
         quota = quota.clamp(min=1)
         confident = revealable & (probabilities >= reveal_bar)
     choose = reveal_by_confidence if use_kernels else reference_reveal_by_confidence
-    choose(block, tokens, scores, quota, None, mask_token_id)
-    if reveal_bar is not None:
-        block.copy_(torch.where(confident, tokens, block))
+    choose(block, tokens, scores, quota, None, mask_token_id, is_confident=confident)
 
 
 def block_tail(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, start: int, end: int, span_end: int,
