@@ -11,6 +11,7 @@ from coda_lsp.cache import CacheKey, CompletionCache
 from coda_lsp.context import CompletionContext, TokenCounter, build_context
 from coda_lsp.documents import Document
 from coda_lsp.filters import run_filters
+from coda_lsp.filters.dedent_scope import scope_is_complete
 from coda_lsp.loader import ModelHost
 from coda_lsp.settings import GenerationSettings, Settings
 from coda_lsp.trigger import should_complete
@@ -113,7 +114,9 @@ def _infill(engine: Any, ctx: CompletionContext, settings: GenerationSettings, n
         return [r.text for r in results], sum(r.elapsed_ms for r in results)
     from coda_engine.cache import CachePolicy
 
+    # Decoding stops once every candidate's text so far already decides what the filters keep: a single-line
+    # completion needs nothing after its line break.
     results = engine.infill_candidates(prefix, ctx.suffix, temperatures, seed=0,
                                        block_size=settings.block_size, cache=CachePolicy(settings.cache_refresh),
-                                       **common)
+                                       done_when=lambda text: scope_is_complete(text, ctx), **common)
     return [r.text for r in results], results[0].elapsed_ms

@@ -27,6 +27,9 @@ from .kernels.runtime import unavailable_reason
 from .sampling import CONFIDENCE, filtered_probs, pick_tokens
 from .schedule import timesteps
 
+# (B, S) span tokens on the host -> whether every row holds all the caller needs.
+FinishCheck = Callable[[torch.Tensor], bool]
+
 # Algorithms whose confidence is a per-position score the block step can rank; `origin` reveals at random and
 # `alg_temp` samples positions, both by the exact loop only.
 FAST_ALGORITHMS: tuple[str, ...] = ("threshold", "maskgit_plus", "topk_margin", "entropy")
@@ -47,37 +50,45 @@ class DoneFlags:
     """Whether the active block and the whole span are finished, read one step late on CUDA.
 
     Reading a flag the moment it is computed would stall the host until the GPU catches up; instead each step's
-    flags are copied to pinned memory without blocking, and the host looks at them after it has queued the next
-    step, which keeps the GPU busy and costs at most one pass that finds nothing left to reveal."""
+    flags (and, when asked for, the span's tokens) are copied to pinned memory without blocking, and the host
+    looks at them after it has queued the next step, which keeps the GPU busy and costs at most one pass that
+    finds nothing left to reveal."""
 
     def __init__(self, device: torch.device) -> None:
         self.is_cuda = device.type == "cuda"
-        self._pending: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []
+        self._pending: list[tuple[torch.Tensor, torch.Tensor | None, torch.cuda.Event | None]] = []
 
-    def push(self, flags: torch.Tensor) -> None:
-        """(2,) bool on the device: (block done, span done) for every row."""
+    def push(self, flags: torch.Tensor, span: torch.Tensor | None = None) -> None:
+        """(2,) bool on the device: (block done, span done) for every row; `span`: the (B, S) span's tokens."""
         if not self.is_cuda:
-            self._pending = [(flags, None)]
+            self._pending = [(flags, span, None)]
             return
         host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
         host.copy_(flags, non_blocking=True)
+        host_span = None
+        if span is not None:
+            host_span = torch.empty(span.shape, dtype=span.dtype, pin_memory=True)
+            host_span.copy_(span, non_blocking=True)
         event = torch.cuda.Event()
         event.record()
-        self._pending.append((host, event))
+        self._pending.append((host, host_span, event))
 
-    def read(self) -> tuple[bool, bool]:
-        """(block done, span done) as far as known; on CUDA waits for all but the newest step."""
+    def read(self) -> tuple[bool, bool, torch.Tensor | None]:
+        """(block done, span done, the span's tokens on the host) as far as known; on CUDA waits for all but the
+        newest step. The tokens are None when no step is known yet or none were pushed."""
         if not self._pending:
-            return False, False
+            return False, False, None
         if not self.is_cuda:
-            block_done, span_done = self._pending[-1][0].tolist()
-            return bool(block_done), bool(span_done)
-        known = (False, False)
-        while len(self._pending) > 1 or (self._pending and self._pending[0][1].query()):
-            host, event = self._pending.pop(0)
+            flags, span, _ = self._pending[-1]
+            block_done, span_done = flags.tolist()
+            return bool(block_done), bool(span_done), None if span is None else span.cpu()
+        known: tuple[bool, bool, torch.Tensor | None] = (False, False, None)
+        while len(self._pending) > 1 or (self._pending and self._pending[0][2].query()):
+            host, host_span, event = self._pending.pop(0)
             event.synchronize()
-            known = tuple(bool(v) for v in host.tolist())
-            if known[0] or known[1]:
+            block_done, span_done = (bool(v) for v in host.tolist())
+            known = (block_done, span_done, host_span)
+            if block_done or span_done:
                 self._pending.clear()
                 break
         return known
@@ -91,15 +102,17 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                       reveal_bar: float | None = None, row_temperatures: Sequence[float] | None = None,
                       generator: torch.Generator | Sequence[torch.Generator | None] | None = None,
                       should_stop: StopCheck | None = None, on_step: StepCallback | None = None,
-                      suppressed_token_ids: tuple[int, ...] = (), pad_tail: PadTail | None = None,
-                      use_kernels: bool | None = None) -> BlockwiseTrace:
+                      is_finished: FinishCheck | None = None, suppressed_token_ids: tuple[int, ...] = (),
+                      pad_tail: PadTail | None = None, use_kernels: bool | None = None) -> BlockwiseTrace:
     """Fill the masks of canvas[:, span[0]:span[1]] (the same span in every row) in at most `params.steps` passes.
 
     `reveal_bar`: also reveal every position whose token is at least this probable (see reveal_block); with
     alg "threshold" it is the threshold. `row_temperatures` gives each row its own sampling temperature (one greedy row and sampled candidates in one
     batch); by default every row uses `params.temperature`. `use_kernels`: the Triton kernels for scoring and
     revealing (None: on CUDA when triton is there; True where triton cannot run raises ValueError).
-    Raises Cancelled between passes."""
+    `is_finished`: given the (B, S) span's tokens on the host, whether every row already holds all it needs
+    (a single-line completion whose line has ended); decoding then stops with masks left after that point. On
+    CUDA it sees each step's tokens one step late, like the done flags. Raises Cancelled between passes."""
     span_start, span_end = span
     check_fast_params(params)
     if not 1 <= span_start < span_end <= canvas.shape[1]:
@@ -162,8 +175,11 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                 if on_step is not None:
                     on_step(trace.num_forward_passes - 1, x)
                 flags.push(torch.stack([~(x[:, block.start:block.end] == mask_token_id).any(),
-                                        ~(x[:, span_start:span_end] == mask_token_id).any()]))
-                block_done, span_done = flags.read()
+                                        ~(x[:, span_start:span_end] == mask_token_id).any()]),
+                           None if is_finished is None else x[:, span_start:span_end])
+                block_done, span_done, span_tokens = flags.read()
+                if not span_done and span_tokens is not None:
+                    span_done = is_finished(span_tokens)
                 if block_done or span_done:
                     break
     trace.tokens_per_step = [int(n) for n in torch.stack(revealed_per_pass).tolist()] if revealed_per_pass else []
@@ -185,21 +201,27 @@ def reveal_block(model: CodaModel, x: torch.Tensor, hidden: torch.Tensor, start:
                  suppressed: torch.Tensor, pad_tail: PadTail | None, fillers: torch.Tensor,
                  use_kernels: bool) -> None:
     """One denoising step of block x[:, start:end], in place, from the (B, end - start, hidden) states that score
-    its positions. Every position of the block is scored, so shapes never depend on how many masks are left.
+    its positions. On CUDA every position of the block is scored, so shapes never depend on how many masks are
+    left; on the CPU only the masked ones are (see ScoredRows).
 
     The schedule's quota of positions is revealed in the algorithm's order; with `reveal_bar`, so is every
     position whose token is at least that probable, and at least one per row (Fast-dLLM's parallel decoding)."""
     block = x[:, start:end]
     is_masked = block == mask_token_id  # (B, b)
+    rows = ScoredRows.of(is_masked)
     # Flattened: a strided 3-D input sends the projection down a batched-matmul path several times slower.
-    logits = model.lm_head(hidden.reshape(-1, hidden.shape[-1])).view(*hidden.shape[:2], -1)  # (B, b, V)
+    logits = model.lm_head(rows.select(hidden.reshape(-1, hidden.shape[-1])))  # (N, V)
     if suppressed.numel():
-        logits[..., suppressed] = torch.finfo(logits.dtype).min
+        logits[:, suppressed] = torch.finfo(logits.dtype).min
     revealable = is_masked
     if pad_tail is not None:
-        tail = block_tail(x, is_masked, logits, start, end, span_end, pad_tail, fillers, last=step == steps - 1)
+        tail = block_tail(x, is_masked, rows, logits, start, end, span_end, pad_tail, fillers,
+                          last=step == steps - 1)
         revealable = is_masked & ~tail
-    scores, probabilities, tokens = block_confidence(logits, params, temperatures, generators, step, use_kernels)
+    scores, probabilities, tokens = block_confidence(logits, rows, params, temperatures, generators, step,
+                                                     use_kernels)
+    scores, probabilities = rows.expand(scores, -torch.inf), rows.expand(probabilities, 0.0)
+    tokens = rows.expand(tokens, mask_token_id)
     remaining = is_masked.sum(dim=1)  # (B,): the quota counts every mask, a held-back tail included
     quota = remaining if step == steps - 1 else (remaining.float() * (1 - times[step + 1] / times[step])).long()
     if params.window is not None:
@@ -214,54 +236,90 @@ def reveal_block(model: CodaModel, x: torch.Tensor, hidden: torch.Tensor, start:
     choose(block, tokens, scores, quota, None, mask_token_id, is_confident=confident)
 
 
-def block_tail(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, start: int, end: int, span_end: int,
-               pad_tail: PadTail, fillers: torch.Tensor, last: bool) -> torch.Tensor:
+@dataclass(frozen=True)
+class ScoredRows:
+    """Which of a (B, b) block's positions get logits, in row-major order.
+
+    On the CPU only the masked positions do: the vocabulary projection and the sampling over it are most of a
+    step's cost on a small model, and shapes that change from step to step cost nothing there. On CUDA all of
+    them do, keeping every step's shapes static (no host synchronisation, graph capture possible)."""
+
+    shape: tuple[int, int]
+    index: torch.Tensor | None  # (N,) flat positions scored; None: all of them
+    offsets: tuple[int, ...]    # (B + 1,): where each batch row's positions start among the scored ones
+
+    @classmethod
+    def of(cls, is_masked: torch.Tensor) -> "ScoredRows":
+        batch, width = is_masked.shape
+        if is_masked.is_cuda:
+            return cls((batch, width), None, tuple(row * width for row in range(batch + 1)))
+        counts = is_masked.sum(dim=1).tolist()
+        offsets = tuple(sum(counts[:row]) for row in range(batch + 1))
+        return cls((batch, width), is_masked.reshape(-1).nonzero().squeeze(1), offsets)
+
+    def select(self, values: torch.Tensor) -> torch.Tensor:
+        """(B * b, ...) -> (N, ...): the scored positions' entries."""
+        return values if self.index is None else values[self.index]
+
+    def expand(self, values: torch.Tensor, fill: float | int) -> torch.Tensor:
+        """(N,) -> (B, b), `fill` where a position was not scored."""
+        if self.index is None:
+            return values.view(self.shape)
+        full = torch.full((self.shape[0] * self.shape[1],), fill, dtype=values.dtype, device=values.device)
+        return full.index_copy_(0, self.index, values).view(self.shape)
+
+
+def block_tail(x: torch.Tensor, is_masked: torch.Tensor, rows: ScoredRows, logits: torch.Tensor, start: int,
+               end: int, span_end: int, pad_tail: PadTail, fillers: torch.Tensor, last: bool) -> torch.Tensor:
     """generate.settle_tail for one block of a span decoded left to right (every later block is still masked).
 
     (B, b) bool: the block's tail, which starts at the first mask after the block's last written token that the
-    model expects to be a filler. Fillers are forbidden before it (in `logits`, in place). Once nothing but the
-    tail is left in the block, or at the block's last step, the tail and every later block of the span are
-    written as fill: text cannot follow a pad."""
-    filler_probability = (logits[..., fillers].logsumexp(dim=-1) - logits.logsumexp(dim=-1)).exp()
+    model expects to be a filler. Fillers are forbidden before it (in the scored positions' `logits`, in place).
+    Once nothing but the tail is left in the block, or at the block's last step, the tail and every later block
+    of the span are written as fill: text cannot follow a pad."""
+    filler_probability = rows.expand((logits[:, fillers].logsumexp(dim=-1) - logits.logsumexp(dim=-1)).exp(), 0.0)
     block = x[:, start:end]
     after_text = (~is_masked).flip(1).cumsum(dim=1).flip(1) == 0
     starts = is_masked & after_text & (filler_probability > TAIL_PROBABILITY)
     tail = starts.to(torch.int8).cummax(dim=1).values.bool()
-    logits[..., fillers] = logits[..., fillers].masked_fill((is_masked & ~tail)[..., None],
-                                                            torch.finfo(logits.dtype).min)
+    forbidden = rows.select((is_masked & ~tail).reshape(-1))
+    logits[:, fillers] = logits[:, fillers].masked_fill(forbidden[:, None], torch.finfo(logits.dtype).min)
     settled = tail.any(dim=1, keepdim=True) & (~(is_masked & ~tail).any(dim=1, keepdim=True) | last)
     block.masked_fill_(tail & settled, pad_tail.fill_id)
     x[:, end:span_end].masked_fill_(settled, pad_tail.fill_id)
     return tail
 
 
-def block_confidence(logits: torch.Tensor, params: SamplingParams, temperatures: tuple[float, ...],
-                     generators: tuple[torch.Generator | None, ...], step: int,
+def block_confidence(logits: torch.Tensor, rows: ScoredRows, params: SamplingParams,
+                     temperatures: tuple[float, ...], generators: tuple[torch.Generator | None, ...], step: int,
                      use_kernels: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, b, V) logits -> (the algorithm's score, the chosen token's probability, the token), each (B, b), every
-    row at its own temperature. With the kernels and without top-p/top-k, the fused Triton kernel reads the
-    logits once; otherwise the reference sampler runs, so the torch path equals the exact loop token for token."""
-    batch, width, vocab = logits.shape
-    flat = logits.reshape(batch * width, vocab)
-    scores = torch.empty(batch * width, dtype=torch.float32, device=logits.device)
+    """(N, V) logits of the scored positions -> (the algorithm's score, the chosen token's probability, the
+    token), each (N,), every batch row at its own temperature. With the kernels and without top-p/top-k, the
+    fused Triton kernel reads the logits once; otherwise the reference sampler runs, so the torch path equals the
+    exact loop token for token."""
+    count, vocab = logits.shape
+    batch, width = rows.shape
+    scores = torch.empty(count, dtype=torch.float32, device=logits.device)
     probabilities = torch.empty_like(scores)
-    tokens = torch.empty(batch * width, dtype=torch.long, device=logits.device)
+    tokens = torch.empty(count, dtype=torch.long, device=logits.device)
     use_kernel = use_kernels and params.top_p is None and params.top_k is None
     for first, last, temperature in _runs(temperatures):
-        rows, generator = slice(first * width, last * width), generators[first]
+        part, generator = slice(rows.offsets[first], rows.offsets[last]), generators[first]
+        if part.start == part.stop:
+            continue
         if use_kernel:
             seed = 0 if generator is None else generator.initial_seed() % 2**62
-            # Philox counters advance by rows x vocabulary per pass, so no two draws share noise.
-            stats = confidence_stats(flat[rows], temperature=temperature, seed=seed,
-                                     offset=(step * batch + first) * width * vocab)
-            scores[rows], probabilities[rows], tokens[rows] = _KERNEL_SCORE[params.alg](stats), stats.max_prob, \
+            # Philox counters advance by the block's rows x vocabulary per pass, so no two draws share noise.
+            stats = confidence_stats(logits[part], temperature=temperature, seed=seed,
+                                     offset=(step * batch * width + part.start) * vocab)
+            scores[part], probabilities[part], tokens[part] = _KERNEL_SCORE[params.alg](stats), stats.max_prob, \
                 stats.token
         else:
-            probs = filtered_probs(flat[rows], temperature, params.top_p, params.top_k)
+            probs = filtered_probs(logits[part], temperature, params.top_p, params.top_k)
             chosen_probability, chosen = pick_tokens(probs, temperature, generator)
-            scores[rows] = CONFIDENCE[params.alg](probs, chosen_probability).float()
-            probabilities[rows], tokens[rows] = chosen_probability.float(), chosen
-    return scores.view(batch, width), probabilities.view(batch, width), tokens.view(batch, width)
+            scores[part] = CONFIDENCE[params.alg](probs, chosen_probability).float()
+            probabilities[part], tokens[part] = chosen_probability.float(), chosen
+    return scores, probabilities, tokens
 
 
 _KERNEL_SCORE: dict[str, Callable[[ConfidenceStats], torch.Tensor]] = {

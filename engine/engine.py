@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .blockwise import denoise_blockwise
+from .blockwise import FinishCheck, denoise_blockwise
 from .cache import CachePolicy, check_block_size
 from .checkpoint import load_weights
 from .config import ModelConfig, load_config
@@ -22,6 +22,8 @@ from .tokenizer import Tokenizer, load_tokenizer
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
+# An infill's text so far -> whether it is all the caller needs (Engine.infill's done_when).
+TextCheck = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ class Engine:
                threshold: float | None = None, seed: int | None = None, should_stop: StopCheck | None = None,
                on_step: StepCallback | None = None, variable_length: bool = True,
                window: int | None = None, exact: bool = False, block_size: int | None = None,
-               cache: CachePolicy | None = None) -> InfillResult:
+               cache: CachePolicy | None = None, done_when: TextCheck | None = None) -> InfillResult:
         """Fill up to `max_new_tokens` tokens between `prefix` and `suffix`.
 
         The default is the fast path: block-wise threshold decoding over the approximate key/value cache, with
@@ -176,16 +178,22 @@ class Engine:
         The span is an upper bound: the model ends it with a tail of pad and end tokens (generate.PadTail), which
         is dropped from the text. `variable_length=False` forbids those tokens, so the model must write exactly
         `max_new_tokens` tokens (the fixed-length infill that models without a learned pad tail are limited to).
+
+        `done_when(text)` (fast path): whether the span's text so far, its tokens up to the first one still
+        masked, is all the caller will use (a single-line completion whose line has ended). Decoding stops once it
+        holds for every row; tokens are never changed once revealed, so that text is what a full run would have
+        started with.
         """
         if exact:
-            if block_size is not None or cache is not None:
-                raise ValueError("exact=True runs CoDA's reference loop without the cache: drop block_size and cache")
+            if block_size is not None or cache is not None or done_when is not None:
+                raise ValueError("exact=True runs CoDA's reference loop unchanged: drop block_size, cache and "
+                                 "done_when")
             return self._infill_exact(prefix, suffix, max_new_tokens, steps, alg or "entropy", temperature, top_p,
                                       top_k, alg_temp, eps, threshold, seed, should_stop, on_step, variable_length,
                                       window)
         return self.infill_candidates(prefix, suffix, (temperature,), max_new_tokens, steps, alg, top_p, top_k,
                                       alg_temp, eps, threshold, seed, should_stop, on_step, variable_length, window,
-                                      block_size, cache)[0]
+                                      block_size, cache, done_when)[0]
 
     def infill_candidates(self, prefix: str, suffix: str, temperatures: Sequence[float], max_new_tokens: int = 64,
                           steps: int | None = None, alg: Algorithm | None = None, top_p: float | None = None,
@@ -193,10 +201,10 @@ class Engine:
                           threshold: float | None = None, seed: int | None = None,
                           should_stop: StopCheck | None = None, on_step: StepCallback | None = None,
                           variable_length: bool = True, window: int | None = None, block_size: int | None = None,
-                          cache: CachePolicy | None = None) -> list[InfillResult]:
+                          cache: CachePolicy | None = None, done_when: TextCheck | None = None) -> list[InfillResult]:
         """One infill per temperature, decoded together on the fast path as rows of one batch: the canvas is
         shared, so the first (whole-canvas) pass is paid once. Row i samples from seed + i, so a candidate does
-        not depend on the others. Each result's elapsed_ms is the whole call's."""
+        not depend on the others. Each result's elapsed_ms is the whole call's. `done_when`: see infill."""
         started = time.perf_counter()
         if not temperatures:
             raise ValueError("temperatures needs at least one entry")
@@ -221,6 +229,7 @@ class Engine:
                                   generator=[None if seed is None else self._generator(seed + row)
                                              for row in range(len(temperatures))],
                                   should_stop=should_stop, on_step=on_step,
+                                  is_finished=None if done_when is None else self._finish_check(done_when),
                                   suppressed_token_ids=() if variable_length else fillers,
                                   pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
@@ -267,10 +276,29 @@ class Engine:
     def _result(self, row: torch.Tensor, span: tuple[int, int], num_forward_passes: int, elapsed_ms: float,
                 tokens_per_step: list[int], cache_bytes: int) -> InfillResult:
         written = row[span[0]:span[1]].tolist()
-        kept = [t for t in written if t not in self.tokenizer.filler_token_ids]
-        return InfillResult(text=self.tokenizer.decode(kept), token_ids=written,
+        return InfillResult(text=self._span_text(written), token_ids=written,
                             num_forward_passes=num_forward_passes, elapsed_ms=elapsed_ms,
                             tokens_per_step=tokens_per_step, cache_bytes=cache_bytes)
+
+    def _span_text(self, span_ids: list[int]) -> str:
+        """The text of a span's tokens up to the first one still masked (all of them once decoding finished),
+        without the pad tail."""
+        end = span_ids.index(self.mask_token_id) if self.mask_token_id in span_ids else len(span_ids)
+        return self.tokenizer.decode([t for t in span_ids[:end] if t not in self.tokenizer.filler_token_ids])
+
+    def _finish_check(self, done_when: TextCheck) -> FinishCheck:
+        """denoise_blockwise's is_finished from a check on text: every row's text so far passes `done_when`. A
+        row is decoded again only when its leading revealed run has grown."""
+        verdicts: dict[int, tuple[int, bool]] = {}  # row -> (leading tokens revealed, verdict)
+
+        def is_finished(span_tokens: torch.Tensor) -> bool:
+            for row, ids in enumerate(span_tokens.tolist()):
+                revealed = ids.index(self.mask_token_id) if self.mask_token_id in ids else len(ids)
+                if verdicts.get(row, (-1, False))[0] != revealed:
+                    verdicts[row] = (revealed, done_when(self._span_text(ids)))
+            return all(verdict for _, verdict in verdicts.values())
+
+        return is_finished
 
     def _as_batch(self, input_ids: torch.Tensor | list[int]) -> torch.Tensor:
         ids = torch.as_tensor(input_ids, dtype=torch.long, device=self.device)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from coda_lsp.context import CompletionContext
+from coda_lsp.filters.indentation import normalize_indentation
+from coda_lsp.filters.repeated_lines import drop_repeated_lines
 from coda_lsp.text import bracket_balance, indent_width, is_closers_only
 
 
@@ -21,3 +23,24 @@ def stop_at_dedent(text: str, ctx: CompletionContext) -> str | None:
             break
         kept.append(line)
     return "\n".join(kept)
+
+
+def scope_is_complete(text: str, ctx: CompletionContext) -> bool:
+    """Whether `text`, the beginning of a raw completion, already holds everything the filters will keep of it,
+    so the engine can stop writing: the line has ended (single-line scope), or the repeat filter has cut inside
+    the finished lines, or a line has started below the block floor (multi-line scope). A closing-bracket line
+    that may still be kept decides only once it ends. The filters see these lines as the whole pipeline does:
+    repeats dropped, indentation normalised."""
+    if "\n" not in text:
+        return False
+    if not ctx.scope.is_multiline:
+        return True
+    finished, _, current = text.rpartition("\n")
+    if drop_repeated_lines(finished, ctx).count("\n") < finished.count("\n"):
+        return True
+    lines = normalize_indentation(f"{finished}\n{current}", ctx).split("\n")
+    for number, line in enumerate(lines[1:], start=1):
+        if line.strip() and indent_width(line) < ctx.scope.indent_floor:
+            keeps_closer = is_closers_only(line) and bracket_balance("\n".join(lines[:number])) > 0
+            return not keeps_closer or number < len(lines) - 1
+    return False

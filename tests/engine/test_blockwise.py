@@ -150,13 +150,42 @@ def test_candidates_decode_as_one_batch(engine):
     assert [r.token_ids for r in again] == [r.token_ids for r in batch]
 
 
+def test_done_when_stops_once_the_text_so_far_is_enough(engine):
+    full = engine.infill(PREFIX, SUFFIX, max_new_tokens=16, steps=16, threshold=1.0)
+    seen: list[str] = []
+
+    def enough(text: str) -> bool:
+        seen.append(text)
+        return len(text) >= 2
+
+    stopped = engine.infill(PREFIX, SUFFIX, max_new_tokens=16, steps=16, threshold=1.0, done_when=enough)
+    # Revealed tokens never change, so every text the check saw, and the answer, start the full run's text.
+    assert seen and all(full.text.startswith(text) for text in seen)
+    assert stopped.text == seen[-1] and len(stopped.text) >= 2
+    assert stopped.num_forward_passes < full.num_forward_passes
+    assert engine.mask_token_id in stopped.token_ids and engine.mask_token_id not in full.token_ids
+    assert stopped.token_ids[:stopped.token_ids.index(engine.mask_token_id)] == \
+        full.token_ids[:stopped.token_ids.index(engine.mask_token_id)]
+
+
+def test_done_when_waits_for_every_candidate(engine):
+    full = engine.infill_candidates(PREFIX, SUFFIX, (0.0, 0.8), max_new_tokens=12, steps=12, seed=3)
+    first_pass = engine.infill_candidates(PREFIX, SUFFIX, (0.0, 0.8), max_new_tokens=12, steps=12, seed=3,
+                                          done_when=lambda text: True)
+    assert all(r.num_forward_passes == 1 for r in first_pass)  # on the CPU the check sees every pass at once
+    started = engine.infill_candidates(PREFIX, SUFFIX, (0.0, 0.8), max_new_tokens=12, steps=12, seed=3,
+                                       done_when=bool)
+    assert all(r.text and f.text.startswith(r.text) for r, f in zip(started, full))  # every row, not just one
+
+
 def test_plan_blocks_shares_the_steps():
     assert [(b.start, b.end, b.steps) for b in plan_blocks(5, 25, 8, 7)] == [(5, 13, 3), (13, 21, 2), (21, 25, 2)]
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(exact=True, block_size=8), "exact=True runs CoDA's reference loop without the cache"),
-    (dict(exact=True, cache=CachePolicy()), "exact=True runs CoDA's reference loop without the cache"),
+    (dict(exact=True, block_size=8), "exact=True runs CoDA's reference loop unchanged"),
+    (dict(exact=True, cache=CachePolicy()), "exact=True runs CoDA's reference loop unchanged"),
+    (dict(exact=True, done_when=lambda text: True), "exact=True runs CoDA's reference loop unchanged"),
     (dict(block_size=0), "block_size must be a positive integer"),
     (dict(block_size=2, steps=3), r"steps \(3\) must be at least the number of blocks \(6\)"),
     (dict(alg="origin"), "runs only on the exact path"),
