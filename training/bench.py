@@ -7,6 +7,7 @@ both get a meaningful fraction. Batches are random token ids: the step does the 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import jax
@@ -14,6 +15,7 @@ import numpy as np
 
 from coda_training.config import load_config
 from coda_training.curriculum import MaskingSchedule
+from coda_training.errors import TrainingError
 from coda_training.perf import measure_matmul_peak, train_flops_per_token
 from coda_training.sharding import check_batch, make_mesh, place
 from coda_training.train_step import build_context, make_train_step, place_state, random_params
@@ -58,15 +60,20 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coda_training.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny", help="pretrain preset to time (tiny, 1p7b, or a YAML file)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the compiling one")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="compute dtypes, one row each")
     args, overrides = parser.parse_known_args(argv)
-    rows = [bench_row(args.preset, dtype, args.steps, overrides) for dtype in args.dtypes.split(",")]
+    try:
+        rows = [bench_row(args.preset, dtype, args.steps, overrides) for dtype in args.dtypes.split(",")]
+    except TrainingError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     print(format_table(rows))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -133,7 +133,9 @@ def _plan(args: argparse.Namespace, extra: list[str]) -> None:
     result, _ = plan_lib.plan(cfg, devices, compile=not args.no_compile)
     print(plan_lib.format_plan(cfg, result, chip))
     if args.max_rows:
-        rows, measured = plan_lib.largest_rows_per_device(cfg, devices, chip.usable_bytes)
+        known = {result.rows_per_device: result.compiled.total_bytes} if result.compiled and \
+            cfg.data.grad_accum == 1 else None
+        rows, measured = plan_lib.largest_rows_per_device(cfg, devices, chip.usable_bytes, known)
         tried = ", ".join(f"{r}: {plan_lib.gib(b)}" for r, b in measured)
         print(f"\nlargest micro-batch that fits {chip.name}: {rows} x {cfg.data.seq_len} tokens per device "
               f"(compiled GiB by rows: {tried})")

@@ -66,3 +66,10 @@ def test_largest_rows_per_device_is_the_compiled_boundary() -> None:
     rows, measured = plan.largest_rows_per_device(cfg, jax.devices()[:1], 3_000_000)
     compiled = dict(measured)
     assert rows >= 2 and compiled[rows] <= 3_000_000 < compiled[rows + 1]
+
+
+def test_largest_rows_per_device_reuses_known_compiles() -> None:
+    cfg = small_config(extra=["data.seq_len=32"])
+    known = {1: 1_000, 2: 10**15}  # bytes by rows, as if compiled already: nothing is left to compile
+    rows, measured = plan.largest_rows_per_device(cfg, jax.devices()[:1], 3_000_000, known)
+    assert rows == 1 and dict(measured) == known

@@ -4,6 +4,7 @@ accumulation equals the big batch exactly."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import numpy as np
@@ -13,7 +14,7 @@ from coda_training.config import MeshConfig
 from coda_training.curriculum import MaskingSchedule
 from coda_training.errors import TrainingError
 from coda_training.sharding import check_batch, make_mesh, place
-from coda_training.train_step import build_context, make_train_step, place_state, random_params
+from coda_training.train_step import abstract_params, build_context, init_groups, make_train_step, place_state, random_params
 from tests.training.conftest import small_config
 
 
@@ -54,6 +55,20 @@ def test_sharded_step_equals_single_device_step() -> None:
 def random_params_numpy(cfg) -> dict:
     ctx = build_context(cfg, make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1]))
     return {k: np.asarray(v) for k, v in random_params(ctx, 0).items()}
+
+
+def test_random_params_in_groups_equal_one_program() -> None:
+    cfg = small_config()
+    ctx = build_context(cfg, make_mesh(MeshConfig(1, 4, 2), jax.devices()))
+    largest = max(math.prod(sh.shard_shape(x.shape)) * 4 for sh, x in
+                  zip(ctx.state_sharding["params"].values(), abstract_params(ctx).values()))
+    groups = init_groups(ctx, largest)
+    assert len(groups) > 2 and sorted(sum(groups, [])) == sorted(ctx.state_sharding["params"])
+    grouped = random_params(ctx, 3, max_group_bytes=largest)
+    whole = random_params(ctx, 3, max_group_bytes=1 << 40)
+    for name, value in whole.items():
+        assert grouped[name].sharding == value.sharding, name
+        np.testing.assert_array_equal(np.asarray(grouped[name]), np.asarray(value), err_msg=name)
 
 
 def test_gradient_accumulation_equals_the_big_batch() -> None:
