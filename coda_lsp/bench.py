@@ -1,8 +1,12 @@
 """python -m coda_lsp.bench: request->response latency p50 / p95 over stdio, and the time spent outside the engine.
 
-Drives the real `coda-lsp` process with pygls' LSP client: one fresh server per kind of completion (single-line
-at the end of an assignment, multi-line after a block opener), on real Python source (this package's own code),
-each request at a new cursor so that no answer comes from the cache."""
+Drives the real `coda-lsp` process with pygls' LSP client: one fresh server per kind of completion, on real
+Python source (this package's own code):
+- single-line: a cold request right after `name = ` of an assignment, the rest of the line removed;
+- multi-line: a cold request at the end of a line that opens a block;
+- typing: someone writing the rest of such an assignment, one character and one request (awaited) per keystroke,
+  in one open document: consecutive requests share almost all of their context.
+No answer comes from the completion cache: every request is at a new cursor with text not seen before."""
 
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ _OPENER = re.compile(r"^\s*(def|if|for|while|with|class) .*:$")
 class Sample:
     text: str
     position: types.Position
+    document: int  # samples with the same number are edits of one open document, in order
 
 
 def single_line_samples(count: int) -> list[Sample]:
@@ -45,7 +50,27 @@ def single_line_samples(count: int) -> list[Sample]:
             if match and len(samples) < count:
                 cut = line[:match.end() - 1]
                 text = "\n".join([*lines[:number], cut, *lines[number + 1:]])
-                samples.append(Sample(text, types.Position(number, len(cut))))
+                samples.append(Sample(text, types.Position(number, len(cut)), len(samples)))
+    return samples
+
+
+def typing_samples(count: int, keystrokes_per_line: int = 6) -> list[Sample]:
+    """Keystrokes writing the first characters of assignments' right-hand sides (after `name = `), the rest of
+    each line removed, `keystrokes_per_line` in a row per line."""
+    samples: list[Sample] = []
+    lines_done = 0
+    for source in SOURCES:
+        lines = source.read_text().split("\n")
+        for number, line in enumerate(lines):
+            match = _ASSIGNMENT.match(line)
+            if not match or len(samples) >= count:
+                continue
+            cut = match.end() - 1
+            for typed in range(1, min(keystrokes_per_line, len(line) - cut, count - len(samples)) + 1):
+                partial = line[:cut + typed]
+                text = "\n".join([*lines[:number], partial, *lines[number + 1:]])
+                samples.append(Sample(text, types.Position(number, len(partial)), lines_done))
+            lines_done += 1
     return samples
 
 
@@ -56,7 +81,7 @@ def multi_line_samples(count: int) -> list[Sample]:
         text = source.read_text()
         for number, line in enumerate(text.split("\n")):
             if _OPENER.match(line) and line.isascii() and len(samples) < count:
-                samples.append(Sample(text, types.Position(number, len(line))))
+                samples.append(Sample(text, types.Position(number, len(line)), len(samples)))
     return samples
 
 
@@ -73,17 +98,24 @@ async def run_kind(model: Path, samples: list[Sample], options: dict[str, Any], 
     client.initialized(types.InitializedParams())
     await wait_ready(client)
     client_ms = []
-    for number, sample in enumerate(samples):
-        uri = f"file:///bench/{number}.py"
-        client.text_document_did_open(types.DidOpenTextDocumentParams(
-            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=sample.text)))
+    for index, sample in enumerate(samples):
+        uri = f"file:///bench/{sample.document}.py"
+        if index and samples[index - 1].document == sample.document:
+            client.text_document_did_change(types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=index + 1),
+                content_changes=[types.TextDocumentContentChangeWholeDocument(text=sample.text)]))
+        else:
+            client.text_document_did_open(types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=index + 1,
+                                                     text=sample.text)))
         started = time.perf_counter()
         await client.text_document_inline_completion_async(types.InlineCompletionParams(
             text_document=types.TextDocumentIdentifier(uri=uri), position=sample.position,
             context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
         client_ms.append((time.perf_counter() - started) * 1000)
-        client.text_document_did_close(types.DidCloseTextDocumentParams(
-            text_document=types.TextDocumentIdentifier(uri=uri)))
+        if index + 1 == len(samples) or samples[index + 1].document != sample.document:
+            client.text_document_did_close(types.DidCloseTextDocumentParams(
+                text_document=types.TextDocumentIdentifier(uri=uri)))
     status = plain(await client.protocol.send_request_async("coda/status", {}))
     await client.shutdown_async(None)
     client.exit(None)
@@ -144,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         model = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else
                                _default_model(args.preset, args.tokenizer_dir, Path(scratch)))
         kinds = {"single-line": single_line_samples(args.requests),
-                 "multi-line": multi_line_samples(args.requests)}
+                 "multi-line": multi_line_samples(args.requests),
+                 "typing": typing_samples(args.requests)}
         results = {kind: asyncio.run(run_kind(model, samples, options, args.device, args.dtype))
                    for kind, samples in kinds.items()}
     _print_table(model, args, results)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from coda_lsp.cache import CacheKey, CompletionCache
@@ -112,11 +112,13 @@ def _infill(engine: Any, ctx: CompletionContext, settings: GenerationSettings, n
         results = [engine.infill(prefix, ctx.suffix, temperature=temperature, seed=index if index else None,
                                  exact=True, **common) for index, temperature in enumerate(temperatures)]
         return [r.text for r in results], sum(r.elapsed_ms for r in results)
-    from coda_engine.cache import CachePolicy
+    from coda_engine.engine import FAST
 
     # Decoding stops once every candidate's text so far already decides what the filters keep: a single-line
     # completion needs nothing after its line break.
     results = engine.infill_candidates(prefix, ctx.suffix, temperatures, seed=0,
-                                       block_size=settings.block_size, cache=CachePolicy(settings.cache_refresh),
+                                       block_size=settings.block_size,
+                                       cache=replace(FAST.cache, refresh=settings.cache_refresh,
+                                                     reuse=settings.cache_reuse),
                                        done_when=lambda text: scope_is_complete(text, ctx), **common)
     return [r.text for r in results], results[0].elapsed_ms

@@ -25,6 +25,7 @@ class GenerationSettings:
     exact: bool = False            # CoDA's reference loop: no cache, one block (slow; for checking the fast path)
     block_size: int | None = None  # fast path: tokens decoded together over the cache; None = the engine's (32)
     cache_refresh: RefreshRule = "none"  # fast path: when the whole canvas is recomputed (block, steps, revealed)
+    cache_reuse: int = 8           # fast path: requests in a row that start from the previous one's cache; 0: none
     num_candidates: int = 3        # an explicit (Invoked) request returns up to this many items to cycle through
     candidate_temperature: float = 0.8  # sampling temperature of the candidates after the first (greedy) one
 
@@ -131,6 +132,7 @@ _KEYS: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
     "exact": ("generation", "exact", _bool),
     "blockSize": ("generation", "block_size", _optional(_int_in(1, 512))),
     "cacheRefresh": ("generation", "cache_refresh", _one_of(REFRESH_RULES)),
+    "cacheReuse": ("generation", "cache_reuse", _int_in(0, 64)),
     "invokedCandidates": ("generation", "num_candidates", _int_in(1, 8)),
     "candidateTemperature": ("generation", "candidate_temperature", _float_in(0.0, 5.0)),
     "contextTokens": ("context", "context_tokens", _int_in(16, 32768)),

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .cache import CachePolicy, KVCache, plan_blocks
+from .cache import CachePolicy, KVCache, Prefill, plan_blocks
 from .errors import Cancelled
 from .generate import TAIL_PROBABILITY, PadTail, SamplingParams, StepCallback, StopCheck
 from .model import CodaModel
@@ -37,13 +37,17 @@ FAST_ALGORITHMS: tuple[str, ...] = ("threshold", "maskgit_plus", "topk_margin", 
 
 @dataclass
 class BlockwiseTrace:
-    """What one run did: the final canvas, passes, full-canvas refreshes, tokens revealed per pass, cache bytes."""
+    """What one run did: the final canvas, passes, full-canvas refreshes, tokens revealed per pass, the cache
+    (and which of its positions later passes rewrote: see CanvasCache), the first pass's window."""
 
     canvas: torch.Tensor
     num_forward_passes: int = 0
     num_refreshes: int = 0
     tokens_per_step: list[int] = field(default_factory=list)
     cache_bytes: int = 0
+    cache: KVCache | None = None
+    stale: tuple[int, int] = (0, 0)  # positions written after the last pass that computed them from masks
+    first_window: tuple[int, int] = (0, 0)
 
 
 class DoneFlags:
@@ -103,7 +107,8 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                       generator: torch.Generator | Sequence[torch.Generator | None] | None = None,
                       should_stop: StopCheck | None = None, on_step: StepCallback | None = None,
                       is_finished: FinishCheck | None = None, suppressed_token_ids: tuple[int, ...] = (),
-                      pad_tail: PadTail | None = None, use_kernels: bool | None = None) -> BlockwiseTrace:
+                      pad_tail: PadTail | None = None, use_kernels: bool | None = None,
+                      prefill: Prefill | None = None) -> BlockwiseTrace:
     """Fill the masks of canvas[:, span[0]:span[1]] (the same span in every row) in at most `params.steps` passes.
 
     `reveal_bar`: also reveal every position whose token is at least this probable (see reveal_block); with
@@ -112,7 +117,9 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
     revealing (None: on CUDA when triton is there; True where triton cannot run raises ValueError).
     `is_finished`: given the (B, S) span's tokens on the host, whether every row already holds all it needs
     (a single-line completion whose line has ended); decoding then stops with masks left after that point. On
-    CUDA it sees each step's tokens one step late, like the done flags. Raises Cancelled between passes."""
+    CUDA it sees each step's tokens one step late, like the done flags. `prefill`: a cache that already holds
+    every position outside its window (reused from an earlier call), so the first pass computes only that window
+    and the block's. Raises Cancelled between passes."""
     span_start, span_end = span
     check_fast_params(params)
     if not 1 <= span_start < span_end <= canvas.shape[1]:
@@ -131,8 +138,13 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
         raise ValueError(f"Triton kernels asked for on {canvas.device}, where they cannot run: "
                          f"{unavailable_reason(canvas.device)}")
     x = canvas.clone()
-    cache = KVCache.allocate(model.config, x.shape[0], x.shape[1], x.device, model.lm_head.weight.dtype)
-    trace = BlockwiseTrace(x, cache_bytes=cache.num_bytes)
+    if prefill is not None and (prefill.cache.keys[0].shape[0], prefill.cache.length) != tuple(x.shape):
+        raise ValueError(f"the prefilled cache holds {prefill.cache.keys[0].shape[0]} x {prefill.cache.length} "
+                         f"positions, the canvas {tuple(x.shape)}")
+    cache = prefill.cache if prefill is not None else KVCache.allocate(model.config, x.shape[0], x.shape[1],
+                                                                       x.device, model.lm_head.weight.dtype)
+    trace = BlockwiseTrace(x, cache_bytes=cache.num_bytes, cache=cache)
+    stale_start, stale_end = x.shape[1], 0
     # Made once: a small tensor built from a list inside the loop would be a host-to-device copy every pass.
     suppressed = torch.tensor(suppressed_token_ids, dtype=torch.long, device=x.device)
     fillers = torch.tensor(pad_tail.token_ids if pad_tail else (), dtype=torch.long, device=x.device)
@@ -158,7 +170,18 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                 window_start = 0 if refresh else max(
                     0, (blocks[index - 1].start if new_block else block.start) - 1 - policy.margin)
                 window_end = x.shape[1] if refresh else min(x.shape[1], block.end + policy.margin)
+                if refresh and prefill is not None and trace.num_forward_passes == 0:
+                    refresh = False
+                    window_start = min(prefill.window[0], max(0, block.start - 1 - policy.margin))
+                    window_end = max(prefill.window[1], min(x.shape[1], block.end + policy.margin))
                 states, cache = model.hidden_states_cached(x[:, window_start:window_end], cache, window_start)
+                if trace.num_forward_passes == 0:
+                    trace.first_window = (window_start, window_end)
+                elif refresh:
+                    # Every position now saw revealed tokens: none is fit to reuse.
+                    stale_start, stale_end = 0, x.shape[1]
+                else:
+                    stale_start, stale_end = min(stale_start, window_start), max(stale_end, window_end)
                 hidden = states[:, block.start - 1 - window_start:block.end - 1 - window_start]
                 trace.num_forward_passes += 1
                 trace.num_refreshes += refresh
@@ -183,6 +206,7 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                 if block_done or span_done:
                     break
     trace.tokens_per_step = [int(n) for n in torch.stack(revealed_per_pass).tolist()] if revealed_per_pass else []
+    trace.stale = (stale_start, stale_end) if stale_start < stale_end else (0, 0)
     return trace
 
 

@@ -8,6 +8,7 @@ the active block's positions are recomputed at each step. No sampling here.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,6 +42,10 @@ class KVCache:
     def length(self) -> int:
         return self.keys[0].shape[2]
 
+    def first_rows(self, rows: int) -> "KVCache":
+        """The same cache for the first `rows` batch rows (views, no copy)."""
+        return KVCache([t[:rows] for t in self.keys], [t[:rows] for t in self.values])
+
     @property
     def num_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
@@ -63,6 +68,9 @@ class CachePolicy:
     # Cached positions on each side of the block recomputed at every pass too: the nearest context is what the
     # block's tokens move most, so a margin buys back most of a refresh's accuracy at a fraction of its cost.
     margin: int = 0
+    # How many calls in a row may start from the previous call's keys and values (see CanvasCache) before one
+    # computes its whole canvas again; 0: every call starts with a full pass.
+    reuse: int = 0
 
     def __post_init__(self) -> None:
         if self.refresh not in REFRESH_RULES:
@@ -73,6 +81,8 @@ class CachePolicy:
             raise ValueError(f"cache margin must be a whole number >= 0, got {self.margin!r}")
         if not 0 < self.revealed_share <= 1:
             raise ValueError(f"cache revealed_share must be in (0, 1], got {self.revealed_share}")
+        if isinstance(self.reuse, bool) or not isinstance(self.reuse, int) or self.reuse < 0:
+            raise ValueError(f"cache reuse must be a whole number >= 0, got {self.reuse!r}")
 
     def needs_refresh(self, *, new_block: bool, passes_since: int, revealed_since: int, span: int) -> bool:
         """Whether the next pass recomputes the whole canvas, given what happened since the last refresh."""
@@ -83,6 +93,96 @@ class CachePolicy:
         if self.refresh == "revealed":
             return revealed_since >= self.revealed_share * span
         return False
+
+
+@dataclass(frozen=True)
+class CanvasCache:
+    """A finished call's canvas and keys and values, kept for the next call.
+
+    As-you-type requests come one keystroke apart: the new canvas holds the same prefix (or the same one less
+    its first lines, when the context window moved down) and the same suffix, shifted by what was typed. Their
+    keys and values are reused (the suffix's rotated to its new positions), so the next call's first pass
+    computes only the region around the cursor. This stretches the cache's approximation across calls: the
+    reused positions last saw the old text at the cursor. Positions the old call's later passes recomputed saw
+    its revealed tokens, so they are never reused."""
+
+    ids: tuple[int, ...]           # the canvas (its first row)
+    span: tuple[int, int]
+    cache: KVCache                 # one row
+    stale: tuple[int, int]         # positions written after the first pass; (0, 0) when none
+    reuses: int                    # calls in a row that started from an earlier call's cache
+
+
+@dataclass(frozen=True)
+class Prefill:
+    """A new canvas's cache with the reused positions filled in, and the positions its first pass computes."""
+
+    cache: KVCache
+    window: tuple[int, int]
+    reused: int                    # positions taken from the previous call
+    reuses: int                    # CanvasCache.reuses for the call that starts from it
+
+
+# The longest stretch at the top of the old prefix that may have scrolled out of the context window.
+_MAX_TOP_SHIFT = 512
+_ANCHOR = 8  # tokens that must match to consider a shift
+
+
+def shared_prefix(old: Sequence[int], new: Sequence[int]) -> tuple[int, int]:
+    """(shift, length): new[:length] == old[shift:shift + length], the longest such run for shifts up to
+    _MAX_TOP_SHIFT (lines at the top leave the context window as the prefix grows)."""
+    best = (0, _common_length(old, new))
+    anchor = tuple(new[:_ANCHOR])
+    if len(anchor) < _ANCHOR:
+        return best
+    for shift in range(1, min(_MAX_TOP_SHIFT, len(old) - _ANCHOR) + 1):
+        if tuple(old[shift:shift + _ANCHOR]) == anchor:
+            length = _common_length(old[shift:], new)
+            if length > best[1]:
+                best = (shift, length)
+    return best
+
+
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    length = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        length += 1
+    return length
+
+
+def prefill_from(previous: CanvasCache, ids: Sequence[int], span: tuple[int, int], batch: int,
+                 shift_keys: Callable[[torch.Tensor, int], torch.Tensor], min_share: float = 0.5) -> Prefill | None:
+    """The new canvas `ids` (span [start, end)) prefilled from `previous`, or None when less than `min_share`
+    of it could be reused. `shift_keys(keys, delta)` rotates keys as if they sat delta positions later."""
+    (start, end), (old_start, old_end) = span, previous.span
+    old_ids, stale_start, stale_end = previous.ids, *previous.stale
+    shift, prefix = shared_prefix(old_ids[:old_start], ids[:start])
+    if stale_start < stale_end:
+        prefix = max(0, min(prefix, stale_start - shift))
+    suffix_skip = max(0, stale_end - old_end) if stale_start < stale_end else 0
+    suffix = _common_length(old_ids[old_end:], ids[end:])
+    # The first pass is one window, so the suffix is reused only when the shared run reaches the canvas's end.
+    reuse_suffix = suffix == len(ids) - end and suffix > suffix_skip
+    window = (prefix, end + suffix_skip if reuse_suffix else len(ids))
+    reused = prefix + (len(ids) - window[1])
+    if reused < min_share * len(ids):
+        return None
+    old, length = previous.cache, len(ids)
+    keys, values = [], []
+    for old_keys, old_values in zip(old.keys, old.values):
+        new_keys = old_keys.new_zeros((batch, *old_keys.shape[1:2], length, old_keys.shape[3]))
+        new_values = torch.zeros_like(new_keys)
+        new_keys[:, :, :prefix] = shift_keys(old_keys[:, :, shift:shift + prefix], -shift)
+        new_values[:, :, :prefix] = old_values[:, :, shift:shift + prefix]
+        if reuse_suffix:
+            first, delta = old_end + suffix_skip, end - old_end
+            new_keys[:, :, window[1]:] = shift_keys(old_keys[:, :, first:old_end + suffix], delta)
+            new_values[:, :, window[1]:] = old_values[:, :, first:old_end + suffix]
+        keys.append(new_keys)
+        values.append(new_values)
+    return Prefill(KVCache(keys, values), window, reused, previous.reuses + 1)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .blockwise import FinishCheck, denoise_blockwise
-from .cache import CachePolicy, check_block_size
+from .cache import CachePolicy, CanvasCache, Prefill, check_block_size, prefill_from
 from .checkpoint import load_weights
 from .config import ModelConfig, load_config
 from .errors import CheckpointError
@@ -104,6 +104,8 @@ class Engine:
         self.path = path
         self.config: ModelConfig = model.config
         self.mask_token_id = tokenizer.mask_token_id
+        # The last fast call's canvas and cache, for a policy with `reuse` (see cache.CanvasCache).
+        self.last_canvas: CanvasCache | None = None
         if self.mask_token_id != self.config.mask_token_id:
             raise CheckpointError(path / "config.json", f"mask_token_id {self.config.mask_token_id} disagrees with "
                                                         f"the tokenizer's <|mask|> id {self.mask_token_id}")
@@ -221,17 +223,22 @@ class Engine:
         params = SamplingParams(steps, alg, 0.0, top_p, top_k, alg_temp, eps,
                                 reveal_bar if alg == "threshold" else None, window)
         prefix_ids, canvas = self._canvas(prefix, suffix, max_new_tokens)
-        canvas = canvas.repeat(len(temperatures), 1)
         span = (len(prefix_ids), len(prefix_ids) + max_new_tokens)
+        policy = cache or FAST.cache
+        prefill = self._prefill(canvas[0].tolist(), span, len(temperatures), policy)
+        canvas = canvas.repeat(len(temperatures), 1)
         fillers = tuple(sorted(self.tokenizer.filler_token_ids))
         trace = denoise_blockwise(self.model, canvas, span, self.mask_token_id, params, block_size,
-                                  cache or FAST.cache, reveal_bar=reveal_bar, row_temperatures=temperatures,
+                                  policy, prefill=prefill, reveal_bar=reveal_bar, row_temperatures=temperatures,
                                   generator=[None if seed is None else self._generator(seed + row)
                                              for row in range(len(temperatures))],
                                   should_stop=should_stop, on_step=on_step,
                                   is_finished=None if done_when is None else self._finish_check(done_when),
                                   suppressed_token_ids=() if variable_length else fillers,
                                   pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None)
+        if policy.reuse:
+            self.last_canvas = CanvasCache(tuple(canvas[0].tolist()), span, trace.cache.first_rows(1), trace.stale,
+                                           prefill.reuses if prefill is not None else 0)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         return [self._result(row, span, trace.num_forward_passes, elapsed_ms, trace.tokens_per_step,
                              trace.cache_bytes) for row in trace.canvas]
@@ -279,6 +286,14 @@ class Engine:
         return InfillResult(text=self._span_text(written), token_ids=written,
                             num_forward_passes=num_forward_passes, elapsed_ms=elapsed_ms,
                             tokens_per_step=tokens_per_step, cache_bytes=cache_bytes)
+
+    def _prefill(self, ids: list[int], span: tuple[int, int], batch: int, policy: CachePolicy) -> Prefill | None:
+        """The cache of the last call's canvas carried over to this one, when the policy allows another reuse in
+        a row and at least half of the canvas is shared; None: the first pass computes everything."""
+        last = self.last_canvas
+        if not policy.reuse or last is None or last.reuses >= policy.reuse:
+            return None
+        return prefill_from(last, ids, span, batch, self.model.shift_keys)
 
     def _span_text(self, span_ids: list[int]) -> str:
         """The text of a span's tokens up to the first one still masked (all of them once decoding finished),

@@ -143,6 +143,15 @@ class CodaModel(nn.Module):
             x = block(x, cos, sin, None, (keys, values), start)
         return self.model.norm(x), cache
 
+    def shift_keys(self, keys: torch.Tensor, delta: int) -> torch.Tensor:
+        """(..., head_dim) cached keys rotated as if their tokens sat `delta` positions later: RoPE turns each
+        pair of dimensions by an angle proportional to the position, and turns compose."""
+        if delta == 0:
+            return keys
+        positions = torch.tensor([delta], device=keys.device)
+        cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta, keys.dtype)
+        return apply_rope(keys, cos, sin)
+
     def forward(self, input_ids: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L) ids -> (B, L, vocab) raw logits; position i scores token i+1 (the shift is the sampler's job)."""
         return self.lm_head(self.hidden_states(input_ids, attn_mask))

@@ -10,7 +10,7 @@ torch's threads) the engine's process, and would add nothing, since the programs
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 from .candidate import build_program, is_exact_match, truncate_completion
@@ -36,6 +36,9 @@ class InfillSettings:
     seed: int | None = None  # the same seed for every problem, so a run is reproducible problem by problem
     variable_length: bool = True  # False: pad/end tokens forbidden, the model fills the whole span
     window: int | None = None  # reveal among the leftmost `window` masks only (1: left to right)
+    # Fast path: first infill at the cursor less its last n, n - 1, ..., 1 characters, each call reusing the
+    # last one's cache (as-you-type), and the problem's own call reusing theirs; 0: every call starts afresh.
+    keystrokes: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,17 @@ class ProblemResult:
 
 def generate(engine: Engine, problem: Problem, settings: InfillSettings) -> Generation:
     """The engine's middle; a problem the engine refuses is one failed problem, not the end of the run."""
+    options = asdict(settings)
+    keystrokes = options.pop("keystrokes")
     try:
-        result = engine.infill(problem.prefix, problem.suffix, **asdict(settings))
+        if keystrokes:
+            from coda_engine.engine import FAST
+
+            options["cache"] = replace(FAST.cache, reuse=keystrokes + 1)
+            engine.last_canvas = None
+            for cut in range(min(keystrokes, len(problem.prefix) - 1), 0, -1):
+                engine.infill(problem.prefix[:-cut], problem.suffix, **options)
+        result = engine.infill(problem.prefix, problem.suffix, **options)
     except ValueError as error:
         return Generation("", 0.0, 0, error=str(error))
     return Generation(result.text, result.elapsed_ms, result.num_forward_passes)

@@ -7,7 +7,8 @@ import torch
 
 from coda_engine import Engine
 from coda_engine.blockwise import denoise_blockwise
-from coda_engine.cache import CachePolicy, KVCache, plan_blocks
+from coda_engine.cache import CachePolicy, CanvasCache, KVCache, plan_blocks, prefill_from, shared_prefix
+from coda_engine.errors import Cancelled
 from coda_engine.generate import PadTail, SamplingParams
 
 PREFIX = "def total(values):\n    result = 0\n    for value in values:\n"
@@ -176,6 +177,69 @@ def test_done_when_waits_for_every_candidate(engine):
     started = engine.infill_candidates(PREFIX, SUFFIX, (0.0, 0.8), max_new_tokens=12, steps=12, seed=3,
                                        done_when=bool)
     assert all(r.text and f.text.startswith(r.text) for r, f in zip(started, full))  # every row, not just one
+
+
+def test_shifted_keys_equal_keys_computed_at_the_new_positions(engine):
+    ids = canvas_ids(engine, 4)
+    shifted_ids = torch.cat([ids[:, :1].repeat(1, 5), ids], dim=1)  # the same tokens, 5 positions later
+    here = KVCache.allocate(engine.config, 1, ids.shape[1], engine.device, engine.dtype)
+    later = KVCache.allocate(engine.config, 1, shifted_ids.shape[1], engine.device, engine.dtype)
+    engine.model.hidden_states_cached(ids, here, 0)
+    engine.model.hidden_states_cached(shifted_ids, later, 0)
+    # Layer 0's keys depend on the token and its position only.
+    assert torch.allclose(engine.model.shift_keys(here.keys[0], 5), later.keys[0][:, :, 5:], atol=1e-5)
+    assert engine.model.shift_keys(here.keys[0], 0) is here.keys[0]
+
+
+def test_shared_prefix_finds_lines_that_left_the_top_of_the_window():
+    old = list(range(100))
+    assert shared_prefix(old, old[:60] + [7, 7]) == (0, 60)
+    assert shared_prefix(old, old[12:70] + [1]) == (12, 58)
+    assert shared_prefix(old, [5, 4, 3]) == (0, 0)
+
+
+def test_a_prefilled_cache_holds_the_shared_prefix_and_the_shifted_suffix(engine):
+    old_ids = canvas_ids(engine, 8)[0].tolist()
+    start = len(engine.tokenizer.encode(PREFIX))
+    cache = KVCache.allocate(engine.config, 1, len(old_ids), engine.device, engine.dtype)
+    engine.model.hidden_states_cached(torch.tensor([old_ids]), cache, 0)
+    previous = CanvasCache(tuple(old_ids), (start, start + 8), cache, (start - 3, start + 10), 0)
+    typed = engine.tokenizer.encode(" total += value")[:2]  # two tokens typed: the span moves right by 2
+    assert len(typed) == 2
+    new_ids = old_ids[:start] + typed + old_ids[start:]
+    new_span = (start + 2, start + 10)
+    prefill = prefill_from(previous, new_ids, new_span, 2, engine.model.shift_keys)
+    # Not reused: what the old call rewrote after its first pass (3 before its span, 2 after), and the new tokens.
+    assert prefill.window == (start - 3, new_span[1] + 2) and prefill.reused == len(new_ids) - (3 + 2 + 8 + 2)
+    full = KVCache.allocate(engine.config, 1, len(new_ids), engine.device, engine.dtype)
+    engine.model.hidden_states_cached(torch.tensor([new_ids]), full, 0)
+    reused = [*range(prefill.window[0]), *range(prefill.window[1], len(new_ids))]
+    for row in range(2):  # layer 0 depends on each token and position alone: there the reuse is exact
+        assert torch.allclose(prefill.cache.keys[0][row][:, reused], full.keys[0][0][:, reused], atol=1e-5)
+        assert torch.allclose(prefill.cache.values[0][row][:, reused], full.values[0][0][:, reused], atol=1e-6)
+    assert prefill_from(previous, engine.tokenizer.encode("x = 1\n") + [engine.mask_token_id] * 8, (6, 14), 1,
+                        engine.model.shift_keys) is None  # nothing in common: a full pass
+
+
+def test_as_you_type_calls_reuse_the_last_cache_a_bounded_number_of_times(engine):
+    policy = CachePolicy(margin=2, reuse=2)
+    typed = ["", "r", "re", "res"]
+    results = []
+    chain = []
+    for text in typed:
+        results.append(engine.infill(PREFIX + "        " + text, SUFFIX, max_new_tokens=8, cache=policy))
+        chain.append(engine.last_canvas.reuses)
+    assert chain == [0, 1, 2, 0]  # the third reuse in a row would exceed the policy: a full pass instead
+    assert all(engine.mask_token_id not in r.token_ids for r in results)
+    # Without reuse nothing is kept, and a call cancelled halfway leaves the kept canvas as it was.
+    kept = engine.last_canvas
+    with pytest.raises(Cancelled):
+        engine.infill(PREFIX + "        resu", SUFFIX, max_new_tokens=8, cache=policy,
+                      should_stop=iter([False, True]).__next__)
+    assert engine.last_canvas is kept
+    engine.last_canvas = None
+    engine.infill(PREFIX, SUFFIX, max_new_tokens=8)
+    assert engine.last_canvas is None
 
 
 def test_plan_blocks_shares_the_steps():

@@ -287,3 +287,24 @@ def test_a_problem_the_engine_refuses_fails_alone(tiny_checkpoint: Path, humanev
     assert [r.task_id for r in results] == ["too-long", normal.task_id]
     assert results[0].status == "failed" and "max_position_embeddings" in results[0].reason
     assert results[1].num_forward_passes == 2 and results[1].execution_ms > 0
+
+
+def test_keystrokes_run_the_typing_calls_first_and_reuse_their_cache(tiny_checkpoint: Path,
+                                                                     humaneval_dir: Path) -> None:
+    from coda_engine import Engine
+    from coda_engine.evaluation.runner import InfillSettings, generate
+
+    engine = Engine.from_pretrained(tiny_checkpoint)
+    problem = load_problems("single-line", humaneval_dir, 0, 1)[0]
+    generation = generate(engine, problem, InfillSettings(max_new_tokens=4, steps=2, keystrokes=3))
+    assert generation.error is None and generation.num_forward_passes >= 1
+    assert engine.last_canvas is not None and engine.last_canvas.reuses == 3  # 3 typing calls, then the problem's
+    assert InfillSettings().keystrokes == 0
+
+
+def test_keystrokes_with_exact_exit_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from coda_engine.eval import main
+
+    assert main(["--model", "unused", "--exact", "--keystrokes", "2"]) != 0
+    assert capsys.readouterr().err == \
+        "error: --block-size and --keystrokes are fast-path settings; drop them with --exact\n"

@@ -16,6 +16,6 @@ def test_bench_prints_a_row_per_kind(tiny_checkpoint: Path, capsys: pytest.Captu
                  "--single-line-tokens", "4", "--steps", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = {line.split(" | ")[0]: line.split(" | ") for line in lines if " | " in line}
-    assert set(rows) >= {"single-line", "multi-line"}
-    for kind in ("single-line", "multi-line"):
+    assert set(rows) >= {"single-line", "multi-line", "typing"}
+    for kind in ("single-line", "multi-line", "typing"):
         assert rows[kind][1] == "2" and all(float(cell) >= 0 for cell in rows[kind][2:])
