@@ -174,7 +174,9 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                     refresh = False
                     window_start = min(prefill.window[0], max(0, block.start - 1 - policy.margin))
                     window_end = max(prefill.window[1], min(x.shape[1], block.end + policy.margin))
-                states, cache = model.hidden_states_cached(x[:, window_start:window_end], cache, window_start)
+                hidden, cache = model.hidden_states_cached(
+                    x[:, window_start:window_end], cache, window_start,
+                    slice(block.start - 1 - window_start, block.end - 1 - window_start))
                 if trace.num_forward_passes == 0:
                     trace.first_window = (window_start, window_end)
                 elif refresh:
@@ -182,7 +184,6 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                     stale_start, stale_end = 0, x.shape[1]
                 else:
                     stale_start, stale_end = min(stale_start, window_start), max(stale_end, window_end)
-                hidden = states[:, block.start - 1 - window_start:block.end - 1 - window_start]
                 trace.num_forward_passes += 1
                 trace.num_refreshes += refresh
                 passes_since_refresh = 1 if refresh else passes_since_refresh + 1

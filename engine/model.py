@@ -56,14 +56,17 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_mask: torch.Tensor | None,
-                cached: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0) -> torch.Tensor:
+                cached: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0,
+                rows: slice = slice(None)) -> torch.Tensor:
         """`cached` (keys, values) of the whole canvas: this call's positions [start, start + L) are written into
-        them and the queries attend over all of them."""
+        them and the queries attend over all of them. Only the positions `rows` of x ask (queries and output);
+        all of them give keys and values."""
         batch, length, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(batch, length, self.num_heads, self.head_dim)).transpose(1, 2)
+        asking = x[:, rows]
+        q = self.q_norm(self.q_proj(asking).view(batch, asking.shape[1], self.num_heads, self.head_dim))
         k = self.k_norm(self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim)).transpose(1, 2)
         v = self.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, heads, L, head_dim)
+        q, k = apply_rope(q.transpose(1, 2), cos[rows], sin[rows]), apply_rope(k, cos, sin)  # (B, heads, L, hd)
         if cached is not None:
             keys, values = cached
             keys[:, :, start:start + length] = k
@@ -72,7 +75,7 @@ class Attention(nn.Module):
         # Every position attends to every other one: the canvas is denoised as a whole, not left to right.
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False,
                                              enable_gqa=self.num_heads != self.num_kv_heads)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+        return self.o_proj(out.transpose(1, 2).reshape(batch, asking.shape[1], -1))
 
 
 class MLP(nn.Module):
@@ -95,8 +98,10 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_mask: torch.Tensor | None,
-                cached: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, cached, start)
+                cached: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0,
+                rows: slice = slice(None)) -> torch.Tensor:
+        """The block's output at positions `rows` of x (the keys and values of all of them go to the cache)."""
+        x = x[:, rows] + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, cached, start, rows)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -128,19 +133,22 @@ class CodaModel(nn.Module):
             x = block(x, cos, sin, attn_mask)
         return self.model.norm(x)
 
-    def hidden_states_cached(self, input_ids: torch.Tensor, cache: KVCache,
-                             start: int = 0) -> tuple[torch.Tensor, KVCache]:
-        """(B, W) ids sitting at canvas positions [start, start + W) -> their (B, W, hidden) states, and the cache
-        with those positions' keys and values written in (in place). Attention covers the whole cached canvas,
-        so with every position computed once (start 0, W = the canvas) this equals `hidden_states`."""
+    def hidden_states_cached(self, input_ids: torch.Tensor, cache: KVCache, start: int = 0,
+                             rows: slice = slice(None)) -> tuple[torch.Tensor, KVCache]:
+        """(B, W) ids sitting at canvas positions [start, start + W) -> the (B, len(rows), hidden) states of the
+        window's positions `rows`, and the cache with all W positions' keys and values written in (in place).
+        Attention covers the whole cached canvas, so with every position computed once (start 0, W = the
+        canvas) this equals `hidden_states`. The last layer computes only the rows asked for: the others' keys
+        and values are all that later passes read."""
         if start < 0 or start + input_ids.shape[1] > cache.length:
             raise ValueError(f"positions [{start}, {start + input_ids.shape[1]}) lie outside the cached canvas "
                              f"of {cache.length}")
         x = self.model.embed_tokens(input_ids)
         positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
         cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
-        for block, keys, values in zip(self.model.layers, cache.keys, cache.values):
-            x = block(x, cos, sin, None, (keys, values), start)
+        last = len(self.model.layers) - 1
+        for index, (block, keys, values) in enumerate(zip(self.model.layers, cache.keys, cache.values)):
+            x = block(x, cos, sin, None, (keys, values), start, rows if index == last else slice(None))
         return self.model.norm(x), cache
 
     def shift_keys(self, keys: torch.Tensor, delta: int) -> torch.Tensor:

@@ -46,6 +46,17 @@ def test_a_window_over_an_unchanged_canvas_equals_the_full_pass(engine):
     assert torch.allclose(window, full[:, 9:23], atol=1e-5)
 
 
+def test_asking_for_some_rows_gives_those_rows_and_still_writes_every_key(engine):
+    ids = canvas_ids(engine, 12)
+    everything = KVCache.allocate(engine.config, 1, ids.shape[1], engine.device, engine.dtype)
+    some = KVCache.allocate(engine.config, 1, ids.shape[1], engine.device, engine.dtype)
+    full, everything = engine.model.hidden_states_cached(ids, everything, 0)
+    part, some = engine.model.hidden_states_cached(ids, some, 0, slice(15, 27))
+    assert part.shape[1] == 12 and torch.allclose(part, full[:, 15:27], atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(some.keys + some.values,
+                                                              everything.keys + everything.values))
+
+
 def test_a_window_sees_the_changed_tokens_and_reuses_the_rest(engine):
     ids = canvas_ids(engine, 12)
     cache = KVCache.allocate(engine.config, 1, ids.shape[1], engine.device, engine.dtype)
@@ -118,9 +129,9 @@ def test_refresh_rules_decide_the_full_passes(engine, policy, refreshes):
     counted = []
     original = engine.model.hidden_states_cached
 
-    def spy(ids, cache, start=0):
+    def spy(ids, cache, start=0, rows=slice(None)):
         counted.append(ids.shape[1] == cache.length)
-        return original(ids, cache, start)
+        return original(ids, cache, start, rows)
 
     engine.model.hidden_states_cached = spy
     try:
