@@ -3,9 +3,12 @@ descriptions of XLA failures."""
 
 from __future__ import annotations
 
+import os
+
 import jax
 import pytest
 
+import coda_training
 from coda_training import plan
 from coda_training.cli import main
 from tests.training.conftest import SMALL_MODEL, small_config
@@ -73,3 +76,7 @@ def test_largest_rows_per_device_reuses_known_compiles() -> None:
     known = {1: 1_000, 2: 10**15}  # bytes by rows, as if compiled already: nothing is left to compile
     rows, measured = plan.largest_rows_per_device(cfg, jax.devices()[:1], 3_000_000, known)
     assert rows == 1 and dict(measured) == known
+
+
+def test_importing_coda_training_selects_the_memory_minimising_cpu_scheduler() -> None:
+    assert f"{coda_training.CPU_SCHEDULER_FLAG}=false" in os.environ["XLA_FLAGS"].split()

@@ -14,7 +14,8 @@ from coda_training.config import MeshConfig
 from coda_training.curriculum import MaskingSchedule
 from coda_training.errors import TrainingError
 from coda_training.sharding import check_batch, make_mesh, place
-from coda_training.train_step import abstract_params, build_context, init_groups, make_train_step, place_state, random_params
+from coda_training.train_step import (build_context, init_groups, make_train_step, param_shapes, place_state,
+                                      random_params)
 from tests.training.conftest import small_config
 
 
@@ -60,8 +61,8 @@ def random_params_numpy(cfg) -> dict:
 def test_random_params_in_groups_equal_one_program() -> None:
     cfg = small_config()
     ctx = build_context(cfg, make_mesh(MeshConfig(1, 4, 2), jax.devices()))
-    largest = max(math.prod(sh.shard_shape(x.shape)) * 4 for sh, x in
-                  zip(ctx.state_sharding["params"].values(), abstract_params(ctx).values()))
+    shardings = ctx.state_sharding["params"]
+    largest = max(math.prod(shardings[name].shard_shape(shape)) * 4 for name, shape in param_shapes(cfg).items())
     groups = init_groups(ctx, largest)
     assert len(groups) > 2 and sorted(sum(groups, [])) == sorted(ctx.state_sharding["params"])
     grouped = random_params(ctx, 3, max_group_bytes=largest)
