@@ -4,6 +4,8 @@ descriptions of XLA failures."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import jax
 import pytest
@@ -79,4 +81,8 @@ def test_largest_rows_per_device_reuses_known_compiles() -> None:
 
 
 def test_importing_coda_training_selects_the_memory_minimising_cpu_scheduler() -> None:
-    assert f"{coda_training.CPU_SCHEDULER_FLAG}=false" in os.environ["XLA_FLAGS"].split()
+    # A fresh interpreter: in this one jax (and the conftest's XLA_FLAGS) may have come first.
+    probe = "import os, coda_training; print(os.environ['XLA_FLAGS'])"
+    flags = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                           env={key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}).stdout
+    assert f"{coda_training.CPU_SCHEDULER_FLAG}=false" in flags.split()
