@@ -43,8 +43,11 @@ class KVCache:
         return self.keys[0].shape[2]
 
     def first_rows(self, rows: int) -> "KVCache":
-        """The same cache for the first `rows` batch rows (views, no copy)."""
-        return KVCache([t[:rows] for t in self.keys], [t[:rows] for t in self.values])
+        """The same cache for the first `rows` batch rows; copied when that is fewer than it holds, so the other
+        rows' memory can go."""
+        if rows >= self.keys[0].shape[0]:
+            return self
+        return KVCache([t[:rows].clone() for t in self.keys], [t[:rows].clone() for t in self.values])
 
     @property
     def num_bytes(self) -> int:

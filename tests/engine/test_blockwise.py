@@ -248,6 +248,12 @@ def test_as_you_type_calls_reuse_the_last_cache_a_bounded_number_of_times(engine
         engine.infill(PREFIX + "        resu", SUFFIX, max_new_tokens=8, cache=policy,
                       should_stop=iter([False, True]).__next__)
     assert engine.last_canvas is kept
+    # An invoked request's candidates keep only the first row; a later one-row call starts from it.
+    engine.infill_candidates(PREFIX + "        r", SUFFIX, (0.0, 0.8, 0.8), max_new_tokens=8, seed=0, cache=policy)
+    assert engine.last_canvas.cache.keys[0].shape[0] == 1
+    reuses = engine.last_canvas.reuses
+    after = engine.infill(PREFIX + "        re", SUFFIX, max_new_tokens=8, cache=policy)
+    assert engine.last_canvas.reuses == reuses + 1 and engine.mask_token_id not in after.token_ids
     engine.last_canvas = None
     engine.infill(PREFIX, SUFFIX, max_new_tokens=8)
     assert engine.last_canvas is None
