@@ -37,17 +37,19 @@ FAST_ALGORITHMS: tuple[str, ...] = ("threshold", "maskgit_plus", "topk_margin", 
 
 @dataclass
 class BlockwiseTrace:
-    """What one run did: the final canvas, passes, full-canvas refreshes, tokens revealed per pass, the cache
-    (and which of its positions later passes rewrote: see CanvasCache), the first pass's window."""
+    """What one run did: the final canvas, the cache (and which of its positions later passes rewrote: see
+    CanvasCache), passes, full-canvas refreshes, tokens revealed per pass."""
 
     canvas: torch.Tensor
+    cache: KVCache
     num_forward_passes: int = 0
     num_refreshes: int = 0
     tokens_per_step: list[int] = field(default_factory=list)
-    cache_bytes: int = 0
-    cache: KVCache | None = None
     stale: tuple[int, int] = (0, 0)  # positions written after the last pass that computed them from masks
-    first_window: tuple[int, int] = (0, 0)
+
+    @property
+    def cache_bytes(self) -> int:
+        return self.cache.num_bytes
 
 
 class DoneFlags:
@@ -143,7 +145,7 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                          f"positions, the canvas {tuple(x.shape)}")
     cache = prefill.cache if prefill is not None else KVCache.allocate(model.config, x.shape[0], x.shape[1],
                                                                        x.device, model.lm_head.weight.dtype)
-    trace = BlockwiseTrace(x, cache_bytes=cache.num_bytes, cache=cache)
+    trace = BlockwiseTrace(x, cache)
     stale_start, stale_end = x.shape[1], 0
     # Made once: a small tensor built from a list inside the loop would be a host-to-device copy every pass.
     suppressed = torch.tensor(suppressed_token_ids, dtype=torch.long, device=x.device)
@@ -177,13 +179,10 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                 hidden, cache = model.hidden_states_cached(
                     x[:, window_start:window_end], cache, window_start,
                     slice(block.start - 1 - window_start, block.end - 1 - window_start))
-                if trace.num_forward_passes == 0:
-                    trace.first_window = (window_start, window_end)
-                elif refresh:
-                    # Every position now saw revealed tokens: none is fit to reuse.
-                    stale_start, stale_end = 0, x.shape[1]
-                else:
-                    stale_start, stale_end = min(stale_start, window_start), max(stale_end, window_end)
+                if trace.num_forward_passes > 0:
+                    # After a refresh every position has seen revealed tokens: none is fit to reuse.
+                    stale_start, stale_end = (0, x.shape[1]) if refresh else (min(stale_start, window_start),
+                                                                             max(stale_end, window_end))
                 trace.num_forward_passes += 1
                 trace.num_refreshes += refresh
                 passes_since_refresh = 1 if refresh else passes_since_refresh + 1

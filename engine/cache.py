@@ -162,9 +162,10 @@ def prefill_from(previous: CanvasCache, ids: Sequence[int], span: tuple[int, int
     (start, end), (old_start, old_end) = span, previous.span
     old_ids, stale_start, stale_end = previous.ids, *previous.stale
     shift, prefix = shared_prefix(old_ids[:old_start], ids[:start])
+    suffix_skip = 0
     if stale_start < stale_end:
         prefix = max(0, min(prefix, stale_start - shift))
-    suffix_skip = max(0, stale_end - old_end) if stale_start < stale_end else 0
+        suffix_skip = max(0, stale_end - old_end)
     suffix = _common_length(old_ids[old_end:], ids[end:])
     # The first pass is one window, so the suffix is reused only when the shared run reaches the canvas's end.
     reuse_suffix = suffix == len(ids) - end and suffix > suffix_skip

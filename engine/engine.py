@@ -225,7 +225,8 @@ class Engine:
         prefix_ids, canvas = self._canvas(prefix, suffix, max_new_tokens)
         span = (len(prefix_ids), len(prefix_ids) + max_new_tokens)
         policy = cache or FAST.cache
-        prefill = self._prefill(canvas[0].tolist(), span, len(temperatures), policy)
+        canvas_ids = canvas[0].tolist()
+        prefill = self._prefill(canvas_ids, span, len(temperatures), policy)
         canvas = canvas.repeat(len(temperatures), 1)
         fillers = tuple(sorted(self.tokenizer.filler_token_ids))
         trace = denoise_blockwise(self.model, canvas, span, self.mask_token_id, params, block_size,
@@ -237,7 +238,7 @@ class Engine:
                                   suppressed_token_ids=() if variable_length else fillers,
                                   pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None)
         if policy.reuse:
-            self.last_canvas = CanvasCache(tuple(canvas[0].tolist()), span, trace.cache.first_rows(1), trace.stale,
+            self.last_canvas = CanvasCache(tuple(canvas_ids), span, trace.cache.first_rows(1), trace.stale,
                                            prefill.reuses if prefill is not None else 0)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         return [self._result(row, span, trace.num_forward_passes, elapsed_ms, trace.tokens_per_step,
@@ -295,11 +296,15 @@ class Engine:
             return None
         return prefill_from(last, ids, span, batch, self.model.shift_keys)
 
+    def _revealed_run(self, span_ids: list[int]) -> int:
+        """How many of a span's tokens come before the first one still masked."""
+        return span_ids.index(self.mask_token_id) if self.mask_token_id in span_ids else len(span_ids)
+
     def _span_text(self, span_ids: list[int]) -> str:
         """The text of a span's tokens up to the first one still masked (all of them once decoding finished),
         without the pad tail."""
-        end = span_ids.index(self.mask_token_id) if self.mask_token_id in span_ids else len(span_ids)
-        return self.tokenizer.decode([t for t in span_ids[:end] if t not in self.tokenizer.filler_token_ids])
+        revealed = span_ids[:self._revealed_run(span_ids)]
+        return self.tokenizer.decode([t for t in revealed if t not in self.tokenizer.filler_token_ids])
 
     def _finish_check(self, done_when: TextCheck) -> FinishCheck:
         """denoise_blockwise's is_finished from a check on text: every row's text so far passes `done_when`. A
@@ -308,7 +313,7 @@ class Engine:
 
         def is_finished(span_tokens: torch.Tensor) -> bool:
             for row, ids in enumerate(span_tokens.tolist()):
-                revealed = ids.index(self.mask_token_id) if self.mask_token_id in ids else len(ids)
+                revealed = self._revealed_run(ids)
                 if verdicts.get(row, (-1, False))[0] != revealed:
                     verdicts[row] = (revealed, done_when(self._span_text(ids)))
             return all(verdict for _, verdict in verdicts.values())
