@@ -40,6 +40,7 @@ class Pipeline:
         self.worker = worker
         self.cache = cache
         self.num_engine_calls = 0
+        self.num_warms = 0  # as-you-type requests whose canvas the engine computed during the debounce
         self._counter: TokenCounter | None = None
 
     async def complete(self, doc: Document, offset: int, settings: Settings, *, is_invoked: bool,
@@ -58,16 +59,34 @@ class Pipeline:
         cached = self.cache.get(key)
         if cached is not None:
             return Completion(cached, ctx, 0.0)
+        warm_ms = 0.0
         if not is_invoked and settings.trigger.debounce_ms:
-            # a newer request for this document cancels this task while it sleeps (LatestWins)
-            await asyncio.sleep(settings.trigger.debounce_ms / 1000)
+            warm_ms = await self._debounce(engine, ctx, settings)
         raws, engine_ms = await self.worker.run(
             lambda stop: _infill(engine, ctx, settings.generation, num_candidates, stop))
+        engine_ms += warm_ms
         self.num_engine_calls += 1
         filtered = (run_filters(raw, ctx) for raw in raws)
         texts = tuple(dict.fromkeys(text for text in filtered if text))  # dict: distinct, order kept
         self.cache.put(key, texts)
         return Completion(texts, ctx, engine_ms)
+
+    async def _debounce(self, engine: Any, ctx: CompletionContext, settings: Settings) -> float:
+        """Wait out the debounce (a newer request for this document cancels this task meanwhile: LatestWins)
+        while the engine computes the canvas's keys and values, which the infill then starts from, and a newer
+        keystroke's canvas mostly shares. Returns the engine's milliseconds; a failed warm-up is left to the
+        infill, which meets the same problem and reports it."""
+        sleep = asyncio.sleep(settings.trigger.debounce_ms / 1000)
+        if settings.generation.exact or not settings.generation.cache_reuse:
+            await sleep
+            return 0.0
+        self.num_warms += 1
+        _, warm = await asyncio.gather(sleep, self.worker.run(lambda stop: _warm(engine, ctx, settings.generation)),
+                                       return_exceptions=True)
+        if isinstance(warm, BaseException):
+            logger.debug("warm-up failed, the infill will say why: %s", warm)
+            return 0.0
+        return warm
 
     def context(self, engine: Any, doc: Document, offset: int, settings: Settings) -> CompletionContext:
         if self._counter is None:
@@ -102,9 +121,7 @@ def _infill(engine: Any, ctx: CompletionContext, settings: GenerationSettings, n
     (whole-canvas) pass. Raises coda_engine.Cancelled when stopped."""
     span = span_tokens(ctx, settings)
     steps = None if settings.steps is None else min(settings.steps, span)
-    # The model predicts position i from position i-1, so a span cannot start a canvas: at the very start of a
-    # file the engine gets one newline before the cursor, which reads as "a file starting here".
-    prefix = model_prefix(ctx) or "\n"
+    prefix = engine_prefix(ctx)
     temperatures = [settings.temperature] + [settings.candidate_temperature] * (num_candidates - 1)
     common = dict(max_new_tokens=span, steps=steps, alg=settings.alg, threshold=settings.threshold,
                   should_stop=should_stop)
@@ -112,13 +129,28 @@ def _infill(engine: Any, ctx: CompletionContext, settings: GenerationSettings, n
         results = [engine.infill(prefix, ctx.suffix, temperature=temperature, seed=index if index else None,
                                  exact=True, **common) for index, temperature in enumerate(temperatures)]
         return [r.text for r in results], sum(r.elapsed_ms for r in results)
-    from coda_engine.engine import FAST
-
     # Decoding stops once every candidate's text so far already decides what the filters keep: a single-line
     # completion needs nothing after its line break.
-    results = engine.infill_candidates(prefix, ctx.suffix, temperatures, seed=0,
-                                       block_size=settings.block_size,
-                                       cache=replace(FAST.cache, refresh=settings.cache_refresh,
-                                                     reuse=settings.cache_reuse),
+    results = engine.infill_candidates(prefix, ctx.suffix, temperatures, seed=0, block_size=settings.block_size,
+                                       cache=cache_policy(settings),
                                        done_when=lambda text: scope_is_complete(text, ctx), **common)
     return [r.text for r in results], results[0].elapsed_ms
+
+
+def _warm(engine: Any, ctx: CompletionContext, settings: GenerationSettings) -> float:
+    """Engine.warm on the canvas `_infill` will build; its milliseconds."""
+    return engine.warm(engine_prefix(ctx), ctx.suffix, span_tokens(ctx, settings), cache=cache_policy(settings))
+
+
+def engine_prefix(ctx: CompletionContext) -> str:
+    """model_prefix, never empty. The model predicts position i from position i-1, so a span cannot start a
+    canvas: at the very start of a file the engine gets one newline before the cursor, which reads as "a file
+    starting here"."""
+    return model_prefix(ctx) or "\n"
+
+
+def cache_policy(settings: GenerationSettings) -> Any:
+    """The fast path's cache policy with the user's refresh rule and reuse."""
+    from coda_engine.engine import FAST
+
+    return replace(FAST.cache, refresh=settings.cache_refresh, reuse=settings.cache_reuse)

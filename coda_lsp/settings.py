@@ -42,7 +42,7 @@ class ContextSettings:
 class TriggerSettings:
     """The trigger's and scheduler's slice: when to ask the model at all."""
 
-    debounce_ms: int = 50          # ms an automatic request waits for a newer one before using the engine
+    debounce_ms: int = 50          # ms an automatic request waits for a newer one before decoding (warm meanwhile)
     languages: tuple[str, ...] = ("python", "javascript", "javascriptreact", "typescript", "typescriptreact",
                                   "go", "rust")
 

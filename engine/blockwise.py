@@ -121,7 +121,7 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
     (a single-line completion whose line has ended); decoding then stops with masks left after that point. On
     CUDA it sees each step's tokens one step late, like the done flags. `prefill`: a cache that already holds
     every position outside its window (reused from an earlier call), so the first pass computes only that window
-    and the block's. Raises Cancelled between passes."""
+    and the block's. Raises Cancelled between passes, carrying the trace so far."""
     span_start, span_end = span
     check_fast_params(params)
     if not 1 <= span_start < span_end <= canvas.shape[1]:
@@ -162,7 +162,8 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
             times = timesteps(block.steps, params.eps).to(x.device)
             for step in range(block.steps):
                 if should_stop is not None and should_stop():
-                    raise Cancelled(trace.num_forward_passes)
+                    trace.stale = (stale_start, stale_end) if stale_start < stale_end else (0, 0)
+                    raise Cancelled(trace.num_forward_passes, trace)
                 new_block = step == 0 and index > 0
                 refresh = trace.num_forward_passes == 0 or policy.needs_refresh(
                     new_block=new_block, passes_since=passes_since_refresh, revealed_since=revealed_since_refresh,

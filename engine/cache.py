@@ -115,6 +115,11 @@ class CanvasCache:
     stale: tuple[int, int]         # positions written after the first pass; (0, 0) when none
     reuses: int                    # calls in a row that started from an earlier call's cache
 
+    def is_fresh_for(self, ids: Sequence[int]) -> bool:
+        """Whether this is the cache of exactly the canvas `ids`, every position as its first pass computed it
+        (Engine.warm's): starting from it then adds nothing to the approximation."""
+        return self.stale == (0, 0) and tuple(ids) == self.ids
+
 
 @dataclass(frozen=True)
 class Prefill:
@@ -186,7 +191,7 @@ def prefill_from(previous: CanvasCache, ids: Sequence[int], span: tuple[int, int
             new_values[:, :, window[1]:] = old_values[:, :, first:old_end + suffix]
         keys.append(new_keys)
         values.append(new_values)
-    return Prefill(KVCache(keys, values), window, reused, previous.reuses + 1)
+    return Prefill(KVCache(keys, values), window, reused, previous.reuses + (not previous.is_fresh_for(ids)))
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 
 from .blockwise import FinishCheck, denoise_blockwise
-from .cache import CachePolicy, CanvasCache, Prefill, check_block_size, prefill_from
+from .cache import CachePolicy, CanvasCache, KVCache, Prefill, check_block_size, prefill_from
 from .checkpoint import load_weights
 from .config import ModelConfig, load_config
-from .errors import CheckpointError
+from .errors import Cancelled, CheckpointError
 from .generate import (PadTail, SamplingParams, StepCallback, StopCheck, denoise, masked_logits,
                        reference_logits)
 from .model import CodaModel
@@ -229,20 +229,56 @@ class Engine:
         prefill = self._prefill(canvas_ids, span, len(temperatures), policy)
         canvas = canvas.repeat(len(temperatures), 1)
         fillers = tuple(sorted(self.tokenizer.filler_token_ids))
-        trace = denoise_blockwise(self.model, canvas, span, self.mask_token_id, params, block_size,
-                                  policy, prefill=prefill, reveal_bar=reveal_bar, row_temperatures=temperatures,
-                                  generator=[None if seed is None else self._generator(seed + row)
-                                             for row in range(len(temperatures))],
-                                  should_stop=should_stop, on_step=on_step,
-                                  is_finished=None if done_when is None else self._finish_check(done_when),
-                                  suppressed_token_ids=() if variable_length else fillers,
-                                  pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None)
+        try:
+            trace = denoise_blockwise(
+                self.model, canvas, span, self.mask_token_id, params, block_size, policy, prefill=prefill,
+                reveal_bar=reveal_bar, row_temperatures=temperatures,
+                generator=[None if seed is None else self._generator(seed + row) for row in range(len(temperatures))],
+                should_stop=should_stop, on_step=on_step,
+                is_finished=None if done_when is None else self._finish_check(done_when),
+                suppressed_token_ids=() if variable_length else fillers,
+                pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None)
+        except Cancelled as cancelled:
+            # A call stopped by a newer keystroke still leaves a cache the newer call can start from.
+            if policy.reuse and cancelled.partial is not None and cancelled.partial.num_forward_passes:
+                self._keep(canvas_ids, span, cancelled.partial.cache, cancelled.partial.stale, prefill)
+            raise
         if policy.reuse:
-            self.last_canvas = CanvasCache(tuple(canvas_ids), span, trace.cache.first_rows(1), trace.stale,
-                                           prefill.reuses if prefill is not None else 0)
+            self._keep(canvas_ids, span, trace.cache, trace.stale, prefill)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         return [self._result(row, span, trace.num_forward_passes, elapsed_ms, trace.tokens_per_step,
                              trace.cache_bytes) for row in trace.canvas]
+
+    def warm(self, prefix: str, suffix: str, max_new_tokens: int = 64, cache: CachePolicy | None = None) -> float:
+        """Compute and keep the keys and values of the canvas `infill` would build (one forward pass, nothing
+        revealed), so that the next fast call on the same prefix, span and suffix starts from them and its first
+        pass covers only the block. The server runs it while an as-you-type request waits out its debounce.
+        Does nothing without a `reuse` policy (reuse is what reads the kept cache). Returns the milliseconds it
+        took."""
+        started = time.perf_counter()
+        policy = cache or FAST.cache
+        if not policy.reuse:
+            return 0.0
+        self._check_span(max_new_tokens)
+        prefix_ids, canvas = self._canvas(prefix, suffix, max_new_tokens)
+        canvas_ids = canvas[0].tolist()
+        if self.last_canvas is not None and self.last_canvas.is_fresh_for(canvas_ids):
+            return (time.perf_counter() - started) * 1000.0
+        span = (len(prefix_ids), len(prefix_ids) + max_new_tokens)
+        prefill = self._prefill(canvas_ids, span, 1, policy)
+        kv = prefill.cache if prefill is not None else KVCache.allocate(self.config, 1, len(canvas_ids),
+                                                                        self.device, self.dtype)
+        start, end = prefill.window if prefill is not None else (0, len(canvas_ids))
+        with torch.inference_mode():
+            self.model.hidden_states_cached(canvas[:, start:end], kv, start, slice(0, 0))
+        self._keep(canvas_ids, span, kv, (0, 0), prefill)
+        return (time.perf_counter() - started) * 1000.0
+
+    def _keep(self, canvas_ids: list[int], span: tuple[int, int], cache: KVCache, stale: tuple[int, int],
+              prefill: Prefill | None) -> None:
+        """Keep a fast call's canvas and cache (its first row) for the next call's reuse."""
+        self.last_canvas = CanvasCache(tuple(canvas_ids), span, cache.first_rows(1), stale,
+                                       prefill.reuses if prefill is not None else 0)
 
     def _infill_exact(self, prefix: str, suffix: str, max_new_tokens: int, steps: int | None, alg: Algorithm,
                       temperature: float, top_p: float | None, top_k: int | None, alg_temp: float | None, eps: float,
@@ -292,7 +328,7 @@ class Engine:
         """The cache of the last call's canvas carried over to this one, when the policy allows another reuse in
         a row and at least half of the canvas is shared; None: the first pass computes everything."""
         last = self.last_canvas
-        if not policy.reuse or last is None or last.reuses >= policy.reuse:
+        if not policy.reuse or last is None or (last.reuses >= policy.reuse and not last.is_fresh_for(ids)):
             return None
         return prefill_from(last, ids, span, batch, self.model.shift_keys)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class CheckpointError(Exception):
@@ -15,8 +16,10 @@ class CheckpointError(Exception):
 
 
 class Cancelled(Exception):
-    """Generation was stopped between denoising steps because `should_stop()` returned True."""
+    """Generation was stopped between denoising steps because `should_stop()` returned True. `partial`: what the
+    stopped loop had computed (the fast path's BlockwiseTrace), so its cache can still serve the next call."""
 
-    def __init__(self, num_forward_passes: int) -> None:
+    def __init__(self, num_forward_passes: int, partial: Any = None) -> None:
         self.num_forward_passes = num_forward_passes
+        self.partial = partial
         super().__init__(f"generation cancelled after {num_forward_passes} forward pass(es)")

@@ -75,7 +75,7 @@ class Attention(nn.Module):
         # Every position attends to every other one: the canvas is denoised as a whole, not left to right.
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False,
                                              enable_gqa=self.num_heads != self.num_kv_heads)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, asking.shape[1], -1))
+        return self.o_proj(out.transpose(1, 2).reshape(batch, asking.shape[1], self.num_heads * self.head_dim))
 
 
 class MLP(nn.Module):

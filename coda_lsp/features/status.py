@@ -25,6 +25,7 @@ def register(server: CodaServer) -> None:
             "dtype": str(engine.dtype).removeprefix("torch.") if engine is not None else ls.host.spec.dtype,
             "latency": ls.latency.summary(),
             "numEngineCalls": ls.pipeline.num_engine_calls,
+            "numWarms": ls.pipeline.num_warms,
             "cache": {"entries": len(cache), "hits": cache.num_hits, "misses": cache.num_misses},
             "settings": asdict(ls.settings),
         }

@@ -242,21 +242,54 @@ def test_as_you_type_calls_reuse_the_last_cache_a_bounded_number_of_times(engine
         chain.append(engine.last_canvas.reuses)
     assert chain == [0, 1, 2, 0]  # the third reuse in a row would exceed the policy: a full pass instead
     assert all(engine.mask_token_id not in r.token_ids for r in results)
-    # Without reuse nothing is kept, and a call cancelled halfway leaves the kept canvas as it was.
+    # A call stopped before its first pass leaves the kept canvas as it was; one stopped later keeps its own,
+    # whose positions rewritten after the first pass are marked stale.
     kept = engine.last_canvas
     with pytest.raises(Cancelled):
-        engine.infill(PREFIX + "        resu", SUFFIX, max_new_tokens=8, cache=policy,
-                      should_stop=iter([False, True]).__next__)
+        engine.infill(PREFIX + "        resu", SUFFIX, max_new_tokens=8, cache=policy, should_stop=lambda: True)
     assert engine.last_canvas is kept
+    with pytest.raises(Cancelled):
+        engine.infill(PREFIX + "        resu", SUFFIX, max_new_tokens=8, cache=policy,
+                      should_stop=iter([False, False, True]).__next__)
+    stopped = engine.last_canvas
+    typed_ids = engine.tokenizer.encode(PREFIX + "        resu")
+    assert stopped.ids == tuple(typed_ids + [engine.mask_token_id] * 8 + engine.tokenizer.encode(SUFFIX))
+    assert stopped.reuses == kept.reuses + 1 and stopped.stale != (0, 0)
     # An invoked request's candidates keep only the first row; a later one-row call starts from it.
-    engine.infill_candidates(PREFIX + "        r", SUFFIX, (0.0, 0.8, 0.8), max_new_tokens=8, seed=0, cache=policy)
+    roomy = CachePolicy(margin=2, reuse=4)
+    engine.infill_candidates(PREFIX + "        r", SUFFIX, (0.0, 0.8, 0.8), max_new_tokens=8, seed=0, cache=roomy)
     assert engine.last_canvas.cache.keys[0].shape[0] == 1
     reuses = engine.last_canvas.reuses
-    after = engine.infill(PREFIX + "        re", SUFFIX, max_new_tokens=8, cache=policy)
+    after = engine.infill(PREFIX + "        re", SUFFIX, max_new_tokens=8, cache=roomy)
     assert engine.last_canvas.reuses == reuses + 1 and engine.mask_token_id not in after.token_ids
     engine.last_canvas = None
     engine.infill(PREFIX, SUFFIX, max_new_tokens=8)
     assert engine.last_canvas is None
+
+
+def test_warm_computes_the_canvas_and_the_next_infill_starts_from_it(engine):
+    policy = CachePolicy(margin=2, reuse=2)
+    engine.last_canvas = None
+    plain = engine.infill(PREFIX, SUFFIX, max_new_tokens=8, cache=policy)
+    engine.last_canvas = None
+    assert engine.warm(PREFIX, SUFFIX, 8, cache=policy) > 0
+    warmed = engine.last_canvas
+    ids = canvas_ids(engine, 8)
+    assert warmed.ids == tuple(ids[0].tolist()) and warmed.stale == (0, 0) and warmed.reuses == 0
+    full = KVCache.allocate(engine.config, 1, ids.shape[1], engine.device, engine.dtype)
+    engine.model.hidden_states_cached(ids, full, 0)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(warmed.cache.keys + warmed.cache.values,
+                                                              full.keys + full.values))
+    # The infill's first pass covers only the span; starting from an exact cache does not count as a reuse.
+    assert engine._prefill(list(warmed.ids), warmed.span, 1, policy).window == warmed.span
+    after = engine.infill(PREFIX, SUFFIX, max_new_tokens=8, cache=policy)
+    assert after.token_ids == plain.token_ids and engine.last_canvas.reuses == 0
+    # A second warm of a canvas it just computed is free; without reuse there is nothing to keep.
+    engine.warm(PREFIX + "    ", SUFFIX, 8, cache=policy)
+    again = engine.last_canvas
+    engine.warm(PREFIX + "    ", SUFFIX, 8, cache=policy)
+    assert engine.last_canvas is again and again.reuses == 1
+    assert engine.warm(PREFIX, SUFFIX, 8, cache=CachePolicy()) == 0.0 and engine.last_canvas is again
 
 
 def test_plan_blocks_shares_the_steps():
