@@ -35,7 +35,7 @@ from .blockwise import denoise_blockwise
 from .cache import CachePolicy
 from .checkpoint import find_weight_files
 from .config import ModelConfig, load_config
-from .engine import FAST, load_model, resolve_device, resolve_dtype
+from .engine import FAST, column_major_head, load_model, resolve_device, resolve_dtype
 from .generate import LogitsAtMasks, PadTail, SamplingParams, denoise, masked_logits, reference_logits
 from .model import CodaModel
 from .presets import PRESETS, write_random_checkpoint
@@ -238,6 +238,8 @@ def random_model(config: ModelConfig, device: torch.device, dtype: torch.dtype, 
                 param.fill_(1.0)
             else:
                 param.normal_(0.0, INIT_STD, generator=generator)
+        if column_major_head(dtype, device):
+            model.lm_head.weight.data = model.lm_head.weight.data.t().contiguous().t()
     return model.eval()
 
 

@@ -151,13 +151,27 @@ class MappedFiles:
                          entry.start + last * source.element_size())
         return out.view(entry.shape)
 
+    def column_major(self, entry: TensorEntry, dtype: torch.dtype) -> torch.Tensor:
+        """A copy of a 2-D tensor in `dtype` on the CPU, stored transposed (column-major): made a chunk of rows
+        at a time, the chunk's mapped pages dropped after it."""
+        source = self.tensor(entry)
+        rows, row_bytes = source.shape[0], source.shape[1] * source.element_size()
+        out = torch.empty((source.shape[1], rows), dtype=dtype)
+        step = max(1, CONVERT_CHUNK_BYTES // row_bytes)
+        for first in range(0, rows, step):
+            last = min(first + step, rows)
+            out[:, first:last].copy_(source[first:last].t())
+            self.release(entry.file, entry.start + first * row_bytes, entry.start + last * row_bytes)
+        return out.t()
+
 
 def load_weights(model: torch.nn.Module, folder: Path, *, dtype: torch.dtype, device: torch.device,
-                 tie_head_when_absent: bool) -> None:
+                 tie_head_when_absent: bool, column_major: tuple[str, ...] = ()) -> None:
     """Assign every parameter of a meta-device `model` from the checkpoint, checking names and shapes.
 
-    fp32 tensors bound for fp32 on the CPU stay zero-copy views of the file mapping; anything converted is
-    copied one tensor at a time and its mapped pages are dropped, so peak memory stays near the result's size.
+    fp32 tensors bound for fp32 on the CPU stay zero-copy views of the file mapping; anything converted, and the
+    2-D tensors named in `column_major` (CPU only), is copied one tensor at a time and its mapped pages are
+    dropped, so peak memory stays near the result's size.
     """
     entries = index_checkpoint(folder)
     expected = dict(model.named_parameters())
@@ -172,7 +186,9 @@ def load_weights(model: torch.nn.Module, folder: Path, *, dtype: torch.dtype, de
     order = sorted((n for n in expected if n in entries), key=lambda n: (entries[n].file, entries[n].start))
     for name in order:
         entry = entries[name]
-        if entry.dtype == dtype and device.type == "cpu":
+        if name in column_major and device.type == "cpu" and len(entry.shape) == 2:
+            value = files.column_major(entry, dtype)
+        elif entry.dtype == dtype and device.type == "cpu":
             value = files.tensor(entry)
         else:
             value = files.converted(entry, dtype, device)

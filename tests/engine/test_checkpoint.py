@@ -51,14 +51,23 @@ def test_sharded_checkpoint_loads_the_same_weights(tmp_path, tiny_checkpoint, re
     assert torch.equal(Engine.from_pretrained(sharded).forward_logits(ids), single)
 
 
-def test_fp32_weights_on_cpu_are_views_of_the_file_mapping(tiny_checkpoint):
+def test_fp32_weights_on_cpu_are_views_of_the_file_mapping_but_the_head(tiny_checkpoint):
     engine = Engine.from_pretrained(tiny_checkpoint, dtype=torch.float32)
     entries = index_checkpoint(tiny_checkpoint)
     params = dict(engine.model.named_parameters())
-    base = params["lm_head.weight"].data_ptr() - entries["lm_head.weight"].start
+    head = params.pop("lm_head.weight")
+    base = params["model.embed_tokens.weight"].data_ptr() - entries["model.embed_tokens.weight"].start
     # Views of one mapping sit at the same distances in memory as the tensors' byte offsets in the file.
     for name, param in params.items():
         assert param.data_ptr() - base == entries[name].start, name
+    # The head is the one copy: column-major, for the thin products of the fast path (column_major_head).
+    assert head.stride() == (1, engine.config.vocab_size)
+    stored = load_file(str(tiny_checkpoint / "model.safetensors"))["lm_head.weight"]
+    assert torch.equal(head, stored)
+    hidden = torch.randn(5, engine.config.hidden_size)
+    assert torch.allclose(engine.model.lm_head(hidden), hidden @ stored.t(), atol=1e-5)
+    bf16 = Engine.from_pretrained(tiny_checkpoint, dtype=torch.bfloat16)
+    assert bf16.model.lm_head.weight.is_contiguous()
 
 
 def test_qwen3_checkpoint_without_head_ties_only_when_config_says_so(tmp_path, tiny_checkpoint, reference_dir):
