@@ -40,7 +40,7 @@ class Pipeline:
         self.worker = worker
         self.cache = cache
         self.num_engine_calls = 0
-        self.num_warms = 0  # as-you-type requests whose canvas the engine computed during the debounce
+        self.num_warms = 0  # as-you-type requests that had the engine compute their canvas during the debounce
         self._counter: TokenCounter | None = None
 
     async def complete(self, doc: Document, offset: int, settings: Settings, *, is_invoked: bool,
