@@ -20,6 +20,10 @@ from coda_lsp.worker import EngineWorker, StopCheck
 logger = logging.getLogger(__name__)
 
 LOAD_WAIT_S = 60.0  # a request that arrives while the model loads waits this long, then gets no completion
+# Candidates of an invoked request when the user names no number. On a GPU they are rows of one batched call
+# and cost little more than one; on the CPU the batch's rows cost their own compute, and the call runs until
+# every row is done: 3 candidates took 3.5x as long as 1 (shipped model, bench samples, single- and multi-line).
+GPU_CANDIDATES, CPU_CANDIDATES = 3, 1
 # A canvas holds the prompt and the span; this many positions stay free so that tokenising the prefix and the
 # suffix separately (a token or two more than the per-line counts) never overflows max_position_embeddings.
 _POSITION_SLACK = 16
@@ -43,13 +47,15 @@ class Pipeline:
         self.num_warms = 0  # as-you-type requests that had the engine compute their canvas during the debounce
         self._counter: TokenCounter | None = None
 
-    async def complete(self, doc: Document, offset: int, settings: Settings, *, is_invoked: bool,
-                       num_candidates: int = 1) -> Completion | None:
-        """Up to `num_candidates` completions at `offset`, or None when the model is unavailable or the trigger
-        says no."""
+    async def complete(self, doc: Document, offset: int, settings: Settings, *,
+                       is_invoked: bool) -> Completion | None:
+        """Completions at `offset`, or None when the model is unavailable or the trigger says no. An invoked
+        request samples candidates to cycle through ("return multiple items to enable cycling", LSP 3.18; see
+        invoked_candidates); an automatic one needs one."""
         engine = await self.host.wait(LOAD_WAIT_S)
         if engine is None:
             return None
+        num_candidates = invoked_candidates(engine, settings.generation) if is_invoked else 1
         ctx = self.context(engine, doc, offset, settings)
         reason = should_complete(ctx, settings.trigger, is_invoked)
         if reason is not None:
@@ -94,6 +100,13 @@ class Pipeline:
         span = max(settings.generation.max_tokens, settings.generation.single_line_tokens)
         room = engine.config.max_position_embeddings - span - _POSITION_SLACK
         return build_context(doc, offset, settings.context, self._counter, max_context_tokens=max(16, room))
+
+
+def invoked_candidates(engine: Any, settings: GenerationSettings) -> int:
+    """How many items an invoked request samples: the user's number, else by the engine's device."""
+    if settings.num_candidates is not None:
+        return settings.num_candidates
+    return GPU_CANDIDATES if engine.device.type == "cuda" else CPU_CANDIDATES
 
 
 def span_tokens(ctx: CompletionContext, settings: GenerationSettings) -> int:

@@ -26,7 +26,8 @@ class GenerationSettings:
     block_size: int | None = None  # fast path: tokens decoded together over the cache; None = the engine's (32)
     cache_refresh: RefreshRule = "none"  # fast path: when the whole canvas is recomputed (block, steps, revealed)
     cache_reuse: int = 8           # fast path: requests in a row that start from the previous one's cache; 0: none
-    num_candidates: int = 3        # an explicit (Invoked) request returns up to this many items to cycle through
+    num_candidates: int | None = None  # items an explicit (Invoked) request returns to cycle through; None: 3 on a
+    #                                    GPU, 1 on the CPU, where each costs about one more infill (pipeline)
     candidate_temperature: float = 0.8  # sampling temperature of the candidates after the first (greedy) one
 
 
@@ -133,7 +134,7 @@ _KEYS: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
     "blockSize": ("generation", "block_size", _optional(_int_in(1, 512))),
     "cacheRefresh": ("generation", "cache_refresh", _one_of(REFRESH_RULES)),
     "cacheReuse": ("generation", "cache_reuse", _int_in(0, 64)),
-    "invokedCandidates": ("generation", "num_candidates", _int_in(1, 8)),
+    "invokedCandidates": ("generation", "num_candidates", _optional(_int_in(1, 8))),
     "candidateTemperature": ("generation", "candidate_temperature", _float_in(0.0, 5.0)),
     "contextTokens": ("context", "context_tokens", _int_in(16, 32768)),
     "suffixShare": ("context", "suffix_share", _float_in(0.05, 0.95)),

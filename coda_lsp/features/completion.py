@@ -19,9 +19,7 @@ def register(server: CodaServer) -> None:
         doc, offset = snapshot(ls, params.text_document.uri, params.position)
         is_invoked = params.context is not None and \
             params.context.trigger_kind == types.CompletionTriggerKind.Invoked
-        num_candidates = ls.settings.generation.num_candidates if is_invoked else 1
-        result = await ls.pipeline.complete(doc, offset, ls.settings, is_invoked=is_invoked,
-                                            num_candidates=num_candidates)
+        result = await ls.pipeline.complete(doc, offset, ls.settings, is_invoked=is_invoked)
         ensure_current(ls, doc)
         # isIncomplete: every keystroke asks again, so the items follow the text (cache hits cost nothing)
         if result is None:

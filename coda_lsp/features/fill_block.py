@@ -77,8 +77,7 @@ async def fill(server: CodaServer, uri: str, range_: types.Range) -> types.Works
     else:
         view, cursor = Document(doc.uri, doc.language_id, doc.version, doc.text[:start] + doc.text[end:]), start
     # An explicit request for a whole block: sample alternatives and keep the first that survives the filters.
-    completion = await server.pipeline.complete(view, cursor, server.settings, is_invoked=True,
-                                                num_candidates=server.settings.generation.num_candidates)
+    completion = await server.pipeline.complete(view, cursor, server.settings, is_invoked=True)
     ensure_current(server, doc)
     if completion is None or not completion.texts:
         server.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning,

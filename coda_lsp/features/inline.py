@@ -22,10 +22,7 @@ def register(server: CodaServer) -> None:
         selected = params.context.selected_completion_info
         view, cursor = (doc, offset) if selected is None else _with_selection(ls, doc, selected)
         is_invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-        # Invoked: "return multiple items to enable cycling" (LSP 3.18); Automatic: one is enough
-        num_candidates = ls.settings.generation.num_candidates if is_invoked else 1
-        completion = await ls.pipeline.complete(view, cursor, ls.settings, is_invoked=is_invoked,
-                                                num_candidates=num_candidates)
+        completion = await ls.pipeline.complete(view, cursor, ls.settings, is_invoked=is_invoked)
         ensure_current(ls, doc)
         if completion is None:
             return types.InlineCompletionList(items=[])

@@ -129,7 +129,13 @@ async def test_invoked_request_offers_distinct_candidates_to_cycle(session: Sess
     uri = session.open(SHAPES)
     cursor = session.end_of(SHAPES, "    name = ")
     automatic = await inline(session.client, uri, cursor)
-    invoked = await inline(session.client, uri, cursor, kind=types.InlineCompletionTriggerKind.Invoked)
+    one = await inline(session.client, uri, cursor, kind=types.InlineCompletionTriggerKind.Invoked)
+    assert [item.insert_text for item in one] == [automatic[0].insert_text]  # the CPU's default: 1 candidate
+    await _configure(session, {**FAST_SETTINGS, "invokedCandidates": 3})
+    try:
+        invoked = await inline(session.client, uri, cursor, kind=types.InlineCompletionTriggerKind.Invoked)
+    finally:
+        await _configure(session, FAST_SETTINGS)
     texts = [item.insert_text for item in invoked]
     assert 1 <= len(texts) <= 3 and len(set(texts)) == len(texts)
     assert texts[0] == automatic[0].insert_text  # the first is the greedy one the automatic request showed
