@@ -162,7 +162,6 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
             times = timesteps(block.steps, params.eps).to(x.device)
             for step in range(block.steps):
                 if should_stop is not None and should_stop():
-                    trace.stale = (stale_start, stale_end) if stale_start < stale_end else (0, 0)
                     raise Cancelled(trace.num_forward_passes, trace)
                 new_block = step == 0 and index > 0
                 refresh = trace.num_forward_passes == 0 or policy.needs_refresh(
@@ -184,6 +183,7 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                     # After a refresh every position has seen revealed tokens: none is fit to reuse.
                     stale_start, stale_end = (0, x.shape[1]) if refresh else (min(stale_start, window_start),
                                                                              max(stale_end, window_end))
+                    trace.stale = (stale_start, stale_end)
                 trace.num_forward_passes += 1
                 trace.num_refreshes += refresh
                 passes_since_refresh = 1 if refresh else passes_since_refresh + 1
@@ -207,7 +207,6 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                 if block_done or span_done:
                     break
     trace.tokens_per_step = [int(n) for n in torch.stack(revealed_per_pass).tolist()] if revealed_per_pass else []
-    trace.stale = (stale_start, stale_end) if stale_start < stale_end else (0, 0)
     return trace
 
 

@@ -120,6 +120,10 @@ class CanvasCache:
         (Engine.warm's): starting from it then adds nothing to the approximation."""
         return self.stale == (0, 0) and tuple(ids) == self.ids
 
+    def reuses_after(self, ids: Sequence[int]) -> int:
+        """`reuses` of a call on canvas `ids` that starts from this cache: one more, unless it is fresh for it."""
+        return self.reuses + (not self.is_fresh_for(ids))
+
 
 @dataclass(frozen=True)
 class Prefill:
@@ -191,7 +195,7 @@ def prefill_from(previous: CanvasCache, ids: Sequence[int], span: tuple[int, int
             new_values[:, :, window[1]:] = old_values[:, :, first:old_end + suffix]
         keys.append(new_keys)
         values.append(new_values)
-    return Prefill(KVCache(keys, values), window, reused, previous.reuses + (not previous.is_fresh_for(ids)))
+    return Prefill(KVCache(keys, values), window, reused, previous.reuses_after(ids))
 
 
 @dataclass(frozen=True)

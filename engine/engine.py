@@ -232,8 +232,7 @@ class Engine:
             raise ValueError(f"steps ({steps}) must not exceed the span ({max_new_tokens} tokens)")
         params = SamplingParams(steps, alg, 0.0, top_p, top_k, alg_temp, eps,
                                 reveal_bar if alg == "threshold" else None, window)
-        prefix_ids, canvas = self._canvas(prefix, suffix, max_new_tokens)
-        span = (len(prefix_ids), len(prefix_ids) + max_new_tokens)
+        canvas, span = self._canvas(prefix, suffix, max_new_tokens)
         policy = cache or FAST.cache
         canvas_ids = canvas[0].tolist()
         prefill = self._prefill(canvas_ids, span, len(temperatures), policy)
@@ -270,11 +269,10 @@ class Engine:
         if not policy.reuse:
             return 0.0
         self._check_span(max_new_tokens)
-        prefix_ids, canvas = self._canvas(prefix, suffix, max_new_tokens)
+        canvas, span = self._canvas(prefix, suffix, max_new_tokens)
         canvas_ids = canvas[0].tolist()
         if self.last_canvas is not None and self.last_canvas.is_fresh_for(canvas_ids):
             return (time.perf_counter() - started) * 1000.0
-        span = (len(prefix_ids), len(prefix_ids) + max_new_tokens)
         prefill = self._prefill(canvas_ids, span, 1, policy)
         kv = prefill.cache if prefill is not None else KVCache.allocate(self.config, 1, len(canvas_ids),
                                                                         self.device, self.dtype)
@@ -300,13 +298,12 @@ class Engine:
         if steps > max_new_tokens:
             raise ValueError(f"steps ({steps}) must not exceed the span ({max_new_tokens} tokens)")
         params = SamplingParams(steps, alg, temperature, top_p, top_k, alg_temp, eps, threshold, window)
-        prefix_ids, canvas = self._canvas(prefix, suffix, max_new_tokens)
+        canvas, span = self._canvas(prefix, suffix, max_new_tokens)
         fillers = tuple(sorted(self.tokenizer.filler_token_ids))
         trace = denoise(self.model, canvas, self.mask_token_id, params, generator=self._generator(seed),
                         should_stop=should_stop, on_step=on_step,
                         suppressed_token_ids=() if variable_length else fillers,
                         pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None)
-        span = (len(prefix_ids), len(prefix_ids) + max_new_tokens)
         return self._result(trace.canvas[0], span, trace.num_forward_passes,
                             (time.perf_counter() - started) * 1000.0, trace.tokens_per_step, 0)
 
@@ -314,15 +311,16 @@ class Engine:
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"the span must hold at least one token, got max_new_tokens={max_new_tokens}")
 
-    def _canvas(self, prefix: str, suffix: str, max_new_tokens: int) -> tuple[list[int], torch.Tensor]:
-        """Prefix ids, and the (1, L) canvas: prefix, `max_new_tokens` masks, suffix."""
+    def _canvas(self, prefix: str, suffix: str, max_new_tokens: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The (1, L) canvas (prefix, `max_new_tokens` masks, suffix) and the span of its masks."""
         prefix_ids = self.tokenizer.encode(prefix)
         if not prefix_ids:
             # Position i is predicted from position i-1, so the first position of a canvas can never be written.
             raise ValueError("the prefix is empty: the model needs at least one token before the span")
         canvas_ids = prefix_ids + [self.mask_token_id] * max_new_tokens + self.tokenizer.encode(suffix)
         self._check_length(len(canvas_ids))
-        return prefix_ids, torch.tensor([canvas_ids], dtype=torch.long, device=self.device)
+        span = (len(prefix_ids), len(prefix_ids) + max_new_tokens)
+        return torch.tensor([canvas_ids], dtype=torch.long, device=self.device), span
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
         return None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
@@ -338,7 +336,7 @@ class Engine:
         """The cache of the last call's canvas carried over to this one, when the policy allows another reuse in
         a row and at least half of the canvas is shared; None: the first pass computes everything."""
         last = self.last_canvas
-        if not policy.reuse or last is None or (last.reuses >= policy.reuse and not last.is_fresh_for(ids)):
+        if not policy.reuse or last is None or last.reuses_after(ids) > policy.reuse:
             return None
         return prefill_from(last, ids, span, batch, self.model.shift_keys)
 

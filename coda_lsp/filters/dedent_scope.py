@@ -15,14 +15,20 @@ def stop_at_dedent(text: str, ctx: CompletionContext) -> str | None:
     lines = text.split("\n")
     if not ctx.scope.is_multiline:
         return lines[0]
-    kept = [lines[0]]
-    for line in lines[1:]:
+    end = _scope_end(lines, ctx)
+    if end is None:
+        return text
+    number, keeps_closer = end
+    return "\n".join(lines[:number + keeps_closer])
+
+
+def _scope_end(lines: list[str], ctx: CompletionContext) -> tuple[int, bool] | None:
+    """The first line after the first that starts below the block floor, and whether the completion keeps it
+    (a closing-bracket line for a bracket the lines above it opened); None when every line stays in scope."""
+    for number, line in enumerate(lines[1:], start=1):
         if line.strip() and indent_width(line) < ctx.scope.indent_floor:
-            if is_closers_only(line) and bracket_balance("\n".join(kept)) > 0:
-                kept.append(line)
-            break
-        kept.append(line)
-    return "\n".join(kept)
+            return number, is_closers_only(line) and bracket_balance("\n".join(lines[:number])) > 0
+    return None
 
 
 def scope_is_complete(text: str, ctx: CompletionContext) -> bool:
@@ -39,8 +45,8 @@ def scope_is_complete(text: str, ctx: CompletionContext) -> bool:
     if drop_repeated_lines(finished, ctx).count("\n") < finished.count("\n"):
         return True
     lines = normalize_indentation(f"{finished}\n{current}", ctx).split("\n")
-    for number, line in enumerate(lines[1:], start=1):
-        if line.strip() and indent_width(line) < ctx.scope.indent_floor:
-            keeps_closer = is_closers_only(line) and bracket_balance("\n".join(lines[:number])) > 0
-            return not keeps_closer or number < len(lines) - 1
-    return False
+    end = _scope_end(lines, ctx)
+    if end is None:
+        return False
+    number, keeps_closer = end
+    return not keeps_closer or number < len(lines) - 1
