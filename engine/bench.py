@@ -18,6 +18,7 @@ tokenizer files (--tokenizer-dir) and transformers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import logging
 import statistics
@@ -111,11 +112,11 @@ def measure(device: torch.device, run: Run, repeats: int) -> tuple[float, int, f
     times, passes = [], 0
     for _ in range(repeats):
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)  # the engine's device, not the current one (cuda:0 unless told)
         started = time.perf_counter()
         passes = run()
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times), passes, read()
 
@@ -133,7 +134,7 @@ def fast_run(engine: Engine, canvas: torch.Tensor, span: tuple[int, int], steps:
     tail = PadTail(fillers, engine.tokenizer.pad_token_id)
     return lambda: denoise_blockwise(engine.model, canvas, span, engine.mask_token_id, params,
                                      min(block_size, span[1] - span[0]), policy, reveal_bar=FAST.threshold,
-                                     pad_tail=tail).num_forward_passes
+                                     pad_tail=tail, use_kernels=engine.kernels.use_triton).num_forward_passes
 
 
 def autoregressive_run(engine: Engine, prompt: torch.Tensor, new_tokens: int) -> Run | None:
@@ -167,6 +168,11 @@ def autoregressive_run(engine: Engine, prompt: torch.Tensor, new_tokens: int) ->
     return run
 
 
+def fast_policy(refresh: str) -> CachePolicy:
+    """The default fast path's cache policy (margin and all) with `refresh` as its refresh rule."""
+    return dataclasses.replace(FAST.cache, refresh=refresh)
+
+
 def run_rows(engine: Engine, context_tokens: int, span: int, steps: int, repeats: int,
              block_size: int = FAST.block_size, policy: CachePolicy = FAST.cache) -> list[Row]:
     canvas, start = code_context(engine, context_tokens, span)
@@ -175,9 +181,10 @@ def run_rows(engine: Engine, context_tokens: int, span: int, steps: int, repeats
          loop_run(engine, canvas, SamplingParams(steps, "entropy"), reference_logits), span),
         (f"exact=True (masked-position logits), entropy, {steps} steps",
          loop_run(engine, canvas, SamplingParams(steps, "entropy"), masked_logits), span),
-        (f"default fast path: cache ({policy.refresh} refresh), blocks of {min(block_size, span)}, {FAST.alg} + "
-         f"threshold {FAST.threshold}, {steps} steps", fast_run(engine, canvas, (start, start + span), steps, block_size,
-                                                     policy), span),
+        (f"{'default ' if policy == FAST.cache else ''}fast path: cache ({policy.refresh} refresh, margin "
+         f"{policy.margin}), blocks of {min(block_size, span)}, {FAST.alg} + threshold {FAST.threshold}, "
+         f"{steps} steps, {engine.kernels.name} kernels",
+         fast_run(engine, canvas, (start, start + span), steps, block_size, policy), span),
         (f"autoregressive Qwen3 + KV cache, greedy, {span} tokens after {context_tokens}",
          autoregressive_run(engine, canvas[:, :context_tokens].clone(), span), span),
     ]
@@ -253,13 +260,15 @@ def gpu_suite(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.tokenizer_dir)
     engine = Engine(random_model(PRESETS["coda-v0"], device, torch.bfloat16, seed=0), tokenizer, args.tokenizer_dir)
     rows = run_rows(engine, args.context, args.span, args.steps, args.repeats, args.block_size,
-                    CachePolicy(args.refresh))
+                    fast_policy(args.refresh))
+    print(f"{engine.kernels.name} kernels ({engine.kernels.reason})")
     print(f"{torch.cuda.get_device_name(device)}: CoDA-v0 shape, {engine.config.num_parameters / 1e6:.0f} M "
           f"parameters, random bf16 weights; {args.span}-token span in {args.context} tokens of context, "
           f"{args.steps} steps")
     print(format_table(rows))
-    print()
-    print(format_kernel_table(benchmark_kernels(device)))
+    if engine.kernels.use_triton:
+        print()
+        print(format_kernel_table(benchmark_kernels(device)))
     return 0
 
 
@@ -305,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             path = checkpoint_for(args, Path(scratch))
             engine, load_summary = load_row(path, args.device, args.dtype)
             rows = run_rows(engine, args.context, args.span, args.steps, args.repeats, args.block_size,
-                            CachePolicy(args.refresh))
+                            fast_policy(args.refresh))
     except (CheckpointError, ValueError) as exc:
         print(f"coda_engine.bench: {exc}", file=sys.stderr)
         return 1

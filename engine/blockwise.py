@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .cache import CachePolicy, KVCache, Prefill, plan_blocks
+from .cache import Block, CachePolicy, KVCache, Prefill, plan_blocks
 from .errors import Cancelled
 from .generate import TAIL_PROBABILITY, PadTail, SamplingParams, StepCallback, StopCheck
 from .model import CodaModel
-from .kernels import (ConfidenceStats, confidence_stats, reference_reveal_by_confidence, reveal_by_confidence,
-                      triton_available)
-from .kernels.runtime import unavailable_reason
+from .kernels import ConfidenceStats, confidence_stats, reference_reveal_by_confidence, reveal_by_confidence
+from .kernels.choice import choose_kernels
+from .kernels.runtime import on_device
 from .sampling import CONFIDENCE, filtered_probs, pick_tokens
 from .schedule import timesteps
 
@@ -52,22 +52,39 @@ class BlockwiseTrace:
         return self.cache.num_bytes
 
 
+@dataclass(frozen=True)
+class PendingFlags:
+    """One step's flags (and span tokens) on their way to the host, tagged with the block that computed them."""
+
+    flags: torch.Tensor
+    span: torch.Tensor | None
+    event: torch.cuda.Event | None
+    block: int
+
+
 class DoneFlags:
     """Whether the active block and the whole span are finished, read one step late on CUDA.
 
     Reading a flag the moment it is computed would stall the host until the GPU catches up; instead each step's
     flags (and, when asked for, the span's tokens) are copied to pinned memory without blocking, and the host
     looks at them after it has queued the next step, which keeps the GPU busy and costs at most one pass that
-    finds nothing left to reveal."""
+    finds nothing left to reveal. A step's flags outlive its block: the last step of a block is read during the
+    next block's first step, where its span tokens can still end the call (its block-done flag no longer counts).
+    `deferred` (default: on CUDA) reads one step late; on the CPU it lets tests run the CUDA reading order."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.is_cuda = device.type == "cuda"
-        self._pending: list[tuple[torch.Tensor, torch.Tensor | None, torch.cuda.Event | None]] = []
+    def __init__(self, device: torch.device, deferred: bool | None = None) -> None:
+        self.device = device
+        self.deferred = device.type == "cuda" if deferred is None else deferred
+        self._pending: list[PendingFlags] = []
 
-    def push(self, flags: torch.Tensor, span: torch.Tensor | None = None) -> None:
-        """(2,) bool on the device: (block done, span done) for every row; `span`: the (B, S) span's tokens."""
-        if not self.is_cuda:
-            self._pending = [(flags, span, None)]
+    def push(self, flags: torch.Tensor, span: torch.Tensor | None, block: int) -> None:
+        """(2,) bool on the device: (block done, span done) for every row; `span`: the (B, S) span's tokens;
+        `block`: the index of the block this step decoded."""
+        if not self.deferred:
+            self._pending = [PendingFlags(flags, span, None, block)]
+            return
+        if self.device.type != "cuda":
+            self._pending.append(PendingFlags(flags.clone(), None if span is None else span.clone(), None, block))
             return
         host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
         host.copy_(flags, non_blocking=True)
@@ -75,32 +92,32 @@ class DoneFlags:
         if span is not None:
             host_span = torch.empty(span.shape, dtype=span.dtype, pin_memory=True)
             host_span.copy_(span, non_blocking=True)
+        # Recorded on the stream of the flags' own device, which the copies above were queued on.
         event = torch.cuda.Event()
-        event.record()
-        self._pending.append((host, host_span, event))
+        event.record(torch.cuda.current_stream(self.device))
+        self._pending.append(PendingFlags(host, host_span, event, block))
 
-    def read(self) -> tuple[bool, bool, torch.Tensor | None]:
-        """(block done, span done, the span's tokens on the host) as far as known; on CUDA waits for all but the
-        newest step. The tokens are None when no step is known yet or none were pushed."""
-        if not self._pending:
-            return False, False, None
-        if not self.is_cuda:
-            flags, span, _ = self._pending[-1]
-            block_done, span_done = flags.tolist()
-            return bool(block_done), bool(span_done), None if span is None else span.cpu()
+    def read(self, block: int) -> tuple[bool, bool, torch.Tensor | None]:
+        """(block `block` done, span done, the span's tokens on the host) as far as known; deferred, waits for
+        all but the newest step (and takes the newest when it has already arrived). The tokens are None when no
+        step is known yet or none were pushed."""
         known: tuple[bool, bool, torch.Tensor | None] = (False, False, None)
-        while len(self._pending) > 1 or (self._pending and self._pending[0][2].query()):
-            host, host_span, event = self._pending.pop(0)
-            event.synchronize()
-            block_done, span_done = (bool(v) for v in host.tolist())
-            known = (block_done, span_done, host_span)
-            if block_done or span_done:
+        while len(self._pending) > 1 or (self._pending and self._arrived(self._pending[0])):
+            pending = self._pending.pop(0)
+            if pending.event is not None:
+                pending.event.synchronize()
+            block_done, span_done = (bool(v) for v in pending.flags.tolist())
+            known = (block_done and pending.block == block, span_done,
+                     None if pending.span is None else pending.span.cpu())
+            if known[0] or span_done:
                 self._pending.clear()
                 break
         return known
 
-    def clear(self) -> None:
-        self._pending.clear()
+    def _arrived(self, pending: PendingFlags) -> bool:
+        if not self.deferred:
+            return True
+        return pending.event is not None and pending.event.query()
 
 
 def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, int], mask_token_id: int,
@@ -116,12 +133,13 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
     `reveal_bar`: also reveal every position whose token is at least this probable (see reveal_block); with
     alg "threshold" it is the threshold. `row_temperatures` gives each row its own sampling temperature (one greedy row and sampled candidates in one
     batch); by default every row uses `params.temperature`. `use_kernels`: the Triton kernels for scoring and
-    revealing (None: on CUDA when triton is there; True where triton cannot run raises ValueError).
+    revealing (None: kernels.choice's rule, CODA_KERNELS; True where they cannot run raises ValueError).
     `is_finished`: given the (B, S) span's tokens on the host, whether every row already holds all it needs
     (a single-line completion whose line has ended); decoding then stops with masks left after that point. On
     CUDA it sees each step's tokens one step late, like the done flags. `prefill`: a cache that already holds
     every position outside its window (reused from an earlier call), so the first pass computes only that window
-    and the block's. Raises Cancelled between passes, carrying the trace so far."""
+    and the block's. A row without a generator samples from a seed drawn from torch's global generator, on
+    either path. Raises Cancelled between passes, carrying the trace so far."""
     span_start, span_end = span
     check_fast_params(params)
     if not 1 <= span_start < span_end <= canvas.shape[1]:
@@ -135,10 +153,23 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
         raise ValueError(f"row_temperatures needs one temperature >= 0 per row, got {temperatures!r}")
     blocks = plan_blocks(span_start, span_end, block_size, params.steps)
     if use_kernels is None:
-        use_kernels = canvas.is_cuda and triton_available(canvas.device)
-    elif use_kernels and not triton_available(canvas.device):
-        raise ValueError(f"Triton kernels asked for on {canvas.device}, where they cannot run: "
-                         f"{unavailable_reason(canvas.device)}")
+        use_kernels = choose_kernels(canvas.device).use_triton
+    elif use_kernels:
+        choose_kernels(canvas.device, "triton")  # raises, in one line, where the kernels cannot run
+    with on_device(canvas.device):
+        return _denoise_blocks(model, canvas, span, blocks, mask_token_id, params, policy, reveal_bar,
+                               temperatures, generators, should_stop, on_step, is_finished, suppressed_token_ids,
+                               pad_tail, use_kernels, prefill)
+
+
+def _denoise_blocks(model: CodaModel, canvas: torch.Tensor, span: tuple[int, int], blocks: list[Block],
+                    mask_token_id: int, params: SamplingParams, policy: CachePolicy, reveal_bar: float | None,
+                    temperatures: tuple[float, ...], generators: tuple[torch.Generator | None, ...],
+                    should_stop: StopCheck | None, on_step: StepCallback | None, is_finished: FinishCheck | None,
+                    suppressed_token_ids: tuple[int, ...], pad_tail: PadTail | None, use_kernels: bool,
+                    prefill: Prefill | None) -> BlockwiseTrace:
+    """denoise_blockwise's loop, its arguments checked, on its device."""
+    span_start, span_end = span
     x = canvas.clone()
     if prefill is not None and (prefill.cache.keys[0].shape[0], prefill.cache.length) != tuple(x.shape):
         raise ValueError(f"the prefilled cache holds {prefill.cache.keys[0].shape[0]} x {prefill.cache.length} "
@@ -150,6 +181,10 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
     # Made once: a small tensor built from a list inside the loop would be a host-to-device copy every pass.
     suppressed = torch.tensor(suppressed_token_ids, dtype=torch.long, device=x.device)
     fillers = torch.tensor(pad_tail.token_ids if pad_tail else (), dtype=torch.long, device=x.device)
+    # Made once: a pageable host tensor copied to the device at every block would wait for the GPU each time.
+    times_by_steps = {steps: timesteps(steps, params.eps).to(x.device) for steps in {b.steps for b in blocks}}
+    noise = SamplingNoise.of(generators, temperatures, x.shape[0] * max(b.end - b.start for b in blocks),
+                             use_kernels)
     flags = DoneFlags(x.device)
     revealed_per_pass: list[torch.Tensor] = []
     passes_since_refresh, revealed_since_refresh = 0, 0
@@ -158,8 +193,7 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
         for index, block in enumerate(blocks):
             if span_done:
                 break
-            flags.clear()
-            times = timesteps(block.steps, params.eps).to(x.device)
+            times = times_by_steps[block.steps]
             for step in range(block.steps):
                 if should_stop is not None and should_stop():
                     raise Cancelled(trace.num_forward_passes, trace)
@@ -189,8 +223,8 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                 passes_since_refresh = 1 if refresh else passes_since_refresh + 1
                 before = (x[:, span_start:span_end] == mask_token_id).sum()
                 reveal_block(model, x, hidden, block.start, block.end, span_end, mask_token_id, params, reveal_bar,
-                             step, block.steps, times, temperatures, generators, suppressed, pad_tail, fillers,
-                             use_kernels)
+                             step, block.steps, times, temperatures, noise.at_pass(trace.num_forward_passes - 1),
+                             suppressed, pad_tail, fillers, use_kernels)
                 revealed = before - (x[:, span_start:span_end] == mask_token_id).sum()
                 revealed_per_pass.append(revealed)
                 if policy.refresh == "revealed":
@@ -200,8 +234,8 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                     on_step(trace.num_forward_passes - 1, x)
                 flags.push(torch.stack([~(x[:, block.start:block.end] == mask_token_id).any(),
                                         ~(x[:, span_start:span_end] == mask_token_id).any()]),
-                           None if is_finished is None else x[:, span_start:span_end])
-                block_done, span_done, span_tokens = flags.read()
+                           None if is_finished is None else x[:, span_start:span_end], index)
+                block_done, span_done, span_tokens = flags.read(index)
                 if not span_done and span_tokens is not None:
                     span_done = is_finished(span_tokens)
                 if block_done or span_done:
@@ -218,10 +252,40 @@ def check_fast_params(params: SamplingParams) -> None:
         raise ValueError("alg_temp (sampled reveal order) runs only on the exact path (exact=True)")
 
 
+@dataclass(frozen=True)
+class SamplingNoise:
+    """Where each row's sampling randomness comes from: its generator (torch path), or a Philox seed plus the
+    counter at which this pass's noise starts (kernel path)."""
+
+    generators: tuple[torch.Generator | None, ...]
+    seeds: tuple[int, ...]
+    rows_per_pass: int  # counters a pass may use, in rows of the vocabulary: the batch times the widest block
+    counter_row: int = 0
+
+    @classmethod
+    def of(cls, generators: tuple[torch.Generator | None, ...], temperatures: tuple[float, ...],
+           rows_per_pass: int, use_kernels: bool) -> "SamplingNoise":
+        seeds = tuple(_kernel_seed(generator) if temperature > 0 else 0
+                      for generator, temperature in zip(generators, temperatures)) if use_kernels else ()
+        return cls(generators, seeds, rows_per_pass)
+
+    def at_pass(self, index: int) -> "SamplingNoise":
+        """The noise of pass `index` of the whole call (not of its block): every pass draws fresh counters, so
+        block k's noise never repeats block 0's."""
+        return SamplingNoise(self.generators, self.seeds, self.rows_per_pass, index * self.rows_per_pass)
+
+
+def _kernel_seed(generator: torch.Generator | None) -> int:
+    """The Philox seed of a row: its generator's, or one drawn from torch's global generator (which the torch
+    path samples from when a row has none), so seed=None is random on both paths."""
+    if generator is not None:
+        return generator.initial_seed() % 2**62
+    return int(torch.randint(0, 2**62, (1,)).item())
+
+
 def reveal_block(model: CodaModel, x: torch.Tensor, hidden: torch.Tensor, start: int, end: int, span_end: int,
                  mask_token_id: int, params: SamplingParams, reveal_bar: float | None, step: int, steps: int,
-                 times: torch.Tensor, temperatures: tuple[float, ...],
-                 generators: tuple[torch.Generator | None, ...],
+                 times: torch.Tensor, temperatures: tuple[float, ...], noise: SamplingNoise,
                  suppressed: torch.Tensor, pad_tail: PadTail | None, fillers: torch.Tensor,
                  use_kernels: bool) -> None:
     """One denoising step of block x[:, start:end], in place, from the (B, end - start, hidden) states that score
@@ -242,8 +306,7 @@ def reveal_block(model: CodaModel, x: torch.Tensor, hidden: torch.Tensor, start:
         tail = block_tail(x, is_masked, rows, logits, start, end, span_end, pad_tail, fillers,
                           last=step == steps - 1)
         revealable = is_masked & ~tail
-    scores, probabilities, tokens = block_confidence(logits, rows, params, temperatures, generators, step,
-                                                     use_kernels)
+    scores, probabilities, tokens = block_confidence(logits, rows, params, temperatures, noise, use_kernels)
     scores, probabilities = rows.expand(scores, -torch.inf), rows.expand(probabilities, 0.0)
     tokens = rows.expand(tokens, mask_token_id)
     remaining = is_masked.sum(dim=1)  # (B,): the quota counts every mask, a held-back tail included
@@ -301,7 +364,9 @@ def block_tail(x: torch.Tensor, is_masked: torch.Tensor, rows: ScoredRows, logit
     model expects to be a filler. Fillers are forbidden before it (in the scored positions' `logits`, in place).
     Once nothing but the tail is left in the block, or at the block's last step, the tail and every later block
     of the span are written as fill: text cannot follow a pad."""
-    filler_probability = rows.expand((logits[:, fillers].logsumexp(dim=-1) - logits.logsumexp(dim=-1)).exp(), 0.0)
+    # In fp32: bf16 log-sum-exps near 32 are spaced 0.25 apart, a 28 % error in a probability tested against 0.5.
+    filler_probability = rows.expand((logits[:, fillers].float().logsumexp(dim=-1)
+                                      - logits.float().logsumexp(dim=-1)).exp(), 0.0)
     block = x[:, start:end]
     after_text = (~is_masked).flip(1).cumsum(dim=1).flip(1) == 0
     starts = is_masked & after_text & (filler_probability > TAIL_PROBABILITY)
@@ -315,27 +380,25 @@ def block_tail(x: torch.Tensor, is_masked: torch.Tensor, rows: ScoredRows, logit
 
 
 def block_confidence(logits: torch.Tensor, rows: ScoredRows, params: SamplingParams,
-                     temperatures: tuple[float, ...], generators: tuple[torch.Generator | None, ...], step: int,
+                     temperatures: tuple[float, ...], noise: SamplingNoise,
                      use_kernels: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(N, V) logits of the scored positions -> (the algorithm's score, the chosen token's probability, the
     token), each (N,), every batch row at its own temperature. With the kernels and without top-p/top-k, the
     fused Triton kernel reads the logits once; otherwise the reference sampler runs, so the torch path equals the
     exact loop token for token."""
     count, vocab = logits.shape
-    batch, width = rows.shape
     scores = torch.empty(count, dtype=torch.float32, device=logits.device)
     probabilities = torch.empty_like(scores)
     tokens = torch.empty(count, dtype=torch.long, device=logits.device)
     use_kernel = use_kernels and params.top_p is None and params.top_k is None
     for first, last, temperature in _runs(temperatures):
-        part, generator = slice(rows.offsets[first], rows.offsets[last]), generators[first]
+        part, generator = slice(rows.offsets[first], rows.offsets[last]), noise.generators[first]
         if part.start == part.stop:
             continue
         if use_kernel:
-            seed = 0 if generator is None else generator.initial_seed() % 2**62
-            # Philox counters advance by the block's rows x vocabulary per pass, so no two draws share noise.
-            stats = confidence_stats(logits[part], temperature=temperature, seed=seed,
-                                     offset=(step * batch * width + part.start) * vocab)
+            # Each pass starts at its own counter row and a row's positions follow, so no two draws share noise.
+            stats = confidence_stats(logits[part], temperature=temperature, seed=noise.seeds[first],
+                                     offset=(noise.counter_row + part.start) * vocab)
             scores[part], probabilities[part], tokens[part] = _KERNEL_SCORE[params.alg](stats), stats.max_prob, \
                 stats.token
         else:

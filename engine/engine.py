@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from .config import ModelConfig, load_config
 from .errors import Cancelled, CheckpointError
 from .generate import (PadTail, SamplingParams, StepCallback, StopCheck, denoise, masked_logits,
                        reference_logits)
+from .kernels.choice import KernelChoice, choose_kernels
 from .model import CodaModel
 from .sampling import Algorithm
 from .tokenizer import Tokenizer, load_tokenizer
@@ -24,6 +26,7 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
           "float16": torch.float16, "fp16": torch.float16}
 # An infill's text so far -> whether it is all the caller needs (Engine.infill's done_when).
 TextCheck = Callable[[str], bool]
+log = logging.getLogger("coda_engine")
 
 
 @dataclass(frozen=True)
@@ -106,9 +109,14 @@ def column_major_head(dtype: torch.dtype, device: torch.device) -> bool:
 
 
 class Engine:
-    """A loaded model plus its tokenizer. Not thread-safe: callers serialise requests (the server uses one worker)."""
+    """A loaded model plus its tokenizer. Not thread-safe: callers serialise requests (the server uses one worker).
 
-    def __init__(self, model: CodaModel, tokenizer: Tokenizer, path: Path) -> None:
+    `kernels`: the fast path's Triton-or-torch choice for the model's device, made at construction by
+    CODA_KERNELS's rule (kernels.choice; a one-line ValueError where `triton` is forced and cannot run). In the
+    `auto` mode a kernel that fails during a call turns the kernels off for good: the call is run again on the
+    torch path and `kernels.reason` says what failed."""
+
+    def __init__(self, model: CodaModel, tokenizer: Tokenizer, path: Path, kernels: str | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.path = path
@@ -119,6 +127,7 @@ class Engine:
         if self.mask_token_id != self.config.mask_token_id:
             raise CheckpointError(path / "config.json", f"mask_token_id {self.config.mask_token_id} disagrees with "
                                                         f"the tokenizer's <|mask|> id {self.mask_token_id}")
+        self.kernels: KernelChoice = choose_kernels(self.device, kernels)
 
     @property
     def device(self) -> torch.device:
@@ -130,9 +139,10 @@ class Engine:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
-                        dtype: torch.dtype | str | None = None) -> "Engine":
+                        dtype: torch.dtype | str | None = None, kernels: str | None = None) -> "Engine":
         """Load an HF-format CoDA (or Qwen3) folder; every problem with it raises one CheckpointError.
-        `device="auto"` picks CUDA when present, else the CPU."""
+        `device="auto"` picks CUDA when present, else the CPU; `kernels`: auto, triton or torch (None:
+        CODA_KERNELS, default auto)."""
         folder = Path(path)
         if not folder.is_dir():
             raise CheckpointError(folder, "model folder not found" if not folder.exists() else "not a folder")
@@ -140,7 +150,20 @@ class Engine:
         dtype = resolve_dtype(dtype, device)
         config = load_config(folder)
         tokenizer = load_tokenizer(folder)
-        return cls(load_model(folder, config, device, dtype), tokenizer, folder)
+        return cls(load_model(folder, config, device, dtype), tokenizer, folder, kernels)
+
+    def warm_up(self, spans: Sequence[int] = (FAST.block_size,), candidate_temperature: float = 0.8) -> None:
+        """Pay at load for what the first completion would otherwise pay. On the torch path that is allocator
+        and thread-pool set-up: one tiny infill. On the kernel path it is Triton compiling each kernel variant
+        at its first launch (1-2 s each): for each span length a completion will use, one greedy and one
+        sampled row, one pass per block, launch every variant such a completion does (block widths, greedy and
+        sampled confidence). A failure there falls back as any call's does (see the class)."""
+        if not self.kernels.use_triton:
+            self.infill("\n", "", max_new_tokens=2, steps=1)
+            return
+        for span in sorted(set(spans)):
+            blocks = -(-span // min(FAST.block_size, span))
+            self.infill_candidates("\n", "", (0.0, candidate_temperature), max_new_tokens=span, steps=blocks, seed=0)
 
     def forward_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, L) ids -> (B, L, V) raw, unshifted logits, as CoDA's model returns them."""
@@ -238,20 +261,29 @@ class Engine:
         prefill = self._prefill(canvas_ids, span, len(temperatures), policy)
         canvas = canvas.repeat(len(temperatures), 1)
         fillers = tuple(sorted(self.tokenizer.filler_token_ids))
-        try:
-            trace = denoise_blockwise(
-                self.model, canvas, span, self.mask_token_id, params, block_size, policy, prefill=prefill,
-                reveal_bar=reveal_bar, row_temperatures=temperatures,
-                generator=[None if seed is None else self._generator(seed + row) for row in range(len(temperatures))],
-                should_stop=should_stop, on_step=on_step,
-                is_finished=None if done_when is None else self._finish_check(done_when),
-                suppressed_token_ids=() if variable_length else fillers,
-                pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None)
-        except Cancelled as cancelled:
-            # A call stopped by a newer keystroke still leaves a cache the newer call can start from.
-            if policy.reuse and cancelled.partial is not None and cancelled.partial.num_forward_passes:
-                self._keep(canvas_ids, span, cancelled.partial.cache, cancelled.partial.stale, prefill)
-            raise
+        while True:
+            try:
+                trace = denoise_blockwise(
+                    self.model, canvas, span, self.mask_token_id, params, block_size, policy, prefill=prefill,
+                    reveal_bar=reveal_bar, row_temperatures=temperatures,
+                    generator=[None if seed is None else self._generator(seed + row)
+                               for row in range(len(temperatures))],
+                    should_stop=should_stop, on_step=on_step,
+                    is_finished=None if done_when is None else self._finish_check(done_when),
+                    suppressed_token_ids=() if variable_length else fillers,
+                    pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None,
+                    use_kernels=self.kernels.use_triton)
+                break
+            except Cancelled as cancelled:
+                # A call stopped by a newer keystroke still leaves a cache the newer call can start from.
+                if policy.reuse and cancelled.partial is not None and cancelled.partial.num_forward_passes:
+                    self._keep(canvas_ids, span, cancelled.partial.cache, cancelled.partial.stale, prefill)
+                raise
+            except Exception as exc:
+                if not self._fall_back_from(exc):
+                    raise
+                # The failed run wrote into its prefilled cache; the kept one it was copied from is intact.
+                prefill = self._prefill(canvas_ids, span, len(temperatures), policy)
         if policy.reuse:
             self._keep(canvas_ids, span, trace.cache, trace.stale, prefill)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
@@ -281,6 +313,20 @@ class Engine:
             self.model.hidden_states_cached(canvas[:, start:end], kv, start, slice(0, 0))
         self._keep(canvas_ids, span, kv, (0, 0), prefill)
         return (time.perf_counter() - started) * 1000.0
+
+    def _fall_back_from(self, error: Exception) -> bool:
+        """Whether a fast call that raised `error` should run again on the torch path: it ran the kernels under
+        the `auto` rule and the error is not one of the caller's input (ValueError) or of memory, which the
+        torch path would meet too. If so, the kernels are off from now on, with the reason logged once."""
+        if not (self.kernels.use_triton and self.kernels.mode == "auto"):
+            return False
+        if isinstance(error, (ValueError, torch.cuda.OutOfMemoryError)):
+            return False
+        message = str(error).strip().splitlines()
+        reason = f"a kernel failed during a call: {type(error).__name__}: {message[0] if message else 'no message'}"
+        log.warning("Triton kernels turned off on %s, using the torch path: %s", self.device, reason)
+        self.kernels = KernelChoice(False, self.kernels.mode, reason)
+        return True
 
     def _keep(self, canvas_ids: list[int], span: tuple[int, int], cache: KVCache, stale: tuple[int, int],
               prefill: Prefill | None) -> None:

@@ -158,9 +158,11 @@ def settle_tail(x: torch.Tensor, is_masked: torch.Tensor, span: torch.Tensor, lo
     """(1, L) bool: this step's tail of the span, written into `x` once nothing else is left (or on the last
     step); fillers are forbidden at the masks before it, in `logits` (in place)."""
     fillers = torch.tensor(pad_tail.token_ids, dtype=torch.long, device=x.device)
-    filler_probability = torch.zeros(x.shape, dtype=logits.dtype, device=x.device)
-    # log-sum-exp rather than a softmax: no second vocabulary-sized tensor per step (sampling makes its own).
-    filler_probability[is_masked] = (logits[:, fillers].logsumexp(dim=-1) - logits.logsumexp(dim=-1)).exp()
+    filler_probability = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    # log-sum-exp rather than a softmax: no second vocabulary-sized tensor per step for fp32 logits. bf16 ones
+    # are cast first: their log-sum-exps near 32 are 0.25 apart, a 28 % error in a probability.
+    filler_probability[is_masked] = (logits[:, fillers].float().logsumexp(dim=-1)
+                                     - logits.float().logsumexp(dim=-1)).exp()
     # The tail starts at the first mask after the last written token that the model expects to be a filler:
     # the median of its belief about where the span ends. Text cannot follow a pad, so the rest goes with it.
     after_text = (span & ~is_masked).flip(1).cumsum(dim=1).flip(1) == 0

@@ -156,7 +156,9 @@ class CodaModel(nn.Module):
         pair of dimensions by an angle proportional to the position, and turns compose."""
         if delta == 0:
             return keys
-        positions = torch.tensor([delta], device=keys.device)
+        # A fill on the device, not torch.tensor([delta]): a copy from pageable host memory would wait for the GPU
+        # (twice a layer when a reused cache is shifted).
+        positions = torch.full((1,), delta, device=keys.device)
         cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta, keys.dtype)
         return apply_rope(keys, cos, sin)
 

@@ -56,15 +56,18 @@ async def load_model(server: CodaServer) -> None:
         _end_progress(server, token, f"failed: {reason}")
         return
     server.host.set_ready(engine)
-    _log(server, types.MessageType.Info, f"model ready: {spec.path} ({engine.device}, {engine.dtype})")
+    _log(server, types.MessageType.Info, f"model ready: {spec.path} ({engine.device}, {engine.dtype}, "
+                                         f"{engine.kernels.name} kernels: {engine.kernels.reason})")
     _end_progress(server, token, "ready")
 
 
 def _load_and_warm(server: CodaServer, spec: ModelSpec) -> Any:
-    """Load, then run one tiny infill: the first call pays for allocator and kernel set-up (hundreds of ms on
-    CPU), which belongs to "loading", not to the user's first completion."""
+    """Load, then warm the engine up for the spans completions use: the first call pays for allocator set-up
+    (hundreds of ms on CPU) and, on a GPU, for compiling the Triton kernels (seconds), which belong to
+    "loading", not to the user's first completion."""
     engine = server.load_engine(spec.path, spec.device, spec.dtype)
-    engine.infill("\n", "", max_new_tokens=2, steps=1)
+    generation = server.settings.generation
+    engine.warm_up((generation.single_line_tokens, generation.max_tokens), generation.candidate_temperature)
     return engine
 
 

@@ -1,4 +1,4 @@
-"""coda/status: model path, device, dtype, state (loading / ready / error) and recent latency percentiles."""
+"""coda/status: model path, device, dtype, kernels, state (loading / ready / error) and recent latency percentiles."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ def register(server: CodaServer) -> None:
             "modelPath": str(ls.host.spec.path),
             "device": str(engine.device) if engine is not None else ls.host.spec.device,
             "dtype": str(engine.dtype).removeprefix("torch.") if engine is not None else ls.host.spec.dtype,
+            # Triton or torch for the denoising step, and why (a failed probe or kernel says what failed).
+            "kernels": engine.kernels.name if engine is not None else None,
+            "kernelsReason": engine.kernels.reason if engine is not None else None,
             "latency": ls.latency.summary(),
             "numEngineCalls": ls.pipeline.num_engine_calls,
             "numWarms": ls.pipeline.num_warms,

@@ -6,6 +6,9 @@ timed two ways with CUDA events after a warm-up: called back to back from Python
 launch overhead included) and replayed from a CUDA graph (GPU time only, what a captured step pays); GB/s and
 the share of copy bandwidth use the graph time. Inputs rotate over enough copies to overflow the L2 cache
 (50 MB on H100/H200), so the logits come from DRAM as they do after a forward pass of the real model.
+
+CODA_KERNELS is honoured as the engine honours it: `torch`, or `auto` where the kernels' probe fails, times the
+torch rows only (and says why); `triton` where the kernels cannot run is an error.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .choice import choose_kernels
 from .confidence import confidence_stats
 from .reveal import reference_reveal_by_confidence, reveal_by_confidence
-from .runtime import cdiv, unavailable_reason
+from .runtime import cdiv, on_device
 
 log = logging.getLogger("coda_engine.kernels.bench")
 
@@ -141,18 +145,23 @@ def time_both_ways(calls: list[Callable[[], object]]) -> tuple[float, float]:
 
 def benchmark_kernels(device: torch.device, num_rows: int = 64, vocab: int = 151936,
                       dtype: torch.dtype = torch.bfloat16, reveal_rows: int = 8,
-                      reveal_length: int = 1024) -> list[KernelRow]:
-    """Rows for confidence_stats (greedy and sampled) and reveal_by_confidence, each beside torch eager.
+                      reveal_length: int = 1024, include_triton: bool = True) -> list[KernelRow]:
+    """Rows for confidence_stats (greedy and sampled) and reveal_by_confidence, each beside torch eager
+    (`include_triton=False`: the torch rows only).
 
     Defaults: one 64-token block of the CoDA vocabulary in bf16 (a denoising step's logits) and eight
-    1024-position rows to reveal in. Raises ValueError without CUDA and triton.
+    1024-position rows to reveal in. Raises ValueError without CUDA.
     """
     device = torch.device(device)
     if device.type != "cuda":
         raise ValueError(f"the kernel benchmark needs a CUDA device, not {device.type}")
-    reason = unavailable_reason(device)
-    if reason is not None:
-        raise ValueError(reason)
+    # Events, streams and graphs belong to the current device: make it the one measured.
+    with on_device(device):
+        return _benchmark_kernels(device, num_rows, vocab, dtype, reveal_rows, reveal_length, include_triton)
+
+
+def _benchmark_kernels(device: torch.device, num_rows: int, vocab: int, dtype: torch.dtype, reveal_rows: int,
+                       reveal_length: int, include_triton: bool) -> list[KernelRow]:
     generator = torch.Generator(device=device).manual_seed(0)
     copy_gb_per_s = measure_copy_bandwidth(device)
     log.info("copy bandwidth %.0f GB/s", copy_gb_per_s)
@@ -170,6 +179,8 @@ def benchmark_kernels(device: torch.device, num_rows: int = 64, vocab: int = 151
         ("confidence_stats(T=0.8) torch eager", lambda logits: eager_confidence_stats(logits, temperature=0.8)),
     ]
     for name, run in variants:
+        if name.endswith("triton") and not include_triton:
+            continue
         eager_ms, graph_ms = time_both_ways([lambda logits=logits: run(logits) for logits in copies])
         rows.append(KernelRow(name, shape, eager_ms, graph_ms, num_bytes, copy_gb_per_s))
         log.info("%s: %.4f ms eager, %.4f ms graph", name, eager_ms, graph_ms)
@@ -181,8 +192,8 @@ def benchmark_kernels(device: torch.device, num_rows: int = 64, vocab: int = 151
     confidence = torch.rand(reveal_rows, reveal_length, device=device, generator=generator)
     quota = torch.full((reveal_rows,), 4, device=device)
     shape = f"{reveal_rows}x{reveal_length}"
-    for name, reveal in [("reveal_by_confidence triton", reveal_by_confidence),
-                         ("reveal_by_confidence torch eager", reference_reveal_by_confidence)]:
+    reveals = [("reveal_by_confidence triton", reveal_by_confidence)] if include_triton else []
+    for name, reveal in reveals + [("reveal_by_confidence torch eager", reference_reveal_by_confidence)]:
         # The canvas fills up as calls repeat; the ranking (the cost) does not depend on it.
         eager_ms, graph_ms = time_both_ways([lambda: reveal(canvas, proposal, confidence, quota, 0.9,
                                                             mask_token_id)])
@@ -208,12 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device(args.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("no CUDA device is available")
+        kernels = choose_kernels(device)
         rows = benchmark_kernels(device, args.rows, args.vocab, DTYPES[args.dtype], args.reveal_rows,
-                                 args.reveal_length)
+                                 args.reveal_length, include_triton=kernels.use_triton)
     except (ValueError, RuntimeError) as exc:
         print(f"coda_engine.kernels.bench: {exc}", file=sys.stderr)
         return 2
-    print(f"{torch.cuda.get_device_name(device)}, triton kernels against torch eager")
+    print(f"{torch.cuda.get_device_name(device)}, triton kernels against torch eager"
+          + ("" if kernels.use_triton else f" (torch rows only: {kernels.reason})"))
     print(format_kernel_table(rows))
     return 0
 

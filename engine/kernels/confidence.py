@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import torch
 
-from .runtime import cdiv, compile_kernel, interpreted, next_power_of_2, tl, unavailable_reason
+from .runtime import cdiv, compile_kernel, interpreted, is_hip, next_power_of_2, on_device, tl, unavailable_reason
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Elements per program per loop trip: 16 per thread at 8 warps for 2-byte logits (two 16-byte loads), 8 for fp32.
@@ -58,6 +58,8 @@ UINT32_MASK = 0xFFFFFFFF
 UNIFORM_SCALE = 4.6566127342e-10
 # Philox counters are 64-bit: offset + row * V + col // 4 must stay below 2**63 (int64 arithmetic).
 MAX_COUNTER = 2**63
+# Arguments that differ from call to call: a specialised one would compile a new variant on its first odd value.
+PARTIALS_UNSPECIALIZED = ("seed", "offset")
 
 
 class ConfidenceStats(NamedTuple):
@@ -118,10 +120,12 @@ def _confidence_partials_kernel(
             uniform = tl.reshape(tl.join(tl.join(u0, u2), tl.join(u1, u3)), [BLOCK_V])
             if FAST_MATH:
                 # lg2.approx.ftz: one MUFU op where tl.log is a ~20-instruction polynomial. Its ~2^-22 absolute
-                # error reshapes only the noise's far tail (U within 1e-7 of 1), where the clamp keeps -log(U) > 0.
+                # error matters only for U within a few ulps of 1, where it can return log2(U) >= 0. There
+                # 1 - U (exact in fp32 for U >= 1/2, and -ln U >= 1 - U) is the better value: a fixed floor such
+                # as 1e-30 would give G ~ +69, a column that wins whatever its logit (fast_neg_log_uniform).
                 log2_uniform = tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=f,f", [uniform],
                                                          dtype=tl.float32, is_pure=True, pack=1)
-                neg_log_uniform = tl.maximum(-0.6931471805599453 * log2_uniform, 1e-30)
+                neg_log_uniform = tl.maximum(-0.6931471805599453 * log2_uniform, 1.0 - uniform)
                 log2_neg_log = tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=f,f", [neg_log_uniform],
                                                          dtype=tl.float32, is_pure=True, pack=1)
                 key = z - 0.6931471805599453 * log2_neg_log
@@ -261,19 +265,30 @@ def confidence_stats(logits: torch.Tensor, temperature: float = 0.0, seed: int =
     sample = temperature > 0
     inv_temperature = inverse_temperature(temperature)
     offset_in_memory = isinstance(offset, torch.Tensor)
-    compile_kernel(_confidence_partials_kernel)[(num_rows, num_splits)](
-        logits, logits.stride(0), vocab_size, split_size,
-        stats, cols, num_splits,
-        inv_temperature, seed, 0 if offset_in_memory else offset, offset if offset_in_memory else stats,
-        SAMPLE=sample, OFFSET_IN_MEMORY=offset_in_memory, FAST_MATH=not interpreted(), BLOCK_V=block_v,
-        PIPELINE_STAGES=PIPELINE_STAGES, num_warps=NUM_WARPS, maxnreg=None if sample else GREEDY_MAX_REGISTERS,
-    )
-    compile_kernel(_confidence_merge_kernel)[(cdiv(num_rows, MERGE_BLOCK_ROWS),)](
-        stats, cols, num_rows, num_splits, vocab_size,
-        logits, logits.stride(0), inv_temperature, *outputs,
-        SAMPLE=sample, BLOCK_ROWS=MERGE_BLOCK_ROWS, BLOCK_SPLITS=next_power_of_2(num_splits), num_warps=4,
-    )
+    # PTX inline assembly and maxnreg are NVIDIA's: ROCm runs the portable code.
+    fast_math = not interpreted() and not is_hip()
+    with on_device(device):
+        compile_kernel(_confidence_partials_kernel, PARTIALS_UNSPECIALIZED)[(num_rows, num_splits)](
+            logits, logits.stride(0), vocab_size, split_size,
+            stats, cols, num_splits,
+            inv_temperature, seed, 0 if offset_in_memory else offset, offset if offset_in_memory else stats,
+            SAMPLE=sample, OFFSET_IN_MEMORY=offset_in_memory, FAST_MATH=fast_math, BLOCK_V=block_v,
+            PIPELINE_STAGES=PIPELINE_STAGES, num_warps=NUM_WARPS,
+            maxnreg=GREEDY_MAX_REGISTERS if fast_math and not sample else None,
+        )
+        compile_kernel(_confidence_merge_kernel)[(cdiv(num_rows, MERGE_BLOCK_ROWS),)](
+            stats, cols, num_rows, num_splits, vocab_size,
+            logits, logits.stride(0), inv_temperature, *outputs,
+            SAMPLE=sample, BLOCK_ROWS=MERGE_BLOCK_ROWS, BLOCK_SPLITS=next_power_of_2(num_splits), num_warps=4,
+        )
     return outputs
+
+
+def fast_neg_log_uniform(uniform: torch.Tensor, log2_uniform: torch.Tensor) -> torch.Tensor:
+    """-ln U as the FAST_MATH sampler computes it from an approximate log2(U), in torch: the kernel's formula,
+    tested here against float64 (the hardware's lg2.approx exists only on a GPU). max(-ln 2 * log2 U, 1 - U) is
+    never <= 0 for U < 1 and never above -ln U by more than the log's own error, since -ln U >= 1 - U."""
+    return torch.maximum(-0.6931471805599453 * log2_uniform, 1.0 - uniform)
 
 
 def inverse_temperature(temperature: float) -> float:

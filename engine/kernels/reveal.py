@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import torch
 
-from .runtime import compile_kernel, next_power_of_2, tl, unavailable_reason
+from .runtime import compile_kernel, next_power_of_2, on_device, tl, unavailable_reason
 
 # Longest row the kernel takes: the ranking holds a row in one program's registers (BLOCK_L = next power of two).
 MAX_ROW_LENGTH = 8192
 # Compare tiles of BLOCK_L x CHUNK hold at most this many elements: 32 per thread at 8 warps.
 MAX_TILE_ELEMENTS = 8192
 NUM_WARPS = 8
+# The canvas is a column slice of a (B, L) canvas whose L changes with every request: specialising on its row
+# stride (divisible by 16 or not) would compile a second variant during some user's completion. The kernel reads
+# a row's few dozen tokens, so the alignment it would prove is worth nothing.
+REVEAL_UNSPECIALIZED = ("canvas_row_stride",)
 
 
 def _reveal_kernel(
@@ -101,13 +105,14 @@ def reveal_by_confidence(canvas: torch.Tensor, proposal: torch.Tensor, confidenc
     if row_length == 0:
         return done.fill_(True)
     block_l = next_power_of_2(row_length)
-    compile_kernel(_reveal_kernel)[(num_rows,)](
-        canvas, canvas.stride(0), proposal, proposal.stride(0), confidence, confidence.stride(0),
-        quota, done, row_length, 0.0 if threshold is None else float(threshold), mask_token_id,
-        canvas if is_confident is None else is_confident, 0 if is_confident is None else is_confident.stride(0),
-        USE_THRESHOLD=threshold is not None, USE_CONFIDENT=is_confident is not None, BLOCK_L=block_l,
-        CHUNK=compare_chunk(block_l), num_warps=NUM_WARPS,
-    )
+    with on_device(canvas.device):
+        compile_kernel(_reveal_kernel, REVEAL_UNSPECIALIZED)[(num_rows,)](
+            canvas, canvas.stride(0), proposal, proposal.stride(0), confidence, confidence.stride(0),
+            quota, done, row_length, 0.0 if threshold is None else float(threshold), mask_token_id,
+            canvas if is_confident is None else is_confident, 0 if is_confident is None else is_confident.stride(0),
+            USE_THRESHOLD=threshold is not None, USE_CONFIDENT=is_confident is not None, BLOCK_L=block_l,
+            CHUNK=compare_chunk(block_l), num_warps=NUM_WARPS,
+        )
     return done
 
 

@@ -9,9 +9,10 @@ library functions (tl.rand, ...), or the two could not call each other.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,20 @@ def interpreter_active() -> bool:
     return triton is not None and os.environ.get("TRITON_INTERPRET") == "1" and interpreted()
 
 
+def is_hip() -> bool:
+    """Whether this torch is a ROCm build, where `device.type == "cuda"` too but `maxnreg` and NVIDIA's PTX
+    (the fast-math inline assembly) do not exist."""
+    return torch.version.hip is not None
+
+
+def on_device(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Make `device` the current CUDA device (a no-op elsewhere). Triton launches on the current device and its
+    current stream, not on the tensors' device, and a new thread's current device is 0: without this, a kernel
+    on cuda:1 tensors launched from the engine's worker thread would run on GPU 0 with GPU 1's pointers."""
+    device = torch.device(device)
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def triton_available(device: torch.device) -> bool:
     """Whether the Triton kernels may be used for tensors on `device`.
 
@@ -68,14 +83,18 @@ def unavailable_reason(device: torch.device) -> str | None:
 
 
 @functools.cache
-def compile_kernel(kernel: Callable[..., None]) -> Any:
-    """`kernel` (a plain Python function written in triton.language) as a launchable Triton kernel."""
+def compile_kernel(kernel: Callable[..., None], do_not_specialize: Sequence[str] = ()) -> Any:
+    """`kernel` (a plain Python function written in triton.language) as a launchable Triton kernel.
+
+    Triton compiles a new variant for each class of integer argument it sees (1, divisible by 16, 32- or 64-bit);
+    `do_not_specialize` names arguments whose values vary from call to call (seeds, counters, a canvas's row
+    stride), so their first unusual value does not compile a new variant in the middle of a completion."""
     assert triton is not None, "launchers check triton_available() first"
     if interpreted():
         from triton.runtime.interpreter import InterpretedFunction
 
         return QuietInterpretedKernel(InterpretedFunction(kernel))
-    return triton.jit(kernel)
+    return triton.jit(kernel, do_not_specialize=list(do_not_specialize))
 
 
 class QuietInterpretedKernel:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
-from coda_engine import Engine
+from coda_engine import Engine, blockwise
 from coda_engine.blockwise import denoise_blockwise
 from coda_engine.cache import CachePolicy, CanvasCache, KVCache, plan_blocks, prefill_from, shared_prefix
 from coda_engine.errors import Cancelled
@@ -320,3 +322,23 @@ def test_bad_fast_path_arguments_raise_value_error(engine, kwargs, message):
 def test_bad_cache_policies_raise_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CachePolicy(**kwargs)
+
+
+def test_flags_read_one_step_late_cost_at_most_one_pass_more(engine, monkeypatch):
+    # CUDA's reading order on the CPU: each step's done flags and span tokens reach the host a step late. Block
+    # 0 (8 masks, 4 steps, no threshold reveals) fills at its last step; read at block 1's first step, its
+    # tokens end the call there, one pass after the immediate reading does.
+    ids = canvas_ids(engine, 24)
+    start = len(engine.tokenizer.encode(PREFIX))
+
+    def first_block_full(span_tokens: torch.Tensor) -> bool:
+        return not bool((span_tokens[:, :8] == engine.mask_token_id).any())
+
+    def passes(deferred: bool) -> int:
+        monkeypatch.setattr(blockwise, "DoneFlags", functools.partial(blockwise.DoneFlags, deferred=deferred))
+        return denoise_blockwise(engine.model, ids, (start, start + 24), engine.mask_token_id,
+                                 SamplingParams(12, "entropy"), 8, CachePolicy(),
+                                 is_finished=first_block_full).num_forward_passes
+
+    assert passes(deferred=False) == 4
+    assert passes(deferred=True) == 5

@@ -118,3 +118,33 @@ def test_suppressed_tokens_are_never_written_even_when_certain():
     tokens, _ = run(lambda position, span: {PAD: 9.0, END: 8.0, 10 + position: 1.0}, pad_tail=None,
                     suppressed=(PAD, END))
     assert tokens == [10 + i for i in range(SPAN)]
+
+
+def bf16_logits_whose_tail_probability_rounds_below_a_half() -> torch.Tensor:
+    """(1, VOCAB) bf16 logits: the fillers hold 51.4 % of the probability, but bf16 log-sum-exps (0.25 apart near
+    32) put it at 47.3 %."""
+    logits = torch.full((1, VOCAB), -30.0, dtype=torch.bfloat16)
+    logits[0, PAD], logits[0, 10], logits[0, 11] = 32.0, 31.25, 31.25
+    exact = (logits.double()[0, list(TAIL.token_ids)].logsumexp(-1) - logits.double().logsumexp(-1)).exp()
+    rounded = (logits[:, list(TAIL.token_ids)].logsumexp(-1) - logits.logsumexp(-1)).exp()
+    assert float(exact) > 0.5 > float(rounded)  # the case is one where bf16 arithmetic decides wrongly
+    return logits
+
+
+def test_bf16_logits_decide_the_tail_in_fp32_in_both_loops():
+    from coda_engine.blockwise import ScoredRows, block_tail
+    from coda_engine.generate import settle_tail
+
+    logits = bf16_logits_whose_tail_probability_rounds_below_a_half()
+    canvas = torch.tensor([PROMPT + [MASK] + SUFFIX])
+    is_masked = canvas == MASK
+    span = torch.zeros_like(is_masked)
+    span[0, len(PROMPT)] = True
+    exact_tail = settle_tail(canvas.clone(), is_masked, span, logits.clone(), TAIL, last=True)
+    assert exact_tail[0, len(PROMPT)]
+    start = len(PROMPT)
+    block = canvas[:, start:start + 1]
+    fast_x = canvas.clone()
+    fast_tail = block_tail(fast_x, block == MASK, ScoredRows.of(block == MASK), logits.clone(), start, start + 1,
+                           start + 1, TAIL, torch.tensor(TAIL.token_ids), last=True)
+    assert fast_tail.tolist() == [[True]] and fast_x[0, start] == PAD

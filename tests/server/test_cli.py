@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ from coda_lsp import __version__
 from coda_lsp.cli import main
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "coda_lsp", *args], capture_output=True, text=True, timeout=120)
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "coda_lsp", *args], capture_output=True, text=True, timeout=120,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def test_version_and_help(capsys) -> None:
@@ -54,6 +56,13 @@ def test_infill_errors_are_one_line(tiny_checkpoint: Path, tmp_path: Path) -> No
     source.write_text("x = 1\n")
     bad_model = _run("infill", "--model", str(tmp_path / "missing"), str(source), "--line", "1", "--column", "1")
     bad_line = _run("infill", "--model", str(tiny_checkpoint), str(source), "--line", "9", "--column", "1")
-    for result, words in ((bad_model, "model folder not found"), (bad_line, "--line 9")):
+    # Forced kernels where triton cannot run (no interpreter on a CPU), and a mode that does not exist.
+    no_kernels = _run("infill", "--model", str(tiny_checkpoint), str(source), "--line", "1", "--column", "1",
+                      env={"CODA_KERNELS": "triton", "TRITON_INTERPRET": "0"})
+    bad_mode = _run("infill", "--model", str(tiny_checkpoint), str(source), "--line", "1", "--column", "1",
+                    env={"CODA_KERNELS": "fast"})
+    for result, words in ((bad_model, "model folder not found"), (bad_line, "--line 9"),
+                          (no_kernels, "Triton kernels asked for on cpu, where they cannot run"),
+                          (bad_mode, "CODA_KERNELS='fast' is not a kernel mode")):
         assert result.returncode == 1
         assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr

@@ -51,6 +51,8 @@ for dtype, block_v, sample in [("bf16", 4096, False), ("fp16", 4096, False), ("f
     properties = {"cp_async_16": "cp.async.cg.shared.global" in ptx, "ftz_exp": "ex2.approx.ftz.f32" in ptx}
     if sample:
         properties["ftz_log"] = "lg2.approx.ftz.f32" in ptx
+        # -log(U) is floored at 1 - U, never at a constant such as 1e-30 (0f0DA24260), which made G ~ +69.
+        properties["no_constant_floor"] = "0F0DA24260" not in ptx.upper()
     results[f"partials {dtype} sample={sample}"] = properties
 for sample in (False, True):
     types = {**floats, "stats_ptr": "*fp32", "cols_ptr": "*i32", "logits_ptr": "*bf16", "token_ptr": "*i64",
@@ -65,6 +67,13 @@ for use_threshold, block_l in [(True, 1024), (False, 8192)]:
                  "CHUNK": reveal.compare_chunk(block_l)}
     compile_ptx(reveal._reveal_kernel, types, constants, {"num_warps": reveal.NUM_WARPS})
     results[f"reveal threshold={use_threshold} L={block_l}"] = {}
+from coda_engine.kernels.runtime import compile_kernel
+for kernel, arguments, names in [
+        (confidence._confidence_partials_kernel, confidence.PARTIALS_UNSPECIALIZED, ["seed", "offset"]),
+        (reveal._reveal_kernel, reveal.REVEAL_UNSPECIALIZED, ["canvas_row_stride"])]:
+    launcher = compile_kernel(kernel, arguments)
+    unspecialized = [param.name for param in launcher.params if param.do_not_specialize]
+    results[f"{kernel.__name__} unspecialized"] = {"names": unspecialized == names}
 print(json.dumps(results))
 """
 
@@ -75,6 +84,6 @@ def test_every_kernel_compiles_for_sm90() -> None:
                             env={**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(result.stdout.splitlines()[-1])
-    assert len(results) == 8
+    assert len(results) == 10
     for name, properties in results.items():
         assert all(properties.values()), (name, properties)

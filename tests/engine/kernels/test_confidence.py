@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from coda_engine.kernels import confidence_stats, reference_confidence_stats, reference_uniform, triton_available
-from coda_engine.kernels.confidence import ConfidenceStats
+from coda_engine.kernels.confidence import ConfidenceStats, fast_neg_log_uniform
 
 pytestmark = pytest.mark.usefixtures("triton_interpreter")
 
@@ -191,3 +191,28 @@ def test_cpu_without_the_interpreter_is_a_value_error(monkeypatch: pytest.Monkey
     with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
         confidence_stats(torch.randn(2, 5))
     assert reference_confidence_stats(torch.randn(2, 5)).token.shape == (2,)
+
+
+def _fp32_values_below_one(count: int) -> torch.Tensor:
+    """The `count` largest fp32 values below 1, where an approximate log2 can reach 0."""
+    one = torch.tensor(1.0, dtype=torch.float32).view(torch.int32)
+    return (one - torch.arange(1, count + 1, dtype=torch.int32)).view(torch.float32)
+
+
+def test_fast_math_gumbel_noise_never_exceeds_the_exact_noise_near_one() -> None:
+    # U from the far tail (within 4096 ulps of 1) and the bulk, with lg2.approx's absolute error of up to
+    # 2^-22 either way (PTX ISA: lg2.approx.f32 max absolute error 2^-22.6 on [0.5, 2]).
+    bulk = torch.linspace(1e-6, 1 - 1e-3, 20_001, dtype=torch.float32)
+    uniform = torch.cat([_fp32_values_below_one(4096), bulk])
+    exact_neg_log = -torch.log(uniform.double())
+    exact_gumbel = -torch.log(exact_neg_log)
+    for error in (-2.0**-22, 0.0, 2.0**-22):
+        log2_uniform = (torch.log2(uniform.double()) + error).float()
+        neg_log = fast_neg_log_uniform(uniform, log2_uniform)
+        assert bool((neg_log > 0).all())
+        gumbel = -torch.log(neg_log.double())
+        # Near 1 the floor 1 - U keeps G at most -log(1 - U), within (1 - U) / 2 of the exact noise: no column
+        # wins by an inflated draw (a 1e-30 floor gave G = 69 wherever the approximate log2 reached 0). In the
+        # bulk the log's own error moves G by at most 2^-22 ln 2 / -ln U.
+        assert float((gumbel - exact_gumbel).max()) <= 1e-3
+        assert float((gumbel - exact_gumbel)[4096:].abs().max()) <= 1e-3

@@ -1,0 +1,21 @@
+"""python -m coda_engine.bench: its fast-path row is the engine's default fast path, and its table."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from coda_engine.bench import Row, fast_policy, format_table, parse_args
+from coda_engine.engine import FAST
+
+
+def test_the_default_fast_row_runs_the_default_policy_margin_included() -> None:
+    args = parse_args([])
+    assert fast_policy(args.refresh) == FAST.cache and FAST.cache.margin > 0
+    assert fast_policy("block") == dataclasses.replace(FAST.cache, refresh="block")
+
+
+def test_table_speed_ups_are_against_the_reference_and_autoregressive_rows() -> None:
+    rows = [Row("reference loop", 1000.0, 64, 64, 100.0), Row("default fast path", 100.0, 16, 64, 120.0),
+            Row("autoregressive Qwen3", 200.0, 64, 64, 90.0)]
+    lines = format_table(rows).splitlines()
+    assert lines[3] == "| default fast path | 100.0 | 16 | 4.00 | 640.0 | 120 | 10.00x | 2.00x |"
