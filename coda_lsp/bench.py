@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debounce-ms", type=int, help="coda.debounceMs (default: the server's; part of the latency)")
     parser.add_argument("--exact", action="store_true", help="coda.exact: CoDA's reference loop, for comparison")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16", "int8"],
+                        help="weights' format (default: the server's, auto)")
     args = parser.parse_args(argv)
     logging.getLogger("pygls").setLevel(logging.ERROR)  # the client ignores the server's logMessages, quietly
     given = {"maxTokens": args.max_tokens, "singleLineTokens": args.single_line_tokens, "steps": args.steps,

@@ -28,7 +28,7 @@ class ModelSpec:
 
     path: Path
     device: str = "auto"  # CUDA when present, else the CPU
-    dtype: str | None = None  # None: the engine's default (fp32 on CPU, bf16 on CUDA)
+    dtype: str | None = "auto"  # auto: bf16 on CUDA, the CPU's fastest format (fp32, bf16 or int8) elsewhere
 
 
 def load_coda_engine(path: Path, device: str, dtype: str | None) -> Any:

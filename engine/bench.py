@@ -36,7 +36,9 @@ from .blockwise import denoise_blockwise
 from .cache import CachePolicy
 from .checkpoint import find_weight_files
 from .config import ModelConfig, load_config
-from .engine import FAST, column_major_head, load_model, resolve_device, resolve_dtype
+from .engine import FAST, column_major_head, load_model, resolve_device
+from .precision import FORMAT_NAMES, Precision, resolve_precision
+from .quantize import quantize_linears
 from .generate import LogitsAtMasks, PadTail, SamplingParams, denoise, masked_logits, reference_logits
 from .model import CodaModel
 from .presets import PRESETS, write_random_checkpoint
@@ -137,9 +139,12 @@ def fast_run(engine: Engine, canvas: torch.Tensor, span: tuple[int, int], steps:
                                      pad_tail=tail, use_kernels=engine.kernels.use_triton).num_forward_passes
 
 
-def autoregressive_run(engine: Engine, prompt: torch.Tensor, new_tokens: int) -> Run | None:
+def autoregressive_run(engine: Engine, prompt: torch.Tensor, new_tokens: int,
+                       float_model: CodaModel | None = None) -> Run | None:
     """transformers' Qwen3ForCausalLM sharing the engine's weights (no copy): causal, KV cache, greedy, exactly
-    `new_tokens` tokens. None when transformers is not installed (it comes with the test extra)."""
+    `new_tokens` tokens. An int8 engine's baseline takes `float_model`'s weights and quantizes its linear layers
+    the same way (quantize.Int8Linear), so both rows multiply in int8. None when transformers is not installed
+    (it comes with the test extra)."""
     try:
         from transformers import Qwen3Config, Qwen3ForCausalLM
     except ImportError:
@@ -154,7 +159,12 @@ def autoregressive_run(engine: Engine, prompt: torch.Tensor, new_tokens: int) ->
         tie_word_embeddings=False, torch_dtype=engine.dtype)
     with torch.device("meta"):
         model = Qwen3ForCausalLM(hf_config)
-    model.load_state_dict(engine.model.state_dict(), strict=False, assign=True)
+    source = float_model if engine.precision.int8 else engine.model
+    if source is None:
+        raise ValueError("an int8 engine's autoregressive baseline needs the float model to quantize")
+    model.load_state_dict(source.state_dict(), strict=False, assign=True)
+    if engine.precision.int8:
+        quantize_linears(model)
     model.model.rotary_emb = type(model.model.rotary_emb)(hf_config, device=engine.device)
     model.eval()
     attention = torch.ones_like(prompt)
@@ -174,7 +184,8 @@ def fast_policy(refresh: str) -> CachePolicy:
 
 
 def run_rows(engine: Engine, context_tokens: int, span: int, steps: int, repeats: int,
-             block_size: int = FAST.block_size, policy: CachePolicy = FAST.cache) -> list[Row]:
+             block_size: int = FAST.block_size, policy: CachePolicy = FAST.cache,
+             float_model: CodaModel | None = None) -> list[Row]:
     canvas, start = code_context(engine, context_tokens, span)
     variants: list[tuple[str, Run | None, int]] = [
         (f"reference loop (full logits), entropy, {steps} steps",
@@ -186,7 +197,7 @@ def run_rows(engine: Engine, context_tokens: int, span: int, steps: int, repeats
          f"{steps} steps, {engine.kernels.name} kernels",
          fast_run(engine, canvas, (start, start + span), steps, block_size, policy), span),
         (f"autoregressive Qwen3 + KV cache, greedy, {span} tokens after {context_tokens}",
-         autoregressive_run(engine, canvas[:, :context_tokens].clone(), span), span),
+         autoregressive_run(engine, canvas[:, :context_tokens].clone(), span, float_model), span),
     ]
     rows = []
     for name, run, tokens in variants:
@@ -202,19 +213,23 @@ def load_row(path: Path, device: str, dtype: str | None) -> tuple[Engine, str]:
     """Load the checkpoint, tracking the peak memory of the weights alone; returns the engine and a summary."""
     folder, target = Path(path), resolve_device(device)
     config, tokenizer = load_config(folder), load_tokenizer(folder)
+    precision = resolve_precision(dtype, target, config)
     reset, read = peak_memory_probe(target)
     before = resident_mib() if target.type == "cpu" else 0.0
     reset()
     started = time.perf_counter()
-    model = load_model(folder, config, target, resolve_dtype(dtype, target))
+    model = load_model(folder, config, target, precision)
     elapsed = time.perf_counter() - started
-    for param in model.parameters():
-        param.sum()  # touch every weight so lazily mapped pages count, as they will after the first request
+    held = [*model.parameters(), *model.buffers()]
+    for tensor in held:
+        tensor.sum()  # touch every weight so lazily mapped pages count, as they will after the first request
     peak = read() - before
     file_mib = sum(p.stat().st_size for p in find_weight_files(folder)) / 2**20
-    summary = (f"load {elapsed * 1000:.0f} ms; weights file {file_mib:.1f} MiB; peak memory growth while loading "
-               f"and touching every weight {peak:.1f} MiB = {peak / file_mib:.2f} x the file")
-    return Engine(model, tokenizer, folder), summary
+    held_mib = sum(tensor.numel() * tensor.element_size() for tensor in held) / 2**20
+    summary = (f"{precision.name} weights ({precision.reason}); load {elapsed * 1000:.0f} ms; weights file "
+               f"{file_mib:.1f} MiB, held {held_mib:.1f} MiB; peak memory growth while loading and touching every "
+               f"weight {peak:.1f} MiB = {peak / file_mib:.2f} x the file = {peak / held_mib:.2f} x what is held")
+    return Engine(model, tokenizer, folder, precision=precision), summary
 
 
 def format_table(rows: list[Row]) -> str:
@@ -231,13 +246,13 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def random_model(config: ModelConfig, device: torch.device, dtype: torch.dtype, seed: int) -> CodaModel:
+def random_model(config: ModelConfig, device: torch.device, precision: Precision, seed: int) -> CodaModel:
     """Random weights made on the device itself (no checkpoint file): normal(0, 0.02) matrices, unit norms."""
     from .presets import INIT_STD
 
     with torch.device("meta"):
         model = CodaModel(config)
-    model = model.to_empty(device=device).to(dtype)
+    model = model.to_empty(device=device).to(precision.compute)
     generator = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -245,8 +260,10 @@ def random_model(config: ModelConfig, device: torch.device, dtype: torch.dtype, 
                 param.fill_(1.0)
             else:
                 param.normal_(0.0, INIT_STD, generator=generator)
-        if column_major_head(dtype, device):
+        if column_major_head(precision, device):
             model.lm_head.weight.data = model.lm_head.weight.data.t().contiguous().t()
+    if precision.int8:
+        quantize_linears(model)
     return model.eval()
 
 
@@ -258,7 +275,9 @@ def gpu_suite(args: argparse.Namespace) -> int:
     if device.type != "cuda":
         raise ValueError("--suite gpu needs a CUDA device")
     tokenizer = load_tokenizer(args.tokenizer_dir)
-    engine = Engine(random_model(PRESETS["coda-v0"], device, torch.bfloat16, seed=0), tokenizer, args.tokenizer_dir)
+    precision = Precision("bfloat16", torch.bfloat16, "the GPU suite's")
+    engine = Engine(random_model(PRESETS["coda-v0"], device, precision, seed=0), tokenizer, args.tokenizer_dir,
+                    precision=precision)
     rows = run_rows(engine, args.context, args.span, args.steps, args.repeats, args.block_size,
                     fast_policy(args.refresh))
     print(f"{engine.kernels.name} kernels ({engine.kernels.reason})")
@@ -290,7 +309,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tokenizer-dir", type=Path, default=DEFAULT_TOKENIZER_DIR,
                         help="tokenizer files for preset checkpoints (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="default: bf16 on CUDA, fp32 on CPU")
+    parser.add_argument("--dtype", choices=FORMAT_NAMES,
+                        help="default: bf16 on CUDA, fp32 on CPU; int8: the CPU's int8 weights; auto: the fastest")
     parser.add_argument("--context", type=int, help="tokens of code around the span (default 512; gpu suite 1024)")
     parser.add_argument("--span", type=int, default=64, help="tokens to infill")
     parser.add_argument("--steps", type=int, default=16, help="denoising steps of every diffusion row")
@@ -313,13 +333,17 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="coda-bench-") as scratch:
             path = checkpoint_for(args, Path(scratch))
             engine, load_summary = load_row(path, args.device, args.dtype)
+            # An int8 engine's autoregressive baseline is quantized from the same checkpoint's float weights.
+            float_model = load_model(path, engine.config, engine.device, Precision("float32", torch.float32, "")) \
+                if engine.precision.int8 else None
             rows = run_rows(engine, args.context, args.span, args.steps, args.repeats, args.block_size,
-                            fast_policy(args.refresh))
+                            fast_policy(args.refresh), float_model)
     except (CheckpointError, ValueError) as exc:
         print(f"coda_engine.bench: {exc}", file=sys.stderr)
         return 1
     name = args.model or f"preset {args.preset}"
-    print(f"{name}: {engine.config.num_parameters / 1e6:.1f} M parameters on {engine.device} ({engine.dtype}); "
+    print(f"{name}: {engine.config.num_parameters / 1e6:.1f} M parameters on {engine.device} "
+          f"({engine.precision.name}); "
           f"{args.span}-token span in {args.context} tokens of context, {args.steps} steps")
     print(load_summary)
     print(format_table(rows))

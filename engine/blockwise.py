@@ -175,7 +175,7 @@ def _denoise_blocks(model: CodaModel, canvas: torch.Tensor, span: tuple[int, int
         raise ValueError(f"the prefilled cache holds {prefill.cache.keys[0].shape[0]} x {prefill.cache.length} "
                          f"positions, the canvas {tuple(x.shape)}")
     cache = prefill.cache if prefill is not None else KVCache.allocate(model.config, x.shape[0], x.shape[1],
-                                                                       x.device, model.lm_head.weight.dtype)
+                                                                       x.device, model.compute_dtype)
     trace = BlockwiseTrace(x, cache)
     stale_start, stale_end = x.shape[1], 0
     # Made once: a small tensor built from a list inside the loop would be a host-to-device copy every pass.

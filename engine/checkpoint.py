@@ -165,13 +165,31 @@ class MappedFiles:
         return out.t()
 
 
+    def quantized(self, entry: TensorEntry) -> tuple[torch.Tensor, torch.Tensor]:
+        """A 2-D weight quantized to int8 rows with fp32 scales (quantize.quantize_rows), on the CPU: a chunk of
+        rows at a time, the chunk's mapped pages dropped after it, so what stays is the int8 copy."""
+        from .quantize import quantize_rows
+
+        source = self.tensor(entry)
+        rows, row_bytes = source.shape[0], source.shape[1] * source.element_size()
+        weight = torch.empty(source.shape, dtype=torch.int8)
+        scale = torch.empty(rows, dtype=torch.float32)
+        step = max(1, CONVERT_CHUNK_BYTES // (source.shape[1] * 4))  # the chunk is made fp32 to quantize
+        for first in range(0, rows, step):
+            last = min(first + step, rows)
+            weight[first:last], scale[first:last] = quantize_rows(source[first:last])
+            self.release(entry.file, entry.start + first * row_bytes, entry.start + last * row_bytes)
+        return weight, scale
+
+
 def load_weights(model: torch.nn.Module, folder: Path, *, dtype: torch.dtype, device: torch.device,
-                 tie_head_when_absent: bool, column_major: tuple[str, ...] = ()) -> None:
+                 tie_head_when_absent: bool, column_major: tuple[str, ...] = (), int8: tuple[str, ...] = ()) -> None:
     """Assign every parameter of a meta-device `model` from the checkpoint, checking names and shapes.
 
     fp32 tensors bound for fp32 on the CPU stay zero-copy views of the file mapping; anything converted, and the
     2-D tensors named in `column_major` (CPU only), is copied one tensor at a time and its mapped pages are
-    dropped, so peak memory stays near the result's size.
+    dropped, so peak memory stays near the result's size. The linear layers' weights named in `int8` (CPU only)
+    are quantized the same way and their nn.Linear replaced by a quantize.Int8Linear.
     """
     entries = index_checkpoint(folder)
     expected = dict(model.named_parameters())
@@ -179,6 +197,10 @@ def load_weights(model: torch.nn.Module, folder: Path, *, dtype: torch.dtype, de
     for name, param in expected.items():
         if name not in entries and not (tie_head and name == "lm_head.weight"):
             raise CheckpointError(folder, f"missing tensor {name}")
+        if name in entries and param.is_floating_point() and not entries[name].dtype.is_floating_point:
+            raise CheckpointError(entries[name].file, f"tensor {name} is {str(entries[name].dtype)[6:]}: a quantized "
+                                                      f"checkpoint, which coda-lsp does not read (use the bf16 or "
+                                                      f"fp32 one; --dtype int8 quantizes at load)")
         if name in entries and tuple(entries[name].shape) != tuple(param.shape):
             raise CheckpointError(entries[name].file, f"tensor {name} has shape {list(entries[name].shape)}, "
                                                       f"the config implies {list(param.shape)}")
@@ -186,6 +208,9 @@ def load_weights(model: torch.nn.Module, folder: Path, *, dtype: torch.dtype, de
     order = sorted((n for n in expected if n in entries), key=lambda n: (entries[n].file, entries[n].start))
     for name in order:
         entry = entries[name]
+        if name in int8:
+            _replace_with_int8(model, name, *files.quantized(entry))
+            continue
         if name in column_major and device.type == "cpu" and len(entry.shape) == 2:
             value = files.column_major(entry, dtype)
         elif entry.dtype == dtype and device.type == "cpu":
@@ -202,3 +227,11 @@ def _assign(model: torch.nn.Module, name: str, value: torch.Tensor) -> None:
     module_name, _, leaf = name.rpartition(".")
     module = model.get_submodule(module_name)
     module._parameters[leaf] = torch.nn.Parameter(value, requires_grad=False)
+
+
+def _replace_with_int8(model: torch.nn.Module, weight_name: str, weight: torch.Tensor, scale: torch.Tensor) -> None:
+    from .quantize import Int8Linear
+
+    module_name = weight_name.removesuffix(".weight")
+    parent_name, _, leaf = module_name.rpartition(".")
+    setattr(model.get_submodule(parent_name), leaf, Int8Linear(weight, scale))

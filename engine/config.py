@@ -110,6 +110,11 @@ def load_config(folder: Path) -> ModelConfig:
         raise CheckpointError(path, f"not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise CheckpointError(path, "expected a JSON object")
+    if raw.get("quantization_config"):
+        method = raw["quantization_config"].get("quant_method", "unknown") if isinstance(
+            raw["quantization_config"], dict) else "unknown"
+        raise CheckpointError(path, f"a quantized checkpoint ({method}), which coda-lsp does not read: use the "
+                                    f"bf16 or fp32 checkpoint; --dtype int8 quantizes it at load")
     try:
         return ModelConfig.from_hf_dict(raw)
     except (TypeError, ValueError) as exc:

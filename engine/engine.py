@@ -19,11 +19,11 @@ from .generate import (PadTail, SamplingParams, StepCallback, StopCheck, denoise
                        reference_logits)
 from .kernels.choice import KernelChoice, choose_kernels
 from .model import CodaModel
+from .precision import Precision, resolve_precision
+from .quantize import Int8Linear
 from .sampling import Algorithm
 from .tokenizer import Tokenizer, load_tokenizer
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
 # An infill's text so far -> whether it is all the caller needs (Engine.infill's done_when).
 TextCheck = Callable[[str], bool]
 log = logging.getLogger("coda_engine")
@@ -64,19 +64,6 @@ class FastDefaults:
 FAST = FastDefaults()
 
 
-def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
-    """None picks bf16 on CUDA (as CoDA's serving does) and fp32 elsewhere; names like 'bf16' are accepted."""
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
-        return DTYPES[dtype]
-    if dtype not in DTYPES.values():
-        raise ValueError(f"unsupported dtype {dtype}; expected float32, bfloat16 or float16")
-    return dtype
-
-
 def resolve_device(device: str | torch.device) -> torch.device:
     """"auto" -> the first CUDA device when there is one, else the CPU; other names as torch reads them."""
     if device == "auto":
@@ -90,22 +77,26 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def load_model(folder: Path, config: ModelConfig, device: torch.device, dtype: torch.dtype) -> CodaModel:
-    """Build the model on the meta device, then assign the checkpoint's (memory-mapped) weights."""
+def load_model(folder: Path, config: ModelConfig, device: torch.device, precision: Precision) -> CodaModel:
+    """Build the model on the meta device, then assign the checkpoint's (memory-mapped) weights; in int8 every
+    linear layer, the vocabulary head included, is quantized as it is read."""
     with torch.device("meta"):
         model = CodaModel(config)
-    load_weights(model, folder, dtype=dtype, device=device, tie_head_when_absent=config.tie_word_embeddings,
-                 column_major=("lm_head.weight",) if column_major_head(dtype, device) else ())
+    int8 = tuple(f"{name}.weight" for name, module in model.named_modules()
+                 if isinstance(module, torch.nn.Linear)) if precision.int8 else ()
+    load_weights(model, folder, dtype=precision.compute, device=device,
+                 tie_head_when_absent=config.tie_word_embeddings, int8=int8,
+                 column_major=("lm_head.weight",) if column_major_head(precision, device) else ())
     return model.eval()
 
 
-def column_major_head(dtype: torch.dtype, device: torch.device) -> bool:
+def column_major_head(precision: Precision, device: torch.device) -> bool:
     """Whether the vocabulary head is stored column-major (the same [V, D] values, transposed in memory): for
     fp32 on the CPU. The fast path projects the few still-masked rows of a block per pass, and MKL multiplies
     so few fp32 rows by a column-major weight faster: 18 rows by the 152k x 512 head 42-50 ms row-major against
     31-35 ms, the `small` bench's fast path 1.60 s against 1.27 s (measured; the values agree to fp32
-    rounding). bf16 runs slower that way and CUDA gains nothing."""
-    return device.type == "cpu" and dtype == torch.float32
+    rounding). bf16 runs slower that way and CUDA gains nothing; an int8 head is stored as Int8Linear wants."""
+    return device.type == "cpu" and precision.name == "float32"
 
 
 class Engine:
@@ -116,7 +107,8 @@ class Engine:
     `auto` mode a kernel that fails during a call turns the kernels off for good: the call is run again on the
     torch path and `kernels.reason` says what failed."""
 
-    def __init__(self, model: CodaModel, tokenizer: Tokenizer, path: Path, kernels: str | None = None) -> None:
+    def __init__(self, model: CodaModel, tokenizer: Tokenizer, path: Path, kernels: str | None = None,
+                 precision: Precision | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.path = path
@@ -128,29 +120,34 @@ class Engine:
             raise CheckpointError(path / "config.json", f"mask_token_id {self.config.mask_token_id} disagrees with "
                                                         f"the tokenizer's <|mask|> id {self.mask_token_id}")
         self.kernels: KernelChoice = choose_kernels(self.device, kernels)
+        # How the weights are held (and why); derived from the model when the caller built it itself.
+        self.precision = precision or Precision("int8" if isinstance(model.lm_head, Int8Linear) else
+                                                str(self.dtype).removeprefix("torch."), self.dtype, "as built")
 
     @property
     def device(self) -> torch.device:
-        return self.model.lm_head.weight.device
+        return self.model.model.embed_tokens.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.lm_head.weight.dtype
+        """The floating dtype of activations and of the weights not held in int8."""
+        return self.model.compute_dtype
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
                         dtype: torch.dtype | str | None = None, kernels: str | None = None) -> "Engine":
         """Load an HF-format CoDA (or Qwen3) folder; every problem with it raises one CheckpointError.
-        `device="auto"` picks CUDA when present, else the CPU; `kernels`: auto, triton or torch (None:
-        CODA_KERNELS, default auto)."""
+        `device="auto"` picks CUDA when present, else the CPU. `dtype`: fp32, bf16, fp16, int8 (CPU: every
+        linear layer quantized at load) or auto (the CPU's fastest, see precision.py); None: fp32 on the CPU,
+        bf16 on CUDA. `kernels`: auto, triton or torch (None: CODA_KERNELS, default auto)."""
         folder = Path(path)
         if not folder.is_dir():
             raise CheckpointError(folder, "model folder not found" if not folder.exists() else "not a folder")
         device = resolve_device(device)
-        dtype = resolve_dtype(dtype, device)
         config = load_config(folder)
+        precision = resolve_precision(dtype, device, config)
         tokenizer = load_tokenizer(folder)
-        return cls(load_model(folder, config, device, dtype), tokenizer, folder, kernels)
+        return cls(load_model(folder, config, device, precision), tokenizer, folder, kernels, precision)
 
     def warm_up(self, spans: Sequence[int] = (FAST.block_size,), candidate_temperature: float = 0.8) -> None:
         """Pay at load for what the first completion would otherwise pay. On the torch path that is allocator

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     # Logged only once everything loaded, so that a bad input leaves exactly one line on stderr.
     log.info("problems: %s", ", ".join(f"{task} {len(problems)}" for task, problems in problems_by_task.items()))
     log.info("model %s on %s (%s); sandbox: network namespace %s, process limit %s", args.model, args.device,
-             engine.dtype, "yes" if isolation.has_network_namespace else "NO",
+             engine.precision.name, "yes" if isolation.has_network_namespace else "NO",
              "enforced" if isolation.enforces_process_limit else "NOT enforced (uid 0)")
     report = _evaluate(args, engine, settings, problems_by_task)
     markdown = render_markdown(report)
@@ -167,7 +167,7 @@ def _evaluate(args: argparse.Namespace, engine: Engine, settings: InfillSettings
         progress.close()
         summaries.append(summarize_task(task, task_results, time.perf_counter() - task_started))
         results.extend(task_results)
-    dtype = str(engine.dtype).removeprefix("torch.")  # the resolved one, also when --dtype was left out
+    dtype = engine.precision.name  # the resolved one, also when --dtype was left out or was auto
     return build_report(args.model, settings, args.device, dtype, limits, probe_isolation(), args.jobs,
                         summaries, results, time.perf_counter() - started)
 

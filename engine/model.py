@@ -124,6 +124,11 @@ class CodaModel(nn.Module):
         self.model = Backbone(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The activations' dtype (the embeddings'; linear layers may hold int8 weights, see quantize.py)."""
+        return self.model.embed_tokens.weight.dtype
+
     def hidden_states(self, input_ids: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L) ids -> (B, L, hidden) final-normed states. Positions are 0..L-1 of the whole canvas."""
         x = self.model.embed_tokens(input_ids)

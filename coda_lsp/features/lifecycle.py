@@ -56,7 +56,8 @@ async def load_model(server: CodaServer) -> None:
         _end_progress(server, token, f"failed: {reason}")
         return
     server.host.set_ready(engine)
-    _log(server, types.MessageType.Info, f"model ready: {spec.path} ({engine.device}, {engine.dtype}, "
+    _log(server, types.MessageType.Info, f"model ready: {spec.path} ({engine.device}, {engine.precision.name}: "
+                                         f"{engine.precision.reason}; "
                                          f"{engine.kernels.name} kernels: {engine.kernels.reason})")
     _end_progress(server, token, "ready")
 

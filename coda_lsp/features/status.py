@@ -22,7 +22,8 @@ def register(server: CodaServer) -> None:
             "error": ls.host.error,
             "modelPath": str(ls.host.spec.path),
             "device": str(engine.device) if engine is not None else ls.host.spec.device,
-            "dtype": str(engine.dtype).removeprefix("torch.") if engine is not None else ls.host.spec.dtype,
+            "dtype": engine.precision.name if engine is not None else ls.host.spec.dtype,
+            "dtypeReason": engine.precision.reason if engine is not None else None,
             # Triton or torch for the denoising step, and why (a failed probe or kernel says what failed).
             "kernels": engine.kernels.name if engine is not None else None,
             "kernelsReason": engine.kernels.reason if engine is not None else None,

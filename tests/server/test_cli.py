@@ -41,14 +41,16 @@ def test_infill_prints_text_and_timings(tiny_checkpoint: Path, tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
     assert "8 tokens in 4 forward passes" in result.stderr and "ms" in result.stderr
+    assert " weights (auto on a CPU with " in result.stderr  # the default format, chosen by timing
 
 
 def test_infill_at_the_start_of_a_file(tiny_checkpoint: Path, tmp_path: Path) -> None:
     source = tmp_path / "a.py"
     source.write_text("x = 1\n")
     result = _run("infill", "--model", str(tiny_checkpoint), str(source), "--line", "1", "--column", "1",
-                  "--max-tokens", "4", "--steps", "2")
+                  "--max-tokens", "4", "--steps", "2", "--dtype", "int8")
     assert result.returncode == 0, result.stderr
+    assert "int8 weights (asked for)" in result.stderr
 
 
 def test_infill_errors_are_one_line(tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -25,12 +25,12 @@ export interface LaunchSettings {
     tcp: string;      // host:port of a running server; '' = start one
     model: string;    // folder or hub id; '' = the server's own default model
     device: string;   // 'auto' | 'cpu' | 'cuda' | 'cuda:N'
-    dtype: string;    // 'auto' | 'fp32' | 'bf16' | 'fp16'
+    dtype: string;    // 'auto' | 'fp32' | 'bf16' | 'fp16' | 'int8'
 }
 
 const PREFIX = 'coda.';
 const DEVICE = /^(auto|cpu|cuda|cuda:\d+|mps)$/;
-const DTYPES = ['auto', 'fp32', 'bf16', 'fp16'];
+const DTYPES = ['auto', 'fp32', 'bf16', 'fp16', 'int8'];
 
 /** Why the server cannot be started, and the one setting that fixes it. */
 export class StartFailure extends Error {

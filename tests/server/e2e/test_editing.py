@@ -78,6 +78,7 @@ async def test_model_load_is_reported_through_progress_and_log(session: Session)
 async def test_status_names_model_device_dtype_kernels(session: Session, tiny_checkpoint: Path) -> None:
     current = await status(session.client)
     assert (current["modelPath"], current["device"], current["dtype"]) == (str(tiny_checkpoint), "cpu", "float32")
+    assert current["dtypeReason"] == "asked for"
     assert (current["kernels"], current["kernelsReason"]) == ("torch", "Triton kernels are compiled for CUDA only, "
                                                                        "not cpu")
     assert current["settings"]["generation"]["max_tokens"] == FAST_SETTINGS["maxTokens"]  # pulled from the client

@@ -35,6 +35,7 @@ test('launch settings: defaults give a bare --stdio; model, device and dtype are
     assert.deepEqual(serverArguments(launch),
         ['--stdio', '--model', 'Salesforce/CoDA-v0-Instruct', '--device', 'cuda:1', '--dtype', 'bf16']);
     assert.deepEqual(serverArguments(readLaunchSettings(fakeConfiguration({ device: 'cpu' }))), ['--stdio', '--device', 'cpu']);
+    assert.deepEqual(serverArguments(readLaunchSettings(fakeConfiguration({ dtype: 'int8' }))), ['--stdio', '--dtype', 'int8']);
 });
 
 test('a launch setting of the wrong type or form names that setting', () => {
@@ -42,7 +43,7 @@ test('a launch setting of the wrong type or form names that setting', () => {
         [{ model: 5 }, 'coda.model'],
         [{ 'server.command': ['coda-lsp'] }, 'coda.server.command'],
         [{ device: 'gpu' }, 'coda.device'],
-        [{ dtype: 'int8' }, 'coda.dtype'],
+        [{ dtype: 'fp8' }, 'coda.dtype'],
     ];
     for (const [values, setting] of cases) {
         assert.throws(() => readLaunchSettings(fakeConfiguration(values)),
