@@ -87,7 +87,8 @@ class Pipeline:
             await sleep
             return 0.0
         self.num_warms += 1
-        _, warm = await asyncio.gather(sleep, self.worker.run(lambda stop: _warm(engine, ctx, settings.generation)),
+        _, warm = await asyncio.gather(sleep, self.worker.run(lambda stop: _warm(engine, ctx, settings.generation,
+                                                                                 stop)),
                                        return_exceptions=True)
         if isinstance(warm, BaseException):
             logger.debug("warm-up failed, the infill will say why: %s", warm)
@@ -150,9 +151,11 @@ def _infill(engine: Any, ctx: CompletionContext, settings: GenerationSettings, n
     return [r.text for r in results], results[0].elapsed_ms
 
 
-def _warm(engine: Any, ctx: CompletionContext, settings: GenerationSettings) -> float:
-    """Engine.warm on the canvas `_infill` will build; its milliseconds."""
-    return engine.warm(engine_prefix(ctx), ctx.suffix, span_tokens(ctx, settings), cache=cache_policy(settings))
+def _warm(engine: Any, ctx: CompletionContext, settings: GenerationSettings, should_stop: StopCheck) -> float:
+    """Engine.warm on the canvas `_infill` will build, stopped between layers by a newer keystroke; its
+    milliseconds."""
+    return engine.warm(engine_prefix(ctx), ctx.suffix, span_tokens(ctx, settings), cache=cache_policy(settings),
+                       should_stop=should_stop)
 
 
 def engine_prefix(ctx: CompletionContext) -> str:

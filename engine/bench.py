@@ -9,7 +9,9 @@ together. Rows, all measured in this process on the same canvas and weights, so 
 - an autoregressive baseline: transformers' Qwen3ForCausalLM holding the same weights, causal attention with
   its KV cache, greedy, writing as many tokens after a prompt as long as the whole context.
 
-`--suite gpu` is the GPU suite (about 5 minutes on one H100/H200, nothing to download): the CoDA-v0 shape with
+`--suite cpu` is the CPU suite (bench_cpu.py): the CoDA-v0 shape (or --preset) with random weights, a cold
+request and five keystrokes with cache reuse, in each weight format of --formats, beside the AR baseline in the
+same format. `--suite gpu` is the GPU suite (about 5 minutes on one H100/H200, nothing to download): the CoDA-v0 shape with
 random bf16 weights built on the card, a 1024-token context and a 64-token span, the four rows, then every Triton
 kernel against torch eager with its achieved GB/s beside the card's measured copy bandwidth. It needs the
 tokenizer files (--tokenizer-dir) and transformers.
@@ -291,6 +293,22 @@ def gpu_suite(args: argparse.Namespace) -> int:
     return 0
 
 
+def cpu_suite_main(args: argparse.Namespace) -> int:
+    from .bench_cpu import PREFIX_TOKENS, SPAN_TOKENS, SUFFIX_TOKENS, cpu_suite
+
+    formats = [name.strip() for name in args.formats.split(",") if name.strip()]
+    unknown = [name for name in formats if name not in FORMAT_NAMES]
+    if unknown or not formats:
+        raise ValueError(f"--formats takes {', '.join(FORMAT_NAMES)}; got {args.formats!r}")
+    with tempfile.TemporaryDirectory(prefix="coda-bench-") as scratch:
+        path = checkpoint_for(args, Path(scratch))
+        table = cpu_suite(path, formats, with_ar=not args.no_ar)
+    print(f"{args.model or 'preset ' + args.preset} on the CPU ({torch.get_num_threads()} threads): "
+          f"{PREFIX_TOKENS} + {SUFFIX_TOKENS} tokens of context, a {SPAN_TOKENS}-token span")
+    print(table)
+    return 0
+
+
 def checkpoint_for(args: argparse.Namespace, scratch: Path) -> Path:
     if args.model is not None:
         return args.model
@@ -302,9 +320,14 @@ def checkpoint_for(args: argparse.Namespace, scratch: Path) -> Path:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m coda_engine.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", choices=["cpu", "gpu"], default="cpu",
-                        help="cpu: a preset or --model on --device; gpu: the GPU suite described above")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="random checkpoint shape")
+    parser.add_argument("--suite", choices=["engine", "cpu", "gpu"], default="engine",
+                        help="engine: the four rows for a preset or --model on --device; cpu and gpu: the suites "
+                             "described above")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="random checkpoint shape (default: tiny; the cpu suite: coda-v0)")
+    parser.add_argument("--formats", default="fp32,bf16,int8,auto",
+                        help="cpu suite: weight formats, comma-separated (default %(default)s)")
+    parser.add_argument("--no-ar", action="store_true", help="cpu suite: skip the autoregressive rows")
     parser.add_argument("--model", type=Path, help="benchmark this checkpoint folder instead of a preset")
     parser.add_argument("--tokenizer-dir", type=Path, default=DEFAULT_TOKENIZER_DIR,
                         help="tokenizer files for preset checkpoints (default: %(default)s)")
@@ -321,6 +344,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.context is None:
         args.context = 1024 if args.suite == "gpu" else 512
+    if args.preset is None:
+        args.preset = "coda-v0" if args.suite == "cpu" else "tiny"
     return args
 
 
@@ -330,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.suite == "gpu":
             return gpu_suite(args)
+        if args.suite == "cpu":
+            return cpu_suite_main(args)
         with tempfile.TemporaryDirectory(prefix="coda-bench-") as scratch:
             path = checkpoint_for(args, Path(scratch))
             engine, load_summary = load_row(path, args.device, args.dtype)

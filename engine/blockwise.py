@@ -210,9 +210,12 @@ def _denoise_blocks(model: CodaModel, canvas: torch.Tensor, span: tuple[int, int
                     refresh = False
                     window_start = min(prefill.window[0], max(0, block.start - 1 - policy.margin))
                     window_end = max(prefill.window[1], min(x.shape[1], block.end + policy.margin))
+                # The first pass (a whole cold canvas: seconds on a CPU) also stops between layers; nothing is
+                # kept from it then. Later passes are short and stop between passes, keeping their cache.
                 hidden, cache = model.hidden_states_cached(
                     x[:, window_start:window_end], cache, window_start,
-                    slice(block.start - 1 - window_start, block.end - 1 - window_start))
+                    slice(block.start - 1 - window_start, block.end - 1 - window_start),
+                    should_stop if trace.num_forward_passes == 0 else None)
                 if trace.num_forward_passes > 0:
                     # After a refresh every position has seen revealed tokens: none is fit to reuse.
                     stale_start, stale_end = (0, x.shape[1]) if refresh else (min(stale_start, window_start),

@@ -287,12 +287,13 @@ class Engine:
         return [self._result(row, span, trace.num_forward_passes, elapsed_ms, trace.tokens_per_step,
                              trace.cache_bytes) for row in trace.canvas]
 
-    def warm(self, prefix: str, suffix: str, max_new_tokens: int = 64, cache: CachePolicy | None = None) -> float:
+    def warm(self, prefix: str, suffix: str, max_new_tokens: int = 64, cache: CachePolicy | None = None,
+             should_stop: StopCheck | None = None) -> float:
         """Compute and keep the keys and values of the canvas `infill` would build (one forward pass, nothing
         revealed), so that the next fast call on the same prefix, span and suffix starts from them and its first
         pass covers only the block. The server runs it while an as-you-type request waits out its debounce.
         Does nothing without a `reuse` policy (reuse is what reads the kept cache). Returns the milliseconds it
-        took."""
+        took. `should_stop` is asked between layers; Cancelled then leaves the kept cache as it was."""
         started = time.perf_counter()
         policy = cache or FAST.cache
         if not policy.reuse:
@@ -307,7 +308,7 @@ class Engine:
                                                                         self.device, self.dtype)
         start, end = prefill.window if prefill is not None else (0, len(canvas_ids))
         with torch.inference_mode():
-            self.model.hidden_states_cached(canvas[:, start:end], kv, start, slice(0, 0))
+            self.model.hidden_states_cached(canvas[:, start:end], kv, start, slice(0, 0), should_stop)
         self._keep(canvas_ids, span, kv, (0, 0), prefill)
         return (time.perf_counter() - started) * 1000.0
 

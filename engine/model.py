@@ -6,12 +6,15 @@ checkpoint maps onto this module tree one to one. No sampling and no I/O here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .cache import KVCache
 from .config import ModelConfig
+from .errors import Cancelled
 
 
 class RMSNorm(nn.Module):
@@ -139,12 +142,15 @@ class CodaModel(nn.Module):
         return self.model.norm(x)
 
     def hidden_states_cached(self, input_ids: torch.Tensor, cache: KVCache, start: int = 0,
-                             rows: slice = slice(None)) -> tuple[torch.Tensor, KVCache]:
+                             rows: slice = slice(None),
+                             should_stop: Callable[[], bool] | None = None) -> tuple[torch.Tensor, KVCache]:
         """(B, W) ids sitting at canvas positions [start, start + W) -> the (B, len(rows), hidden) states of the
         window's positions `rows`, and the cache with all W positions' keys and values written in (in place).
         Attention covers the whole cached canvas, so with every position computed once (start 0, W = the
         canvas) this equals `hidden_states`. The last layer computes only the rows asked for: the others' keys
-        and values are all that later passes read."""
+        and values are all that later passes read. `should_stop` is asked between layers: a pass over a long
+        canvas is seconds on a CPU, and a newer keystroke should not wait for it (raises Cancelled; the layers not
+        run leave the cache's window incomplete, so the caller must not keep it)."""
         if start < 0 or start + input_ids.shape[1] > cache.length:
             raise ValueError(f"positions [{start}, {start + input_ids.shape[1]}) lie outside the cached canvas "
                              f"of {cache.length}")
@@ -153,6 +159,8 @@ class CodaModel(nn.Module):
         cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
         last = len(self.model.layers) - 1
         for index, (block, keys, values) in enumerate(zip(self.model.layers, cache.keys, cache.values)):
+            if index and should_stop is not None and should_stop():
+                raise Cancelled(0)
             x = block(x, cos, sin, None, (keys, values), start, rows if index == last else slice(None))
         return self.model.norm(x), cache
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
+
 from coda_engine.bench import Row, fast_policy, format_table, parse_args
 from coda_engine.engine import FAST
 
@@ -19,3 +21,23 @@ def test_table_speed_ups_are_against_the_reference_and_autoregressive_rows() -> 
             Row("autoregressive Qwen3", 200.0, 64, 64, 90.0)]
     lines = format_table(rows).splitlines()
     assert lines[3] == "| default fast path | 100.0 | 16 | 4.00 | 640.0 | 120 | 10.00x | 2.00x |"
+
+
+def test_the_cpu_suite_measures_each_format_on_the_typing_workload(reference_dir, capsys) -> None:
+    from coda_engine.bench import main
+
+    assert main(["--suite", "cpu", "--preset", "tiny", "--formats", "fp32,int8", "--no-ar",
+                 "--tokenizer-dir", str(reference_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"preset tiny on the CPU ({torch.get_num_threads()} threads): 768 + 256 tokens of "
+                        f"context, a 24-token span")
+    rows = [line for line in lines if line.startswith("| float32 ") or line.startswith("| int8 ")]
+    assert len(rows) == 2 and all(row.count("|") == 9 and "| - | - |" in row for row in rows)
+
+
+def test_the_cpu_suite_rejects_unknown_formats(capsys) -> None:
+    from coda_engine.bench import main
+
+    assert main(["--suite", "cpu", "--formats", "fp32,fp8"]) == 1
+    assert capsys.readouterr().err.strip() == ("coda_engine.bench: --formats takes auto, fp32, bf16, fp16, int8; "
+                                               "got 'fp32,fp8'")

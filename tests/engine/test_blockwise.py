@@ -131,9 +131,9 @@ def test_refresh_rules_decide_the_full_passes(engine, policy, refreshes):
     counted = []
     original = engine.model.hidden_states_cached
 
-    def spy(ids, cache, start=0, rows=slice(None)):
+    def spy(ids, cache, start=0, rows=slice(None), should_stop=None):
         counted.append(ids.shape[1] == cache.length)
-        return original(ids, cache, start, rows)
+        return original(ids, cache, start, rows, should_stop)
 
     engine.model.hidden_states_cached = spy
     try:
@@ -252,7 +252,7 @@ def test_as_you_type_calls_reuse_the_last_cache_a_bounded_number_of_times(engine
     assert engine.last_canvas is kept
     with pytest.raises(Cancelled):
         engine.infill(PREFIX + "        resu", SUFFIX, max_new_tokens=8, cache=policy,
-                      should_stop=iter([False, False, True]).__next__)
+                      should_stop=iter([False, False, False, True]).__next__)  # pass 0 asks between layers too
     stopped = engine.last_canvas
     typed_ids = engine.tokenizer.encode(PREFIX + "        resu")
     assert stopped.ids == tuple(typed_ids + [engine.mask_token_id] * 8 + engine.tokenizer.encode(SUFFIX))
@@ -342,3 +342,33 @@ def test_flags_read_one_step_late_cost_at_most_one_pass_more(engine, monkeypatch
 
     assert passes(deferred=False) == 4
     assert passes(deferred=True) == 5
+
+
+def count_layers_run(engine: Engine, monkeypatch) -> list[int]:
+    calls: list[int] = []
+    for index, layer in enumerate(engine.model.model.layers):
+        forward = layer.forward
+        monkeypatch.setattr(layer, "forward",
+                            lambda *a, _f=forward, _i=index, **k: (calls.append(_i), _f(*a, **k))[1])
+    return calls
+
+
+def test_a_newer_keystroke_stops_the_first_pass_between_layers(engine, monkeypatch):
+    # A cold first pass over a long canvas is seconds on a CPU; the stop check is asked between its layers.
+    reuse = CachePolicy(margin=16, reuse=8)
+    engine.infill(PREFIX, SUFFIX, max_new_tokens=8, cache=reuse)
+    kept = engine.last_canvas
+    layers = count_layers_run(engine, monkeypatch)
+
+    def stop_after_the_first_layer() -> bool:
+        return len(layers) >= 1
+
+    with pytest.raises(Cancelled):
+        engine.infill("import os\n" + PREFIX, SUFFIX, max_new_tokens=8, cache=reuse,
+                      should_stop=stop_after_the_first_layer)
+    assert layers == [0] and engine.last_canvas is kept  # one layer run, nothing half-computed kept
+    layers.clear()
+    with pytest.raises(Cancelled):
+        engine.warm("import sys\n" + PREFIX, SUFFIX, max_new_tokens=8, cache=reuse,
+                    should_stop=stop_after_the_first_layer)
+    assert layers == [0] and engine.last_canvas is kept

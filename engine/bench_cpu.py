@@ -1,0 +1,199 @@
+"""`python -m coda_engine.bench --suite cpu`: the editor's workload on a CPU, in each weight format, beside AR.
+
+The workload (issue 18's, measured against llama.cpp there): 768 tokens of real code before the cursor and 256
+after it, a 24-token span, random weights of the chosen shape (so the model is never sure: one token a pass,
+the worst case). A cold request (nothing cached), then five keystrokes, each typing the next character of the
+code and reusing the last call's cache, as the server does. Both through Engine.infill's defaults.
+
+Beside it, transformers' Qwen3ForCausalLM with the same weights in the same format, greedy, 24 tokens: cold, the
+whole 1,024-token prompt and then the tokens; typing, what an AR infill server (llama.cpp) does after an edit at
+the end of the prefix: its cached prompt is kept up to the edit, the suffix's 256 tokens after it are evaluated
+again, then the 24 tokens are written. Every row is measured in this process, so ratios are meaningful.
+
+Each format's line also splits the diffusion passes' time into the decoder layers, the vocabulary head and the
+rest (sampling and reveal).
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import load_config
+from .engine import Engine, load_model
+from .precision import Precision, resolve_precision
+from .quantize import quantize_linears
+
+log = logging.getLogger("coda_engine.bench")
+
+PREFIX_TOKENS, SUFFIX_TOKENS, SPAN_TOKENS, KEYSTROKES = 768, 256, 24, 5
+
+
+@dataclass(frozen=True)
+class FormatRow:
+    """One weight format: diffusion and AR latencies in ms, and where the diffusion passes' time went."""
+
+    precision: Precision
+    cold_ms: float
+    cold_passes: int
+    typing_ms: float  # median over the keystrokes
+    typing_passes: float
+    ar_cold_ms: float | None
+    ar_typing_ms: float | None
+    split: dict[str, float]  # share of the diffusion calls' time: layers, head, rest
+
+
+class PassTimer:
+    """Wall time spent in the model's layers and in its head, by wrapping the two methods of one model object."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.layers_s = self.head_s = 0.0
+        model = engine.model
+        hidden_states_cached, head = model.hidden_states_cached, model.lm_head.forward
+
+        def timed_layers(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return hidden_states_cached(*args, **kwargs)
+            finally:
+                self.layers_s += time.perf_counter() - started
+
+        def timed_head(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return head(*args, **kwargs)
+            finally:
+                self.head_s += time.perf_counter() - started
+
+        model.hidden_states_cached, model.lm_head.forward = timed_layers, timed_head
+
+
+def workload(engine: Engine) -> tuple[str, str, str]:
+    """(prefix, suffix, the text typed after the prefix) from real Python source."""
+    import json.decoder
+    import logging.handlers
+
+    source = inspect.getsource(logging.handlers) + inspect.getsource(json.decoder)
+    ids = engine.tokenizer.encode(source)
+    prefix = engine.tokenizer.decode(ids[:PREFIX_TOKENS])
+    rest = source[len(prefix):] if source.startswith(prefix) else engine.tokenizer.decode(ids[PREFIX_TOKENS:])
+    typed = rest[:KEYSTROKES]
+    suffix = engine.tokenizer.decode(engine.tokenizer.encode(rest)[:SUFFIX_TOKENS])
+    return prefix, suffix, typed
+
+
+def diffusion_rows(engine: Engine) -> tuple[float, int, float, float, dict[str, float]]:
+    prefix, suffix, typed = workload(engine)
+    engine.infill("\n", "", max_new_tokens=2, steps=1)  # allocator and thread-pool set-up
+    timer = PassTimer(engine)
+    engine.last_canvas = None
+    started = time.perf_counter()
+    cold = engine.infill(prefix, suffix, max_new_tokens=SPAN_TOKENS)
+    cold_ms = (time.perf_counter() - started) * 1000
+    typing_ms, typing_passes = [], []
+    for count in range(1, len(typed) + 1):
+        started = time.perf_counter()
+        result = engine.infill(prefix + typed[:count], suffix, max_new_tokens=SPAN_TOKENS)
+        typing_ms.append((time.perf_counter() - started) * 1000)
+        typing_passes.append(result.num_forward_passes)
+    total_s = (cold_ms + sum(typing_ms)) / 1000
+    split = {"layers": timer.layers_s / total_s, "head": timer.head_s / total_s,
+             "rest": 1 - (timer.layers_s + timer.head_s) / total_s}
+    return cold_ms, cold.num_forward_passes, statistics.median(typing_ms), statistics.mean(typing_passes), split
+
+
+def autoregressive_rows(engine: Engine, float_model: Callable[[], torch.nn.Module] | None
+                        ) -> tuple[float | None, float | None]:
+    """AR cold and typing ms (see the module's doc); None without transformers."""
+    try:
+        from transformers import DynamicCache, Qwen3Config, Qwen3ForCausalLM
+    except ImportError:
+        log.warning("transformers is not installed: no autoregressive rows (pip install -e '.[test]')")
+        return None, None
+    config = engine.config
+    hf_config = Qwen3Config(
+        vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads, head_dim=config.head_dim, rope_theta=config.rope_theta,
+        rms_norm_eps=config.rms_norm_eps, max_position_embeddings=config.max_position_embeddings,
+        tie_word_embeddings=False, torch_dtype=engine.dtype)
+    with torch.device("meta"):
+        model = Qwen3ForCausalLM(hf_config)
+    source = float_model() if engine.precision.int8 and float_model is not None else engine.model
+    model.load_state_dict(source.state_dict(), strict=False, assign=True)
+    if engine.precision.int8:
+        quantize_linears(model)
+    del source
+    model.model.rotary_emb = type(model.model.rotary_emb)(hf_config, device=engine.device)
+    model.eval()
+    prefix, suffix, _ = workload(engine)
+    prefix_ids = engine.tokenizer.encode(prefix)
+    prompt = torch.tensor([prefix_ids + engine.tokenizer.encode(suffix)])
+
+    def write(cache: DynamicCache, next_ids: torch.Tensor) -> None:
+        """Evaluate `next_ids` after the cache, then write SPAN_TOKENS tokens greedily."""
+        for _ in range(SPAN_TOKENS):
+            logits = model(next_ids, past_key_values=cache, use_cache=True).logits
+            next_ids = logits[:, -1:].argmax(-1)
+
+    with torch.inference_mode():
+        model(prompt[:, :8], use_cache=True)  # set-up
+        started = time.perf_counter()
+        write(DynamicCache(), prompt)
+        cold_ms = (time.perf_counter() - started) * 1000
+        typing_ms = []
+        cache = DynamicCache()
+        model(prompt[:, :len(prefix_ids)], past_key_values=cache, use_cache=True)  # kept from before the edit
+        for _ in range(KEYSTROKES):
+            cache.crop(len(prefix_ids))
+            started = time.perf_counter()
+            write(cache, prompt[:, len(prefix_ids):])
+            typing_ms.append((time.perf_counter() - started) * 1000)
+    return cold_ms, statistics.median(typing_ms)
+
+
+def measure_format(path: Path, name: str, with_ar: bool) -> FormatRow:
+    engine = Engine.from_pretrained(path, dtype=name)
+    log.info("measuring %s weights (%s)", engine.precision.name, engine.precision.reason)
+    cold_ms, cold_passes, typing_ms, typing_passes, split = diffusion_rows(engine)
+    float_model = (lambda: load_model(path, engine.config, engine.device, Precision("float32", torch.float32, "")))
+    ar_cold, ar_typing = autoregressive_rows(engine, float_model) if with_ar else (None, None)
+    row = FormatRow(engine.precision, cold_ms, cold_passes, typing_ms, typing_passes, ar_cold, ar_typing, split)
+    del engine
+    gc.collect()
+    return row
+
+
+def format_cpu_table(rows: list[FormatRow]) -> str:
+    lines = ["| weights | cold ms (passes) | typing ms, median (passes) | AR cold ms | AR typing ms | cold vs AR "
+             "| typing vs AR | time in layers / head / rest |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        versus = [f"{row.cold_ms / row.ar_cold_ms:.2f}x" if row.ar_cold_ms else "-",
+                  f"{row.typing_ms / row.ar_typing_ms:.2f}x" if row.ar_typing_ms else "-"]
+        split = " / ".join(f"{100 * row.split[part]:.0f} %" for part in ("layers", "head", "rest"))
+        lines.append(f"| {row.precision.name} | {row.cold_ms:.0f} ({row.cold_passes}) | {row.typing_ms:.0f} "
+                     f"({row.typing_passes:.1f}) | {_ms(row.ar_cold_ms)} | {_ms(row.ar_typing_ms)} | {versus[0]} "
+                     f"| {versus[1]} | {split} |")
+    return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def cpu_suite(path: Path, formats: list[str], with_ar: bool) -> str:
+    """The table for each of `formats` (names --dtype takes; `auto` is reported as what it picked)."""
+    device = torch.device("cpu")
+    chosen = resolve_precision("auto", device, load_config(path)) if "auto" in formats else None
+    names = [chosen.name if name == "auto" and chosen else name for name in formats]
+    rows = [measure_format(path, name, with_ar) for name in dict.fromkeys(names)]
+    header = f"auto picks {chosen.name}: {chosen.reason}\n" if chosen else ""
+    return header + format_cpu_table(rows)
