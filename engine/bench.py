@@ -141,12 +141,10 @@ def fast_run(engine: Engine, canvas: torch.Tensor, span: tuple[int, int], steps:
                                      pad_tail=tail, use_kernels=engine.kernels.use_triton).num_forward_passes
 
 
-def autoregressive_run(engine: Engine, prompt: torch.Tensor, new_tokens: int,
-                       float_model: CodaModel | None = None) -> Run | None:
-    """transformers' Qwen3ForCausalLM sharing the engine's weights (no copy): causal, KV cache, greedy, exactly
-    `new_tokens` tokens. An int8 engine's baseline takes `float_model`'s weights and quantizes its linear layers
-    the same way (quantize.Int8Linear), so both rows multiply in int8. None when transformers is not installed
-    (it comes with the test extra)."""
+def qwen3_baseline(engine: Engine, float_model: CodaModel | None = None) -> torch.nn.Module | None:
+    """transformers' Qwen3ForCausalLM sharing the engine's weights (no copy), or None when transformers is not
+    installed (it comes with the test extra). An int8 engine's baseline takes `float_model`'s weights and
+    quantizes its linear layers the same way (quantize.Int8Linear), so both multiply in int8."""
     try:
         from transformers import Qwen3Config, Qwen3ForCausalLM
     except ImportError:
@@ -168,7 +166,15 @@ def autoregressive_run(engine: Engine, prompt: torch.Tensor, new_tokens: int,
     if engine.precision.int8:
         quantize_linears(model)
     model.model.rotary_emb = type(model.model.rotary_emb)(hf_config, device=engine.device)
-    model.eval()
+    return model.eval()
+
+
+def autoregressive_run(engine: Engine, prompt: torch.Tensor, new_tokens: int,
+                       float_model: CodaModel | None = None) -> Run | None:
+    """The Qwen3 baseline (qwen3_baseline): causal, KV cache, greedy, exactly `new_tokens` tokens."""
+    model = qwen3_baseline(engine, float_model)
+    if model is None:
+        return None
     attention = torch.ones_like(prompt)
 
     def run() -> int:

@@ -24,13 +24,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from .bench import qwen3_baseline
 from .config import load_config
 from .engine import Engine, load_model
+from .model import CodaModel
 from .precision import Precision, resolve_precision
-from .quantize import quantize_linears
 
 log = logging.getLogger("coda_engine.bench")
 
@@ -55,25 +57,20 @@ class PassTimer:
     """Wall time spent in the model's layers and in its head, by wrapping the two methods of one model object."""
 
     def __init__(self, engine: Engine) -> None:
-        self.layers_s = self.head_s = 0.0
+        self.seconds = {"layers": 0.0, "head": 0.0}
         model = engine.model
-        hidden_states_cached, head = model.hidden_states_cached, model.lm_head.forward
+        model.hidden_states_cached = self._timed(model.hidden_states_cached, "layers")
+        model.lm_head.forward = self._timed(model.lm_head.forward, "head")
 
-        def timed_layers(*args, **kwargs):
+    def _timed(self, function: Callable[..., Any], part: str) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             try:
-                return hidden_states_cached(*args, **kwargs)
+                return function(*args, **kwargs)
             finally:
-                self.layers_s += time.perf_counter() - started
+                self.seconds[part] += time.perf_counter() - started
 
-        def timed_head(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return head(*args, **kwargs)
-            finally:
-                self.head_s += time.perf_counter() - started
-
-        model.hidden_states_cached, model.lm_head.forward = timed_layers, timed_head
+        return timed
 
 
 def workload(engine: Engine) -> tuple[str, str, str]:
@@ -105,35 +102,18 @@ def diffusion_rows(engine: Engine) -> tuple[float, int, float, float, dict[str, 
         typing_ms.append((time.perf_counter() - started) * 1000)
         typing_passes.append(result.num_forward_passes)
     total_s = (cold_ms + sum(typing_ms)) / 1000
-    split = {"layers": timer.layers_s / total_s, "head": timer.head_s / total_s,
-             "rest": 1 - (timer.layers_s + timer.head_s) / total_s}
+    split = {part: seconds / total_s for part, seconds in timer.seconds.items()}
+    split["rest"] = 1 - sum(timer.seconds.values()) / total_s
     return cold_ms, cold.num_forward_passes, statistics.median(typing_ms), statistics.mean(typing_passes), split
 
 
-def autoregressive_rows(engine: Engine, float_model: Callable[[], torch.nn.Module] | None
+def autoregressive_rows(engine: Engine, float_model: Callable[[], CodaModel] | None
                         ) -> tuple[float | None, float | None]:
     """AR cold and typing ms (see the module's doc); None without transformers."""
-    try:
-        from transformers import DynamicCache, Qwen3Config, Qwen3ForCausalLM
-    except ImportError:
-        log.warning("transformers is not installed: no autoregressive rows (pip install -e '.[test]')")
+    model = qwen3_baseline(engine, float_model() if engine.precision.int8 and float_model is not None else None)
+    if model is None:
         return None, None
-    config = engine.config
-    hf_config = Qwen3Config(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
-        num_key_value_heads=config.num_key_value_heads, head_dim=config.head_dim, rope_theta=config.rope_theta,
-        rms_norm_eps=config.rms_norm_eps, max_position_embeddings=config.max_position_embeddings,
-        tie_word_embeddings=False, torch_dtype=engine.dtype)
-    with torch.device("meta"):
-        model = Qwen3ForCausalLM(hf_config)
-    source = float_model() if engine.precision.int8 and float_model is not None else engine.model
-    model.load_state_dict(source.state_dict(), strict=False, assign=True)
-    if engine.precision.int8:
-        quantize_linears(model)
-    del source
-    model.model.rotary_emb = type(model.model.rotary_emb)(hf_config, device=engine.device)
-    model.eval()
+    from transformers import DynamicCache
     prefix, suffix, _ = workload(engine)
     prefix_ids = engine.tokenizer.encode(prefix)
     prompt = torch.tensor([prefix_ids + engine.tokenizer.encode(suffix)])
