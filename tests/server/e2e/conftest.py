@@ -68,12 +68,12 @@ class Session:
 
 
 async def start_session(model: Path, profile: str, *, configuration: dict[str, Any] | None = None,
-                        initialization_options: Any = None) -> Session:
+                        initialization_options: Any = None, dtype: str = "fp32") -> Session:
     """The real server process on `model`; the `coda` section of `configuration` answers its pull."""
     # fp32, not the default auto: what these tests expect of the random tiny model's answers is fp32's, and
     # auto picks by timing (int8 on one CPU, fp32 on another). test_cli runs the default.
     config = ClientServerConfig(server_command=[sys.executable, "-m", "coda_lsp", "--model", str(model),
-                                                "--dtype", "fp32", "--log-level", "WARNING"])
+                                                "--dtype", dtype, "--log-level", "WARNING"])
     client = await config.start()
     assert isinstance(client, LanguageClient)
     client.set_configuration({"coda": configuration or {}})

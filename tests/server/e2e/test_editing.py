@@ -84,6 +84,20 @@ async def test_status_names_model_device_dtype_kernels(session: Session, tiny_ch
     assert current["settings"]["generation"]["max_tokens"] == FAST_SETTINGS["maxTokens"]  # pulled from the client
 
 
+async def test_int8_weights_load_and_serve_completions(tiny_checkpoint: Path) -> None:
+    session = await start_session(tiny_checkpoint, "vscode", configuration=FAST_SETTINGS, dtype="int8")
+    try:
+        current = await wait_until_settled(session.client)
+        assert (current["state"], current["dtype"], current["dtypeReason"]) == ("ready", "int8", "asked for")
+        uri = session.open(SHAPES)
+        cursor = session.end_of(SHAPES, "    name = ")
+        items = await inline(session.client, uri, cursor, kind=types.InlineCompletionTriggerKind.Invoked)
+        assert all(item.range.start == cursor for item in items)
+        assert (await status(session.client))["numEngineCalls"] >= 1
+    finally:
+        await session.client.shutdown_session()
+
+
 async def test_inline_completion_mid_statement_is_one_line_at_the_cursor(session: Session) -> None:
     uri = session.open(SHAPES)
     cursor = session.end_of(SHAPES, "    name = ")
