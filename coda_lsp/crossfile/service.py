@@ -30,7 +30,7 @@ class CrossFile:
         self.index = WorkspaceIndex(())
         self.edits = RecentEdits()
         self.windows = WindowCache()
-        self.state = "off"          # off | building | ready
+        self.state = "pending"      # pending (until `initialized`) | building | ready | off
         self.is_truncated = False   # the file cap was hit
         self.build_ms = 0.0
         self._paths: dict[str, Path | None] = {}  # uri -> resolved path inside a folder, or None

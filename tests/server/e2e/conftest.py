@@ -47,6 +47,7 @@ class Session:
     profile: str
     result: types.InitializeResult
     applied_edits: list[types.WorkspaceEdit] = field(default_factory=list)
+    registrations: list[types.Registration] = field(default_factory=list)  # client/registerCapability
     num_docs: int = 0
 
     @property
@@ -68,14 +69,20 @@ class Session:
 
 
 async def start_session(model: Path, profile: str, *, configuration: dict[str, Any] | None = None,
-                        initialization_options: Any = None) -> Session:
-    """The real server process on `model`; the `coda` section of `configuration` answers its pull."""
+                        initialization_options: Any = None, workspace: Path = WORKSPACE) -> Session:
+    """The real server process on `model` with `workspace` as its one folder; the `coda` section of
+    `configuration` answers its pull."""
     config = ClientServerConfig(server_command=[sys.executable, "-m", "coda_lsp", "--model", str(model),
                                                 "--log-level", "WARNING"])
     client = await config.start()
     assert isinstance(client, LanguageClient)
     client.set_configuration({"coda": configuration or {}})
     applied_edits: list[types.WorkspaceEdit] = []
+    registrations: list[types.Registration] = []
+
+    @client.feature(types.CLIENT_REGISTER_CAPABILITY)
+    def register_capability(params: types.RegistrationParams) -> None:
+        registrations.extend(params.registrations)
 
     @client.feature(types.WORKSPACE_APPLY_EDIT)
     def apply_edit(params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
@@ -83,9 +90,9 @@ async def start_session(model: Path, profile: str, *, configuration: dict[str, A
         return types.ApplyWorkspaceEditResult(applied=True)
 
     result = await client.initialize_session(types.InitializeParams(
-        capabilities=PROFILES[profile](), root_uri=WORKSPACE.as_uri(), initialization_options=initialization_options,
-        workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="workspace")]))
-    return Session(client, profile, result, applied_edits)
+        capabilities=PROFILES[profile](), root_uri=workspace.as_uri(), initialization_options=initialization_options,
+        workspace_folders=[types.WorkspaceFolder(uri=workspace.as_uri(), name=workspace.name)]))
+    return Session(client, profile, result, applied_edits, registrations)
 
 
 async def status(client: LanguageClient) -> dict[str, Any]:
