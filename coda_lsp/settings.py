@@ -59,8 +59,8 @@ class CrossFileSettings:
     enabled: bool = True           # off: no index, no snippets, prompts exactly as without the feature
     share: float = 0.25            # the snippets' part of contextTokens; what they leave goes to the prefix
     format: CrossFileFormat = "comment"  # "comment": a path comment heads each snippet; "qwen": <|file_sep|> path
-    # Tokens each source may use at most, filled in priority order within the share (a source that finds
-    # nothing leaves its tokens to the next one).
+    # Tokens each source may use before the lower ones had theirs, filled in priority order within the share;
+    # afterwards the sources, again in order, may use what the others left. 0 turns a source off.
     definition_tokens: int = 192   # (a) definitions of names used near the cursor, from other files
     edit_tokens: int = 96          # (b) ranges edited recently in other files
     similar_tokens: int = 128      # (c) windows of open documents similar to the code before the cursor

@@ -5,6 +5,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -19,7 +20,7 @@ _FAMILY = {"javascript": "js", "typescript": "js", "tsx": "js"}
 _JS_EXTENSIONS = (".js", ".jsx", ".mjs", ".cjs", ".ts", ".tsx", ".mts", ".cts")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class IndexedFile:
     path: Path           # absolute, resolved
     relative: str        # to its workspace folder, '/'-separated
@@ -29,6 +30,17 @@ class IndexedFile:
     @property
     def family(self) -> str:
         return _FAMILY.get(self.language.grammar, self.language.grammar)
+
+    @cached_property
+    def _by_name(self) -> dict[str, tuple[Definition, ...]]:
+        table: dict[str, list[Definition]] = {}
+        for definition in self.outline.definitions:
+            table.setdefault(definition.name, []).append(definition)
+        return {name: tuple(found) for name, found in table.items()}
+
+    def named(self, name: str) -> tuple[Definition, ...]:
+        """This file's definitions of `name` (a method may share its name with a function), in file order."""
+        return self._by_name.get(name, ())
 
 
 def uri_to_path(uri: str) -> Path | None:
@@ -112,16 +124,18 @@ class WorkspaceIndex:
         for path in sorted(self._by_name.get(name, ())):
             file = self.files[path]
             if file.family == family:
-                yield from ((file, d) for d in file.outline.definitions if d.name == name)
+                yield from ((file, d) for d in file.named(name))
 
     def module_files(self, importer: IndexedFile, module: str) -> list[IndexedFile]:
         """The workspace files an import's module names, most specific first; [] for a package from outside."""
-        paths = self._by_module.get(self._module_key(importer, module), set())
-        if not paths and importer.language.grammar == "go":
-            parts = module.split("/")
-            # Go: the import path starts with the module's path; the folder inside the workspace is its tail
-            paths = next((self._by_module[key] for start in range(1, len(parts))
-                          if (key := "/".join(parts[start:])) in self._by_module), set())
+        key = self._module_key(importer, module)
+        paths = self._by_module.get(key, set())
+        if not paths and not module.startswith("."):
+            # The workspace folder may sit inside the import path's root: a Go module path, or a Python
+            # package opened as the folder itself (`import pkg.mod` from inside pkg/). Its longest tail decides.
+            parts = key.split("/")
+            paths = next((self._by_module[tail] for start in range(1, len(parts))
+                          if (tail := "/".join(parts[start:])) in self._by_module), set())
         return [self.files[path] for path in sorted(paths) if self.files[path].family == importer.family]
 
     def _module_key(self, importer: IndexedFile, module: str) -> str:

@@ -8,9 +8,15 @@ from typing import Any
 
 from coda_lsp.languages import LanguageInfo
 from coda_lsp.syntax import parse
+from coda_lsp.text import leading_whitespace
 
 # A class, struct or interface shown whole is cut after this many lines: the budget holds a few hundred tokens.
 MAX_DEFINITION_LINES = 16
+# A class shows this many members (the constructor first): its signature tells how to build one, and a whole
+# outline of a 40-method class would take the budget of a dozen other definitions.
+MAX_CLASS_MEMBERS = 2
+_CONSTRUCTORS = frozenset({"__init__", "constructor", "new"})
+MAX_SIGNATURE_LINES = 6  # a longer header (one parameter per line) is shortened to this many lines
 MAX_LINE_CHARS = 160  # a definition line longer than this is cut (long literals, minified code)
 
 
@@ -75,10 +81,15 @@ class _Reader:
         return prefix if not prefix.strip() else ""
 
     def header(self, node: Any, body: Any | None) -> str:
-        """The node's text up to its body, each line cut to MAX_LINE_CHARS."""
+        """The node's text up to its body, each line cut to MAX_LINE_CHARS; a signature of one parameter per
+        line keeps its first and last lines around a `...` line."""
         end = body.start_byte if body is not None else node.end_byte
         text = self.source[node.start_byte:end].decode("utf-8", "replace").rstrip()
-        return "\n".join(_short(line) for line in text.split("\n"))
+        lines = [_short(line) for line in text.split("\n")]
+        if len(lines) > MAX_SIGNATURE_LINES:
+            kept = MAX_SIGNATURE_LINES - 2
+            lines = lines[:kept] + [leading_whitespace(lines[kept - 1]) + "..."] + lines[-1:]
+        return "\n".join(lines)
 
     def whole(self, node: Any, indent: str = "") -> str:
         lines = [_short(line) for line in _text(self.source, node).split("\n")]
@@ -219,7 +230,8 @@ class _Reader:
         lines = [header] if self.is_python else [header + " {"]
         if doc:
             lines = ([header, "    " + doc] if self.is_python else [doc, header + " {"])
-        view_lines = "\n".join(lines + members).split("\n")[:MAX_DEFINITION_LINES]
+        members.sort(key=lambda view: not any(f"{name}(" in view for name in _CONSTRUCTORS))
+        view_lines = "\n".join(lines + members[:MAX_CLASS_MEMBERS]).split("\n")[:MAX_DEFINITION_LINES]
         if not self.is_python:
             view_lines.append(self.indent_of(shown) + "}")
         if self.is_python and len(view_lines) == 1:
@@ -289,7 +301,7 @@ class _Reader:
     # ---- imports ---------------------------------------------------------------------------------------------
 
     def imports(self, root: Any) -> Iterator[Import]:
-        for node in root.named_children:
+        for node in self.import_candidates(root):
             if node.type == "export_statement" and node.child_by_field_name("source") is not None:
                 continue  # a re-export binds no local name
             reader = _IMPORT_READERS.get(node.type)
@@ -298,6 +310,16 @@ class _Reader:
                     yield from reader(self, node)
                 except (AttributeError, IndexError, TypeError):
                     continue
+
+    def import_candidates(self, root: Any) -> Iterator[Any]:
+        """Top-level statements; in Python also those inside top-level `if` / `try` blocks, where
+        `if TYPE_CHECKING:` and `try: import x except ImportError:` imports live."""
+        for node in root.named_children:
+            if self.is_python and node.type in ("if_statement", "try_statement", "else_clause", "elif_clause",
+                                                "except_clause", "finally_clause", "block"):
+                yield from self.import_candidates(node)
+            else:
+                yield node
 
     def python_import(self, node: Any) -> Iterator[Import]:
         for name in node.children_by_field_name("name"):
@@ -338,6 +360,31 @@ class _Reader:
                         yield Import(module, _text(self.source, name),
                                      _text(self.source, alias) if alias is not None else None)
 
+    def js_require(self, node: Any) -> Iterator[Import]:
+        """CommonJS: `const x = require("m")` binds the module, `const { a, b: c } = require("m")` its names."""
+        if self.is_python:
+            return
+        for declarator in node.named_children:
+            value = declarator.child_by_field_name("value") if declarator.type == "variable_declarator" else None
+            if value is None or value.type != "call_expression" or \
+                    _text(self.source, value.child_by_field_name("function")) != "require":
+                continue
+            arguments = value.child_by_field_name("arguments")
+            strings = [a for a in (arguments.named_children if arguments else []) if a.type == "string"]
+            if not strings:
+                continue
+            module = _text(self.source, strings[0]).strip("'\"`")
+            target = declarator.child_by_field_name("name")
+            if target.type == "identifier":
+                yield Import(module, None, _text(self.source, target))
+            elif target.type == "object_pattern":
+                for part in target.named_children:
+                    if part.type == "shorthand_property_identifier_pattern":
+                        yield Import(module, _text(self.source, part), None)
+                    elif part.type == "pair_pattern":
+                        key, alias = part.child_by_field_name("key"), part.child_by_field_name("value")
+                        yield Import(module, _text(self.source, key), _text(self.source, alias))
+
     def go_import(self, node: Any) -> Iterator[Import]:
         for spec in _walk(node):
             if spec.type == "import_spec":
@@ -375,6 +422,8 @@ _IMPORT_READERS = {
     "import_from_statement": _Reader.python_from_import,
     "import_declaration": _Reader.go_import,
     "use_declaration": _Reader.rust_use,
+    "lexical_declaration": _Reader.js_require,
+    "variable_declaration": _Reader.js_require,
 }
 
 

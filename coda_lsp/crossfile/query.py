@@ -16,7 +16,10 @@ from coda_lsp.languages import LanguageInfo
 
 NEAR_LINES_BEFORE, NEAR_LINES_AFTER = 10, 3   # names "used near the cursor" (Continue: 5 + 3)
 WINDOW_LINES_BEFORE = 20                      # the code before the cursor that similar windows are matched to
-NEIGHBOURHOOD_LINES = 200                     # lines either side searched for uses of imported names
+NEIGHBOURHOOD_LINES = 150                     # lines either side searched for uses of imported names
+# A use `d` lines from the cursor weighs 1 / (1 + d / USE_DECAY_LINES): a name used often nearby is the likeliest
+# to be used again at the cursor.
+USE_DECAY_LINES = 1
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class CursorQuery:
     line: int                  # the cursor's line, 0-based
     near_names: tuple[str, ...]      # identifiers near the cursor, nearest first, each once
     neighbour_names: tuple[str, ...]  # identifiers of the neighbourhood, nearest first, each once
+    use_weights: dict[str, float]    # identifier -> its uses in the neighbourhood, weighted by closeness
     window_ids: frozenset[str]       # identifier set of the code just before (and after) the cursor
     local_lines: frozenset[str]      # stripped non-blank lines of the neighbourhood, for deduplication
 
@@ -51,16 +55,25 @@ def cursor_query(doc: Document, offset: int, language: LanguageInfo, path: Path 
         return order
 
     near = nearest_first(NEAR_LINES_BEFORE, NEAR_LINES_AFTER)
-    neighbourhood = nearest_first(NEIGHBOURHOOD_LINES, NEIGHBOURHOOD_LINES)
     window = [text_of(n) for n in range(max(0, line - WINDOW_LINES_BEFORE), line)]
     window += [text_of(n) for n in range(line + 1, min(num_lines, line + 1 + NEAR_LINES_AFTER))]
+    # one pass over the neighbourhood, nearest line first: the weights' keys are then in nearest-use order
+    weights: dict[str, float] = {}
+    local_lines = set()
+    for number in nearest_first(NEIGHBOURHOOD_LINES, NEIGHBOURHOOD_LINES):
+        text = text_of(number)
+        if stripped := text.strip():
+            local_lines.add(stripped)
+        weight = 1.0 / (1.0 + abs(number - line) / USE_DECAY_LINES)
+        for name in line_identifiers(text):
+            weights[name] = weights.get(name, 0.0) + weight
     return CursorQuery(
         uri=doc.uri, path=path, language=language, line=line,
         near_names=_ordered_names(text_of(n) for n in near),
-        neighbour_names=_ordered_names(text_of(n) for n in neighbourhood),
-        window_ids=identifier_set(window),
-        local_lines=frozenset(stripped for n in neighbourhood if (stripped := text_of(n).strip())))
+        neighbour_names=tuple(weights), use_weights=weights,
+        window_ids=identifier_set(window), local_lines=frozenset(local_lines))
 
 
 def _ordered_names(lines: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for line in lines for name in line_identifiers(line)))
+

@@ -34,10 +34,12 @@ class CrossFile:
         self.is_truncated = False   # the file cap was hit
         self.build_ms = 0.0
         self._paths: dict[str, Path | None] = {}  # uri -> resolved path inside a folder, or None
+        self._relatives: dict[str, str | None] = {}
 
     def set_folders(self, folders: Sequence[Path]) -> None:
         self.index = WorkspaceIndex(folders)
         self._paths.clear()
+        self._relatives.clear()
 
     def path_of(self, uri: str) -> Path | None:
         """The resolved file path of `uri` when it lies in a workspace folder; None otherwise (never read)."""
@@ -51,8 +53,11 @@ class CrossFile:
         return any(self.path_of(uri) == path for uri in self.documents.documents)
 
     def relative(self, uri: str) -> str | None:
-        path = self.path_of(uri)
-        return self.index.relative(path) if path is not None else None
+        """`uri`'s workspace-relative path, None outside the folders (cached: a request asks for every tab)."""
+        if uri not in self._relatives:
+            path = self.path_of(uri)
+            self._relatives[uri] = self.index.relative(path) if path is not None else None
+        return self._relatives[uri]
 
     # ---- keeping current -------------------------------------------------------------------------------------
 
@@ -111,7 +116,7 @@ class CrossFile:
         """The snippets for a cursor within `budget` tokens; EMPTY for a document outside the workspace."""
         language = language_for(doc.language_id, doc.uri)
         path = self.path_of(doc.uri)
-        relative = self.index.relative(path) if path is not None else None
+        relative = self.relative(doc.uri)
         if language is None or relative is None or budget <= 0:
             return EMPTY
         query = cursor_query(doc, offset, language, path)

@@ -1,12 +1,11 @@
 """Source (a): definitions, in other files, of the names used near the cursor; the file's imports first.
 
-A name is resolved through the current file's imports (a named import, then the modules it imports whole),
-and only then by name anywhere in the index. Names used near the cursor come first, nearest first; then the
-imported names used elsewhere in the neighbourhood, which the line being written often uses again."""
+A name is resolved through the current file's imports (a named import, then the modules it imports whole,
+then, in Go, the files of the same package), and only then by name anywhere in the index."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from coda_lsp.crossfile.index import IndexedFile, WorkspaceIndex
 from coda_lsp.crossfile.outline import Definition
@@ -14,39 +13,62 @@ from coda_lsp.crossfile.query import CursorQuery
 from coda_lsp.crossfile.snippets import Snippet
 
 MAX_BY_NAME = 2  # a name resolved only by name may be defined in many files: the nearest few are shown
+MAX_SNIPPETS = 24  # more than a share of a few hundred tokens can hold; resolving stops there
 
 
 def definition_snippets(query: CursorQuery, index: WorkspaceIndex) -> list[Snippet]:
+    """Snippets in two tiers: first the imported names used in the neighbourhood and the names near the cursor
+    that the imports resolve (`mod.name` of a whole-module import, a Go package's own names), most and nearest
+    uses first; then names near the cursor found only by name (an attribute or method: a guess the imports
+    cannot confirm)."""
     current = index.get(query.path) if query.path is not None else None
     if current is None:
         return []
     own_names = {definition.name for definition in current.outline.definitions}
-    imported = {imp.alias or imp.name: imp for imp in current.outline.imports if imp.name or imp.alias}
-    candidates = [name for name in query.near_names if name not in own_names]
-    candidates += [name for name in query.neighbour_names if name in imported and name not in candidates]
+    imported = {name for imp in current.outline.imports for name in (imp.alias, imp.name) if name}
+    near = [name for name in query.near_names if name not in own_names]
+    weights = query.use_weights
+    near_set = set(near)
+    through_imports = sorted((name for name in query.neighbour_names
+                              if name not in own_names and (name in imported or name in near_set)),
+                             key=lambda name: -weights.get(name, 0.0))
+    tiers = [
+        [(name, _through_imports(name, current, index)) for name in through_imports],
+        [(name, lambda name=name: _by_name(name, current, index)) for name in near if name not in imported],
+    ]
     snippets: list[Snippet] = []
     seen: set[tuple[str, int]] = set()
-    for rank, name in enumerate(candidates):
-        for file, definition in _resolve(name, current, index):
-            if (file.relative, definition.start_line) in seen:
-                continue
-            seen.add((file.relative, definition.start_line))
-            snippets.append(Snippet("definition", file.relative, definition.start_line, definition.end_line,
-                                    round(1.0 / (1 + rank), 4), definition.text, file.language.line_comment))
+    for tier in tiers:
+        for name, resolve in tier:
+            for file, definition in resolve():
+                if (file.relative, definition.start_line) in seen:
+                    continue
+                seen.add((file.relative, definition.start_line))
+                snippets.append(Snippet("definition", file.relative, definition.start_line, definition.end_line,
+                                        round(1.0 / (1 + len(snippets)), 4), definition.text,
+                                        file.language.line_comment))
+                if len(snippets) >= MAX_SNIPPETS:
+                    return snippets
     return snippets
 
 
-def _resolve(name: str, current: IndexedFile, index: WorkspaceIndex) -> list[tuple[IndexedFile, Definition]]:
-    found = list(_through_imports(name, current, index))
-    if found:
-        return found
-    by_name = [(file, d) for file, d in index.definitions_named(name, current.family) if file.path != current.path]
-    by_name.sort(key=lambda item: (-_shared_folders(item[0].relative, current.relative), item[0].relative,
-                                   item[1].container is not None))
-    return by_name[:MAX_BY_NAME]
+def _by_name(name: str, current: IndexedFile, index: WorkspaceIndex) -> list[tuple[IndexedFile, Definition]]:
+    """Definitions of `name` in other files of the language, files sharing more folders with this one first."""
+    found = [(file, d) for file, d in index.definitions_named(name, current.family) if file.path != current.path]
+    found.sort(key=lambda item: (-_shared_folders(item[0].relative, current.relative), item[0].relative,
+                                 item[1].container is not None))
+    return found[:MAX_BY_NAME]
 
 
-def _through_imports(name: str, current: IndexedFile, index: WorkspaceIndex) -> Iterator[tuple[IndexedFile, Definition]]:
+def _through_imports(name: str, current: IndexedFile,
+                     index: WorkspaceIndex) -> Callable[[], Iterator[tuple[IndexedFile, Definition]]]:
+    """A lazy resolution of `name` through the file's imports (resolving costs lookups; most names are not
+    needed once the budget is full)."""
+    return lambda: _imported_definitions(name, current, index)
+
+
+def _imported_definitions(name: str, current: IndexedFile,
+                          index: WorkspaceIndex) -> Iterator[tuple[IndexedFile, Definition]]:
     for imp in current.outline.imports:
         # `from m import a as b`: b is a's local name; `a` itself, seen on the import line, means the same
         if imp.name is not None and name in (imp.alias or imp.name, imp.name):
@@ -67,8 +89,8 @@ def _through_imports(name: str, current: IndexedFile, index: WorkspaceIndex) -> 
 def _named(file: IndexedFile, name: str, current: IndexedFile) -> Iterator[tuple[IndexedFile, Definition]]:
     if file.path == current.path:
         return
-    for definition in file.outline.definitions:
-        if definition.name == name and definition.container is None:
+    for definition in file.named(name):
+        if definition.container is None:
             yield file, definition
 
 

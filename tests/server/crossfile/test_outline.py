@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from coda_lsp.crossfile.outline import Import, outline
-from coda_lsp.languages import GO, PYTHON, RUST, TYPESCRIPT
+from coda_lsp.languages import GO, JAVASCRIPT, PYTHON, RUST, TYPESCRIPT
 
 PYTHON_SOURCE = '''import os
 from .shapes import Circle as C, scale
@@ -40,9 +40,10 @@ def test_python_definitions_show_signatures_and_first_doc_lines_only() -> None:
     assert [(d.name, d.kind) for d in result.definitions] == [
         ("UNIT", "constant"), ("Circle", "class"), ("__init__", "method"), ("area", "method"),
         ("scale", "function")]
+    # the constructor first, then members in file order, MAX_CLASS_MEMBERS of them
     assert by_name["Circle", None].text == (
-        'class Circle(Shape):\n    """A circle."""\n    SIDES = 0\n'
-        '    def __init__(self, radius: float) -> None: ...\n    def area(self) -> float: ...')
+        'class Circle(Shape):\n    """A circle."""\n'
+        '    def __init__(self, radius: float) -> None: ...\n    SIDES = 0')
     assert by_name["area", "Circle"].text == "class Circle(Shape):\n    def area(self) -> float: ..."
     # a comment after the colon would swallow a same-line `...`
     assert by_name["scale", None].text == \
@@ -156,3 +157,17 @@ def test_a_file_that_does_not_parse_keeps_what_tree_sitter_recovers() -> None:
 
 def test_binary_like_text_does_not_crash() -> None:
     assert outline(PYTHON, "\x00\x01\ufffd" * 100 + "\ndef f(): ...\n").definitions[-1].name == "f"
+
+
+def test_commonjs_requires_are_imports() -> None:
+    source = "const fs = require('fs')\nconst { join, resolve: res } = require('./paths.js')\nconst x = 1\n"
+    assert outline(JAVASCRIPT, source).imports == (Import("fs", None, "fs"), Import("./paths.js", "join", None),
+                                                   Import("./paths.js", "resolve", "res"))
+
+
+def test_a_long_signature_keeps_its_first_and_last_lines() -> None:
+    params = "".join(f"    p{i}: int,\n" for i in range(12))
+    source = f"def wide(\n{params}) -> int:\n    \"\"\"Many parameters.\"\"\"\n    return 0\n"
+    [definition] = outline(PYTHON, source).definitions
+    assert definition.text == ("def wide(\n    p0: int,\n    p1: int,\n    p2: int,\n    ...\n) -> int:\n"
+                               '    """Many parameters."""')

@@ -87,3 +87,27 @@ def test_no_snippets_means_no_text(tmp_path: Path, counter: TokenCounter) -> Non
 
 def path_of(stem: str) -> Path:
     return next(path for path in CASES if path.stem == stem)
+
+
+def test_what_lower_sources_leave_goes_back_to_the_higher_ones() -> None:
+    definitions = [Snippet("definition", f"d{i}.py", 0, 0, 1 / (i + 1), f"d{i} = 1", "#") for i in range(4)]
+    layout = Layout("comment", "main.py", "#", "ws")
+    count = (lambda line: len(line.split()))
+    # no other source has candidates: after its own 12 tokens the definitions take the rest of the share
+    prompt = assemble({"definition": definitions}, {"definition": 12, "similar": 100}, 3 + 24, layout,
+                      frozenset(), count)
+    assert [p.snippet.path for p in prompt.snippets] == ["d3.py", "d2.py", "d1.py", "d0.py"]
+    # a source turned off stays off, even with tokens to spare
+    off = assemble({"definition": definitions}, {"definition": 0}, 100, layout, frozenset(), count)
+    assert off.snippets == ()
+
+
+def test_snippets_of_one_file_share_its_header() -> None:
+    layout = Layout("comment", "main.py", "#", "ws")
+    snippets = [Snippet("definition", "lib.py", 10, 10, 1.0, "B = 2", "#"),
+                Snippet("definition", "other.py", 0, 0, 0.7, "C = 3", "#"),
+                Snippet("definition", "lib.py", 0, 0, 0.5, "A = 1", "#")]
+    prompt = assemble({"definition": snippets}, {"definition": 100}, 100, layout, frozenset(),
+                      lambda line: len(line.split()))
+    assert prompt.text == "# Path: other.py\nC = 3\n# Path: lib.py\nA = 1\nB = 2\n# Path: main.py\n"
+    assert [p.tokens for p in prompt.snippets] == [6, 3, 6]  # the second lib.py snippet pays no header

@@ -98,8 +98,7 @@ async def test_explain_shows_the_definition_from_another_file(session: Session) 
     snippets = explained["crossFile"]["snippets"]
     assert [(s["kind"], s["path"], s["startLine"], s["endLine"]) for s in snippets] == \
         [("definition", "app/shapes.py", 3, 10)]
-    # `circle`, nearest, has no definition; `Circle` is the second name: score 1/2
-    assert snippets[0]["tokens"] > 0 and snippets[0]["score"] == 0.5
+    assert snippets[0]["tokens"] > 0 and snippets[0]["score"] == 1.0  # the first (and only) definition
     assert explained["crossFile"]["text"].startswith("# Path: app/shapes.py\nclass Circle:\n")
     assert explained["crossFile"]["text"].endswith("# Path: app/main.py\n")
     context_tokens = FAST_SETTINGS["contextTokens"]
