@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ATTRIBUTE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:\.|::)\s*([A-Za-z_][A-Za-z0-9_]*)")
 # Keywords and the most common builtins of the supported languages: they say nothing about which code is
 # related, and a definition of `self` or `len` is never what the user needs to see.
 STOP_WORDS = frozenset("""
@@ -24,6 +25,12 @@ fn impl mut pub use crate mod trait where match loop move ref unsafe dyn Self So
 def line_identifiers(line: str) -> tuple[str, ...]:
     """The non-stop-word identifiers of one line, in order; cached, so a keystroke re-reads only its line."""
     return tuple(word for word in _IDENTIFIER.findall(line) if len(word) > 1 and word not in STOP_WORDS)
+
+
+@lru_cache(maxsize=65536)
+def line_attributes(line: str) -> tuple[tuple[str, str], ...]:
+    """`(base, name)` of each `base.name` or `base::name` on one line: `nx.path_graph`, `fs::read`."""
+    return tuple((base, name) for base, name in _ATTRIBUTE.findall(line) if name not in STOP_WORDS)
 
 
 def identifier_set(lines: Iterable[str]) -> frozenset[str]:

@@ -126,6 +126,9 @@ class WorkspaceIndex:
             if file.family == family:
                 yield from ((file, d) for d in file.named(name))
 
+    def num_files_defining(self, name: str) -> int:
+        return len(self._by_name.get(name, ()))
+
     def module_files(self, importer: IndexedFile, module: str) -> list[IndexedFile]:
         """The workspace files an import's module names, most specific first; [] for a package from outside."""
         key = self._module_key(importer, module)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,17 @@ class Import:
 class FileOutline:
     definitions: tuple[Definition, ...]
     imports: tuple[Import, ...]
+
+    @property
+    def module_aliases(self) -> frozenset[str]:
+        """Local names of whole-module imports: `nx` of `import networkx as nx`; `os`, `path` of `import os.path`."""
+        aliases: set[str] = set()
+        for imp in self.imports:
+            if imp.name is None and imp.alias:
+                aliases.add(imp.alias)
+            elif imp.name is None:
+                aliases.update(part for part in re.split(r"[./:@-]+", imp.module) if part)
+        return frozenset(aliases)
 
 
 def outline(language: LanguageInfo, text: str) -> FileOutline:

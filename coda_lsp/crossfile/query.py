@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from coda_lsp.crossfile.identifiers import identifier_set, line_identifiers
+from coda_lsp.crossfile.identifiers import identifier_set, line_attributes, line_identifiers
 from coda_lsp.documents import Document
 from coda_lsp.languages import LanguageInfo
 
@@ -31,6 +31,7 @@ class CursorQuery:
     near_names: tuple[str, ...]      # identifiers near the cursor, nearest first, each once
     neighbour_names: tuple[str, ...]  # identifiers of the neighbourhood, nearest first, each once
     use_weights: dict[str, float]    # identifier -> its uses in the neighbourhood, weighted by closeness
+    attribute_bases: dict[str, frozenset[str]]  # name -> what it is an attribute of (`nx` of `nx.path`)
     window_ids: frozenset[str]       # identifier set of the code just before (and after) the cursor
     local_lines: frozenset[str]      # stripped non-blank lines of the neighbourhood, for deduplication
 
@@ -60,6 +61,7 @@ def cursor_query(doc: Document, offset: int, language: LanguageInfo, path: Path 
     # one pass over the neighbourhood, nearest line first: the weights' keys are then in nearest-use order
     weights: dict[str, float] = {}
     local_lines = set()
+    bases: dict[str, set[str]] = {}
     for number in nearest_first(NEIGHBOURHOOD_LINES, NEIGHBOURHOOD_LINES):
         text = text_of(number)
         if stripped := text.strip():
@@ -67,10 +69,13 @@ def cursor_query(doc: Document, offset: int, language: LanguageInfo, path: Path 
         weight = 1.0 / (1.0 + abs(number - line) / USE_DECAY_LINES)
         for name in line_identifiers(text):
             weights[name] = weights.get(name, 0.0) + weight
+        for base, name in line_attributes(text):
+            bases.setdefault(name, set()).add(base)
     return CursorQuery(
         uri=doc.uri, path=path, language=language, line=line,
         near_names=_ordered_names(text_of(n) for n in near),
         neighbour_names=tuple(weights), use_weights=weights,
+        attribute_bases={name: frozenset(found) for name, found in bases.items()},
         window_ids=identifier_set(window), local_lines=frozenset(local_lines))
 
 

@@ -13,6 +13,7 @@ from coda_lsp.crossfile.query import CursorQuery
 from coda_lsp.crossfile.snippets import Snippet
 
 MAX_BY_NAME = 2  # a name resolved only by name may be defined in many files: the nearest few are shown
+MAX_AMBIGUOUS_FILES = 8  # a name defined in more files than this is not resolved by name
 MAX_SNIPPETS = 24  # more than a share of a few hundred tokens can hold; resolving stops there
 
 
@@ -29,11 +30,14 @@ def definition_snippets(query: CursorQuery, index: WorkspaceIndex) -> list[Snipp
     near = [name for name in query.near_names if name not in own_names]
     weights = query.use_weights
     near_set = set(near)
-    through_imports = sorted((name for name in query.neighbour_names
-                              if name not in own_names and (name in imported or name in near_set)),
+    modules = current.outline.module_aliases
+    of_module = {name for name, bases in query.attribute_bases.items() if bases & modules}
+    through_imports = sorted((name for name in query.neighbour_names if name not in own_names and
+                              (name in imported or name in near_set or name in of_module)),
                              key=lambda name: -weights.get(name, 0.0))
     tiers = [
-        [(name, _through_imports(name, current, index)) for name in through_imports],
+        [(name, _through_imports(name, current, index, is_module_attribute=name in of_module))
+         for name in through_imports],
         [(name, lambda name=name: _by_name(name, current, index)) for name in near if name not in imported],
     ]
     snippets: list[Snippet] = []
@@ -53,18 +57,28 @@ def definition_snippets(query: CursorQuery, index: WorkspaceIndex) -> list[Snipp
 
 
 def _by_name(name: str, current: IndexedFile, index: WorkspaceIndex) -> list[tuple[IndexedFile, Definition]]:
-    """Definitions of `name` in other files of the language, files sharing more folders with this one first."""
+    """Definitions of `name` in other files of the language, files sharing more folders with this one first;
+    none for a name that many files define (`forward`, `run`): any pick would be a guess, and sorting them
+    would cost more than the rest of the request."""
+    if index.num_files_defining(name) > MAX_AMBIGUOUS_FILES:
+        return []
     found = [(file, d) for file, d in index.definitions_named(name, current.family) if file.path != current.path]
     found.sort(key=lambda item: (-_shared_folders(item[0].relative, current.relative), item[0].relative,
                                  item[1].container is not None))
     return found[:MAX_BY_NAME]
 
 
-def _through_imports(name: str, current: IndexedFile,
-                     index: WorkspaceIndex) -> Callable[[], Iterator[tuple[IndexedFile, Definition]]]:
+def _through_imports(name: str, current: IndexedFile, index: WorkspaceIndex, *,
+                     is_module_attribute: bool) -> Callable[[], list[tuple[IndexedFile, Definition]]]:
     """A lazy resolution of `name` through the file's imports (resolving costs lookups; most names are not
-    needed once the budget is full)."""
-    return lambda: _imported_definitions(name, current, index)
+    needed once the budget is full). `mod.name` of a module the index cannot place (the workspace's own
+    package imported by its name, a re-exporting __init__) falls back to top-level definitions by name."""
+    def resolve() -> list[tuple[IndexedFile, Definition]]:
+        found = list(_imported_definitions(name, current, index))
+        if not found and is_module_attribute:
+            found = [(file, d) for file, d in _by_name(name, current, index) if d.container is None]
+        return found
+    return resolve
 
 
 def _imported_definitions(name: str, current: IndexedFile,
