@@ -65,7 +65,7 @@ class CrossFileSettings:
     edit_tokens: int = 96          # (b) ranges edited recently in other files
     similar_tokens: int = 128      # (c) windows of open documents similar to the code before the cursor
     extra_tokens: int = 128        # (d) input_extra chunks of an HTTP request
-    max_files: int = 5000          # files indexed per workspace folder; past it a message says so
+    max_files: int = 5000          # files read per workspace folder (in path order); past it a message says so
     max_file_kb: int = 512         # larger files are not indexed (generated code, data)
     log_prompts: bool = False      # log every prompt's parts (snippet paths, lines, scores, tokens) at info
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from coda_lsp.crossfile.discovery import Refusal, is_inside, read_source
@@ -27,8 +28,8 @@ class IndexedFile:
     language: LanguageInfo
     outline: FileOutline
 
-    @property
-    def family(self) -> str:
+    @cached_property
+    def family(self) -> str:  # cached: the lookups compare it for every candidate file
         return _FAMILY.get(self.language.grammar, self.language.grammar)
 
     @cached_property
@@ -91,6 +92,7 @@ class WorkspaceIndex:
         self.files: dict[Path, IndexedFile] = {}
         self._by_name: dict[str, set[Path]] = {}
         self._by_module: dict[str, set[Path]] = {}
+        self.memo: dict[Any, Any] = {}  # lookups the sources remember until the next add or remove
 
     def folder_of(self, path: Path) -> Path | None:
         """The workspace folder holding `path` (symlinks resolved), or None: such files are never read."""
@@ -102,6 +104,7 @@ class WorkspaceIndex:
 
     def add(self, file: IndexedFile) -> None:
         self.remove(file.path)
+        self.memo.clear()
         self.files[file.path] = file
         for definition in file.outline.definitions:
             self._by_name.setdefault(definition.name, set()).add(file.path)
@@ -109,6 +112,7 @@ class WorkspaceIndex:
             self._by_module.setdefault(key, set()).add(file.path)
 
     def remove(self, path: Path) -> None:
+        self.memo.clear()
         old = self.files.pop(path, None)
         if old is None:
             return

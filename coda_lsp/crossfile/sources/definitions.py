@@ -14,7 +14,8 @@ from coda_lsp.crossfile.snippets import Snippet
 
 MAX_BY_NAME = 2  # a name resolved only by name may be defined in many files: the nearest few are shown
 MAX_AMBIGUOUS_FILES = 8  # a name defined in more files than this is not resolved by name
-MAX_SNIPPETS = 24  # more than a share of a few hundred tokens can hold; resolving stops there
+MAX_SNIPPETS = 24
+MAX_REEXPORT_DEPTH = 3  # package __init__ -> subpackage __init__ -> module: deeper chains are rare  # more than a share of a few hundred tokens can hold; resolving stops there
 
 
 def definition_snippets(query: CursorQuery, index: WorkspaceIndex) -> list[Snippet]:
@@ -87,12 +88,12 @@ def _imported_definitions(name: str, current: IndexedFile,
         # `from m import a as b`: b is a's local name; `a` itself, seen on the import line, means the same
         if imp.name is not None and name in (imp.alias or imp.name, imp.name):
             for file in index.module_files(current, imp.module):
-                yield from _named(file, imp.name, current)
+                yield from _exported(file, imp.name, current, index)
             return
     whole = [imp for imp in current.outline.imports if imp.name is None]
     for imp in whole:
         for file in index.module_files(current, imp.module):
-            yield from _named(file, name, current)
+            yield from _exported(file, name, current, index)
     if current.language.grammar == "go":  # a Go package is its folder: its files see each other unimported
         folder = current.relative.rpartition("/")[0]
         for file, definition in index.definitions_named(name, current.family):
@@ -100,12 +101,23 @@ def _imported_definitions(name: str, current: IndexedFile,
                 yield file, definition
 
 
-def _named(file: IndexedFile, name: str, current: IndexedFile) -> Iterator[tuple[IndexedFile, Definition]]:
+def _exported(file: IndexedFile, name: str, current: IndexedFile, index: WorkspaceIndex,
+              depth: int = 0) -> Iterator[tuple[IndexedFile, Definition]]:
+    """`file`'s top-level definitions of `name`, or, when it only re-exports the name (a package's
+    `__init__.py` importing it from a submodule), the definitions behind its imports, MAX_REEXPORT_DEPTH deep."""
     if file.path == current.path:
         return
-    for definition in file.named(name):
-        if definition.container is None:
-            yield file, definition
+    found = [definition for definition in file.named(name) if definition.container is None]
+    if found or depth >= MAX_REEXPORT_DEPTH:
+        yield from ((file, definition) for definition in found)
+        return
+    key = ("exported", file.path, name, depth)
+    if key not in index.memo:  # star imports fan out; the answer holds until the index changes
+        index.memo[key] = [hit for imp in file.outline.imports
+                           if imp.name is None or (imp.alias or imp.name) == name  # a star import, or the name
+                           for source in index.module_files(file, imp.module)
+                           for hit in _exported(source, imp.name or name, current, index, depth + 1)]
+    yield from (hit for hit in index.memo[key] if hit[0].path != current.path)
 
 
 def _shared_folders(a: str, b: str) -> int:

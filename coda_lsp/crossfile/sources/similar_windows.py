@@ -61,8 +61,8 @@ def similar_snippets(query: CursorQuery, documents: Iterable[Document], cache: W
         if path is None:
             continue
         windows = cache.windows(doc)
-        best = max(range(len(windows.sets)), key=lambda i: jaccard(query.window_ids, windows.sets[i]))
-        score = jaccard(query.window_ids, windows.sets[best])
+        score, best = max((jaccard(query.window_ids, ids), -i) for i, ids in enumerate(windows.sets))
+        best = -best  # the first of equally good windows
         if score < MIN_SCORE:
             continue
         start = best * STRIDE_LINES

@@ -178,3 +178,28 @@ async def test_cross_file_off_reads_nothing(tiny_checkpoint: Path, tmp_path: Pat
         assert not [r for r in off.registrations if r.method == types.WORKSPACE_DID_CHANGE_WATCHED_FILES]
     finally:
         await off.client.shutdown_session()
+
+
+async def test_did_save_reindexes_at_once(session: Session) -> None:
+    await wait_for_index(session)
+    uri, text = open_file(session, "app/palette.py", "RED = 1\n")
+    insert(session.client, uri, 2, types.Position(line=1, character=0), "\n\ndef tint(colour: int) -> int:\n    ...\n")
+    session.client.text_document_did_save(types.DidSaveTextDocumentParams(
+        text_document=types.TextDocumentIdentifier(uri=uri)))
+    user = "from app.palette import tint\n\nLIGHT = tint(2)\n\n"
+    user_uri, _ = open_file(session, "app/light.py", user)
+    explained = await complete_at_line(session, user_uri, user, 3)  # well within the 0.5 s didChange delay
+    assert "def tint(colour: int) -> int: ..." in explained["crossFile"]["text"]
+
+
+async def test_the_file_cap_is_reported(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    capped = await start_session(tiny_checkpoint, "neovim", configuration={**FAST_SETTINGS, "crossFileMaxFiles": 2},
+                                 workspace=make_workspace(tmp_path))
+    try:
+        capped.folder = tmp_path / "shop"  # type: ignore[attr-defined]
+        index = await wait_for_index(capped)
+        # the cap counts the files read, in path order: app/blob.py (binary: refused) and app/broken.py
+        assert (index["numFiles"], index["isTruncated"]) == (1, True)
+        assert any("crossFileMaxFiles" in message.message for message in capped.client.messages)
+    finally:
+        await capped.client.shutdown_session()
