@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import mean, quantiles
 from typing import Any
@@ -234,7 +234,7 @@ def print_table(results: list[RepoResult], settings: Settings) -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in results:
-        row = (r.repo.name, r.languages, str(r.num_files), str(r.num_cases), f"{100 * r.num_hits / r.num_cases:.1f} %",
+        row = (r.repo.as_posix(), r.languages, str(r.num_files), str(r.num_cases), f"{100 * r.num_hits / r.num_cases:.1f} %",
                f"{mean(r.tokens):.0f}", f"{r.build_s:.2f}", f"{r.memory_mb:.1f}", f"{_p(r.context_ms, 50):.2f}",
                f"{_p(r.context_ms, 95):.2f}", f"{_p(r.first_ms, 95):.2f}")
         print("| " + " | ".join(row) + " |")
@@ -273,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             copy = Path(scratch) / repo.resolve().name
             shutil.copytree(repo, copy, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             logger.info("indexing %s (copied to %s)", repo, copy)
-            results.append(bench_repo(copy, settings, counter, args.cases, args.tabs, args.seed))
+            result = bench_repo(copy, settings, counter, args.cases, args.tabs, args.seed)
+            results.append(replace(result, repo=Path(*repo.resolve().parts[-2:])))  # e.g. npm/lib, not lib
     print_table(results, settings)
     return 0
 

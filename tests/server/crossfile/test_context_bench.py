@@ -26,7 +26,7 @@ def test_prints_a_row_per_repository(tmp_path: Path, capsys: pytest.CaptureFixtu
         (tmp_path / name).write_text(text)
     assert main([str(tmp_path / "shop"), "--tokenizer-dir", str(reference_dir), "--tabs", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    [row] = [line for line in lines if line.startswith("| shop |")]
+    [row] = [line for line in lines if line.startswith(f"| {tmp_path.name}/shop |")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     # cart.py's two lines using with_tax and cents; both definitions fit the share
     assert cells[1:5] == ["python", "3", "2", "100.0 %"]
