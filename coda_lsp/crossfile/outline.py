@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import tree_sitter_language_pack
+
 from coda_lsp.languages import LanguageInfo
-from coda_lsp.syntax import parse
 from coda_lsp.text import leading_whitespace
 
 # A class, struct or interface shown whole is cut after this many lines: the budget holds a few hundred tokens.
@@ -62,11 +64,25 @@ class FileOutline:
 def outline(language: LanguageInfo, text: str) -> FileOutline:
     """The outline of `text`; a file with syntax errors still yields every definition tree-sitter recovers."""
     source = text.encode("utf-8", "replace")
-    root = parse(language, source).root_node
+    root = _parser(language.grammar).parse(source).root_node
     reader = _Reader(source, language.grammar)
     definitions = tuple(reader.definitions(root))
     imports = tuple(reader.imports(root))
     return FileOutline(definitions, imports)
+
+
+_PARSERS = threading.local()
+
+
+def _parser(grammar: str) -> Any:
+    """A parser of this thread's own: the index is built off the event loop, whose completions parse with
+    coda_lsp.syntax's parsers meanwhile, and a tree-sitter parser must not be used by two threads at once."""
+    parsers = getattr(_PARSERS, "by_grammar", None)
+    if parsers is None:
+        parsers = _PARSERS.by_grammar = {}
+    if grammar not in parsers:
+        parsers[grammar] = tree_sitter_language_pack.get_parser(grammar)
+    return parsers[grammar]
 
 
 def _text(source: bytes, node: Any) -> str:

@@ -203,3 +203,19 @@ async def test_the_file_cap_is_reported(tiny_checkpoint: Path, tmp_path: Path) -
         assert any("crossFileMaxFiles" in message.message for message in capped.client.messages)
     finally:
         await capped.client.shutdown_session()
+
+
+async def test_an_added_workspace_folder_is_indexed(session: Session, tmp_path: Path) -> None:
+    await wait_for_index(session)
+    before = (await status(session.client))["crossFile"]["numFiles"]
+    extra = tmp_path / "extra"
+    (extra / "lib").mkdir(parents=True)
+    (extra / "lib" / "extra_mod.py").write_text("def extra_helper() -> int:\n    return 1\n")
+    folder = types.WorkspaceFolder(uri=extra.as_uri(), name="extra")
+    session.client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(
+        event=types.WorkspaceFoldersChangeEvent(added=[folder], removed=[])))
+    # the notification is handled before the status request that follows it: the rebuild has started
+    assert (await wait_for_index(session))["numFiles"] == before + 1  # open buffers are indexed again too
+    session.client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(
+        event=types.WorkspaceFoldersChangeEvent(added=[], removed=[folder])))
+    assert (await wait_for_index(session))["numFiles"] == before
