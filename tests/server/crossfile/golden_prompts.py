@@ -36,14 +36,13 @@ class Workspace:
     settings: Settings
     budget: int
     input_extra: list[dict[str, Any]]
+    count_tokens: Callable[[str], int]
 
     def prompt(self, doc: Document | None = None, offset: int | None = None,
                count_tokens: Callable[[str], int] | None = None) -> CrossFilePrompt:
         return self.cross_file.prompt(doc or self.current, self.offset if offset is None else offset,
                                       self.settings.cross_file, self.budget, count_tokens or self.count_tokens,
                                       self.input_extra)
-
-    count_tokens: Callable[[str], int] = len
 
 
 def language_id(path: str) -> str:
