@@ -6,7 +6,9 @@ Python source (this package's own code):
 - multi-line: a cold request at the end of a line that opens a block;
 - typing: someone writing the rest of such an assignment, one character and one request (awaited) per keystroke,
   in one open document: consecutive requests share almost all of their context.
-No answer comes from the completion cache: every request is at a new cursor with text not seen before."""
+No answer comes from the completion cache: every request is at a new cursor with text not seen before.
+Documents are opened under their real paths in a workspace of this package, with TABS other modules open as
+tabs; --cross-file on|off sets coda.crossFile, so the two runs differ only in the cross-file snippets."""
 
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ from pygls.lsp.client import LanguageClient
 
 from coda_lsp.cli import DEFAULT_MODEL
 
-SOURCES = sorted(Path(__file__).parent.rglob("*.py"))
+PACKAGE = Path(__file__).resolve().parent
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+TABS = SOURCES[-3:]  # open in every run: the similar-code source searches them; samples come from the first files
 _ASSIGNMENT = re.compile(r"^(\s*)([A-Za-z_][\w.]*) = \S")
 _OPENER = re.compile(r"^\s*(def|if|for|while|with|class) .*:$")
 
@@ -38,6 +42,7 @@ class Sample:
     text: str
     position: types.Position
     document: int  # samples with the same number are edits of one open document, in order
+    source: Path   # the module the text comes from: the document's uri
 
 
 def single_line_samples(count: int) -> list[Sample]:
@@ -50,7 +55,7 @@ def single_line_samples(count: int) -> list[Sample]:
             if match and len(samples) < count:
                 cut = line[:match.end() - 1]
                 text = "\n".join([*lines[:number], cut, *lines[number + 1:]])
-                samples.append(Sample(text, types.Position(number, len(cut)), len(samples)))
+                samples.append(Sample(text, types.Position(number, len(cut)), len(samples), source))
     return samples
 
 
@@ -69,7 +74,7 @@ def typing_samples(count: int, keystrokes_per_line: int = 6) -> list[Sample]:
             for typed in range(1, min(keystrokes_per_line, len(line) - cut, count - len(samples)) + 1):
                 partial = line[:cut + typed]
                 text = "\n".join([*lines[:number], partial, *lines[number + 1:]])
-                samples.append(Sample(text, types.Position(number, len(partial)), lines_done))
+                samples.append(Sample(text, types.Position(number, len(partial)), lines_done, source))
             lines_done += 1
     return samples
 
@@ -81,7 +86,7 @@ def multi_line_samples(count: int) -> list[Sample]:
         text = source.read_text()
         for number, line in enumerate(text.split("\n")):
             if _OPENER.match(line) and line.isascii() and len(samples) < count:
-                samples.append(Sample(text, types.Position(number, len(line)), len(samples)))
+                samples.append(Sample(text, types.Position(number, len(line)), len(samples), source))
     return samples
 
 
@@ -93,13 +98,17 @@ async def run_kind(model: Path, samples: list[Sample], options: dict[str, Any], 
     await client.start_io(*command, *(["--dtype", dtype] if dtype else []))
     capabilities = types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
         inline_completion=types.InlineCompletionClientCapabilities()))
-    await client.initialize_async(types.InitializeParams(capabilities=capabilities,
-                                                         initialization_options={"coda": options}))
+    await client.initialize_async(types.InitializeParams(
+        capabilities=capabilities, initialization_options={"coda": options}, root_uri=PACKAGE.as_uri(),
+        workspace_folders=[types.WorkspaceFolder(uri=PACKAGE.as_uri(), name=PACKAGE.name)]))
     client.initialized(types.InitializedParams())
     await wait_ready(client)
+    for version, tab in enumerate(TABS):
+        client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+            uri=tab.as_uri(), language_id="python", version=version, text=tab.read_text())))
     client_ms = []
     for index, sample in enumerate(samples):
-        uri = f"file:///bench/{sample.document}.py"
+        uri = sample.source.as_uri()
         if index and samples[index - 1].document == sample.document:
             client.text_document_did_change(types.DidChangeTextDocumentParams(
                 text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=index + 1),
@@ -124,11 +133,12 @@ async def run_kind(model: Path, samples: list[Sample], options: dict[str, Any], 
 
 
 async def wait_ready(client: LanguageClient) -> None:
+    """Until the model is loaded and the workspace index (when crossFile is on) is built."""
     while True:
         status = plain(await client.protocol.send_request_async("coda/status", {}))
         if status["state"] == "error":
             raise SystemExit(f"coda-lsp bench: the model failed to load: {status['error']}")
-        if status["state"] == "ready":
+        if status["state"] == "ready" and plain(status["crossFile"])["state"] not in ("pending", "building"):
             return
         await asyncio.sleep(0.05)
 
@@ -165,20 +175,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="coda.steps (default: the server's)")
     parser.add_argument("--debounce-ms", type=int, help="coda.debounceMs (default: the server's; part of the latency)")
     parser.add_argument("--exact", action="store_true", help="coda.exact: CoDA's reference loop, for comparison")
+    parser.add_argument("--kinds", nargs="+", choices=["single-line", "multi-line", "typing"],
+                        default=["single-line", "multi-line", "typing"], help="kinds of request to measure (default all)")
+    parser.add_argument("--cross-file", choices=["on", "off"], default="on",
+                        help="coda.crossFile: snippets of the other modules before the prefix (default on)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16", "int8"],
                         help="weights' format (default: the server's, auto)")
     args = parser.parse_args(argv)
     logging.getLogger("pygls").setLevel(logging.ERROR)  # the client ignores the server's logMessages, quietly
     given = {"maxTokens": args.max_tokens, "singleLineTokens": args.single_line_tokens, "steps": args.steps,
-             "debounceMs": args.debounce_ms, "exact": args.exact or None}
+             "debounceMs": args.debounce_ms, "exact": args.exact or None, "crossFile": args.cross_file == "on"}
     options = {key: value for key, value in given.items() if value is not None}
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else
                                _default_model(args.preset, args.tokenizer_dir, Path(scratch)))
-        kinds = {"single-line": single_line_samples(args.requests),
-                 "multi-line": multi_line_samples(args.requests),
-                 "typing": typing_samples(args.requests)}
+        kinds = {"single-line": single_line_samples, "multi-line": multi_line_samples, "typing": typing_samples}
+        kinds = {kind: kinds[kind](args.requests) for kind in args.kinds}
         results = {kind: asyncio.run(run_kind(model, samples, options, args.device, args.dtype))
                    for kind, samples in kinds.items()}
     _print_table(model, args, results)
@@ -191,7 +204,8 @@ def _print_table(model: Path, args: argparse.Namespace, results: dict[str, dict[
     trigger = status["settings"]["trigger"]
     print(f"coda-lsp bench: {model} on {status['device']} ({status['dtype']}); "
           + ", ".join(f"{key} {value}" for key, value in generation.items())
-          + f", debounce_ms {trigger['debounce_ms']}; times in ms")
+          + f", debounce_ms {trigger['debounce_ms']}, cross_file {status['settings']['cross_file']['enabled']} "
+          f"({plain(status['crossFile'])['numFiles']} files indexed); times in ms")
     header = ("kind", "n", "request p50", "request p95", "engine p50", "engine p95", "outside engine p50",
               "outside engine p95")
     print(" | ".join(header))

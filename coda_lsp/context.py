@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from coda_lsp.crossfile.assemble import EMPTY, CrossFilePrompt
 from coda_lsp.documents import Document
 from coda_lsp.languages import LanguageInfo, language_for
 from coda_lsp.settings import ContextSettings
@@ -57,6 +58,9 @@ class CompletionContext:
     line_suffix: str     # the cursor's line after the cursor, without the line break
     indent_unit: str     # the document's indentation unit ("\t", "    ", ...)
     scope: Scope
+    prefix_budget: int = 0   # tokens the prefix and suffix were allowed (what is left after cross-file context)
+    suffix_budget: int = 0
+    cross_file: CrossFilePrompt = EMPTY  # snippets of other files; the engine sees cross_file.text + prefix
 
     @property
     def line_indent(self) -> str:
@@ -89,7 +93,8 @@ def build_context(doc: Document, offset: int, settings: ContextSettings, count_t
     scope = analyse_scope(language, prefix, suffix, line_prefix, line_suffix, indent_unit)
     return CompletionContext(uri=doc.uri, version=doc.version, language_id=doc.language_id, language=language,
                              offset=offset, prefix=prefix, suffix=suffix, line_prefix=line_prefix,
-                             line_suffix=line_suffix, indent_unit=indent_unit, scope=scope)
+                             line_suffix=line_suffix, indent_unit=indent_unit, scope=scope,
+                             prefix_budget=prefix_budget, suffix_budget=suffix_budget)
 
 
 def _lines_before(text: str, starts: list[int], line: int, offset: int) -> Iterator[str]:

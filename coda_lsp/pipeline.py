@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
 from coda_lsp.cache import CacheKey, CompletionCache
 from coda_lsp.context import CompletionContext, TokenCounter, build_context
+from coda_lsp.crossfile.service import CrossFile
 from coda_lsp.documents import Document
 from coda_lsp.filters import run_filters
 from coda_lsp.filters.dedent_scope import scope_is_complete
@@ -27,6 +29,7 @@ GPU_CANDIDATES, CPU_CANDIDATES = 3, 1
 # A canvas holds the prompt and the span; this many positions stay free so that tokenising the prefix and the
 # suffix separately (a token or two more than the per-line counts) never overflows max_position_embeddings.
 _POSITION_SLACK = 16
+_MAX_EXPLAINED = 64  # documents whose last prompt coda/explainCompletion can show
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,13 @@ class Completion:
 class Pipeline:
     """The completion pipeline as named stages; the LSP features call `complete` and shape its result."""
 
-    def __init__(self, host: ModelHost, worker: EngineWorker, cache: CompletionCache) -> None:
+    def __init__(self, host: ModelHost, worker: EngineWorker, cache: CompletionCache,
+                 cross_file: CrossFile | None = None) -> None:
         self.host = host
         self.worker = worker
         self.cache = cache
+        self.cross_file = cross_file
+        self.last_contexts: OrderedDict[str, CompletionContext] = OrderedDict()  # by uri, for explainCompletion
         self.num_engine_calls = 0
         self.num_warms = 0  # as-you-type requests that had the engine compute their canvas during the debounce
         self._counter: TokenCounter | None = None
@@ -61,7 +67,9 @@ class Pipeline:
         if reason is not None:
             logger.debug("no completion at %s:%d: %s", doc.uri, offset, reason)
             return None
-        key = CacheKey(f"{ctx.language_id}|{num_candidates}|{settings.generation}", ctx.prefix, ctx.suffix)
+        # The snippets are part of what the engine reads, so they are part of the key.
+        key = CacheKey(f"{ctx.language_id}|{num_candidates}|{settings.generation}|{ctx.cross_file.text}",
+                       ctx.prefix, ctx.suffix)
         cached = self.cache.get(key)
         if cached is not None:
             return Completion(cached, ctx, 0.0)
@@ -95,12 +103,46 @@ class Pipeline:
             return 0.0
         return warm
 
+    @property
+    def count_tokens(self) -> TokenCounter | None:
+        """The model's per-line token counter, once the model has been asked for a context."""
+        return self._counter
+
     def context(self, engine: Any, doc: Document, offset: int, settings: Settings) -> CompletionContext:
         if self._counter is None:
             self._counter = TokenCounter(engine.tokenizer)
         span = max(settings.generation.max_tokens, settings.generation.single_line_tokens)
-        room = engine.config.max_position_embeddings - span - _POSITION_SLACK
-        return build_context(doc, offset, settings.context, self._counter, max_context_tokens=max(16, room))
+        room = max(16, engine.config.max_position_embeddings - span - _POSITION_SLACK)
+        ctx = self._with_cross_file(doc, offset, settings, room)
+        self.last_contexts[doc.uri] = ctx
+        self.last_contexts.move_to_end(doc.uri)
+        while len(self.last_contexts) > _MAX_EXPLAINED:
+            self.last_contexts.popitem(last=False)
+        return ctx
+
+    def _with_cross_file(self, doc: Document, offset: int, settings: Settings, room: int) -> CompletionContext:
+        """The in-file context, after the cross-file snippets took at most their share of the budget: the
+        total stays within contextTokens, and the share they leave unused goes to the prefix and suffix."""
+        assert self._counter is not None
+        cross = settings.cross_file
+        if not cross.enabled or self.cross_file is None:
+            return build_context(doc, offset, settings.context, self._counter, max_context_tokens=room)
+        total = min(settings.context.context_tokens, room)
+        prompt = self.cross_file.prompt(doc, offset, cross, int(total * cross.share), self._counter)
+        ctx = build_context(doc, offset, settings.context, self._counter,
+                            max_context_tokens=max(16, total - prompt.tokens))
+        ctx = replace(ctx, cross_file=prompt)
+        if cross.log_prompts:
+            log_prompt(ctx)
+        return ctx
+
+
+def log_prompt(ctx: CompletionContext) -> None:
+    parts = ", ".join(f"{p.snippet.kind} {p.snippet.path}:{p.snippet.start_line + 1}-{p.snippet.end_line + 1} "
+                      f"({p.tokens} tokens, score {p.snippet.score})" for p in ctx.cross_file.snippets)
+    logger.info("prompt for %s v%d: cross-file %d/%d tokens [%s]; prefix budget %d, suffix budget %d",
+                ctx.uri, ctx.version, ctx.cross_file.tokens, ctx.cross_file.budget, parts or "no snippets",
+                ctx.prefix_budget, ctx.suffix_budget)
 
 
 def invoked_candidates(engine: Any, settings: GenerationSettings) -> int:
@@ -161,8 +203,8 @@ def _warm(engine: Any, ctx: CompletionContext, settings: GenerationSettings, sho
 def engine_prefix(ctx: CompletionContext) -> str:
     """model_prefix, never empty. The model predicts position i from position i-1, so a span cannot start a
     canvas: at the very start of a file the engine gets one newline before the cursor, which reads as "a file
-    starting here"."""
-    return model_prefix(ctx) or "\n"
+    starting here". Cross-file snippets come first; they end with the current file's header line."""
+    return ctx.cross_file.text + model_prefix(ctx) or "\n"
 
 
 def cache_policy(settings: GenerationSettings) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
@@ -12,6 +13,7 @@ from pygls.lsp.server import LanguageServer
 
 from coda_lsp import __version__
 from coda_lsp.cache import CompletionCache
+from coda_lsp.crossfile.service import CrossFile
 from coda_lsp.documents import DocumentStore
 from coda_lsp.latency import LatencyTracker
 from coda_lsp.loader import LoadEngine, ModelHost, ModelSpec, load_coda_engine
@@ -39,8 +41,13 @@ class CodaServer(LanguageServer):
         self.worker = EngineWorker()
         self.latest = LatestWins()
         self.latency = LatencyTracker()
-        self.pipeline = Pipeline(self.host, self.worker, CompletionCache())
+        self.cross_file = CrossFile(self.documents)
+        self.pipeline = Pipeline(self.host, self.worker, CompletionCache(), self.cross_file)
+        self.workspace_folders: list[Path] = []   # from initialize; the only places files are read from
         self.load_task: asyncio.Task[None] | None = None  # kept so the running load is not garbage-collected
+        self.index_task: asyncio.Task[None] | None = None
+        self.index_started = False  # set once `initialized` has looked at the settings and the folders
+        self.reindex_timers: dict[str, asyncio.TimerHandle] = {}  # uri -> pending re-parse after didChange
 
     @property
     def encoding(self) -> Encoding:
@@ -58,9 +65,10 @@ class CodaServer(LanguageServer):
 
 def build_server(settings: Settings, spec: ModelSpec, load_engine: LoadEngine = load_coda_engine) -> CodaServer:
     """A server with every feature registered; the model loads after `initialized`."""
-    from coda_lsp.features import completion, configuration, documents, fill_block, inline, lifecycle, status
+    from coda_lsp.features import (completion, configuration, documents, explain, fill_block, inline, lifecycle,
+                                   status, workspace)
 
     server = CodaServer(settings, spec, load_engine)
-    for feature in (lifecycle, configuration, documents, inline, completion, fill_block, status):
+    for feature in (lifecycle, configuration, documents, workspace, inline, completion, fill_block, status, explain):
         feature.register(server)
     return server

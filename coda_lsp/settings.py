@@ -48,11 +48,34 @@ class TriggerSettings:
                                   "go", "rust")
 
 
+CrossFileFormat = Literal["comment", "qwen"]
+CROSS_FILE_FORMATS: tuple[str, ...] = ("comment", "qwen")
+
+
+@dataclass(frozen=True)
+class CrossFileSettings:
+    """Cross-file context's slice: the workspace index and the snippets put before the prefix."""
+
+    enabled: bool = True           # off: no index, no snippets, prompts exactly as without the feature
+    share: float = 0.25            # the snippets' part of contextTokens; what they leave goes to the prefix
+    format: CrossFileFormat = "comment"  # "comment": a path comment heads each snippet; "qwen": <|file_sep|> path
+    # Tokens each source may use before the lower ones had theirs, filled in priority order within the share;
+    # afterwards the sources, again in order, may use what the others left. 0 turns a source off.
+    definition_tokens: int = 192   # (a) definitions of names used near the cursor, from other files
+    edit_tokens: int = 96          # (b) ranges edited recently in other files
+    similar_tokens: int = 128      # (c) windows of open documents similar to the code before the cursor
+    extra_tokens: int = 128        # (d) input_extra chunks of an HTTP request
+    max_files: int = 5000          # files read per workspace folder (in path order); past it a message says so
+    max_file_kb: int = 512         # larger files are not indexed (generated code, data)
+    log_prompts: bool = False      # log every prompt's parts (snippet paths, lines, scores, tokens) at info
+
+
 @dataclass(frozen=True)
 class Settings:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     context: ContextSettings = field(default_factory=ContextSettings)
     trigger: TriggerSettings = field(default_factory=TriggerSettings)
+    cross_file: CrossFileSettings = field(default_factory=CrossFileSettings)
 
     def merged(self, values: Any) -> tuple[Settings, list[str]]:
         """These settings overridden by a client's `coda` object, and one message per value that was ignored
@@ -140,4 +163,14 @@ _KEYS: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
     "suffixShare": ("context", "suffix_share", _float_in(0.05, 0.95)),
     "debounceMs": ("trigger", "debounce_ms", _int_in(0, 5000)),
     "enabledLanguages": ("trigger", "languages", _languages),
+    "crossFile": ("cross_file", "enabled", _bool),
+    "crossFileShare": ("cross_file", "share", _float_in(0.0, 0.9)),
+    "crossFileFormat": ("cross_file", "format", _one_of(CROSS_FILE_FORMATS)),
+    "crossFileDefinitionTokens": ("cross_file", "definition_tokens", _int_in(0, 8192)),
+    "crossFileEditTokens": ("cross_file", "edit_tokens", _int_in(0, 8192)),
+    "crossFileSimilarTokens": ("cross_file", "similar_tokens", _int_in(0, 8192)),
+    "crossFileExtraTokens": ("cross_file", "extra_tokens", _int_in(0, 8192)),
+    "crossFileMaxFiles": ("cross_file", "max_files", _int_in(0, 100_000)),
+    "crossFileMaxFileKb": ("cross_file", "max_file_kb", _int_in(1, 16_384)),
+    "logPrompts": ("cross_file", "log_prompts", _bool),
 }

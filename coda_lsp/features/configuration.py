@@ -42,8 +42,13 @@ async def pull(server: CodaServer) -> None:
 
 
 def apply(server: CodaServer, values: Any) -> None:
+    from coda_lsp.features import workspace
+
     settings, problems = server.initialization_settings.merged(values)
+    was_enabled = server.settings.cross_file.enabled
     server.settings = settings
+    if server.index_started and settings.cross_file.enabled != was_enabled:
+        workspace.start_indexing(server)
     logger.info("settings: %s", settings)
     for problem in problems:
         server.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning,

@@ -9,7 +9,7 @@ from typing import Any
 
 from lsprotocol import types
 
-from coda_lsp.features import configuration
+from coda_lsp.features import configuration, workspace
 from coda_lsp.loader import ModelSpec
 from coda_lsp.server import CodaServer
 
@@ -25,6 +25,7 @@ def register(server: CodaServer) -> None:
             options = options[configuration.SECTION]
         settings, problems = ls.default_settings.merged(options)
         ls.initialization_settings = ls.settings = settings
+        ls.workspace_folders = workspace.folders_of(params)
         for problem in problems:
             logger.warning("initializationOptions: %s", problem)
 
@@ -33,6 +34,9 @@ def register(server: CodaServer) -> None:
         # The load starts first: pulling configuration waits on the client, loading does not need it.
         ls.load_task = asyncio.create_task(load_model(ls))
         await configuration.pull(ls)
+        # After the pull, so that `crossFile: false` from the client's settings means nothing is ever read.
+        workspace.start_indexing(ls)
+        await workspace.watch_files(ls)
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: CodaServer, params: None) -> None:
@@ -43,7 +47,7 @@ async def load_model(server: CodaServer) -> None:
     """Load the engine on the engine thread, reporting through workDoneProgress (when the client supports it)
     and logMessage; a failure becomes showMessage, status `error` and empty completions, never a crash."""
     spec = server.host.spec
-    token = await _begin_progress(server, f"Loading CoDA model {spec.path.name}")
+    token = await begin_progress(server, f"Loading CoDA model {spec.path.name}")
     _log(server, types.MessageType.Info, f"loading model {spec.path} on {spec.device}")
     try:
         engine = await server.worker.run(lambda stop: _load_and_warm(server, spec))
@@ -53,13 +57,13 @@ async def load_model(server: CodaServer) -> None:
         _log(server, types.MessageType.Error, f"model failed to load: {reason}")
         server.window_show_message(types.ShowMessageParams(type=types.MessageType.Error,
                                                            message=f"coda-lsp: model failed to load: {reason}"))
-        _end_progress(server, token, f"failed: {reason}")
+        end_progress(server, token, f"failed: {reason}")
         return
     server.host.set_ready(engine)
     _log(server, types.MessageType.Info, f"model ready: {spec.path} ({engine.device}, {engine.precision.name}: "
                                          f"{engine.precision.reason}; "
                                          f"{engine.kernels.name} kernels: {engine.kernels.reason})")
-    _end_progress(server, token, "ready")
+    end_progress(server, token, "ready")
 
 
 def _load_and_warm(server: CodaServer, spec: ModelSpec) -> Any:
@@ -77,11 +81,11 @@ def _log(server: CodaServer, kind: types.MessageType, message: str) -> None:
     server.window_log_message(types.LogMessageParams(type=kind, message=message))
 
 
-async def _begin_progress(server: CodaServer, title: str) -> str | None:
+async def begin_progress(server: CodaServer, title: str, token_prefix: str = "coda-load") -> str | None:
     window = server.client_capabilities.window
     if not (window and window.work_done_progress):
         return None
-    token = f"coda-load-{uuid.uuid4().hex[:8]}"
+    token = f"{token_prefix}-{uuid.uuid4().hex[:8]}"
     try:
         await server.work_done_progress.create_async(token)
     except Exception as exc:  # the client refused the token: load without a progress bar
@@ -91,6 +95,6 @@ async def _begin_progress(server: CodaServer, title: str) -> str | None:
     return token
 
 
-def _end_progress(server: CodaServer, token: str | None, message: str) -> None:
+def end_progress(server: CodaServer, token: str | None, message: str) -> None:
     if token is not None:
         server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))

@@ -31,5 +31,8 @@ def register(server: CodaServer) -> None:
             "numEngineCalls": ls.pipeline.num_engine_calls,
             "numWarms": ls.pipeline.num_warms,
             "cache": {"entries": len(cache), "hits": cache.num_hits, "misses": cache.num_misses},
+            "crossFile": {"state": ls.cross_file.state, "numFiles": len(ls.cross_file.index),
+                          "isTruncated": ls.cross_file.is_truncated, "buildMs": round(ls.cross_file.build_ms, 1),
+                          "numEditedRanges": len(ls.cross_file.edits.ranges)},
             "settings": asdict(ls.settings),
         }

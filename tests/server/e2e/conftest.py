@@ -47,6 +47,7 @@ class Session:
     profile: str
     result: types.InitializeResult
     applied_edits: list[types.WorkspaceEdit] = field(default_factory=list)
+    registrations: list[types.Registration] = field(default_factory=list)  # client/registerCapability
     num_docs: int = 0
 
     @property
@@ -68,8 +69,10 @@ class Session:
 
 
 async def start_session(model: Path, profile: str, *, configuration: dict[str, Any] | None = None,
-                        initialization_options: Any = None, dtype: str = "fp32") -> Session:
-    """The real server process on `model`; the `coda` section of `configuration` answers its pull."""
+                        initialization_options: Any = None, workspace: Path = WORKSPACE,
+                        dtype: str = "fp32") -> Session:
+    """The real server process on `model` with `workspace` as its one folder; the `coda` section of
+    `configuration` answers its pull."""
     # fp32, not the default auto: what these tests expect of the random tiny model's answers is fp32's, and
     # auto picks by timing (int8 on one CPU, fp32 on another). test_cli runs the default.
     config = ClientServerConfig(server_command=[sys.executable, "-m", "coda_lsp", "--model", str(model),
@@ -78,6 +81,11 @@ async def start_session(model: Path, profile: str, *, configuration: dict[str, A
     assert isinstance(client, LanguageClient)
     client.set_configuration({"coda": configuration or {}})
     applied_edits: list[types.WorkspaceEdit] = []
+    registrations: list[types.Registration] = []
+
+    @client.feature(types.CLIENT_REGISTER_CAPABILITY)
+    def register_capability(params: types.RegistrationParams) -> None:
+        registrations.extend(params.registrations)
 
     @client.feature(types.WORKSPACE_APPLY_EDIT)
     def apply_edit(params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
@@ -85,9 +93,9 @@ async def start_session(model: Path, profile: str, *, configuration: dict[str, A
         return types.ApplyWorkspaceEditResult(applied=True)
 
     result = await client.initialize_session(types.InitializeParams(
-        capabilities=PROFILES[profile](), root_uri=WORKSPACE.as_uri(), initialization_options=initialization_options,
-        workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="workspace")]))
-    return Session(client, profile, result, applied_edits)
+        capabilities=PROFILES[profile](), root_uri=workspace.as_uri(), initialization_options=initialization_options,
+        workspace_folders=[types.WorkspaceFolder(uri=workspace.as_uri(), name=workspace.name)]))
+    return Session(client, profile, result, applied_edits, registrations)
 
 
 async def status(client: LanguageClient) -> dict[str, Any]:

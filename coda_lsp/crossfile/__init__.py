@@ -1,0 +1,1 @@
+"""Cross-file context: a workspace index, context sources and the prompt part that goes before the prefix."""

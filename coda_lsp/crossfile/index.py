@@ -1,0 +1,193 @@
+"""WorkspaceIndex: every indexed file's outline, with lookups by defined name and by module path."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from coda_lsp.crossfile.discovery import Refusal, is_inside, read_source
+from coda_lsp.crossfile.outline import Definition, FileOutline, Import, outline
+from coda_lsp.languages import LanguageInfo, language_for
+
+# Module files that stand for their folder: `import pkg` is pkg/__init__.py, `./lib` is lib/index.ts.
+_FOLDER_MODULES = frozenset({"__init__", "index", "mod", "lib", "main"})
+# Languages whose files may import each other (JS imports TS and back).
+_FAMILY = {"javascript": "js", "typescript": "js", "tsx": "js"}
+_JS_EXTENSIONS = (".js", ".jsx", ".mjs", ".cjs", ".ts", ".tsx", ".mts", ".cts")
+
+
+@dataclass(frozen=True, eq=False)
+class IndexedFile:
+    path: Path           # absolute, resolved
+    relative: str        # to its workspace folder, '/'-separated
+    language: LanguageInfo
+    outline: FileOutline
+
+    @cached_property
+    def family(self) -> str:  # cached: the lookups compare it for every candidate file
+        return _FAMILY.get(self.language.grammar, self.language.grammar)
+
+    @cached_property
+    def _by_name(self) -> dict[str, tuple[Definition, ...]]:
+        table: dict[str, list[Definition]] = {}
+        for definition in self.outline.definitions:
+            table.setdefault(definition.name, []).append(definition)
+        return {name: tuple(found) for name, found in table.items()}
+
+    def named(self, name: str) -> tuple[Definition, ...]:
+        """This file's definitions of `name` (a method may share its name with a function), in file order."""
+        return self._by_name.get(name, ())
+
+
+def uri_to_path(uri: str) -> Path | None:
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        return None
+    return Path(unquote(parsed.path))
+
+
+def family_of(language: LanguageInfo) -> str:
+    return _FAMILY.get(language.grammar, language.grammar)
+
+
+def index_file(path: Path, folder: Path, max_bytes: int, text: str | None = None) -> IndexedFile | Refusal:
+    """The outline of one file (read from disk unless the editor's `text` is given). Parsing never raises:
+    tree-sitter recovers from syntax errors, and a file it cannot read is a Refusal."""
+    language = language_for("", path.name)
+    if language is None:
+        return Refusal("not a supported language")
+    if text is None:
+        read = read_source(path, folder, max_bytes)
+        if isinstance(read, Refusal):
+            return read
+        text = read
+    elif len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        return Refusal(f"over the {max_bytes}-byte cap")
+    try:
+        file_outline = outline(language, text)
+    except (ValueError, RuntimeError) as exc:
+        return Refusal(f"does not parse: {exc}")
+    return IndexedFile(path, path.relative_to(folder).as_posix(), language, file_outline)
+
+
+def _module_keys(file: IndexedFile) -> Iterator[str]:
+    """Every '/'-joined tail of the file's module path: a/b/c.py -> c, b/c, a/b/c; a Go file is its folder."""
+    parts = file.relative.split("/")
+    stem = parts[-1].rsplit(".", 1)[0]
+    parts = parts[:-1] if file.language.grammar == "go" or stem in _FOLDER_MODULES else parts[:-1] + [stem]
+    for start in range(len(parts)):
+        yield "/".join(parts[start:])
+
+
+class WorkspaceIndex:
+    """Outlines keyed by path; mutated only on the event loop (the background build hands over whole files)."""
+
+    def __init__(self, folders: Sequence[Path]) -> None:
+        self.folders = tuple(folder.resolve() for folder in folders)
+        self.files: dict[Path, IndexedFile] = {}
+        self._by_name: dict[str, set[Path]] = {}
+        self._by_module: dict[str, set[Path]] = {}
+        self.memo: dict[Any, Any] = {}  # lookups the sources remember until the next add or remove
+
+    def folder_of(self, path: Path) -> Path | None:
+        """The workspace folder holding `path` (symlinks resolved), or None: such files are never read."""
+        return next((folder for folder in self.folders if is_inside(path, folder)), None)
+
+    def relative(self, path: Path) -> str | None:
+        folder = self.folder_of(path)
+        return path.resolve().relative_to(folder).as_posix() if folder is not None else None
+
+    def add(self, file: IndexedFile) -> None:
+        self.remove(file.path)
+        self.memo.clear()
+        self.files[file.path] = file
+        for definition in file.outline.definitions:
+            self._by_name.setdefault(definition.name, set()).add(file.path)
+        for key in _module_keys(file):
+            self._by_module.setdefault(key, set()).add(file.path)
+
+    def remove(self, path: Path) -> None:
+        self.memo.clear()
+        old = self.files.pop(path, None)
+        if old is None:
+            return
+        for definition in old.outline.definitions:
+            _discard(self._by_name, definition.name, path)
+        for key in _module_keys(old):
+            _discard(self._by_module, key, path)
+
+    def get(self, path: Path) -> IndexedFile | None:
+        return self.files.get(path)
+
+    def definitions_named(self, name: str, family: str) -> Iterator[tuple[IndexedFile, Definition]]:
+        for path in sorted(self._by_name.get(name, ())):
+            file = self.files[path]
+            if file.family == family:
+                yield from ((file, d) for d in file.named(name))
+
+    def num_files_defining(self, name: str) -> int:
+        return len(self._by_name.get(name, ()))
+
+    def module_files(self, importer: IndexedFile, module: str) -> list[IndexedFile]:
+        """The workspace files an import's module names, most specific first; [] for a package from outside."""
+        key = self._module_key(importer, module)
+        paths = self._by_module.get(key, set())
+        if not paths and not module.startswith("."):
+            # The workspace folder may sit inside the import path's root: a Go module path, or a Python
+            # package opened as the folder itself (`import pkg.mod` from inside pkg/). Its longest tail decides.
+            parts = key.split("/")
+            paths = next((self._by_module[tail] for start in range(1, len(parts))
+                          if (tail := "/".join(parts[start:])) in self._by_module), set())
+        return [self.files[path] for path in sorted(paths) if self.files[path].family == importer.family]
+
+    def _module_key(self, importer: IndexedFile, module: str) -> str:
+        here = posixpath.dirname(importer.relative)
+        grammar = importer.language.grammar
+        if grammar == "python":
+            dots = len(module) - len(module.lstrip("."))
+            path = module.lstrip(".").replace(".", "/")
+            if dots == 0:
+                return path
+            base = here
+            for _ in range(dots - 1):
+                base = posixpath.dirname(base)
+            return posixpath.normpath(posixpath.join(base, path)) if path else base
+        if grammar == "rust":
+            parts = module.split("::")
+            while parts and parts[0] in ("crate", "self", "super"):
+                parts.pop(0)
+            return "/".join(parts)
+        if module.startswith("."):  # JS / TS relative specifier, with or without its extension
+            resolved = posixpath.normpath(posixpath.join(here, module))
+            return next((resolved.removesuffix(ext) for ext in _JS_EXTENSIONS if resolved.endswith(ext)), resolved)
+        return module.lstrip("@~/")
+
+    def imports_of(self, path: Path) -> tuple[Import, ...]:
+        file = self.files.get(path)
+        return file.outline.imports if file else ()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def _discard(table: dict[str, set[Path]], key: str, path: Path) -> None:
+    paths = table.get(key)
+    if paths is not None:
+        paths.discard(path)
+        if not paths:
+            del table[key]
+
+
+def build_batch(paths: Iterable[Path], folder: Path, max_bytes: int) -> list[IndexedFile]:
+    """Outlines of `paths` (run off the event loop); refused files are left out."""
+    files = []
+    for path in paths:
+        result = index_file(path, folder, max_bytes)
+        if isinstance(result, IndexedFile):
+            files.append(result)
+    return files

@@ -1,0 +1,469 @@
+"""One file -> FileOutline: its top-level and class-level definitions (signatures, first doc line) and imports."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import tree_sitter_language_pack
+
+from coda_lsp.languages import LanguageInfo
+from coda_lsp.text import leading_whitespace
+
+# A class, struct or interface shown whole is cut after this many lines: the budget holds a few hundred tokens.
+MAX_DEFINITION_LINES = 16
+# A class shows this many members (the constructor first): its signature tells how to build one, and a whole
+# outline of a 40-method class would take the budget of a dozen other definitions.
+MAX_CLASS_MEMBERS = 2
+_CONSTRUCTORS = frozenset({"__init__", "constructor", "new"})
+MAX_SIGNATURE_LINES = 6  # a longer header (one parameter per line) is shortened to this many lines
+MAX_LINE_CHARS = 160  # a definition line longer than this is cut (long literals, minified code)
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A name a file defines, and the text a prompt shows for it: header and first doc line, never a body."""
+
+    name: str
+    kind: str             # "function" | "class" | "method" | "constant" | "type"
+    start_line: int       # 0-based line of the definition's first line (decorators and doc comments excluded)
+    end_line: int         # 0-based, inclusive
+    text: str             # the signature view, in the file's own syntax and indentation
+    container: str | None = None  # the class / impl / receiver type of a method
+
+
+@dataclass(frozen=True)
+class Import:
+    """One binding an import statement makes: `alias` names `name` of `module`, or the whole module."""
+
+    module: str           # as written: "a.b", ".x", "./x", "github.com/x/y", "crate::a::b"
+    name: str | None      # None: the whole module (import x, import *, a Go package, a namespace import)
+    alias: str | None     # the local name, when there is one
+
+
+@dataclass(frozen=True)
+class FileOutline:
+    definitions: tuple[Definition, ...]
+    imports: tuple[Import, ...]
+
+    @property
+    def module_aliases(self) -> frozenset[str]:
+        """Local names of whole-module imports: `nx` of `import networkx as nx`; `os`, `path` of `import os.path`."""
+        aliases: set[str] = set()
+        for imp in self.imports:
+            if imp.name is None and imp.alias:
+                aliases.add(imp.alias)
+            elif imp.name is None:
+                aliases.update(part for part in re.split(r"[./:@-]+", imp.module) if part)
+        return frozenset(aliases)
+
+
+def outline(language: LanguageInfo, text: str) -> FileOutline:
+    """The outline of `text`; a file with syntax errors still yields every definition tree-sitter recovers."""
+    source = text.encode("utf-8", "replace")
+    root = _parser(language.grammar).parse(source).root_node
+    reader = _Reader(source, language.grammar)
+    definitions = tuple(reader.definitions(root))
+    imports = tuple(reader.imports(root))
+    return FileOutline(definitions, imports)
+
+
+_PARSERS = threading.local()
+
+
+def _parser(grammar: str) -> Any:
+    """A parser of this thread's own: the index is built off the event loop, whose completions parse with
+    coda_lsp.syntax's parsers meanwhile, and a tree-sitter parser must not be used by two threads at once."""
+    parsers = getattr(_PARSERS, "by_grammar", None)
+    if parsers is None:
+        parsers = _PARSERS.by_grammar = {}
+    if grammar not in parsers:
+        parsers[grammar] = tree_sitter_language_pack.get_parser(grammar)
+    return parsers[grammar]
+
+
+def _text(source: bytes, node: Any) -> str:
+    return source[node.start_byte:node.end_byte].decode("utf-8", "replace")
+
+
+def _short(line: str) -> str:
+    return line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS] + "..."
+
+
+class _Reader:
+    """Walks the top level and one class level of a tree; each grammar's node types are named in one place."""
+
+    def __init__(self, source: bytes, grammar: str) -> None:
+        self.source = source
+        self.grammar = grammar
+        self.is_python = grammar == "python"
+
+    # ---- text helpers ----------------------------------------------------------------------------------------
+
+    def indent_of(self, node: Any) -> str:
+        line_start = self.source.rfind(b"\n", 0, node.start_byte) + 1
+        prefix = self.source[line_start:node.start_byte].decode("utf-8", "replace")
+        return prefix if not prefix.strip() else ""
+
+    def header(self, node: Any, body: Any | None) -> str:
+        """The node's text up to its body, each line cut to MAX_LINE_CHARS; a signature of one parameter per
+        line keeps its first and last lines around a `...` line."""
+        end = body.start_byte if body is not None else node.end_byte
+        text = self.source[node.start_byte:end].decode("utf-8", "replace").rstrip()
+        lines = [_short(line) for line in text.split("\n")]
+        if len(lines) > MAX_SIGNATURE_LINES:
+            kept = MAX_SIGNATURE_LINES - 2
+            lines = lines[:kept] + [leading_whitespace(lines[kept - 1]) + "..."] + lines[-1:]
+        return "\n".join(lines)
+
+    def whole(self, node: Any, indent: str = "") -> str:
+        lines = [_short(line) for line in _text(self.source, node).split("\n")]
+        if len(lines) > MAX_DEFINITION_LINES:
+            lines = lines[:MAX_DEFINITION_LINES - 1] + [lines[-1]]
+        return indent + "\n".join(lines)
+
+    def doc_comment(self, node: Any) -> str | None:
+        """The first line of a comment that ends on the line just above `node`."""
+        previous = node.prev_named_sibling
+        if previous is None or not _comment_ends_above(previous, node.start_point[0]):
+            return None
+        while previous.prev_named_sibling is not None and \
+                _comment_ends_above(previous.prev_named_sibling, previous.start_point[0]):
+            previous = previous.prev_named_sibling  # a run of // lines: its first line
+        first = _text(self.source, previous).split("\n")[0].strip()
+        return _short(first) if first.strip("/*#! ") else None
+
+    def docstring(self, body: Any | None) -> str | None:
+        """Python: the first line of the docstring that opens `body`."""
+        if body is None or not body.named_child_count:
+            return None
+        first = body.named_children[0]
+        if first.type == "expression_statement" and first.named_child_count == 1:
+            first = first.named_children[0]
+        if first.type != "string":
+            return None
+        text = _text(self.source, first)
+        quote = text[:3] if text[:3] in ('"""', "'''") else text[:1]
+        line = text.split("\n")[0].rstrip()
+        return _short(line if line.endswith(quote) and len(line) > len(quote) else line + quote)
+
+    def function_view(self, node: Any, indent: str) -> str:
+        """A function or method: its header and the first docstring / comment line, the body elided."""
+        body = node.child_by_field_name("body")
+        header = indent + self.header(node, body)
+        if self.is_python:
+            doc = self.docstring(body)
+            body_indent = indent + "    "
+            if doc:
+                return f"{header}\n{body_indent}{doc}"
+            # a comment after the colon would swallow a same-line `...`
+            return f"{header}\n{body_indent}..." if "#" in header.rsplit(":", 1)[-1] else f"{header} ..."
+        doc = self.doc_comment(node)
+        view = f"{header} {{ ... }}" if body is not None else header
+        return f"{indent}{doc}\n{view}" if doc else view
+
+    # ---- definitions -----------------------------------------------------------------------------------------
+
+    def definitions(self, root: Any) -> Iterator[Definition]:
+        for node in root.named_children:
+            try:
+                yield from self.top_level(node)
+            except (AttributeError, IndexError, TypeError):
+                continue  # an ERROR-recovered node without the expected fields: skip it, keep the rest
+
+    def top_level(self, node: Any) -> Iterator[Definition]:
+        kind = node.type
+        if kind in ("decorated_definition", "export_statement"):
+            inner = node.child_by_field_name("definition") or node.child_by_field_name("declaration")
+            if inner is not None:
+                yield from self.top_level_as(inner, node)
+            return
+        yield from self.top_level_as(node, node)
+
+    def top_level_as(self, node: Any, outer: Any) -> Iterator[Definition]:
+        """`node` is the definition; `outer` what the prompt shows from (an export keeps its `export`)."""
+        kind = node.type
+        shown = outer if outer.type == "export_statement" else node
+        name_node = node.child_by_field_name("name")
+        name = _text(self.source, name_node) if name_node is not None else None
+        if kind in ("function_definition", "function_declaration", "function_item",
+                    "generator_function_declaration") and name:
+            yield self.make(name, "function", shown, self.function_view_from(shown, node))
+        elif kind in ("class_definition", "class_declaration", "abstract_class_declaration") and name:
+            yield from self.class_like(name, shown, node)
+        elif kind in ("trait_item", "impl_item"):
+            yield from self.rust_block(node)
+        elif kind in ("interface_declaration", "type_alias_declaration", "enum_declaration", "struct_item",
+                      "enum_item", "type_item", "union_item") and name:
+            yield self.make(name, "type", shown, self.with_comment(shown, self.whole(shown)))
+        elif kind in ("const_item", "static_item") and name:
+            yield self.make(name, "constant", shown, self.with_comment(shown, self.whole(shown)))
+        elif kind == "method_declaration" and name:  # Go: a method is top-level, its receiver names the type
+            receiver = node.child_by_field_name("receiver")
+            owner = next((_text(self.source, n) for n in _walk(receiver) if n.type == "type_identifier"), None)
+            yield self.make(name, "method", node, self.function_view(node, ""), owner)
+        elif kind == "type_declaration":
+            for spec in node.named_children:
+                spec_name = spec.child_by_field_name("name")
+                if spec.type in ("type_spec", "type_alias") and spec_name is not None:
+                    yield self.make(_text(self.source, spec_name), "type", node,
+                                    self.with_comment(node, self.whole(node)))
+        elif kind in ("const_declaration", "var_declaration"):
+            yield from self.go_values(node)
+        elif kind in ("lexical_declaration", "variable_declaration"):
+            yield from self.js_values(shown, node)
+        elif kind in ("assignment", "expression_statement"):
+            yield from self.python_assignment(node)
+
+    def function_view_from(self, shown: Any, node: Any) -> str:
+        if shown is node:
+            return self.function_view(node, "")
+        # export function f(...) { ... }: the header runs from `export` to the function's body
+        body = node.child_by_field_name("body")
+        doc = self.doc_comment(shown)
+        view = f"{self.header(shown, body)} {{ ... }}"
+        return f"{doc}\n{view}" if doc else view
+
+    def with_comment(self, node: Any, view: str) -> str:
+        doc = None if self.is_python else self.doc_comment(node)
+        return f"{doc}\n{view}" if doc else view
+
+    def make(self, name: str, kind: str, node: Any, text: str, container: str | None = None) -> Definition:
+        return Definition(name, kind, node.start_point[0], node.end_point[0], text, container)
+
+    def class_like(self, name: str, shown: Any, node: Any) -> Iterator[Definition]:
+        """A class: header, first doc line and its members' signatures; each method also on its own."""
+        body = node.child_by_field_name("body")
+        header = self.header(shown, body)
+        doc = self.docstring(body) if self.is_python else self.doc_comment(shown)
+        members: list[str] = []
+        methods: list[tuple[str, Any, str]] = []
+        for member in (body.named_children if body is not None else []):
+            target = member.child_by_field_name("definition") if member.type == "decorated_definition" else member
+            if target is None:
+                continue
+            indent = self.indent_of(target)
+            member_name = target.child_by_field_name("name")
+            if target.type in ("function_definition", "method_definition", "method_signature",
+                               "abstract_method_signature") and member_name is not None:
+                view = self.function_view(target, indent)
+                members.append(view)
+                methods.append((_text(self.source, member_name), target, view))
+            elif target.type in ("assignment", "expression_statement", "public_field_definition",
+                                 "field_definition") and _text(self.source, target).count("\n") == 0:
+                members.append(indent + _short(_text(self.source, target)))
+        lines = [header] if self.is_python else [header + " {"]
+        if doc:
+            lines = ([header, "    " + doc] if self.is_python else [doc, header + " {"])
+        members.sort(key=lambda view: not any(f"{name}(" in view for name in _CONSTRUCTORS))
+        view_lines = "\n".join(lines + members[:MAX_CLASS_MEMBERS]).split("\n")[:MAX_DEFINITION_LINES]
+        if not self.is_python:
+            view_lines.append(self.indent_of(shown) + "}")
+        if self.is_python and len(view_lines) == 1:
+            view_lines[0] += " ..."
+        yield self.make(name, "class", shown, "\n".join(view_lines))
+        for method_name, target, view in methods:
+            opener = header if self.is_python else header + " {"
+            closer = "" if self.is_python else "\n}"
+            yield self.make(method_name, "method", target, f"{opener}\n{view}{closer}", name)
+
+    def rust_block(self, node: Any) -> Iterator[Definition]:
+        """A trait is a type with method signatures; an impl block's methods belong to its type."""
+        body = node.child_by_field_name("body")
+        header = self.header(node, body)
+        is_trait = node.type == "trait_item"
+        owner_node = node.child_by_field_name("name") if is_trait else node.child_by_field_name("type")
+        owner = _text(self.source, owner_node) if owner_node is not None else None
+        views = []
+        for member in (body.named_children if body is not None else []):
+            member_name = member.child_by_field_name("name")
+            if member.type in ("function_item", "function_signature_item") and member_name is not None:
+                indent = self.indent_of(member)
+                view = self.function_view(member, indent)
+                views.append(view)
+                yield self.make(_text(self.source, member_name), "method", member,
+                                f"{header} {{\n{view}\n}}", owner)
+        if is_trait and owner:
+            lines = f"{header} {{\n" + "\n".join(views)
+            yield self.make(owner, "type", node, self.with_comment(
+                node, "\n".join(lines.split("\n")[:MAX_DEFINITION_LINES]) + "\n}"))
+
+    def go_values(self, node: Any) -> Iterator[Definition]:
+        keyword = "const" if node.type == "const_declaration" else "var"
+        for spec in node.named_children:
+            if spec.type not in ("const_spec", "var_spec"):
+                continue
+            line = f"{keyword} {_short(_text(self.source, spec).split(chr(10))[0])}"
+            # `const X = 1` has its comment above the declaration; `const ( ... )` above each spec
+            view = self.with_comment(spec if self.doc_comment(spec) else node, line)
+            for name_node in spec.children_by_field_name("name"):
+                yield self.make(_text(self.source, name_node), "constant", spec, view)
+
+    def js_values(self, shown: Any, node: Any) -> Iterator[Definition]:
+        for declarator in node.named_children:
+            name_node = declarator.child_by_field_name("name")
+            if declarator.type != "variable_declarator" or name_node is None or name_node.type != "identifier":
+                continue
+            value = declarator.child_by_field_name("value")
+            name = _text(self.source, name_node)
+            if value is not None and value.type in ("arrow_function", "function_expression", "function"):
+                view = self.with_comment(shown, f"{self.header(shown, value.child_by_field_name('body'))} {{ ... }}")
+                yield self.make(name, "function", shown, view)
+            else:
+                first = _short(_text(self.source, shown).split("\n")[0])
+                yield self.make(name, "constant", shown, self.with_comment(shown, first))
+
+    def python_assignment(self, node: Any) -> Iterator[Definition]:
+        if node.type == "expression_statement":
+            node = node.named_children[0] if node.named_child_count == 1 else None
+            if node is None or node.type != "assignment":
+                return
+        left = node.child_by_field_name("left")
+        if left is not None and left.type == "identifier":
+            yield self.make(_text(self.source, left), "constant", node,
+                            _short(_text(self.source, node).split("\n")[0]))
+
+    # ---- imports ---------------------------------------------------------------------------------------------
+
+    def imports(self, root: Any) -> Iterator[Import]:
+        for node in self.import_candidates(root):
+            if node.type == "export_statement" and node.child_by_field_name("source") is not None:
+                continue  # a re-export binds no local name
+            reader = _IMPORT_READERS.get(node.type)
+            if reader is not None:
+                try:
+                    yield from reader(self, node)
+                except (AttributeError, IndexError, TypeError):
+                    continue
+
+    def import_candidates(self, root: Any) -> Iterator[Any]:
+        """Top-level statements; in Python also those inside top-level `if` / `try` blocks, where
+        `if TYPE_CHECKING:` and `try: import x except ImportError:` imports live."""
+        for node in root.named_children:
+            if self.is_python and node.type in ("if_statement", "try_statement", "else_clause", "elif_clause",
+                                                "except_clause", "finally_clause", "block"):
+                yield from self.import_candidates(node)
+            else:
+                yield node
+
+    def python_import(self, node: Any) -> Iterator[Import]:
+        for name in node.children_by_field_name("name"):
+            if name.type == "aliased_import":
+                module = _text(self.source, name.child_by_field_name("name"))
+                yield Import(module, None, _text(self.source, name.child_by_field_name("alias")))
+            else:
+                yield Import(_text(self.source, name), None, None)
+
+    def python_from_import(self, node: Any) -> Iterator[Import]:
+        module = _text(self.source, node.child_by_field_name("module_name"))
+        names = node.children_by_field_name("name")
+        if not names:
+            yield Import(module, None, None)  # from x import *
+        for name in names:
+            if name.type == "aliased_import":
+                yield Import(module, _text(self.source, name.child_by_field_name("name")),
+                             _text(self.source, name.child_by_field_name("alias")))
+            else:
+                yield Import(module, _text(self.source, name), None)
+
+    def js_import(self, node: Any) -> Iterator[Import]:
+        source_node = node.child_by_field_name("source")
+        module = _text(self.source, source_node).strip("'\"`")
+        clause = next((child for child in node.named_children if child.type == "import_clause"), None)
+        if clause is None:
+            return
+        for part in clause.named_children:
+            if part.type == "identifier":
+                yield Import(module, "default", _text(self.source, part))
+            elif part.type == "namespace_import":
+                alias = next((_text(self.source, n) for n in part.named_children if n.type == "identifier"), None)
+                yield Import(module, None, alias)
+            elif part.type == "named_imports":
+                for spec in part.named_children:
+                    name, alias = spec.child_by_field_name("name"), spec.child_by_field_name("alias")
+                    if spec.type == "import_specifier" and name is not None:
+                        yield Import(module, _text(self.source, name),
+                                     _text(self.source, alias) if alias is not None else None)
+
+    def js_require(self, node: Any) -> Iterator[Import]:
+        """CommonJS: `const x = require("m")` binds the module, `const { a, b: c } = require("m")` its names."""
+        if self.is_python:
+            return
+        for declarator in node.named_children:
+            value = declarator.child_by_field_name("value") if declarator.type == "variable_declarator" else None
+            if value is None or value.type != "call_expression" or \
+                    _text(self.source, value.child_by_field_name("function")) != "require":
+                continue
+            arguments = value.child_by_field_name("arguments")
+            strings = [a for a in (arguments.named_children if arguments else []) if a.type == "string"]
+            if not strings:
+                continue
+            module = _text(self.source, strings[0]).strip("'\"`")
+            target = declarator.child_by_field_name("name")
+            if target.type == "identifier":
+                yield Import(module, None, _text(self.source, target))
+            elif target.type == "object_pattern":
+                for part in target.named_children:
+                    if part.type == "shorthand_property_identifier_pattern":
+                        yield Import(module, _text(self.source, part), None)
+                    elif part.type == "pair_pattern":
+                        key, alias = part.child_by_field_name("key"), part.child_by_field_name("value")
+                        yield Import(module, _text(self.source, key), _text(self.source, alias))
+
+    def go_import(self, node: Any) -> Iterator[Import]:
+        for spec in _walk(node):
+            if spec.type == "import_spec":
+                path = spec.child_by_field_name("path")
+                alias = spec.child_by_field_name("name")
+                yield Import(_text(self.source, path).strip('"`'), None,
+                             _text(self.source, alias) if alias is not None else None)
+
+    def rust_use(self, node: Any) -> Iterator[Import]:
+        argument = node.child_by_field_name("argument")
+        if argument is not None:
+            yield from self.rust_use_tree(argument, "")
+
+    def rust_use_tree(self, node: Any, base: str) -> Iterator[Import]:
+        join = (lambda tail: f"{base}::{tail}" if base else tail)
+        if node.type == "scoped_use_list":
+            path = node.child_by_field_name("path")
+            inner = join(_text(self.source, path)) if path is not None else base
+            for item in node.child_by_field_name("list").named_children:
+                yield from self.rust_use_tree(item, inner)
+        elif node.type == "use_as_clause":
+            path = _text(self.source, node.child_by_field_name("path"))
+            module, _, name = join(path).rpartition("::")
+            yield Import(module, name, _text(self.source, node.child_by_field_name("alias")))
+        elif node.type == "use_wildcard":
+            yield Import(join(_text(self.source, node).removesuffix("::*").removesuffix("*")), None, None)
+        elif node.type in ("scoped_identifier", "identifier", "self", "crate", "super"):
+            module, _, name = join(_text(self.source, node)).rpartition("::")
+            yield Import(module, name, None)
+
+
+_IMPORT_READERS = {
+    "import_statement": lambda reader, node: (reader.python_import(node) if reader.is_python
+                                              else reader.js_import(node)),
+    "import_from_statement": _Reader.python_from_import,
+    "import_declaration": _Reader.go_import,
+    "use_declaration": _Reader.rust_use,
+    "lexical_declaration": _Reader.js_require,
+    "variable_declaration": _Reader.js_require,
+}
+
+
+def _comment_ends_above(node: Any, line: int) -> bool:
+    """A comment whose last line is `line - 1` (Rust's `///` nodes end at column 0 of the next line)."""
+    end_row, end_column = node.end_point
+    return "comment" in node.type and (end_row == line - 1 or (end_row == line and end_column == 0))
+
+
+def _walk(node: Any) -> Iterator[Any]:
+    if node is None:
+        return
+    yield node
+    for child in node.named_children:
+        yield from _walk(child)

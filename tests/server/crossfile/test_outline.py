@@ -1,0 +1,173 @@
+"""outline: definitions (signatures, first doc line, class members) and imports per language, from real source."""
+
+from __future__ import annotations
+
+from coda_lsp.crossfile.outline import Import, outline
+from coda_lsp.languages import GO, JAVASCRIPT, PYTHON, RUST, TYPESCRIPT
+
+PYTHON_SOURCE = '''import os
+from .shapes import Circle as C, scale
+from pkg.util import *
+import pkg.io as pio
+
+UNIT: float = 1.0
+
+
+class Circle(Shape):
+    """A circle.
+
+    More text that stays out."""
+
+    SIDES = 0
+
+    def __init__(self, radius: float) -> None:
+        self.radius = radius
+
+    @property
+    def area(self) -> float:
+        return 3.14 * self.radius ** 2
+
+
+def scale(shape: Circle,
+          factor: float) -> Circle:  # keeps the type
+    return Circle(shape.radius * factor)
+'''
+
+
+def test_python_definitions_show_signatures_and_first_doc_lines_only() -> None:
+    result = outline(PYTHON, PYTHON_SOURCE)
+    by_name = {(d.name, d.container): d for d in result.definitions}
+    assert [(d.name, d.kind) for d in result.definitions] == [
+        ("UNIT", "constant"), ("Circle", "class"), ("__init__", "method"), ("area", "method"),
+        ("scale", "function")]
+    # the constructor first, then members in file order, MAX_CLASS_MEMBERS of them
+    assert by_name["Circle", None].text == (
+        'class Circle(Shape):\n    """A circle."""\n'
+        '    def __init__(self, radius: float) -> None: ...\n    SIDES = 0')
+    assert by_name["area", "Circle"].text == "class Circle(Shape):\n    def area(self) -> float: ..."
+    # a comment after the colon would swallow a same-line `...`
+    assert by_name["scale", None].text == \
+        "def scale(shape: Circle,\n          factor: float) -> Circle:  # keeps the type\n    ..."
+    assert (by_name["scale", None].start_line, by_name["scale", None].end_line) == (23, 25)
+
+
+def test_python_imports() -> None:
+    assert outline(PYTHON, PYTHON_SOURCE).imports == (
+        Import("os", None, None), Import(".shapes", "Circle", "C"), Import(".shapes", "scale", None),
+        Import("pkg.util", None, None), Import("pkg.io", None, "pio"))
+
+
+def test_typescript_definitions_and_imports() -> None:
+    source = '''import { area, Shape as S } from "./shapes";
+import * as geo from "../geo";
+import Default from './default';
+
+/** Radius of the unit circle. */
+export const UNIT = 1;
+export interface Point { x: number; y: number }
+export function scale(shape: S, factor: number): S {
+  return shape;
+}
+export class Circle extends Base {
+  radius = 1;
+  area(): number {
+    return 3.14;
+  }
+}
+const double = (x: number): number => x * 2;
+'''
+    result = outline(TYPESCRIPT, source)
+    texts = {(d.name, d.kind): d.text for d in result.definitions}
+    assert texts["UNIT", "constant"] == "/** Radius of the unit circle. */\nexport const UNIT = 1;"
+    assert texts["Point", "type"] == "export interface Point { x: number; y: number }"
+    assert texts["scale", "function"] == "export function scale(shape: S, factor: number): S { ... }"
+    assert texts["Circle", "class"] == "export class Circle extends Base {\n  radius = 1\n  area(): number { ... }\n}"
+    assert texts["area", "method"] == "export class Circle extends Base {\n  area(): number { ... }\n}"
+    assert texts["double", "function"] == "const double = (x: number): number => { ... }"
+    assert result.imports == (Import("./shapes", "area", None), Import("./shapes", "Shape", "S"),
+                              Import("../geo", None, "geo"), Import("./default", "default", "Default"))
+
+
+def test_go_definitions_and_imports() -> None:
+    source = '''package geo
+
+import (
+	"fmt"
+	m "example.com/app/mathx"
+)
+
+// Area returns the area.
+// It is exact.
+func Area(r float64) float64 { return r * r }
+
+func (c *Circle) Scale(f float64) *Circle { return c }
+
+type Circle struct {
+	R float64
+}
+
+const (
+	Unit = 1
+	Two  = 2
+)
+'''
+    result = outline(GO, source)
+    texts = {(d.name, d.kind): d.text for d in result.definitions}
+    assert texts["Area", "function"] == "// Area returns the area.\nfunc Area(r float64) float64 { ... }"
+    assert texts["Scale", "method"] == "func (c *Circle) Scale(f float64) *Circle { ... }"
+    assert next(d for d in result.definitions if d.name == "Scale").container == "Circle"
+    assert texts["Circle", "type"] == "type Circle struct {\n\tR float64\n}"
+    assert texts["Two", "constant"] == "const Two  = 2"
+    assert result.imports == (Import("fmt", None, None), Import("example.com/app/mathx", None, "m"))
+
+
+def test_rust_definitions_and_imports() -> None:
+    source = '''use crate::shapes::{Circle, area as surface};
+use super::util::*;
+
+/// Scales a circle.
+pub fn scale(c: &Circle, f: f64) -> Circle {
+    Circle { r: c.r * f }
+}
+
+pub trait Shape {
+    fn area(&self) -> f64;
+}
+
+impl Circle {
+    pub fn new(r: f64) -> Self { Circle { r } }
+}
+
+pub const UNIT: f64 = 1.0;
+'''
+    result = outline(RUST, source)
+    texts = {(d.name, d.kind): d.text for d in result.definitions}
+    assert texts["scale", "function"] == "/// Scales a circle.\npub fn scale(c: &Circle, f: f64) -> Circle { ... }"
+    assert texts["Shape", "type"] == "pub trait Shape {\n    fn area(&self) -> f64;\n}"
+    assert texts["new", "method"] == "impl Circle {\n    pub fn new(r: f64) -> Self { ... }\n}"
+    assert texts["UNIT", "constant"] == "pub const UNIT: f64 = 1.0;"
+    assert result.imports == (Import("crate::shapes", "Circle", None), Import("crate::shapes", "area", "surface"),
+                              Import("super::util", None, None))
+
+
+def test_a_file_that_does_not_parse_keeps_what_tree_sitter_recovers() -> None:
+    source = "def good(a):\n    return a\n\nif x ==:\n    pass\n\nclass Later:\n    pass\n"
+    assert [d.name for d in outline(PYTHON, source).definitions] == ["good", "Later"]
+
+
+def test_binary_like_text_does_not_crash() -> None:
+    assert outline(PYTHON, "\x00\x01\ufffd" * 100 + "\ndef f(): ...\n").definitions[-1].name == "f"
+
+
+def test_commonjs_requires_are_imports() -> None:
+    source = "const fs = require('fs')\nconst { join, resolve: res } = require('./paths.js')\nconst x = 1\n"
+    assert outline(JAVASCRIPT, source).imports == (Import("fs", None, "fs"), Import("./paths.js", "join", None),
+                                                   Import("./paths.js", "resolve", "res"))
+
+
+def test_a_long_signature_keeps_its_first_and_last_lines() -> None:
+    params = "".join(f"    p{i}: int,\n" for i in range(12))
+    source = f"def wide(\n{params}) -> int:\n    \"\"\"Many parameters.\"\"\"\n    return 0\n"
+    [definition] = outline(PYTHON, source).definitions
+    assert definition.text == ("def wide(\n    p0: int,\n    p1: int,\n    p2: int,\n    ...\n) -> int:\n"
+                               '    """Many parameters."""')

@@ -1,0 +1,2 @@
+def api_key() -> str:
+    return "ignored by .gitignore: never indexed"
