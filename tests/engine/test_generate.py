@@ -110,12 +110,13 @@ def test_fixed_length_infill_never_writes_filler_tokens(engine):
 def test_should_stop_cancels_between_steps(engine):
     calls = []
 
-    def stop_after_two() -> bool:
+    def stop_after_two_passes() -> bool:
         calls.append(1)
-        return len(calls) > 2
+        # Asked before each pass and, in the first pass only, between its layers (the tiny model has 2).
+        return len(calls) > 1 + (engine.config.num_hidden_layers - 1) + 1
 
     with pytest.raises(Cancelled) as caught:
-        engine.infill("a = 1\n", "", max_new_tokens=16, steps=16, should_stop=stop_after_two)
+        engine.infill("a = 1\n", "", max_new_tokens=16, steps=16, should_stop=stop_after_two_passes)
     assert caught.value.num_forward_passes == 2
 
 
