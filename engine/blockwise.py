@@ -23,7 +23,7 @@ from .generate import TAIL_PROBABILITY, PadTail, SamplingParams, StepCallback, S
 from .model import CodaModel
 from .kernels import ConfidenceStats, confidence_stats, reference_reveal_by_confidence, reveal_by_confidence
 from .kernels.choice import choose_kernels
-from .kernels.runtime import on_device
+from .kernels.runtime import on_device, unavailable_reason
 from .sampling import CONFIDENCE, filtered_probs, pick_tokens
 from .schedule import timesteps
 
@@ -84,7 +84,8 @@ class DoneFlags:
             self._pending = [PendingFlags(flags, span, None, block)]
             return
         if self.device.type != "cuda":
-            self._pending.append(PendingFlags(flags.clone(), None if span is None else span.clone(), None, block))
+            # The span is a view of the canvas, which the next step writes into; the flags are a new tensor.
+            self._pending.append(PendingFlags(flags, None if span is None else span.clone(), None, block))
             return
         host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
         host.copy_(flags, non_blocking=True)
@@ -154,8 +155,9 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
     blocks = plan_blocks(span_start, span_end, block_size, params.steps)
     if use_kernels is None:
         use_kernels = choose_kernels(canvas.device).use_triton
-    elif use_kernels:
-        choose_kernels(canvas.device, "triton")  # raises, in one line, where the kernels cannot run
+    elif use_kernels and unavailable_reason(canvas.device) is not None:
+        raise ValueError(f"Triton kernels asked for on {canvas.device}, where they cannot run: "
+                         f"{unavailable_reason(canvas.device)}")
     with on_device(canvas.device):
         return _denoise_blocks(model, canvas, span, blocks, mask_token_id, params, policy, reveal_bar,
                                temperatures, generators, should_stop, on_step, is_finished, suppressed_token_ids,

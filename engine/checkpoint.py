@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError
+from .quantize import Int8Linear, quantize_rows, replace_module
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -168,8 +169,6 @@ class MappedFiles:
     def quantized(self, entry: TensorEntry) -> tuple[torch.Tensor, torch.Tensor]:
         """A 2-D weight quantized to int8 rows with fp32 scales (quantize.quantize_rows), on the CPU: a chunk of
         rows at a time, the chunk's mapped pages dropped after it, so what stays is the int8 copy."""
-        from .quantize import quantize_rows
-
         source = self.tensor(entry)
         rows, row_bytes = source.shape[0], source.shape[1] * source.element_size()
         weight = torch.empty(source.shape, dtype=torch.int8)
@@ -209,7 +208,7 @@ def load_weights(model: torch.nn.Module, folder: Path, *, dtype: torch.dtype, de
     for name in order:
         entry = entries[name]
         if name in int8:
-            _replace_with_int8(model, name, *files.quantized(entry))
+            replace_module(model, name.removesuffix(".weight"), Int8Linear(*files.quantized(entry)))
             continue
         if name in column_major and device.type == "cpu" and len(entry.shape) == 2:
             value = files.column_major(entry, dtype)
@@ -229,9 +228,3 @@ def _assign(model: torch.nn.Module, name: str, value: torch.Tensor) -> None:
     module._parameters[leaf] = torch.nn.Parameter(value, requires_grad=False)
 
 
-def _replace_with_int8(model: torch.nn.Module, weight_name: str, weight: torch.Tensor, scale: torch.Tensor) -> None:
-    from .quantize import Int8Linear
-
-    module_name = weight_name.removesuffix(".weight")
-    parent_name, _, leaf = module_name.rpartition(".")
-    setattr(model.get_submodule(parent_name), leaf, Int8Linear(weight, scale))

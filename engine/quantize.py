@@ -80,9 +80,14 @@ def int8_unavailable_reason() -> str | None:
     return None
 
 
-def quantize_linears(model: nn.Module, names: tuple[str, ...] | None = None) -> None:
-    """Replace each nn.Linear of `model` (or those named) by an Int8Linear of its weight, in place."""
+def quantize_linears(model: nn.Module) -> None:
+    """Replace each nn.Linear of `model` by an Int8Linear of its weight, in place."""
     for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear) and (names is None or name in names):
-            parent_name, _, leaf = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), leaf, Int8Linear.from_float(module.weight.detach()))
+        if isinstance(module, nn.Linear):
+            replace_module(model, name, Int8Linear.from_float(module.weight.detach()))
+
+
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` where `model`'s submodule `name` (dotted) was."""
+    parent_name, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), leaf, module)
