@@ -44,7 +44,7 @@ class InfillResult:
 @dataclass(frozen=True)
 class FastDefaults:
     """The fast path's settings when the caller names none, chosen by measurement on the shipped model's harness
-    (README, "Fast infill"): entropy order (the exact loop's, so answers mostly agree with it; ranking by the
+    (docs/engine.md, "Fast infill"): entropy order (the exact loop's, so answers mostly agree with it; ranking by the
     top probability agreed on 11 of 400 problems), plus every position at least `threshold` sure (parallel
     reveals), at least `tokens_per_step` a pass; blocks of `block_size` left to right over the cache, never
     refreshed but with a 16-token margin recomputed around the block (40 problems agreeing with the exact loop:
