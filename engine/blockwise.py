@@ -145,14 +145,20 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
                        row_temperatures=row_temperatures, generator=generator, on_step=on_step,
                        is_finished=is_finished, suppressed_token_ids=suppressed_token_ids, pad_tail=pad_tail,
                        use_kernels=use_kernels, prefill=prefill)
-    with on_device(canvas.device), torch.inference_mode():
+    return run_alone(run, should_stop)
+
+
+def run_alone(run: "BlockwiseRun", should_stop: StopCheck | None = None) -> BlockwiseTrace:
+    """Decode `run` to the end, one pass after another. Raises Cancelled between passes, carrying the trace so
+    far."""
+    with on_device(run.trace.canvas.device), torch.inference_mode():
         while (window := run.next_window()) is not None:
             if should_stop is not None and should_stop():
                 raise Cancelled(run.trace.num_forward_passes, run.trace)
             # The first pass (a whole cold canvas: seconds on a CPU) also stops between layers; nothing is kept
             # from it then. Later passes are short and stop between passes, keeping their cache.
-            hidden, _ = model.hidden_states_cached(window.ids, window.cache, window.start, window.rows,
-                                                   should_stop if run.trace.num_forward_passes == 0 else None)
+            hidden, _ = run.model.hidden_states_cached(window.ids, window.cache, window.start, window.rows,
+                                                       should_stop if run.trace.num_forward_passes == 0 else None)
             run.apply(hidden)
     return run.finish()
 
