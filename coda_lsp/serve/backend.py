@@ -50,6 +50,10 @@ class Overloaded(Exception):
         super().__init__(f"the server is busy; retry in {retry_after_s} s")
         self.retry_after_s = retry_after_s
 
+    def __reduce__(self) -> tuple[type[Overloaded], tuple[int]]:
+        # Pickled (a Ray replica's answer), an exception is rebuilt from its args, here the message.
+        return Overloaded, (self.retry_after_s,)
+
 
 class PassObserver(Protocol):
     """Where a backend reports its work (metrics.py implements it with Prometheus counters)."""
