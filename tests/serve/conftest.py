@@ -1,0 +1,173 @@
+"""Fixtures for the HTTP server: a tiny checkpoint with few positions (so truncation is cheap to reach), a real
+backend on it, and the real uvicorn server on a free loopback port in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coda_lsp.serve.backend import InfillJob, InfillOutcome, PassObserver
+from coda_lsp.serve.settings import ServeSettings
+
+MAX_POSITIONS = 256  # canvas positions of the test model: a 300-token prompt already needs cutting
+
+
+@pytest.fixture(scope="session")
+def short_checkpoint(tmp_path_factory: pytest.TempPathFactory, reference_dir: Path) -> Path:
+    """The `tiny` preset with MAX_POSITIONS positions and the real tokenizer."""
+    from coda_engine.presets import PRESETS, random_state_dict, write_checkpoint
+
+    config = replace(PRESETS["tiny"], max_position_embeddings=MAX_POSITIONS)
+    return write_checkpoint(tmp_path_factory.mktemp("short") / "ckpt", config, random_state_dict(config, seed=0),
+                            reference_dir)
+
+
+@pytest.fixture(scope="session")
+def engine(short_checkpoint: Path) -> Any:
+    from coda_engine import Engine
+
+    return Engine.from_pretrained(short_checkpoint, device="cpu", dtype="fp32")
+
+
+class EngineBackend:
+    """A Backend over Engine.infill_candidates on one thread, one job at a time: a stand-in for BatchedBackend
+    in these tests only. Progress, deadline, stop strings and cancellation follow the backend contract."""
+
+    def __init__(self, engine: Any, observer: PassObserver, steps: int | None = None) -> None:
+        self.engine = engine
+        self.observer = observer
+        self.tokenizer = engine.tokenizer
+        self.max_positions = engine.config.max_position_embeddings
+        self.model_name = "coda-test"
+        self.steps = steps
+        self.jobs: list[InfillJob] = []
+        self.cancelled = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-engine")
+
+    async def infill(self, job: InfillJob) -> InfillOutcome:
+        self.jobs.append(job)
+        stop = threading.Event()
+        future = asyncio.get_running_loop().run_in_executor(self._executor, self._run, job, stop)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            stop.set()
+            self.cancelled += 1
+            raise
+
+    def _run(self, job: InfillJob, stop: threading.Event) -> InfillOutcome:
+        from coda_engine import Cancelled
+
+        rows = len(job.temperatures)
+        if job.max_tokens == 0 or stop.is_set():
+            return InfillOutcome(("",) * rows, (True,) * rows, (0,) * rows, 0, 0, 0.0, 0.0, 0)
+        start = len(self.tokenizer.encode(job.prefix))
+        canvas_len = start + job.max_tokens + len(self.tokenizer.encode(job.suffix))
+        texts: list[tuple[str, ...]] = [("",) * rows]
+        marks = [time.perf_counter()]
+        self.observer.queue_depth(0, rows)
+
+        def on_step(_: int, canvas: Any) -> None:
+            marks.append(time.perf_counter())
+            texts.append(tuple(self.engine._span_text(row[start:start + job.max_tokens].tolist()) for row in canvas))
+            self.observer.pass_done(rows, canvas_len)
+            if job.on_progress is not None:
+                job.on_progress(texts[-1])
+
+        def should_stop() -> bool:
+            late = job.deadline is not None and time.monotonic() > job.deadline
+            stopped = bool(job.stop) and all(any(word in text for word in job.stop) for text in texts[-1])
+            return stop.is_set() or late or stopped
+
+        finished = True
+        try:
+            results = self.engine.infill_candidates(job.prefix, job.suffix, job.temperatures,
+                                                    max_new_tokens=job.max_tokens, steps=self.steps, seed=job.seed,
+                                                    should_stop=should_stop, on_step=on_step)
+            final = tuple(result.text for result in results)
+        except Cancelled:
+            if stop.is_set():
+                raise
+            final, finished = texts[-1], False
+        finally:
+            self.observer.queue_depth(0, 0)
+        prompt_ms = (marks[1] - marks[0]) * 1000 if len(marks) > 1 else 0.0
+        predicted_ms = (marks[-1] - marks[1]) * 1000 if len(marks) > 1 else 0.0
+        return InfillOutcome(final, (finished,) * rows,
+                             tuple(len(self.tokenizer.encode(text)) for text in final), 0, canvas_len, prompt_ms,
+                             predicted_ms, len(marks) - 1)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class RunningServer:
+    url: str
+    app: Any
+    server: Any
+    thread: threading.Thread
+
+    @property
+    def backend(self) -> Any:
+        return self.app.state.host.backend
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.app.state.host.state == "loading":
+            if time.monotonic() > deadline:
+                raise AssertionError("the model never loaded")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def start_server(factory: Callable[[PassObserver], Any], settings: ServeSettings) -> RunningServer:
+    """create_app's app under a real uvicorn on a free loopback port, in a thread."""
+    import uvicorn
+
+    from coda_lsp.serve.app import create_app
+
+    app = create_app(factory, settings)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise AssertionError("uvicorn never started")
+        time.sleep(0.01)
+    return RunningServer(f"http://127.0.0.1:{port}", app, server, thread)
+
+
+@pytest.fixture(scope="module")
+def server(engine: Any) -> Iterator[RunningServer]:
+    """The server with no API key and the defaults of `coda-lsp serve`, span cap 16."""
+    running = start_server(lambda observer: EngineBackend(engine, observer, steps=None),
+                           ServeSettings(max_tokens=16, extra_tokens=64))
+    running.wait_ready()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def keyed_server(engine: Any) -> Iterator[RunningServer]:
+    running = start_server(lambda observer: EngineBackend(engine, observer),
+                           ServeSettings(max_tokens=8, api_key="s3cret", max_body_bytes=4096))
+    running.wait_ready()
+    yield running
+    running.stop()
