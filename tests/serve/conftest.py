@@ -158,7 +158,7 @@ def start_server(factory: Callable[[PassObserver], Any], settings: ServeSettings
 def server(engine: Any) -> Iterator[RunningServer]:
     """The server with no API key and the defaults of `coda-lsp serve`, span cap 16."""
     running = start_server(lambda observer: EngineBackend(engine, observer, steps=None),
-                           ServeSettings(max_tokens=16, extra_tokens=64))
+                           ServeSettings(max_tokens=12, extra_tokens=64))
     running.wait_ready()
     yield running
     running.stop()
