@@ -42,7 +42,7 @@ TIMING_KEYS = ["cache_n", "prompt_n", "prompt_ms", "prompt_per_token_ms", "promp
 
 
 def post(server: RunningServer, path: str, body: Any, **kwargs: Any) -> httpx.Response:
-    return httpx.post(server.url + path, json=body, timeout=30, **kwargs)
+    return httpx.post(server.url + path, json=body, **{"timeout": 30, **kwargs})
 
 
 def sse_events(raw: str) -> list[str]:
