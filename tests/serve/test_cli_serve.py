@@ -1,0 +1,66 @@
+"""`coda-lsp serve`'s command line: --help without the serve extra, one-line refusals before listening (no
+extra, a non-loopback address without a key, a bad key file, a wrong model folder), and the LSP keeps its
+command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coda_lsp.cli import main
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "coda_lsp", *args], capture_output=True, text=True, timeout=60)
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_help_works_without_the_serve_extra(capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("fastapi", "uvicorn", "prometheus_client"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--api-key-file FILE" in out and "--insecure-no-auth" in out and "--max-rows" in out
+
+
+def test_without_the_serve_extra_it_says_what_to_install(capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    assert main(["serve", "--model", str(tmp_path)]) == 2
+    assert "install coda-lsp[serve]" in _one_line(capsys.readouterr().err)
+
+
+def test_a_non_loopback_host_needs_a_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["serve", "--model", str(tmp_path), "--host", "0.0.0.0"]) == 2
+    assert "--api-key-file" in _one_line(capsys.readouterr().err)
+    empty = tmp_path / "key"
+    empty.write_text("\nsecond\n")
+    assert main(["serve", "--model", str(tmp_path), "--host", "0.0.0.0", "--api-key-file", str(empty)]) == 2
+    assert "empty" in _one_line(capsys.readouterr().err)
+    assert main(["serve", "--model", str(tmp_path), "--api-key-file", str(tmp_path / "absent")]) == 2
+    assert "cannot read --api-key-file" in _one_line(capsys.readouterr().err)
+
+
+def test_a_wrong_model_is_one_line(tmp_path: Path) -> None:
+    missing = _run("serve", "--model", str(tmp_path / "missing"))
+    no_config = _run("serve", "--model", str(tmp_path))
+    for result, words in ((missing, "model folder not found"), (no_config, "config.json")):
+        assert result.returncode == 1 and words in _one_line(result.stderr)
+
+
+def test_the_language_server_keeps_its_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the description
+    assert "--tcp HOST:PORT" in out and "coda-lsp serve --help" in out
