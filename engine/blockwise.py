@@ -20,7 +20,7 @@ import torch
 from .cache import Block, CachePolicy, KVCache, Prefill, plan_blocks
 from .errors import Cancelled
 from .generate import TAIL_PROBABILITY, PadTail, SamplingParams, StepCallback, StopCheck
-from .model import CodaModel
+from .model import CodaModel, Window
 from .kernels import ConfidenceStats, confidence_stats, reference_reveal_by_confidence, reveal_by_confidence
 from .kernels.choice import choose_kernels
 from .kernels.runtime import on_device, unavailable_reason
@@ -141,112 +141,155 @@ def denoise_blockwise(model: CodaModel, canvas: torch.Tensor, span: tuple[int, i
     every position outside its window (reused from an earlier call), so the first pass computes only that window
     and the block's. A row without a generator samples from a seed drawn from torch's global generator, on
     either path. Raises Cancelled between passes, carrying the trace so far."""
-    span_start, span_end = span
-    check_fast_params(params)
-    if not 1 <= span_start < span_end <= canvas.shape[1]:
-        raise ValueError(f"the span [{span_start}, {span_end}) must lie inside the canvas after its first position")
-    temperatures = tuple(row_temperatures or (params.temperature,) * canvas.shape[0])
-    # One generator per row: a candidate's draws then do not depend on how many rows share the batch.
-    generators = tuple(generator) if isinstance(generator, Sequence) else (generator,) * canvas.shape[0]
-    if len(generators) != canvas.shape[0]:
-        raise ValueError(f"{len(generators)} generators for {canvas.shape[0]} rows")
-    if len(temperatures) != canvas.shape[0] or any(t < 0 for t in temperatures):
-        raise ValueError(f"row_temperatures needs one temperature >= 0 per row, got {temperatures!r}")
-    blocks = plan_blocks(span_start, span_end, block_size, params.steps)
-    if use_kernels is None:
-        use_kernels = choose_kernels(canvas.device).use_triton
-    elif use_kernels and unavailable_reason(canvas.device) is not None:
-        raise ValueError(f"Triton kernels asked for on {canvas.device}, where they cannot run: "
-                         f"{unavailable_reason(canvas.device)}")
-    with on_device(canvas.device):
-        return _denoise_blocks(model, canvas, span, blocks, mask_token_id, params, policy, reveal_bar,
-                               temperatures, generators, should_stop, on_step, is_finished, suppressed_token_ids,
-                               pad_tail, use_kernels, prefill)
+    run = BlockwiseRun(model, canvas, span, mask_token_id, params, block_size, policy, reveal_bar=reveal_bar,
+                       row_temperatures=row_temperatures, generator=generator, on_step=on_step,
+                       is_finished=is_finished, suppressed_token_ids=suppressed_token_ids, pad_tail=pad_tail,
+                       use_kernels=use_kernels, prefill=prefill)
+    return run_alone(run, should_stop)
 
 
-def _denoise_blocks(model: CodaModel, canvas: torch.Tensor, span: tuple[int, int], blocks: list[Block],
-                    mask_token_id: int, params: SamplingParams, policy: CachePolicy, reveal_bar: float | None,
-                    temperatures: tuple[float, ...], generators: tuple[torch.Generator | None, ...],
-                    should_stop: StopCheck | None, on_step: StepCallback | None, is_finished: FinishCheck | None,
-                    suppressed_token_ids: tuple[int, ...], pad_tail: PadTail | None, use_kernels: bool,
-                    prefill: Prefill | None) -> BlockwiseTrace:
-    """denoise_blockwise's loop, its arguments checked, on its device."""
-    span_start, span_end = span
-    x = canvas.clone()
-    if prefill is not None and (prefill.cache.keys[0].shape[0], prefill.cache.length) != tuple(x.shape):
-        raise ValueError(f"the prefilled cache holds {prefill.cache.keys[0].shape[0]} x {prefill.cache.length} "
-                         f"positions, the canvas {tuple(x.shape)}")
-    cache = prefill.cache if prefill is not None else KVCache.allocate(model.config, x.shape[0], x.shape[1],
-                                                                       x.device, model.compute_dtype)
-    trace = BlockwiseTrace(x, cache)
-    stale_start, stale_end = x.shape[1], 0
-    # Made once: a small tensor built from a list inside the loop would be a host-to-device copy every pass.
-    suppressed = torch.tensor(suppressed_token_ids, dtype=torch.long, device=x.device)
-    fillers = torch.tensor(pad_tail.token_ids if pad_tail else (), dtype=torch.long, device=x.device)
-    # Made once: a pageable host tensor copied to the device at every block would wait for the GPU each time.
-    times_by_steps = {steps: timesteps(steps, params.eps).to(x.device) for steps in {b.steps for b in blocks}}
-    noise = SamplingNoise.of(generators, temperatures, x.shape[0] * max(b.end - b.start for b in blocks),
-                             use_kernels)
-    flags = DoneFlags(x.device)
-    revealed_per_pass: list[torch.Tensor] = []
-    passes_since_refresh, revealed_since_refresh = 0, 0
-    span_done = False
-    with torch.inference_mode():
-        for index, block in enumerate(blocks):
-            if span_done:
-                break
-            times = times_by_steps[block.steps]
-            for step in range(block.steps):
-                if should_stop is not None and should_stop():
-                    raise Cancelled(trace.num_forward_passes, trace)
-                new_block = step == 0 and index > 0
-                refresh = trace.num_forward_passes == 0 or policy.needs_refresh(
-                    new_block=new_block, passes_since=passes_since_refresh, revealed_since=revealed_since_refresh,
-                    span=span_end - span_start)
-                # The window starts one position before the block (position i scores token i + 1) and, on a new
-                # block's first pass, also covers the finished block, whose last tokens were never computed.
-                window_start = 0 if refresh else max(
-                    0, (blocks[index - 1].start if new_block else block.start) - 1 - policy.margin)
-                window_end = x.shape[1] if refresh else min(x.shape[1], block.end + policy.margin)
-                if refresh and prefill is not None and trace.num_forward_passes == 0:
-                    refresh = False
-                    window_start = min(prefill.window[0], max(0, block.start - 1 - policy.margin))
-                    window_end = max(prefill.window[1], min(x.shape[1], block.end + policy.margin))
-                # The first pass (a whole cold canvas: seconds on a CPU) also stops between layers; nothing is
-                # kept from it then. Later passes are short and stop between passes, keeping their cache.
-                hidden, cache = model.hidden_states_cached(
-                    x[:, window_start:window_end], cache, window_start,
-                    slice(block.start - 1 - window_start, block.end - 1 - window_start),
-                    should_stop if trace.num_forward_passes == 0 else None)
-                if trace.num_forward_passes > 0:
-                    # After a refresh every position has seen revealed tokens: none is fit to reuse.
-                    stale_start, stale_end = (0, x.shape[1]) if refresh else (min(stale_start, window_start),
-                                                                             max(stale_end, window_end))
-                    trace.stale = (stale_start, stale_end)
-                trace.num_forward_passes += 1
-                trace.num_refreshes += refresh
-                passes_since_refresh = 1 if refresh else passes_since_refresh + 1
-                before = (x[:, span_start:span_end] == mask_token_id).sum()
-                reveal_block(model, x, hidden, block.start, block.end, span_end, mask_token_id, params, reveal_bar,
-                             step, block.steps, times, temperatures, noise.at_pass(trace.num_forward_passes - 1),
-                             suppressed, pad_tail, fillers, use_kernels)
-                revealed = before - (x[:, span_start:span_end] == mask_token_id).sum()
-                revealed_per_pass.append(revealed)
-                if policy.refresh == "revealed":
-                    # The one rule that needs a count on the host; the others never wait for the device.
-                    revealed_since_refresh = (0 if refresh else revealed_since_refresh) + int(revealed)
-                if on_step is not None:
-                    on_step(trace.num_forward_passes - 1, x)
-                flags.push(torch.stack([~(x[:, block.start:block.end] == mask_token_id).any(),
-                                        ~(x[:, span_start:span_end] == mask_token_id).any()]),
-                           None if is_finished is None else x[:, span_start:span_end], index)
-                block_done, span_done, span_tokens = flags.read(index)
-                if not span_done and span_tokens is not None:
-                    span_done = is_finished(span_tokens)
-                if block_done or span_done:
-                    break
-    trace.tokens_per_step = [int(n) for n in torch.stack(revealed_per_pass).tolist()] if revealed_per_pass else []
-    return trace
+def run_alone(run: "BlockwiseRun", should_stop: StopCheck | None = None) -> BlockwiseTrace:
+    """Decode `run` to the end, one pass after another. Raises Cancelled between passes, carrying the trace so
+    far."""
+    with on_device(run.trace.canvas.device), torch.inference_mode():
+        while (window := run.next_window()) is not None:
+            if should_stop is not None and should_stop():
+                raise Cancelled(run.trace.num_forward_passes, run.trace)
+            # The first pass (a whole cold canvas: seconds on a CPU) also stops between layers; nothing is kept
+            # from it then. Later passes are short and stop between passes, keeping their cache.
+            hidden, _ = run.model.hidden_states_cached(window.ids, window.cache, window.start, window.rows,
+                                                       should_stop if run.trace.num_forward_passes == 0 else None)
+            run.apply(hidden)
+    return run.finish()
+
+
+class BlockwiseRun:
+    """denoise_blockwise's loop as a state machine, one forward pass at a time: `next_window()` says which
+    canvas positions the next pass computes (None once finished), the caller runs the model over them (alone,
+    or packed with other runs' windows: batching.py), and `apply(states)` reveals from its states. The caller
+    runs both on the canvas's device (kernels.runtime.on_device) in inference mode."""
+
+    def __init__(self, model: CodaModel, canvas: torch.Tensor, span: tuple[int, int], mask_token_id: int,
+                 params: SamplingParams, block_size: int, policy: CachePolicy, *,
+                 reveal_bar: float | None = None, row_temperatures: Sequence[float] | None = None,
+                 generator: torch.Generator | Sequence[torch.Generator | None] | None = None,
+                 on_step: StepCallback | None = None, is_finished: FinishCheck | None = None,
+                 suppressed_token_ids: tuple[int, ...] = (), pad_tail: PadTail | None = None,
+                 use_kernels: bool | None = None, prefill: Prefill | None = None) -> None:
+        span_start, span_end = span
+        check_fast_params(params)
+        if not 1 <= span_start < span_end <= canvas.shape[1]:
+            raise ValueError(f"the span [{span_start}, {span_end}) must lie inside the canvas after its first "
+                             f"position")
+        temperatures = tuple(row_temperatures or (params.temperature,) * canvas.shape[0])
+        # One generator per row: a candidate's draws then do not depend on how many rows share the batch.
+        generators = tuple(generator) if isinstance(generator, Sequence) else (generator,) * canvas.shape[0]
+        if len(generators) != canvas.shape[0]:
+            raise ValueError(f"{len(generators)} generators for {canvas.shape[0]} rows")
+        if len(temperatures) != canvas.shape[0] or any(t < 0 for t in temperatures):
+            raise ValueError(f"row_temperatures needs one temperature >= 0 per row, got {temperatures!r}")
+        self.blocks = plan_blocks(span_start, span_end, block_size, params.steps)
+        if use_kernels is None:
+            use_kernels = choose_kernels(canvas.device).use_triton
+        elif use_kernels and unavailable_reason(canvas.device) is not None:
+            raise ValueError(f"Triton kernels asked for on {canvas.device}, where they cannot run: "
+                             f"{unavailable_reason(canvas.device)}")
+        x = canvas.clone()
+        if prefill is not None and (prefill.cache.keys[0].shape[0], prefill.cache.length) != tuple(x.shape):
+            raise ValueError(f"the prefilled cache holds {prefill.cache.keys[0].shape[0]} x "
+                             f"{prefill.cache.length} positions, the canvas {tuple(x.shape)}")
+        cache = prefill.cache if prefill is not None else KVCache.allocate(model.config, x.shape[0], x.shape[1],
+                                                                           x.device, model.compute_dtype)
+        self.model, self.span, self.mask_token_id, self.params, self.policy = model, span, mask_token_id, params, \
+            policy
+        self.reveal_bar, self.temperatures, self.on_step, self.is_finished = reveal_bar, temperatures, on_step, \
+            is_finished
+        self.pad_tail, self.use_kernels, self.prefill = pad_tail, use_kernels, prefill
+        self.trace = BlockwiseTrace(x, cache)
+        self._stale = (x.shape[1], 0)
+        # Made once: a small tensor built from a list inside the loop would be a host-to-device copy every pass.
+        self._suppressed = torch.tensor(suppressed_token_ids, dtype=torch.long, device=x.device)
+        self._fillers = torch.tensor(pad_tail.token_ids if pad_tail else (), dtype=torch.long, device=x.device)
+        # Made once: a pageable host tensor copied to the device at every block would wait for the GPU each time.
+        self._times = {steps: timesteps(steps, params.eps).to(x.device) for steps in {b.steps for b in self.blocks}}
+        self._noise = SamplingNoise.of(generators, temperatures,
+                                       x.shape[0] * max(b.end - b.start for b in self.blocks), use_kernels)
+        self._flags = DoneFlags(x.device)
+        self._revealed_per_pass: list[torch.Tensor] = []
+        self._passes_since_refresh, self._revealed_since_refresh = 0, 0
+        self._block, self._step = 0, 0
+        self._refresh, self._window = False, (0, 0)  # the pass next_window planned
+        self.done = False
+
+    def next_window(self) -> Window | None:
+        """The positions the next pass computes and the rows whose states `apply` needs; None: finished."""
+        if self.done:
+            return None
+        x, policy, blocks, trace = self.trace.canvas, self.policy, self.blocks, self.trace
+        index, block = self._block, self.blocks[self._block]
+        new_block = self._step == 0 and index > 0
+        refresh = trace.num_forward_passes == 0 or policy.needs_refresh(
+            new_block=new_block, passes_since=self._passes_since_refresh,
+            revealed_since=self._revealed_since_refresh, span=self.span[1] - self.span[0])
+        # The window starts one position before the block (position i scores token i + 1) and, on a new block's
+        # first pass, also covers the finished block, whose last tokens were never computed.
+        window_start = 0 if refresh else max(
+            0, (blocks[index - 1].start if new_block else block.start) - 1 - policy.margin)
+        window_end = x.shape[1] if refresh else min(x.shape[1], block.end + policy.margin)
+        if refresh and self.prefill is not None and trace.num_forward_passes == 0:
+            refresh = False
+            window_start = min(self.prefill.window[0], max(0, block.start - 1 - policy.margin))
+            window_end = max(self.prefill.window[1], min(x.shape[1], block.end + policy.margin))
+        self._refresh, self._window = refresh, (window_start, window_end)
+        return Window(x[:, window_start:window_end], trace.cache, window_start,
+                      slice(block.start - 1 - window_start, block.end - 1 - window_start))
+
+    def apply(self, hidden: torch.Tensor) -> None:
+        """Reveal from the (B, block width, hidden) states of the window next_window gave, then advance."""
+        x, trace, refresh, policy = self.trace.canvas, self.trace, self._refresh, self.policy
+        span_start, span_end = self.span
+        index, block = self._block, self.blocks[self._block]
+        window = self._window
+        if trace.num_forward_passes > 0:
+            # After a refresh every position has seen revealed tokens: none is fit to reuse.
+            self._stale = (0, x.shape[1]) if refresh else (min(self._stale[0], window[0]),
+                                                           max(self._stale[1], window[1]))
+            trace.stale = self._stale
+        trace.num_forward_passes += 1
+        trace.num_refreshes += refresh
+        self._passes_since_refresh = 1 if refresh else self._passes_since_refresh + 1
+        before = (x[:, span_start:span_end] == self.mask_token_id).sum()
+        reveal_block(self.model, x, hidden, block.start, block.end, span_end, self.mask_token_id, self.params,
+                     self.reveal_bar, self._step, block.steps, self._times[block.steps], self.temperatures,
+                     self._noise.at_pass(trace.num_forward_passes - 1), self._suppressed, self.pad_tail,
+                     self._fillers, self.use_kernels)
+        revealed = before - (x[:, span_start:span_end] == self.mask_token_id).sum()
+        self._revealed_per_pass.append(revealed)
+        if policy.refresh == "revealed":
+            # The one rule that needs a count on the host; the others never wait for the device.
+            self._revealed_since_refresh = (0 if refresh else self._revealed_since_refresh) + int(revealed)
+        if self.on_step is not None:
+            self.on_step(trace.num_forward_passes - 1, x)
+        self._flags.push(torch.stack([~(x[:, block.start:block.end] == self.mask_token_id).any(),
+                                      ~(x[:, span_start:span_end] == self.mask_token_id).any()]),
+                         None if self.is_finished is None else x[:, span_start:span_end], index)
+        block_done, span_done, span_tokens = self._flags.read(index)
+        if not span_done and span_tokens is not None:
+            span_done = self.is_finished(span_tokens)
+        if span_done:
+            self.done = True
+        elif block_done or self._step == block.steps - 1:
+            self._block, self._step = index + 1, 0
+            self.done = self._block == len(self.blocks)
+        else:
+            self._step += 1
+
+    def finish(self) -> BlockwiseTrace:
+        """The trace, with its per-pass reveal counts read from the device once."""
+        trace = self.trace
+        trace.tokens_per_step = ([int(n) for n in torch.stack(self._revealed_per_pass).tolist()]
+                                 if self._revealed_per_pass else [])
+        return trace
 
 
 def check_fast_params(params: SamplingParams) -> None:

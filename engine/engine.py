@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .blockwise import FinishCheck, denoise_blockwise
+from .blockwise import BlockwiseRun, BlockwiseTrace, FinishCheck, run_alone
 from .cache import CachePolicy, CanvasCache, KVCache, Prefill, check_block_size, prefill_from
 from .checkpoint import load_weights
 from .config import ModelConfig, load_config
@@ -44,7 +44,7 @@ class InfillResult:
 @dataclass(frozen=True)
 class FastDefaults:
     """The fast path's settings when the caller names none, chosen by measurement on the shipped model's harness
-    (README, "Fast infill"): entropy order (the exact loop's, so answers mostly agree with it; ranking by the
+    (docs/engine.md, "Fast infill"): entropy order (the exact loop's, so answers mostly agree with it; ranking by the
     top probability agreed on 11 of 400 problems), plus every position at least `threshold` sure (parallel
     reveals), at least `tokens_per_step` a pass; blocks of `block_size` left to right over the cache, never
     refreshed but with a 16-token margin recomputed around the block (40 problems agreeing with the exact loop:
@@ -97,6 +97,31 @@ def column_major_head(precision: Precision, device: torch.device) -> bool:
     31-35 ms, the `small` bench's fast path 1.60 s against 1.27 s (measured; the values agree to fp32
     rounding). bf16 runs slower that way and CUDA gains nothing; an int8 head is stored as Int8Linear wants."""
     return device.type == "cpu" and precision.name == "float32"
+
+
+def kept_canvas(canvas_ids: list[int], span: tuple[int, int], cache: KVCache, stale: tuple[int, int],
+                prefill: Prefill | None) -> CanvasCache:
+    """A fast call's canvas and cache (its first row), kept for a later call's reuse."""
+    return CanvasCache(tuple(canvas_ids), span, cache.first_rows(1), stale, prefill.reuses if prefill is not None else 0)
+
+
+@dataclass
+class InfillRun:
+    """An infill set up by Engine.start_infill: the block-wise run that decodes it, and what keeping its cache
+    and rebuilding it need. `build(engine)` makes the run again from the start (after the kernels turned off)."""
+
+    blockwise: BlockwiseRun
+    build: Callable[["Engine"], BlockwiseRun]
+    canvas_ids: list[int]
+    span: tuple[int, int]
+    policy: CachePolicy
+    started: float
+
+    def again(self, engine: "Engine") -> "InfillRun":
+        return InfillRun(self.build(engine), self.build, self.canvas_ids, self.span, self.policy, self.started)
+
+    def kept(self, trace: BlockwiseTrace) -> CanvasCache:
+        return kept_canvas(self.canvas_ids, self.span, trace.cache, trace.stale, self.blockwise.prefill)
 
 
 class Engine:
@@ -237,7 +262,37 @@ class Engine:
         """One infill per temperature, decoded together on the fast path as rows of one batch: the canvas is
         shared, so the first (whole-canvas) pass is paid once. Row i samples from seed + i, so a candidate does
         not depend on the others. Each result's elapsed_ms is the whole call's. `done_when`: see infill."""
-        started = time.perf_counter()
+        run = self.start_infill(prefix, suffix, temperatures, max_new_tokens, steps, alg, top_p, top_k, alg_temp, eps,
+                                threshold, seed, on_step, variable_length, window, block_size, cache, done_when,
+                                previous=self.last_canvas)
+        while True:
+            try:
+                trace = run_alone(run.blockwise, should_stop)
+                break
+            except Cancelled as cancelled:
+                # A call stopped by a newer keystroke still leaves a cache the newer call can start from.
+                if run.policy.reuse and cancelled.partial is not None and cancelled.partial.num_forward_passes:
+                    self.last_canvas = run.kept(cancelled.partial)
+                raise
+            except Exception as exc:
+                if not self._fall_back_from(exc):
+                    raise
+                # The failed run wrote into its prefilled cache; the kept one it was copied from is intact.
+                run = run.again(self)
+        if run.policy.reuse:
+            self.last_canvas = run.kept(trace)
+        return self.results(run)
+
+    def start_infill(self, prefix: str, suffix: str, temperatures: Sequence[float], max_new_tokens: int = 64,
+                     steps: int | None = None, alg: Algorithm | None = None, top_p: float | None = None,
+                     top_k: int | None = None, alg_temp: float | None = None, eps: float = 1e-3,
+                     threshold: float | None = None, seed: int | None = None, on_step: StepCallback | None = None,
+                     variable_length: bool = True, window: int | None = None, block_size: int | None = None,
+                     cache: CachePolicy | None = None, done_when: TextCheck | None = None,
+                     previous: CanvasCache | None = None) -> "InfillRun":
+        """infill_candidates's call set up but not decoded: its canvas, its cache prefilled from `previous` (an
+        earlier call's kept canvas) where the policy allows, and the block-wise run that decodes it pass by
+        pass (alone, or with other calls' runs in shared passes: batching.py)."""
         if not temperatures:
             raise ValueError("temperatures needs at least one entry")
         alg = alg or FAST.alg
@@ -255,36 +310,28 @@ class Engine:
         canvas, span = self._canvas(prefix, suffix, max_new_tokens)
         policy = cache or FAST.cache
         canvas_ids = canvas[0].tolist()
-        prefill = self._prefill(canvas_ids, span, len(temperatures), policy)
-        canvas = canvas.repeat(len(temperatures), 1)
         fillers = tuple(sorted(self.tokenizer.filler_token_ids))
-        while True:
-            try:
-                trace = denoise_blockwise(
-                    self.model, canvas, span, self.mask_token_id, params, block_size, policy, prefill=prefill,
-                    reveal_bar=reveal_bar, row_temperatures=temperatures,
-                    generator=[None if seed is None else self._generator(seed + row)
-                               for row in range(len(temperatures))],
-                    should_stop=should_stop, on_step=on_step,
-                    is_finished=None if done_when is None else self._finish_check(done_when),
-                    suppressed_token_ids=() if variable_length else fillers,
-                    pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None,
-                    use_kernels=self.kernels.use_triton)
-                break
-            except Cancelled as cancelled:
-                # A call stopped by a newer keystroke still leaves a cache the newer call can start from.
-                if policy.reuse and cancelled.partial is not None and cancelled.partial.num_forward_passes:
-                    self._keep(canvas_ids, span, cancelled.partial.cache, cancelled.partial.stale, prefill)
-                raise
-            except Exception as exc:
-                if not self._fall_back_from(exc):
-                    raise
-                # The failed run wrote into its prefilled cache; the kept one it was copied from is intact.
-                prefill = self._prefill(canvas_ids, span, len(temperatures), policy)
-        if policy.reuse:
-            self._keep(canvas_ids, span, trace.cache, trace.stale, prefill)
-        elapsed_ms = (time.perf_counter() - started) * 1000.0
-        return [self._result(row, span, trace.num_forward_passes, elapsed_ms, trace.tokens_per_step,
+
+        def build(engine: "Engine") -> BlockwiseRun:
+            prefill = engine._prefill(canvas_ids, span, len(temperatures), policy, previous)
+            return BlockwiseRun(
+                engine.model, canvas.repeat(len(temperatures), 1), span, engine.mask_token_id, params, block_size,
+                policy, prefill=prefill, reveal_bar=reveal_bar, row_temperatures=temperatures,
+                generator=[None if seed is None else engine._generator(seed + row)
+                           for row in range(len(temperatures))],
+                on_step=on_step, is_finished=None if done_when is None else engine._finish_check(done_when),
+                suppressed_token_ids=() if variable_length else fillers,
+                pad_tail=PadTail(fillers, engine.tokenizer.pad_token_id) if variable_length else None,
+                use_kernels=engine.kernels.use_triton)
+
+        return InfillRun(build(self), build, canvas_ids, span, policy, time.perf_counter())
+
+    def results(self, run: "InfillRun") -> list[InfillResult]:
+        """A finished (or stopped) run's one result per row, each row's text up to its first still-masked
+        position; elapsed_ms is the whole call's."""
+        trace = run.blockwise.finish()
+        elapsed_ms = (time.perf_counter() - run.started) * 1000.0
+        return [self._result(row, run.span, trace.num_forward_passes, elapsed_ms, trace.tokens_per_step,
                              trace.cache_bytes) for row in trace.canvas]
 
     def warm(self, prefix: str, suffix: str, max_new_tokens: int = 64, cache: CachePolicy | None = None,
@@ -303,13 +350,13 @@ class Engine:
         canvas_ids = canvas[0].tolist()
         if self.last_canvas is not None and self.last_canvas.is_fresh_for(canvas_ids):
             return (time.perf_counter() - started) * 1000.0
-        prefill = self._prefill(canvas_ids, span, 1, policy)
+        prefill = self._prefill(canvas_ids, span, 1, policy, self.last_canvas)
         kv = prefill.cache if prefill is not None else KVCache.allocate(self.config, 1, len(canvas_ids),
                                                                         self.device, self.dtype)
         start, end = prefill.window if prefill is not None else (0, len(canvas_ids))
         with torch.inference_mode():
             self.model.hidden_states_cached(canvas[:, start:end], kv, start, slice(0, 0), should_stop)
-        self._keep(canvas_ids, span, kv, (0, 0), prefill)
+        self.last_canvas = kept_canvas(canvas_ids, span, kv, (0, 0), prefill)
         return (time.perf_counter() - started) * 1000.0
 
     def _fall_back_from(self, error: Exception) -> bool:
@@ -325,12 +372,6 @@ class Engine:
         log.warning("Triton kernels turned off on %s, using the torch path: %s", self.device, reason)
         self.kernels = KernelChoice(False, self.kernels.mode, reason)
         return True
-
-    def _keep(self, canvas_ids: list[int], span: tuple[int, int], cache: KVCache, stale: tuple[int, int],
-              prefill: Prefill | None) -> None:
-        """Keep a fast call's canvas and cache (its first row) for the next call's reuse."""
-        self.last_canvas = CanvasCache(tuple(canvas_ids), span, cache.first_rows(1), stale,
-                                       prefill.reuses if prefill is not None else 0)
 
     def _infill_exact(self, prefix: str, suffix: str, max_new_tokens: int, steps: int | None, alg: Algorithm,
                       temperature: float, top_p: float | None, top_k: int | None, alg_temp: float | None, eps: float,
@@ -376,13 +417,13 @@ class Engine:
                             num_forward_passes=num_forward_passes, elapsed_ms=elapsed_ms,
                             tokens_per_step=tokens_per_step, cache_bytes=cache_bytes)
 
-    def _prefill(self, ids: list[int], span: tuple[int, int], batch: int, policy: CachePolicy) -> Prefill | None:
-        """The cache of the last call's canvas carried over to this one, when the policy allows another reuse in
-        a row and at least half of the canvas is shared; None: the first pass computes everything."""
-        last = self.last_canvas
-        if not policy.reuse or last is None or last.reuses_after(ids) > policy.reuse:
+    def _prefill(self, ids: list[int], span: tuple[int, int], batch: int, policy: CachePolicy,
+                 previous: CanvasCache | None) -> Prefill | None:
+        """The cache of an earlier call's canvas carried over to this one, when the policy allows another reuse
+        in a row and at least half of the canvas is shared; None: the first pass computes everything."""
+        if not policy.reuse or previous is None or previous.reuses_after(ids) > policy.reuse:
             return None
-        return prefill_from(last, ids, span, batch, self.model.shift_keys)
+        return prefill_from(previous, ids, span, batch, self.model.shift_keys)
 
     def _revealed_run(self, span_ids: list[int]) -> int:
         """How many of a span's tokens come before the first one still masked."""

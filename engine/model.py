@@ -6,7 +6,8 @@ checkpoint maps onto this module tree one to one. No sampling and no I/O here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -118,6 +119,32 @@ class Backbone(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
 
+@dataclass(frozen=True)
+class Window:
+    """One canvas's share of a packed pass (CodaModel.hidden_states_packed): its (B, W) ids sitting at canvas
+    positions [start, start + W), the cache they are written into and attend over, and the window's positions
+    `rows` whose states are wanted (hidden_states_cached's arguments)."""
+
+    ids: torch.Tensor
+    cache: KVCache
+    start: int
+    rows: slice
+
+    def asking(self) -> range:
+        return range(*self.rows.indices(self.ids.shape[1]))
+
+
+def in_row_chunks(layer: nn.Module, rows: torch.Tensor, chunk: int | None) -> torch.Tensor:
+    """layer(rows) for (T, in) rows, as products of exactly `chunk` rows each (the last padded with zeros); None:
+    one product. A BLAS picks its blocking, and with it the order of a row's sums, by the shape of the product:
+    fixed shapes make every row's result independent of the others."""
+    if chunk is None or rows.shape[0] == 0:
+        return layer(rows)
+    padding = -rows.shape[0] % chunk
+    padded = F.pad(rows, (0, 0, 0, padding)) if padding else rows
+    return torch.cat([layer(part) for part in padded.split(chunk)])[:rows.shape[0]]
+
+
 class CodaModel(nn.Module):
     """Backbone plus a separate `lm_head`; `forward` returns hidden states, `logits` projects chosen ones."""
 
@@ -163,6 +190,71 @@ class CodaModel(nn.Module):
                 raise Cancelled(0)
             x = block(x, cos, sin, None, (keys, values), start, rows if index == last else slice(None))
         return self.model.norm(x), cache
+
+    def hidden_states_packed(self, windows: Sequence[Window], row_chunk: int | None = None) -> list[torch.Tensor]:
+        """hidden_states_cached for several canvases in one pass (continuous batching across requests): every
+        window's tokens go through the linear layers as rows of one matrix, so the weights are read once for all
+        of them, while attention runs per canvas over its own cache, with the shapes it has alone. Every other
+        step is per token. `row_chunk`: multiply in products of exactly that many rows (the last one padded), so
+        that a window's states never depend on what else is packed with it; None: one product per layer, whose
+        rows a BLAS may block (and so round) differently as the number of rows changes. Returns each window's
+        (B, len(rows), hidden) states."""
+        for window in windows:
+            if window.start < 0 or window.start + window.ids.shape[1] > window.cache.length:
+                raise ValueError(f"positions [{window.start}, {window.start + window.ids.shape[1]}) lie outside "
+                                 f"the cached canvas of {window.cache.length}")
+        device = windows[0].ids.device
+        x = self.model.embed_tokens(torch.cat([window.ids.reshape(-1) for window in windows]))  # (T, hidden)
+        tables = [rope_tables(torch.arange(w.start, w.start + w.ids.shape[1], device=device), self.config.head_dim,
+                              self.config.rope_theta, x.dtype) for w in windows]
+        cos = torch.cat([c.repeat(w.ids.shape[0], 1) for w, (c, _) in zip(windows, tables)])[:, None]
+        sin = torch.cat([s.repeat(w.ids.shape[0], 1) for w, (_, s) in zip(windows, tables)])[:, None]
+        asking, offset = [], 0
+        for window in windows:
+            batch, width = window.ids.shape
+            asking += [offset + row * width + position for row in range(batch) for position in window.asking()]
+            offset += batch * width
+        asking_index = torch.tensor(asking, dtype=torch.long, device=device)
+        last = len(self.model.layers) - 1
+        for index, block in enumerate(self.model.layers):
+            x = self._packed_block(block, index, x, cos, sin, windows, asking_index if index == last else None,
+                                   row_chunk)
+        states = self.model.norm(x).split([w.ids.shape[0] * len(w.asking()) for w in windows])
+        return [s.view(w.ids.shape[0], len(w.asking()), -1) for w, s in zip(windows, states)]
+
+    def _packed_block(self, block: Block, layer: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                      windows: Sequence[Window], asking: torch.Tensor | None, row_chunk: int | None) -> torch.Tensor:
+        """Block.forward over packed (T, hidden) tokens; `asking`: the flat positions that ask (the last layer),
+        None: all of them."""
+        attn, heads, kv_heads, head_dim = block.self_attn, block.self_attn.num_heads, block.self_attn.num_kv_heads, \
+            block.self_attn.head_dim
+        h = block.input_layernorm(x)
+        h_asking = h if asking is None else h[asking]
+        def linear(layer: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+            return in_row_chunks(layer, rows, row_chunk)
+
+        q = attn.q_norm(linear(attn.q_proj, h_asking).view(-1, heads, head_dim))
+        k = attn.k_norm(linear(attn.k_proj, h).view(-1, kv_heads, head_dim))
+        v = linear(attn.v_proj, h).view(-1, kv_heads, head_dim)
+        q = apply_rope(q, *((cos, sin) if asking is None else (cos[asking], sin[asking])))
+        k = apply_rope(k, cos, sin)
+        outputs, token, query = [], 0, 0
+        for window in windows:
+            batch, width = window.ids.shape
+            asked = width if asking is None else len(window.asking())
+            keys, values = window.cache.keys[layer], window.cache.values[layer]
+            keys[:, :, window.start:window.start + width] = k[token:token + batch * width].view(
+                batch, width, kv_heads, head_dim).transpose(1, 2)
+            values[:, :, window.start:window.start + width] = v[token:token + batch * width].view(
+                batch, width, kv_heads, head_dim).transpose(1, 2)
+            q_window = q[query:query + batch * asked].view(batch, asked, heads, head_dim).transpose(1, 2)
+            out = F.scaled_dot_product_attention(q_window, keys, values, is_causal=False,
+                                                 enable_gqa=heads != kv_heads)
+            outputs.append(out.transpose(1, 2).reshape(batch * asked, heads * head_dim))
+            token, query = token + batch * width, query + batch * asked
+        x = (x if asking is None else x[asking]) + linear(attn.o_proj, torch.cat(outputs))
+        mlp, h = block.mlp, block.post_attention_layernorm(x)
+        return x + linear(mlp.down_proj, F.silu(linear(mlp.gate_proj, h)) * linear(mlp.up_proj, h))
 
     def shift_keys(self, keys: torch.Tensor, delta: int) -> torch.Tensor:
         """(..., head_dim) cached keys rotated as if their tokens sat `delta` positions later: RoPE turns each

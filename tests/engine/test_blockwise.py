@@ -283,7 +283,7 @@ def test_warm_computes_the_canvas_and_the_next_infill_starts_from_it(engine):
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(warmed.cache.keys + warmed.cache.values,
                                                               full.keys + full.values))
     # The infill's first pass covers only the span; starting from an exact cache does not count as a reuse.
-    assert engine._prefill(list(warmed.ids), warmed.span, 1, policy).window == warmed.span
+    assert engine._prefill(list(warmed.ids), warmed.span, 1, policy, warmed).window == warmed.span
     after = engine.infill(PREFIX, SUFFIX, max_new_tokens=8, cache=policy)
     assert after.token_ids == plain.token_ids and engine.last_canvas.reuses == 0
     # A second warm of a canvas it just computed is free; without reuse there is nothing to keep.
