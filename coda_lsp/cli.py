@@ -10,8 +10,12 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coda_lsp import __version__
+
+if TYPE_CHECKING:
+    from coda_lsp.loader import ModelSpec
 
 # The model shipped with the project; `--model` overrides it.
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "coda-tiny"
@@ -38,6 +42,11 @@ def _serve_parser() -> argparse.ArgumentParser:
     transport = parser.add_mutually_exclusive_group()
     transport.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default)")
     transport.add_argument("--tcp", metavar="HOST:PORT", help="listen for one LSP client on HOST:PORT")
+    parser.add_argument("--remote", metavar="URL",
+                        help="load no model: send each infill to the `coda-lsp serve` at URL (e.g. "
+                             "http://gpu-box:8012); everything else stays in this process")
+    parser.add_argument("--api-key-file", type=Path, metavar="FILE",
+                        help="with --remote: the server's API key, this file's first line")
     parser.add_argument("--log-file", type=Path, help="write logs here instead of stderr")
     parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default: INFO")
@@ -120,8 +129,16 @@ def _add_model_arguments(parser: argparse.ArgumentParser, *, required: bool) -> 
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from coda_lsp.loader import ModelSpec
     from coda_lsp.model_path import ModelNotFound, resolve_model
 
+    if args.remote is not None or args.api_key_file is not None:
+        try:
+            spec = _remote_spec(args)
+        except ValueError as exc:
+            print(f"coda-lsp: {exc}", file=sys.stderr)
+            return 2
+        return _start_lsp(args, spec)
     if args.model is None and not DEFAULT_MODEL.is_dir():
         print(f"coda-lsp: no model at {DEFAULT_MODEL}; pass --model PATH (an HF-format CoDA checkpoint folder)",
               file=sys.stderr)
@@ -131,13 +148,35 @@ def _serve(args: argparse.Namespace) -> int:
     except ModelNotFound as exc:
         print(f"coda-lsp: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(args.log_level, args.log_file)
+    return _start_lsp(args, ModelSpec(model, args.device, args.dtype))
+
+
+def _remote_spec(args: argparse.Namespace) -> ModelSpec:
+    """--remote's ModelSpec; ValueError with one line for a URL that is no http(s) URL, --model beside it, or a
+    key file without --remote or that cannot be read."""
+    from urllib.parse import urlsplit
+
     from coda_lsp.loader import ModelSpec
+
+    if args.remote is None:
+        raise ValueError("--api-key-file goes with --remote URL (`coda-lsp serve` takes its own)")
+    if args.model is not None:
+        raise ValueError("--remote and --model: the model is the server's; pass one of them")
+    url = urlsplit(args.remote)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise ValueError(f"--remote expects an http:// or https:// URL such as http://gpu-box:8012, got "
+                         f"{args.remote!r}")
+    key = _read_key(args.api_key_file) if args.api_key_file else None
+    return ModelSpec(Path(), remote=args.remote.rstrip("/"), api_key=key)
+
+
+def _start_lsp(args: argparse.Namespace, spec: ModelSpec) -> int:
+    _configure_logging(args.log_level, args.log_file)
     from coda_lsp.server import build_server
     from coda_lsp.settings import Settings
     from coda_lsp.transport import Utf8RepairingStdin
 
-    server = build_server(Settings(), ModelSpec(model, args.device, args.dtype))
+    server = build_server(Settings(), spec)
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
         if not host or not port.isdigit():

@@ -131,6 +131,10 @@ def create_app(backend_factory: BackendFactory, settings: ServeSettings) -> Fast
     async def props(request: Request) -> Response:
         return await service.answer(request, "props", service.props)
 
+    @app.get("/tokenizer")
+    async def tokenizer(request: Request) -> Response:
+        return await service.answer(request, "tokenizer", service.tokenizer_json)
+
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:
         return await service.answer(request, "metrics", service.metrics_text)
@@ -155,6 +159,7 @@ class Service:
         self.metrics = metrics
         self.created = int(time.time())
         self._key = settings.api_key.encode("utf-8") if settings.api_key is not None else None
+        self._tokenizer_json: str | None = None
 
     # ---- common to every route -------------------------------------------------------------------------------
 
@@ -251,10 +256,21 @@ class Service:
         return CompactJSON({
             "default_generation_settings": {"n_ctx": backend.max_positions, "n_predict": self.settings.max_tokens,
                                             "temperature": 0.0, "model": backend.model_name},
+            # not llama-server's: where the model runs (cuda, cpu), for `coda-lsp --remote`'s status
+            "device": str(getattr(getattr(backend, "engine", None), "device", "unknown")),
             "total_slots": getattr(backend, "max_rows", 1),
             "model_path": str(self.settings.model_path or backend.model_name),
             "build_info": f"coda-lsp {__version__}", "is_sleeping": False,
         })
+
+    async def tokenizer_json(self, request: Request) -> Response:
+        """The model's tokenizer as one tokenizer.json (not llama-server's): `coda-lsp --remote` counts context
+        tokens with it exactly as the server will, without a copy of the model."""
+        self.authorize(request)
+        backend = self.host.ready()
+        if self._tokenizer_json is None:
+            self._tokenizer_json = await asyncio.to_thread(backend.tokenizer.backend.to_str)
+        return Response(self._tokenizer_json, media_type="application/json")
 
     async def metrics_text(self, request: Request) -> Response:
         self.authorize(request)

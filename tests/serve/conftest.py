@@ -133,15 +133,16 @@ class RunningServer:
         self.thread.join(timeout=10)
 
 
-def start_server(factory: Callable[[PassObserver], Any], settings: ServeSettings) -> RunningServer:
-    """create_app's app under a real uvicorn on a free loopback port, in a thread."""
+def start_server(factory: Callable[[PassObserver], Any], settings: ServeSettings, port: int = 0) -> RunningServer:
+    """create_app's app under a real uvicorn on a loopback port (0: a free one), in a thread."""
     import uvicorn
 
     from coda_lsp.serve.app import create_app
 
     app = create_app(factory, settings)
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restarted server takes its port back
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
