@@ -279,10 +279,11 @@ class Service:
     # ---- completions -----------------------------------------------------------------------------------------
 
     async def infill(self, request: Request) -> Response:
+        arrived = time.monotonic()
         self.authorize(request)
         backend = self.host.ready()
         completion = parse_infill(await self.read_json(request), self.settings)
-        prompt, job = await self.job(request, backend, completion, id_slot=completion.id_slot)
+        prompt, job = await self.job(request, backend, completion, id_slot=completion.id_slot, arrived=arrived)
         id_slot = max(completion.id_slot, 0)
 
         def results(outcome: InfillOutcome) -> list[dict[str, Any]]:
@@ -318,7 +319,7 @@ class Service:
         self.authorize(request)
         backend = self.host.ready()
         completion = parse_openai(await self.read_json(request), self.settings)
-        prompt, job = await self.job(request, backend, completion, id_slot=None)
+        prompt, job = await self.job(request, backend, completion, id_slot=None, arrived=time.monotonic())
         completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         model = completion.model or backend.model_name
         if completion.stream:
@@ -340,8 +341,8 @@ class Service:
         self.metrics.predicted(sum(a.tokens_predicted for a in answers))
         return CompactJSON(openai_result(completion_id, created, model, answers, prompt.prompt_tokens))
 
-    async def job(self, request: Request, backend: Backend, completion: CompletionRequest,
-                  id_slot: int | None) -> tuple[Prompt, InfillJob]:
+    async def job(self, request: Request, backend: Backend, completion: CompletionRequest, id_slot: int | None,
+                  arrived: float) -> tuple[Prompt, InfillJob]:
         """The prompt cut to the model's positions (in a thread: a large body takes milliseconds to encode, which
         would hold up every other client on the event loop) and the backend's job."""
         # A warm-up (n_predict 0) computes the canvas a completion with the default span would use.
@@ -357,7 +358,7 @@ class Service:
         # once a line has ended); it does not apply to a warm-up, which predicts nothing (llama.vim sends 1 ms).
         deadline = None
         if completion.deadline_ms is not None and completion.max_tokens:
-            deadline = time.monotonic() + completion.deadline_ms / 1000.0
+            deadline = arrived + completion.deadline_ms / 1000.0
         job = InfillJob(prefix=prompt.prefix, suffix=prompt.suffix, max_tokens=completion.max_tokens,
                         temperatures=completion.temperatures(self.settings), seed=completion.seed,
                         stop=completion.stop, deadline=deadline,
