@@ -50,6 +50,18 @@ def test_a_non_loopback_host_needs_a_key(capsys: pytest.CaptureFixture[str], tmp
     assert "empty" in _one_line(capsys.readouterr().err)
     assert main(["serve", "--model", str(tmp_path), "--api-key-file", str(tmp_path / "absent")]) == 2
     assert "cannot read --api-key-file" in _one_line(capsys.readouterr().err)
+    # past the address check, the model folder (no config.json here) is the next one to fail
+    assert main(["serve", "--model", str(tmp_path), "--host", "0.0.0.0", "--insecure-no-auth"]) == 1
+    assert "config.json" in _one_line(capsys.readouterr().err)
+
+
+def test_remote_arguments_are_checked(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for argv, words in ((["--remote", "gpu-box:8012"], "http:// or https://"),
+                        (["--remote", "http://h:8012", "--model", str(tmp_path)], "--remote and --model"),
+                        (["--api-key-file", str(tmp_path / "k")], "goes with --remote"),
+                        (["--remote", "http://h:8012", "--api-key-file", str(tmp_path / "k")], "cannot read")):
+        assert main(argv) == 2
+        assert words in _one_line(capsys.readouterr().err)
 
 
 def test_a_wrong_model_is_one_line(tmp_path: Path) -> None:
