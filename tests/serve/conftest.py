@@ -42,26 +42,21 @@ class EngineBackend:
     """A Backend over Engine.infill_candidates on one thread, one job at a time: a stand-in for BatchedBackend
     in these tests only. Progress, deadline, stop strings and cancellation follow the backend contract."""
 
-    def __init__(self, engine: Any, observer: PassObserver, steps: int | None = None) -> None:
+    def __init__(self, engine: Any, observer: PassObserver) -> None:
         self.engine = engine
         self.observer = observer
         self.tokenizer = engine.tokenizer
         self.max_positions = engine.config.max_position_embeddings
         self.model_name = "coda-test"
-        self.steps = steps
-        self.jobs: list[InfillJob] = []
-        self.cancelled = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-engine")
 
     async def infill(self, job: InfillJob) -> InfillOutcome:
-        self.jobs.append(job)
         stop = threading.Event()
         future = asyncio.get_running_loop().run_in_executor(self._executor, self._run, job, stop)
         try:
             return await future
         except asyncio.CancelledError:
             stop.set()
-            self.cancelled += 1
             raise
 
     def _run(self, job: InfillJob, stop: threading.Event) -> InfillOutcome:
@@ -91,7 +86,7 @@ class EngineBackend:
         finished = True
         try:
             results = self.engine.infill_candidates(job.prefix, job.suffix, job.temperatures,
-                                                    max_new_tokens=job.max_tokens, steps=self.steps, seed=job.seed,
+                                                    max_new_tokens=job.max_tokens, seed=job.seed,
                                                     should_stop=should_stop, on_step=on_step)
             final = tuple(result.text for result in results)
         except Cancelled:
@@ -108,6 +103,34 @@ class EngineBackend:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Recording:
+    """A backend as the app sees it, plus the jobs it was given and how many of them were cancelled."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.engine = inner.engine
+        self.tokenizer = inner.tokenizer
+        self.max_positions = inner.max_positions
+        self.model_name = inner.model_name
+        self.jobs: list[InfillJob] = []
+        self.cancelled = 0
+
+    async def infill(self, job: InfillJob) -> InfillOutcome:
+        self.jobs.append(job)
+        try:
+            return await self.inner.infill(job)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def real_backend(engine: Any, observer: PassObserver) -> Recording:
+    return Recording(EngineBackend(engine, observer))
 
 
 @dataclass
@@ -158,7 +181,7 @@ def start_server(factory: Callable[[PassObserver], Any], settings: ServeSettings
 @pytest.fixture(scope="module")
 def server(engine: Any) -> Iterator[RunningServer]:
     """The server with no API key and the defaults of `coda-lsp serve`, span cap 16."""
-    running = start_server(lambda observer: EngineBackend(engine, observer, steps=None),
+    running = start_server(lambda observer: real_backend(engine, observer),
                            ServeSettings(max_tokens=12, extra_tokens=64))
     running.wait_ready()
     yield running
@@ -167,7 +190,7 @@ def server(engine: Any) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def keyed_server(engine: Any) -> Iterator[RunningServer]:
-    running = start_server(lambda observer: EngineBackend(engine, observer),
+    running = start_server(lambda observer: real_backend(engine, observer),
                            ServeSettings(max_tokens=8, api_key="s3cret", max_body_bytes=4096))
     running.wait_ready()
     yield running

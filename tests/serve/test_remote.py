@@ -16,7 +16,7 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from coda_lsp.serve.settings import ServeSettings
-from tests.serve.conftest import EngineBackend, RunningServer, start_server
+from tests.serve.conftest import RunningServer, real_backend, start_server
 from tests.server.e2e.conftest import (WORKSPACE, as_dict, inline, open_document, status, vscode_capabilities)
 
 pytestmark = pytest.mark.e2e
@@ -57,8 +57,8 @@ def _warnings(client: LanguageClient) -> list[str]:
 
 
 def _serve(engine: Any, port: int, key: str | None = None) -> RunningServer:
-    running = start_server(lambda observer: EngineBackend(engine, observer), ServeSettings(max_tokens=16,
-                                                                                          api_key=key), port=port)
+    running = start_server(lambda observer: real_backend(engine, observer), ServeSettings(max_tokens=16, api_key=key),
+                           port=port)
     running.wait_ready()
     return running
 
