@@ -287,7 +287,7 @@ class Service:
         id_slot = max(completion.id_slot, 0)
 
         def results(outcome: InfillOutcome) -> list[dict[str, Any]]:
-            answers = completions(outcome, completion.stop, job.max_tokens)
+            answers = completions(outcome, completion.stop, job.max_tokens, len(job.temperatures))
             self.metrics.predicted(sum(a.tokens_predicted for a in answers))
             return [select_fields(native_result(index, answer, outcome, model=backend.model_name, id_slot=id_slot,
                                                 truncated=prompt.truncated), completion.response_fields)
@@ -327,7 +327,7 @@ class Service:
                 return dumps(openai_chunk(completion_id, created, model, row, delta, None))
 
             def last(outcome: InfillOutcome, stream: StreamText) -> list[str]:
-                answers = completions(outcome, completion.stop, job.max_tokens)
+                answers = completions(outcome, completion.stop, job.max_tokens, len(job.temperatures))
                 self.metrics.predicted(sum(a.tokens_predicted for a in answers))
                 # finish_reason before [DONE]: Tabby stops at the first non-null one and parses every event
                 return [dumps(openai_chunk(completion_id, created, model, row, stream.rest(row, answer.text),
@@ -337,7 +337,7 @@ class Service:
         outcome = await self.run(request, backend, job)
         if outcome is None:
             return Response(status_code=CLIENT_GONE)
-        answers = completions(outcome, completion.stop, job.max_tokens)
+        answers = completions(outcome, completion.stop, job.max_tokens, len(job.temperatures))
         self.metrics.predicted(sum(a.tokens_predicted for a in answers))
         return CompactJSON(openai_result(completion_id, created, model, answers, prompt.prompt_tokens))
 

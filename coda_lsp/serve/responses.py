@@ -35,13 +35,18 @@ class Completion:
         return "length" if self.stop_type == "limit" else "stop"
 
 
-def completions(outcome: InfillOutcome, stop: Sequence[str], span: int) -> list[Completion]:
+def completions(outcome: InfillOutcome, stop: Sequence[str], span: int, rows: int) -> list[Completion]:
+    """One Completion per row asked for; a warm-up's outcome may hold no rows at all (nothing was decoded)."""
+    missing = rows - len(outcome.texts)
+    texts = tuple(outcome.texts) + ("",) * missing
+    finished = tuple(outcome.finished) + (True,) * missing
+    predicted = tuple(outcome.tokens_predicted) + (0,) * missing
     result = []
-    for text, finished, tokens in zip(outcome.texts, outcome.finished, outcome.tokens_predicted):
+    for text, finished_row, tokens in zip(texts, finished, predicted):
         cut, word = cut_at_stop(text, stop)
         if word:
             stop_type = "word"
-        elif not finished or tokens >= span:
+        elif not finished_row or tokens >= span:
             stop_type = "limit"
         else:
             stop_type = "eos"

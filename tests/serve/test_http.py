@@ -88,7 +88,7 @@ def test_llama_vim_warmup_gets_an_empty_object(server: RunningServer) -> None:
 def test_plain_infill_has_llama_servers_fields(server: RunningServer) -> None:
     body = post(server, "/infill", PLAIN).json()
     assert list(body) == RESULT_KEYS and list(body["timings"]) == TIMING_KEYS
-    assert body["stop"] is True and body["tokens"] == [] and body["model"] == "coda-test"
+    assert body["stop"] is True and body["tokens"] == [] and body["model"] == server.backend.model_name
     assert body["stop_type"] in ("eos", "limit") and body["stopping_word"] == ""
     assert body["has_new_line"] == ("\n" in body["content"])
     assert body["tokens_evaluated"] > 0 and body["timings"]["prompt_n"] == body["tokens_evaluated"]
@@ -225,7 +225,7 @@ def test_openai_errors_have_openais_shape(server: RunningServer) -> None:
 
 def test_models_and_props(server: RunningServer) -> None:
     models = openai_client(server).models.list()
-    assert [m.id for m in models.data] == ["coda-test"] and models.data[0].owned_by == "coda-lsp"
+    assert [m.id for m in models.data] == [server.backend.model_name] and models.data[0].owned_by == "coda-lsp"
     props = httpx.get(server.url + "/props").json()
     assert props["default_generation_settings"]["n_ctx"] == MAX_POSITIONS and props["total_slots"] >= 1
 
