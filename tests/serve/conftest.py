@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from coda_lsp.serve.backend import InfillJob, InfillOutcome, PassObserver
+from coda_lsp.serve.backend import InfillJob, InfillOutcome, Overloaded, PassObserver
 from coda_lsp.serve.settings import ServeSettings
 
 MAX_POSITIONS = 256  # canvas positions of the test model: a 300-token prompt already needs cutting
@@ -131,6 +131,36 @@ class Recording:
 
 def real_backend(engine: Any, observer: PassObserver) -> Recording:
     return Recording(EngineBackend(engine, observer))
+
+
+class StubBackend:
+    """Answers by `behaviour`: "overloaded", "crash", "hang" (until cancelled), "progress-then-hang"."""
+
+    def __init__(self, tokenizer: Any, behaviour: str) -> None:
+        self.tokenizer = tokenizer
+        self.max_positions = 256
+        self.model_name = "stub"
+        self.behaviour = behaviour
+        self.started = threading.Event()
+        self.cancelled = threading.Event()
+
+    async def infill(self, job: InfillJob) -> InfillOutcome:
+        if self.behaviour == "overloaded":
+            raise Overloaded(retry_after_s=3)
+        if self.behaviour == "crash":
+            raise RuntimeError("the device fell over\nsecond line of a traceback-like message")
+        self.started.set()
+        try:
+            if self.behaviour == "progress-then-hang" and job.on_progress is not None:
+                job.on_progress(("first",))
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass

@@ -4,48 +4,16 @@ cancelled). The backends here are stubs around the real tokenizer: what they tes
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import Any
 
 import httpx
 import pytest
 
-from coda_lsp.serve.backend import InfillJob, InfillOutcome, Overloaded
 from coda_lsp.serve.settings import ServeSettings
-from tests.serve.conftest import RunningServer, start_server
+from tests.serve.conftest import RunningServer, StubBackend, start_server
 
 PLAIN = {"input_prefix": "x = ", "input_suffix": "\n"}
-
-
-class StubBackend:
-    """Answers by `behaviour`: "overloaded", "crash", "hang" (until cancelled), "progress-then-hang"."""
-
-    def __init__(self, tokenizer: Any, behaviour: str) -> None:
-        self.tokenizer = tokenizer
-        self.max_positions = 256
-        self.model_name = "stub"
-        self.behaviour = behaviour
-        self.started = threading.Event()
-        self.cancelled = threading.Event()
-
-    async def infill(self, job: InfillJob) -> InfillOutcome:
-        if self.behaviour == "overloaded":
-            raise Overloaded(retry_after_s=3)
-        if self.behaviour == "crash":
-            raise RuntimeError("the device fell over\nsecond line of a traceback-like message")
-        self.started.set()
-        try:
-            if self.behaviour == "progress-then-hang" and job.on_progress is not None:
-                job.on_progress(("first",))
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            self.cancelled.set()
-            raise
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from coda_lsp.serve.settings import ServeSettings
-from tests.serve.conftest import RunningServer, real_backend, start_server
+from tests.serve.conftest import RunningServer, StubBackend, real_backend, start_server
 from tests.server.e2e.conftest import (WORKSPACE, as_dict, inline, open_document, status, vscode_capabilities)
 
 pytestmark = pytest.mark.e2e
@@ -127,3 +127,26 @@ async def test_a_server_that_is_down_costs_one_message_and_completions_resume(en
         await client.shutdown_session()
         if served is not None:
             served.stop()
+
+
+async def test_a_superseded_completion_aborts_its_request(engine: Any) -> None:
+    """A newer keystroke cancels the request in flight: its connection closes and the server cancels the job."""
+    served = start_server(lambda observer: StubBackend(engine.tokenizer, "hang"), ServeSettings())
+    served.wait_ready()
+    client = await _start_lsp(served.url)
+    try:
+        assert (await _state(client, "ready"))["state"] == "ready"
+        uri = (WORKSPACE / "remote-cancel.py").as_uri()
+        open_document(client, uri, TEXT)
+        position = types.Position(line=1, character=len("    return "))
+        first = asyncio.ensure_future(inline(client, uri, position))
+        assert await asyncio.to_thread(served.backend.started.wait, 10)
+        served.backend.started.clear()
+        second = asyncio.ensure_future(inline(client, uri, types.Position(line=1, character=4)))
+        assert await asyncio.to_thread(served.backend.cancelled.wait, 5), "the server never saw the abort"
+        with pytest.raises(Exception, match="cancel"):  # pygls answers the superseded request RequestCancelled
+            await first
+        second.cancel()
+    finally:
+        await client.shutdown_session()
+        served.stop()
