@@ -18,7 +18,7 @@ from .errors import Cancelled, CheckpointError
 from .generate import (PadTail, SamplingParams, StepCallback, StopCheck, denoise, masked_logits,
                        reference_logits)
 from .kernels.choice import KernelChoice, choose_kernels
-from .model import CodaModel
+from .model import CodaModel, Window
 from .precision import Precision, resolve_precision
 from .quantize import Int8Linear
 from .sampling import Algorithm
@@ -117,11 +117,40 @@ class InfillRun:
     policy: CachePolicy
     started: float
 
+    @property
+    def done(self) -> bool:
+        return self.blockwise.done
+
     def again(self, engine: "Engine") -> "InfillRun":
         return InfillRun(self.build(engine), self.build, self.canvas_ids, self.span, self.policy, self.started)
 
     def kept(self, trace: BlockwiseTrace) -> CanvasCache:
         return kept_canvas(self.canvas_ids, self.span, trace.cache, trace.stale, self.blockwise.prefill)
+
+
+@dataclass
+class WarmRun:
+    """Engine.warm's one pass, in BlockwiseRun's shape (next_window, apply, done) so that shared passes can run
+    it beside infills: the canvas's keys and values outside the reused cache, nothing revealed."""
+
+    canvas: torch.Tensor
+    canvas_ids: list[int]
+    span: tuple[int, int]
+    cache: KVCache
+    prefill: Prefill | None
+    done: bool = False
+
+    def next_window(self) -> Window | None:
+        if self.done:
+            return None
+        start, end = self.prefill.window if self.prefill is not None else (0, len(self.canvas_ids))
+        return Window(self.canvas[:, start:end], self.cache, start, slice(0, 0))
+
+    def apply(self, hidden: torch.Tensor | None) -> None:
+        self.done = True
+
+    def kept(self) -> CanvasCache:
+        return kept_canvas(self.canvas_ids, self.span, self.cache, (0, 0), self.prefill)
 
 
 class Engine:
@@ -342,22 +371,32 @@ class Engine:
         Does nothing without a `reuse` policy (reuse is what reads the kept cache). Returns the milliseconds it
         took. `should_stop` is asked between layers; Cancelled then leaves the kept cache as it was."""
         started = time.perf_counter()
+        run = self.start_warm(prefix, suffix, max_new_tokens, cache, self.last_canvas)
+        if run is not None:
+            window = run.next_window()
+            assert window is not None
+            with torch.inference_mode():
+                self.model.hidden_states_cached(window.ids, window.cache, window.start, window.rows, should_stop)
+            run.apply(None)
+            self.last_canvas = run.kept()
+        return (time.perf_counter() - started) * 1000.0
+
+    def start_warm(self, prefix: str, suffix: str, max_new_tokens: int = 64, cache: CachePolicy | None = None,
+                   previous: CanvasCache | None = None) -> "WarmRun | None":
+        """Engine.warm's pass set up but not run, starting from `previous`; None when there is nothing to do (no
+        `reuse` policy, or `previous` already is this canvas's fresh cache)."""
         policy = cache or FAST.cache
         if not policy.reuse:
-            return 0.0
+            return None
         self._check_span(max_new_tokens)
         canvas, span = self._canvas(prefix, suffix, max_new_tokens)
         canvas_ids = canvas[0].tolist()
-        if self.last_canvas is not None and self.last_canvas.is_fresh_for(canvas_ids):
-            return (time.perf_counter() - started) * 1000.0
-        prefill = self._prefill(canvas_ids, span, 1, policy, self.last_canvas)
+        if previous is not None and previous.is_fresh_for(canvas_ids):
+            return None
+        prefill = self._prefill(canvas_ids, span, 1, policy, previous)
         kv = prefill.cache if prefill is not None else KVCache.allocate(self.config, 1, len(canvas_ids),
                                                                         self.device, self.dtype)
-        start, end = prefill.window if prefill is not None else (0, len(canvas_ids))
-        with torch.inference_mode():
-            self.model.hidden_states_cached(canvas[:, start:end], kv, start, slice(0, 0), should_stop)
-        self.last_canvas = kept_canvas(canvas_ids, span, kv, (0, 0), prefill)
-        return (time.perf_counter() - started) * 1000.0
+        return WarmRun(canvas, canvas_ids, span, kv, prefill)
 
     def _fall_back_from(self, error: Exception) -> bool:
         """Whether a fast call that raised `error` should run again on the torch path: it ran the kernels under
@@ -391,6 +430,17 @@ class Engine:
                         pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None)
         return self._result(trace.canvas[0], span, trace.num_forward_passes,
                             (time.perf_counter() - started) * 1000.0, trace.tokens_per_step, 0)
+
+    def layout(self, prefix: str, suffix: str, max_new_tokens: int) -> tuple[list[int], tuple[int, int]]:
+        """The canvas ids infill would build (prefix, the span's masks, suffix) and the span's positions."""
+        self._check_span(max_new_tokens)
+        canvas, span = self._canvas(prefix, suffix, max_new_tokens)
+        return canvas[0].tolist(), span
+
+    def span_text(self, span_ids: list[int]) -> tuple[str, int]:
+        """A span's text up to its first still-masked position, without the pad tail, and its token count."""
+        revealed = [t for t in span_ids[:self._revealed_run(span_ids)] if t not in self.tokenizer.filler_token_ids]
+        return self.tokenizer.decode(revealed), len(revealed)
 
     def _check_span(self, max_new_tokens: int) -> None:
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
