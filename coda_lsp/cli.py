@@ -235,20 +235,20 @@ def _serve_http(args: argparse.Namespace) -> int:
         return 2
     _configure_logging(args.log_level, None)
     from coda_lsp.serve.app import create_app, run
+    from coda_lsp.serve.backend import Backend, PassObserver
     from coda_lsp.serve.settings import ServeSettings
 
     settings = ServeSettings(model_path=model, api_key=api_key, max_tokens=args.max_tokens,
                              max_body_bytes=args.max_body_kb * 1024)
 
-    def load_backend(observer: object) -> object:
-        from coda_engine import Engine
+    def load_backend(observer: PassObserver) -> Backend:
         from coda_lsp.serve.batched import BatchedBackend
 
-        engine = Engine.from_pretrained(model, device=args.device, dtype=args.dtype)
-        return BatchedBackend(engine, observer, max_rows=args.max_rows, max_queue=args.max_queue,
-                              cache_mb=args.cache_mb)
+        # warm_span: a warm-up (n_predict 0) computes the canvas of a default-span completion
+        return BatchedBackend.load(str(model), args.device, args.dtype, observer, max_rows=args.max_rows,
+                                   max_queue=args.max_queue, cache_mb=args.cache_mb, warm_span=args.max_tokens)
 
-    return run(create_app(load_backend, settings), args.host, args.port, args.log_level)  # type: ignore[arg-type]
+    return run(create_app(load_backend, settings), args.host, args.port, args.log_level)
 
 
 def _read_key(path: Path) -> str:

@@ -473,5 +473,8 @@ def run(app: FastAPI, host: str, port: int, log_level: str) -> int:
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), log_config=None,
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
-    asyncio.run(server.serve())
+    try:
+        asyncio.run(server.serve())
+    except KeyboardInterrupt:  # uvicorn shut down gracefully on Ctrl-C, then raises it again: a normal stop
+        pass
     return 0 if server.started else 1

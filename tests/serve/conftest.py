@@ -1,5 +1,5 @@
-"""Fixtures for the HTTP server: a tiny checkpoint with few positions (so truncation is cheap to reach), a real
-backend on it, and the real uvicorn server on a free loopback port in a thread."""
+"""Fixtures for the HTTP server: a tiny checkpoint with few positions (so truncation is cheap to reach), the
+batched backend on it, and the real uvicorn server on a free loopback port in a thread."""
 
 from __future__ import annotations
 
@@ -38,73 +38,6 @@ def engine(short_checkpoint: Path) -> Any:
     return Engine.from_pretrained(short_checkpoint, device="cpu", dtype="fp32")
 
 
-class EngineBackend:
-    """A Backend over Engine.infill_candidates on one thread, one job at a time: a stand-in for BatchedBackend
-    in these tests only. Progress, deadline, stop strings and cancellation follow the backend contract."""
-
-    def __init__(self, engine: Any, observer: PassObserver) -> None:
-        self.engine = engine
-        self.observer = observer
-        self.tokenizer = engine.tokenizer
-        self.max_positions = engine.config.max_position_embeddings
-        self.model_name = "coda-test"
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-engine")
-
-    async def infill(self, job: InfillJob) -> InfillOutcome:
-        stop = threading.Event()
-        future = asyncio.get_running_loop().run_in_executor(self._executor, self._run, job, stop)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            stop.set()
-            raise
-
-    def _run(self, job: InfillJob, stop: threading.Event) -> InfillOutcome:
-        from coda_engine import Cancelled
-
-        rows = len(job.temperatures)
-        if job.max_tokens == 0 or stop.is_set():
-            return InfillOutcome(("",) * rows, (True,) * rows, (0,) * rows, 0, 0, 0.0, 0.0, 0)
-        start = len(self.tokenizer.encode(job.prefix))
-        canvas_len = start + job.max_tokens + len(self.tokenizer.encode(job.suffix))
-        texts: list[tuple[str, ...]] = [("",) * rows]
-        marks = [time.perf_counter()]
-        self.observer.queue_depth(0, rows)
-
-        def on_step(_: int, canvas: Any) -> None:
-            marks.append(time.perf_counter())
-            texts.append(tuple(self.engine._span_text(row[start:start + job.max_tokens].tolist()) for row in canvas))
-            self.observer.pass_done(rows, canvas_len)
-            if job.on_progress is not None:
-                job.on_progress(texts[-1])
-
-        def should_stop() -> bool:
-            late = job.deadline is not None and time.monotonic() > job.deadline
-            stopped = bool(job.stop) and all(any(word in text for word in job.stop) for text in texts[-1])
-            return stop.is_set() or late or stopped
-
-        finished = True
-        try:
-            results = self.engine.infill_candidates(job.prefix, job.suffix, job.temperatures,
-                                                    max_new_tokens=job.max_tokens, seed=job.seed,
-                                                    should_stop=should_stop, on_step=on_step)
-            final = tuple(result.text for result in results)
-        except Cancelled:
-            if stop.is_set():
-                raise
-            final, finished = texts[-1], False
-        finally:
-            self.observer.queue_depth(0, 0)
-        prompt_ms = (marks[1] - marks[0]) * 1000 if len(marks) > 1 else 0.0
-        predicted_ms = (marks[-1] - marks[1]) * 1000 if len(marks) > 1 else 0.0
-        return InfillOutcome(final, (finished,) * rows,
-                             tuple(len(self.tokenizer.encode(text)) for text in final), 0, canvas_len, prompt_ms,
-                             predicted_ms, len(marks) - 1)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
 class Recording:
     """A backend as the app sees it, plus the jobs it was given and how many of them were cancelled."""
 
@@ -129,8 +62,10 @@ class Recording:
         self.inner.close()
 
 
-def real_backend(engine: Any, observer: PassObserver) -> Recording:
-    return Recording(EngineBackend(engine, observer))
+def real_backend(engine: Any, observer: PassObserver, warm_span: int = 12) -> Recording:
+    from coda_lsp.serve.batched import BatchedBackend
+
+    return Recording(BatchedBackend(engine, observer, warm_span=warm_span))
 
 
 class StubBackend:
