@@ -4,17 +4,12 @@ command line."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from coda_lsp.cli import main
-
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "coda_lsp", *args], capture_output=True, text=True, timeout=60)
 
 
 def _one_line(err: str) -> str:
@@ -64,11 +59,13 @@ def test_remote_arguments_are_checked(capsys: pytest.CaptureFixture[str], tmp_pa
         assert words in _one_line(capsys.readouterr().err)
 
 
-def test_a_wrong_model_is_one_line(tmp_path: Path) -> None:
-    missing = _run("serve", "--model", str(tmp_path / "missing"))
-    no_config = _run("serve", "--model", str(tmp_path))
-    for result, words in ((missing, "model folder not found"), (no_config, "config.json")):
-        assert result.returncode == 1 and words in _one_line(result.stderr)
+def test_a_wrong_model_or_device_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                             short_checkpoint: Path) -> None:
+    for model, words in ((tmp_path / "missing", "model folder not found"), (tmp_path, "config.json")):
+        assert main(["serve", "--model", str(model)]) == 1
+        assert words in _one_line(capsys.readouterr().err)
+    assert main(["serve", "--model", str(short_checkpoint), "--device", "tpu"]) == 2
+    assert "unknown device 'tpu'" in _one_line(capsys.readouterr().err)
 
 
 def test_the_language_server_keeps_its_command_line(capsys: pytest.CaptureFixture[str]) -> None:
