@@ -1,14 +1,21 @@
-"""The `coda-lsp` command: serve the language server (stdio or TCP), or `infill` one cursor of a file."""
+"""The `coda-lsp` command: serve the language server (stdio or TCP), `serve` the HTTP infill server, or `infill`
+one cursor of a file."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import ipaddress
 import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coda_lsp import __version__
+
+if TYPE_CHECKING:
+    from coda_lsp.loader import ModelSpec
 
 # The model shipped with the project; `--model` overrides it.
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "coda-tiny"
@@ -20,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["infill"]:
         return _infill(_infill_parser().parse_args(argv[1:]))
     if argv[:1] == ["serve"]:
-        argv = argv[1:]
+        return _serve_http(_http_parser().parse_args(argv[1:]))
     return _serve(_serve_parser().parse_args(argv))
 
 
@@ -28,16 +35,66 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="coda-lsp",
         description="Code completion language server backed by a CoDA diffusion model. "
-                    "`coda-lsp infill --help` infills one cursor of a file instead.")
+                    "`coda-lsp serve --help`: the HTTP server for a team instead (llama-server's /infill, OpenAI's "
+                    "/v1/completions); `coda-lsp infill --help` infills one cursor of a file.")
     parser.add_argument("--version", action="version", version=f"coda-lsp {__version__}")
     _add_model_arguments(parser, required=False)
     transport = parser.add_mutually_exclusive_group()
     transport.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default)")
     transport.add_argument("--tcp", metavar="HOST:PORT", help="listen for one LSP client on HOST:PORT")
+    parser.add_argument("--remote", metavar="URL",
+                        help="load no model: send each infill to the `coda-lsp serve` at URL (e.g. "
+                             "http://gpu-box:8012); everything else stays in this process")
+    parser.add_argument("--api-key-file", type=Path, metavar="FILE",
+                        help="with --remote: the server's API key, this file's first line")
     parser.add_argument("--log-file", type=Path, help="write logs here instead of stderr")
     parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default: INFO")
     return parser
+
+
+def _http_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="coda-lsp serve",
+        description="HTTP infill server: llama-server's POST /infill (llama.vim, llama.vscode), OpenAI's POST "
+                    "/v1/completions (Tabby, Continue, the openai package), GET /health, /v1/models, /props, "
+                    "/metrics. Requests from every client are decoded together in one batch. Needs the `serve` "
+                    "extra: pip install 'coda-lsp[serve]'.")
+    _add_model_arguments(parser, required=True)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1); any other than loopback needs an API key")
+    parser.add_argument("--port", type=_port, default=8012, help="default 8012, llama.vim's and llama.vscode's")
+    parser.add_argument("--api-key-file", type=Path, metavar="FILE",
+                        help="clients must send `Authorization: Bearer KEY`, KEY being this file's first line")
+    parser.add_argument("--insecure-no-auth", action="store_true",
+                        help="listen on a non-loopback --host without an API key (anyone who reaches it can use it)")
+    parser.add_argument("--max-tokens", type=_positive, default=64,
+                        help="span of a request that names none (n_predict -1), and the cap of every span (default 64)")
+    parser.add_argument("--max-rows", type=_positive, default=16,
+                        help="rows decoded together in one batched pass (default 16); each completion is a row")
+    parser.add_argument("--max-queue", type=_positive, default=64,
+                        help="rows waiting for a place in the batch; past it requests get 503 (default 64)")
+    parser.add_argument("--cache-mb", type=_positive, default=512,
+                        help="memory for the clients' cached canvases, in MiB (default 512)")
+    parser.add_argument("--max-body-kb", type=_positive, default=1024,
+                        help="largest request body, in KiB (default 1024); larger ones get 413")
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default: INFO (one line per request)")
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (0-65535), got {value}")
+    return value
 
 
 def _infill_parser() -> argparse.ArgumentParser:
@@ -72,8 +129,16 @@ def _add_model_arguments(parser: argparse.ArgumentParser, *, required: bool) -> 
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from coda_lsp.loader import ModelSpec
     from coda_lsp.model_path import ModelNotFound, resolve_model
 
+    if args.remote is not None or args.api_key_file is not None:
+        try:
+            spec = _remote_spec(args)
+        except ValueError as exc:
+            print(f"coda-lsp: {exc}", file=sys.stderr)
+            return 2
+        return _start_lsp(args, spec)
     if args.model is None and not DEFAULT_MODEL.is_dir():
         print(f"coda-lsp: no model at {DEFAULT_MODEL}; pass --model PATH (an HF-format CoDA checkpoint folder)",
               file=sys.stderr)
@@ -83,13 +148,35 @@ def _serve(args: argparse.Namespace) -> int:
     except ModelNotFound as exc:
         print(f"coda-lsp: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(args.log_level, args.log_file)
+    return _start_lsp(args, ModelSpec(model, args.device, args.dtype))
+
+
+def _remote_spec(args: argparse.Namespace) -> ModelSpec:
+    """--remote's ModelSpec; ValueError with one line for a URL that is no http(s) URL, --model beside it, or a
+    key file without --remote or that cannot be read."""
+    from urllib.parse import urlsplit
+
     from coda_lsp.loader import ModelSpec
+
+    if args.remote is None:
+        raise ValueError("--api-key-file goes with --remote URL (`coda-lsp serve` takes its own)")
+    if args.model is not None:
+        raise ValueError("--remote and --model: the model is the server's; pass one of them")
+    url = urlsplit(args.remote)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise ValueError(f"--remote expects an http:// or https:// URL such as http://gpu-box:8012, got "
+                         f"{args.remote!r}")
+    key = _read_key(args.api_key_file) if args.api_key_file else None
+    return ModelSpec(Path(), remote=args.remote.rstrip("/"), api_key=key)
+
+
+def _start_lsp(args: argparse.Namespace, spec: ModelSpec) -> int:
+    _configure_logging(args.log_level, args.log_file)
     from coda_lsp.server import build_server
     from coda_lsp.settings import Settings
     from coda_lsp.transport import Utf8RepairingStdin
 
-    server = build_server(Settings(), ModelSpec(model, args.device, args.dtype))
+    server = build_server(Settings(), spec)
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
         if not host or not port.isdigit():
@@ -102,6 +189,86 @@ def _serve(args: argparse.Namespace) -> int:
     sys.stdout = sys.stderr
     server.start_io(stdin=Utf8RepairingStdin(sys.stdin.buffer), stdout=stdout)
     return 0
+
+
+# What `coda-lsp serve` imports beyond the language server's dependencies (the `serve` extra).
+SERVE_PACKAGES = ("fastapi", "uvicorn", "prometheus_client")
+
+
+def _serve_http(args: argparse.Namespace) -> int:
+    """Check what can be checked before listening (the extra, the key, the address, the model's folder), each
+    failure one line and exit 2 (1 for a bad checkpoint); then listen while the model loads in the background."""
+    missing = [name for name in SERVE_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"coda-lsp serve: install coda-lsp[serve] (missing {', '.join(missing)})", file=sys.stderr)
+        return 2
+    try:
+        api_key = _read_key(args.api_key_file) if args.api_key_file else None
+    except ValueError as exc:
+        print(f"coda-lsp serve: {exc}", file=sys.stderr)
+        return 2
+    if api_key is None and not args.insecure_no_auth and not _is_loopback(args.host):
+        print(f"coda-lsp serve: --host {args.host} is reachable from other machines; pass --api-key-file FILE "
+              "(or --insecure-no-auth to serve anyone who can reach it)", file=sys.stderr)
+        return 2
+    from coda_engine import CheckpointError
+    from coda_engine.config import load_config
+    from coda_lsp.model_path import ModelNotFound, resolve_model
+
+    try:
+        model = resolve_model(args.model)
+        if not model.is_dir():
+            raise CheckpointError(model, "model folder not found" if not model.exists() else "not a folder")
+        load_config(model)  # the weights load after startup; a wrong folder should not get that far
+    except ModelNotFound as exc:
+        print(f"coda-lsp serve: {exc}", file=sys.stderr)
+        return 2
+    except CheckpointError as exc:
+        print(f"coda-lsp serve: error: {exc}", file=sys.stderr)
+        return 1
+    from coda_engine.engine import resolve_device
+
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        print(f"coda-lsp serve: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(args.log_level, None)
+    from coda_lsp.serve.app import create_app, run
+    from coda_lsp.serve.backend import Backend, PassObserver
+    from coda_lsp.serve.settings import ServeSettings
+
+    settings = ServeSettings(model_path=model, api_key=api_key, max_tokens=args.max_tokens,
+                             max_body_bytes=args.max_body_kb * 1024)
+
+    def load_backend(observer: PassObserver) -> Backend:
+        from coda_lsp.serve.batched import BatchedBackend
+
+        # warm_span: a warm-up (n_predict 0) computes the canvas of a default-span completion
+        return BatchedBackend.load(str(model), args.device, args.dtype, observer, max_rows=args.max_rows,
+                                   max_queue=args.max_queue, cache_mb=args.cache_mb, warm_span=args.max_tokens)
+
+    return run(create_app(load_backend, settings), args.host, args.port, args.log_level)
+
+
+def _read_key(path: Path) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read --api-key-file {path}: {exc.__class__.__name__}: {exc}") from None
+    key = lines[0].strip() if lines else ""
+    if not key:
+        raise ValueError(f"--api-key-file {path}: the first line (the key) is empty")
+    return key
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def _configure_logging(level: str, log_file: Path | None) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,11 @@ logger = logging.getLogger(__name__)
 
 # Loads the engine for (path, device, dtype); raises with a one-line message on a bad checkpoint.
 LoadEngine = Callable[[Path, str, "str | None"], Any]
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot answer now (`--remote`: the server is down or failed); the request gets no completion,
+    and the user hears of it once (features.lifecycle), not per keystroke."""
 
 
 class ModelState(enum.Enum):
@@ -29,6 +34,13 @@ class ModelSpec:
     path: Path
     device: str = "auto"  # CUDA when present, else the CPU
     dtype: str | None = "auto"  # auto: bf16 on CUDA, the CPU's fastest format (fp32, bf16 or int8) elsewhere
+    remote: str | None = None   # a `coda-lsp serve` URL: no model is loaded, infills go there (remote.py)
+    api_key: str | None = field(default=None, repr=False)  # its key (--api-key-file), never logged
+
+    @property
+    def name(self) -> str:
+        """What the user knows the model by: the folder, or the server's URL."""
+        return self.remote or str(self.path)
 
 
 def load_coda_engine(path: Path, device: str, dtype: str | None) -> Any:

@@ -14,7 +14,7 @@ from coda_lsp.crossfile.service import CrossFile
 from coda_lsp.documents import Document
 from coda_lsp.filters import run_filters
 from coda_lsp.filters.dedent_scope import scope_is_complete
-from coda_lsp.loader import ModelHost
+from coda_lsp.loader import EngineUnavailable, ModelHost
 from coda_lsp.settings import GenerationSettings, Settings
 from coda_lsp.trigger import should_complete
 from coda_lsp.worker import EngineWorker, StopCheck
@@ -76,8 +76,12 @@ class Pipeline:
         warm_ms = 0.0
         if not is_invoked and settings.trigger.debounce_ms:
             warm_ms = await self._debounce(engine, ctx, settings)
-        raws, engine_ms = await self.worker.run(
-            lambda stop: _infill(engine, ctx, settings.generation, num_candidates, stop))
+        try:
+            raws, engine_ms = await self.worker.run(
+                lambda stop: _infill(engine, ctx, settings.generation, num_candidates, stop))
+        except EngineUnavailable as exc:  # --remote's server is down: no completion; the user was told once
+            logger.debug("no completion at %s:%d: %s", doc.uri, offset, exc)
+            return None
         engine_ms += warm_ms
         self.num_engine_calls += 1
         filtered = (run_filters(raw, ctx) for raw in raws)

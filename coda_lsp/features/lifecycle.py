@@ -1,4 +1,5 @@
-"""initialize / initialized / shutdown: settings from initializationOptions, the model load with progress."""
+"""initialize / initialized / shutdown: settings from initializationOptions, the model load with progress (or,
+with --remote, the connection to a `coda-lsp serve`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import Any
 from lsprotocol import types
 
 from coda_lsp.features import configuration, workspace
-from coda_lsp.loader import ModelSpec
+from coda_lsp.loader import EngineUnavailable, ModelSpec
 from coda_lsp.server import CodaServer
 
 logger = logging.getLogger(__name__)
+
+RECONNECT_S = 5.0  # --remote: how often a server that did not answer at startup is asked again
 
 
 def register(server: CodaServer) -> None:
@@ -41,12 +44,17 @@ def register(server: CodaServer) -> None:
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: CodaServer, params: None) -> None:
         ls.worker.close()
+        if ls.host.spec.remote is not None and ls.host.engine is not None:
+            ls.host.engine.close()
 
 
 async def load_model(server: CodaServer) -> None:
     """Load the engine on the engine thread, reporting through workDoneProgress (when the client supports it)
     and logMessage; a failure becomes showMessage, status `error` and empty completions, never a crash."""
     spec = server.host.spec
+    if spec.remote is not None:
+        await connect_remote(server, spec.remote, spec.api_key)
+        return
     token = await begin_progress(server, f"Loading CoDA model {spec.path.name}")
     _log(server, types.MessageType.Info, f"loading model {spec.path} on {spec.device}")
     try:
@@ -66,6 +74,59 @@ async def load_model(server: CodaServer) -> None:
     end_progress(server, token, "ready")
 
 
+async def connect_remote(server: CodaServer, url: str, api_key: str | None) -> None:
+    """--remote: read the server's props and tokenizer, asking again every RECONNECT_S while it does not answer
+    (requests meanwhile get no completion). The user hears once that it is unreachable, at startup or later,
+    and the log says when it answers again; the editor keeps working throughout."""
+    from coda_lsp.remote import RemoteEngine
+
+    loop = asyncio.get_running_loop()
+    engine = RemoteEngine(url, api_key)
+    token = await begin_progress(server, f"Connecting to coda-lsp serve at {url}")
+    _log(server, types.MessageType.Info, f"connecting to coda-lsp serve at {url}")
+    told = False
+    while True:
+        try:
+            await server.worker.run(lambda stop: engine.connect())
+            break
+        except EngineUnavailable as exc:
+            if not told:
+                server.host.set_error(str(exc))
+                _tell_unreachable(server, url, str(exc))
+                end_progress(server, token, f"unreachable: {exc}")
+                token, told = None, True
+            await asyncio.sleep(RECONNECT_S)
+        except Exception as exc:  # a server that answers something else than coda-lsp serve does
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            server.host.set_error(reason)
+            _log(server, types.MessageType.Error, f"{url} is not a coda-lsp serve: {reason}")
+            server.window_show_message(types.ShowMessageParams(
+                type=types.MessageType.Error, message=f"coda-lsp: {url} is not a coda-lsp serve: {reason}"))
+            end_progress(server, token, f"failed: {reason}")
+            return
+    # Later failures come from the worker thread; the messages go out on the server's loop.
+    engine.on_status = lambda reason: loop.call_soon_threadsafe(_remote_status, server, url, reason)
+    server.host.error = None
+    server.host.set_ready(engine)
+    _log(server, types.MessageType.Info, f"connected to coda-lsp serve at {url}: model {engine.model_name} on "
+                                         f"{engine.device.reason}, {engine.config.max_position_embeddings} positions")
+    end_progress(server, token, "ready")
+
+
+def _remote_status(server: CodaServer, url: str, reason: str | None) -> None:
+    server.host.error = reason
+    if reason is None:
+        _log(server, types.MessageType.Info, f"coda-lsp serve at {url} answers again")
+    else:
+        _tell_unreachable(server, url, reason)
+
+
+def _tell_unreachable(server: CodaServer, url: str, reason: str) -> None:
+    message = f"coda-lsp: the server at {url} does not answer ({reason}); completions resume when it does"
+    _log(server, types.MessageType.Warning, message)
+    server.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=message))
+
+
 def _load_and_warm(server: CodaServer, spec: ModelSpec) -> Any:
     """Load, then warm the engine up for the spans completions use: the first call pays for allocator set-up
     (hundreds of ms on CPU) and, on a GPU, for compiling the Triton kernels (seconds), which belong to
@@ -77,7 +138,8 @@ def _load_and_warm(server: CodaServer, spec: ModelSpec) -> Any:
 
 
 def _log(server: CodaServer, kind: types.MessageType, message: str) -> None:
-    logger.log(logging.ERROR if kind is types.MessageType.Error else logging.INFO, message)
+    level = {types.MessageType.Error: logging.ERROR, types.MessageType.Warning: logging.WARNING}.get(kind, logging.INFO)
+    logger.log(level, message)
     server.window_log_message(types.LogMessageParams(type=kind, message=message))
 
 

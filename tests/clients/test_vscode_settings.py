@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_JSON = ROOT / "vscode-client" / "package.json"
 # The extension's own settings (vscode-client/src/settings.ts CLIENT_SETTINGS): how to start the server, not its
 # settings section.
-CLIENT_SETTINGS = {"server.command", "server.python", "server.tcp", "model", "device", "dtype",
-                   "inlineCompletions.enabled", "trace.server"}
+CLIENT_SETTINGS = {"server.command", "server.python", "server.tcp", "remote.url", "remote.apiKeyFile", "model",
+                   "device", "dtype", "inlineCompletions.enabled", "trace.server"}
 FIX = "update vscode-client/package.json contributes.configuration to match " \
       "coda_lsp/settings.py"
 

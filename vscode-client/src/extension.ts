@@ -7,7 +7,7 @@ import { requestFill } from './fillBlock';
 import { StatusBar } from './statusBar';
 
 /** Changing one of these needs a new server process (or, for the languages, a new document selector). */
-const RESTART_ON = ['coda.server', 'coda.model', 'coda.device', 'coda.dtype', 'coda.enabledLanguages'];
+const RESTART_ON = ['coda.server', 'coda.remote', 'coda.model', 'coda.device', 'coda.dtype', 'coda.enabledLanguages'];
 
 let controller: Controller | undefined;
 

@@ -12,6 +12,8 @@ export const CLIENT_SETTINGS = [
     'server.command',
     'server.python',
     'server.tcp',
+    'remote.url',
+    'remote.apiKeyFile',
     'model',
     'device',
     'dtype',
@@ -23,6 +25,8 @@ export interface LaunchSettings {
     command: string;  // the coda-lsp executable; '' = not set
     python: string;   // an interpreter or a virtual environment folder; '' = not set
     tcp: string;      // host:port of a running server; '' = start one
+    remote: string;   // URL of a `coda-lsp serve` the started server sends its infills to; '' = load a model
+    remoteApiKeyFile: string;  // that server's key, the file's first line; '' = none
     model: string;    // folder or hub id; '' = the server's own default model
     device: string;   // 'auto' | 'cpu' | 'cuda' | 'cuda:N'
     dtype: string;    // 'auto' | 'fp32' | 'bf16' | 'fp16' | 'int8'
@@ -31,6 +35,7 @@ export interface LaunchSettings {
 const PREFIX = 'coda.';
 const DEVICE = /^(auto|cpu|cuda|cuda:\d+|mps)$/;
 const DTYPES = ['auto', 'fp32', 'bf16', 'fp16', 'int8'];
+const REMOTE_URL = /^https?:\/\/[^\s/]+(\/.*)?$/;
 
 /** Why the server cannot be started, and the one setting that fixes it. */
 export class StartFailure extends Error {
@@ -51,10 +56,16 @@ export function readLaunchSettings(config: ConfigurationLike): LaunchSettings {
         command: text(config, 'server.command'),
         python: text(config, 'server.python'),
         tcp: text(config, 'server.tcp'),
+        remote: text(config, 'remote.url'),
+        remoteApiKeyFile: text(config, 'remote.apiKeyFile'),
         model: text(config, 'model'),
         device: text(config, 'device') || 'auto',
         dtype: text(config, 'dtype') || 'auto',
     };
+    if (launch.remote && !REMOTE_URL.test(launch.remote)) {
+        throw new StartFailure(`coda.remote.url is "${launch.remote}"; expected a URL such as http://gpu-box:8012`,
+            'coda.remote.url');
+    }
     if (!DEVICE.test(launch.device)) {
         throw new StartFailure(`coda.device is "${launch.device}"; use auto, cpu, cuda or cuda:N`, 'coda.device');
     }
@@ -81,9 +92,17 @@ export function inlineCompletionsEnabled(config: ConfigurationLike): boolean {
     return config.get<boolean>('inlineCompletions.enabled') !== false;
 }
 
-/** The server's arguments after the executable: model and device only when they differ from its defaults. */
+/** The server's arguments after the executable: model and device only when they differ from its defaults; with
+ * coda.remote.url, the URL and key file instead (the model, device and format are the remote server's). */
 export function serverArguments(launch: LaunchSettings): string[] {
     const args = ['--stdio'];
+    if (launch.remote) {
+        args.push('--remote', launch.remote);
+        if (launch.remoteApiKeyFile) {
+            args.push('--api-key-file', launch.remoteApiKeyFile);
+        }
+        return args;
+    }
     if (launch.model) {
         args.push('--model', launch.model);
     }

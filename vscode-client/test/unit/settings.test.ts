@@ -38,8 +38,18 @@ test('launch settings: defaults give a bare --stdio; model, device and dtype are
     assert.deepEqual(serverArguments(readLaunchSettings(fakeConfiguration({ dtype: 'int8' }))), ['--stdio', '--dtype', 'int8']);
 });
 
+test('with coda.remote.url the server loads no model and gets the URL and key file', () => {
+    const launch = readLaunchSettings(fakeConfiguration({ 'remote.url': ' http://gpu-box:8012 ',
+        'remote.apiKeyFile': '/home/me/.coda-key', model: '/ignored', device: 'cuda' }));
+    assert.deepEqual(serverArguments(launch),
+        ['--stdio', '--remote', 'http://gpu-box:8012', '--api-key-file', '/home/me/.coda-key']);
+    assert.deepEqual(serverArguments(readLaunchSettings(fakeConfiguration({ 'remote.url': 'https://h/coda' }))),
+        ['--stdio', '--remote', 'https://h/coda']);
+});
+
 test('a launch setting of the wrong type or form names that setting', () => {
     const cases: [Record<string, unknown>, string][] = [
+        [{ 'remote.url': 'gpu-box:8012' }, 'coda.remote.url'],
         [{ model: 5 }, 'coda.model'],
         [{ 'server.command': ['coda-lsp'] }, 'coda.server.command'],
         [{ device: 'gpu' }, 'coda.device'],
