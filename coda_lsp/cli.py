@@ -16,6 +16,8 @@ from coda_lsp import __version__
 
 if TYPE_CHECKING:
     from coda_lsp.loader import ModelSpec
+    from coda_lsp.serve.app import BackendFactory
+    from coda_lsp.serve.backend import Backend, PassObserver
 
 # The model shipped with the project; `--model` overrides it.
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "coda-tiny"
@@ -80,7 +82,34 @@ def _http_parser() -> argparse.ArgumentParser:
                         help="largest request body, in KiB (default 1024); larger ones get 413")
     parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default: INFO (one line per request)")
+    cluster = parser.add_argument_group("scale-out on Ray Serve (the `cluster` extra: pip install "
+                                        "'coda-lsp[cluster]'; see docs/cluster.md)")
+    cluster.add_argument("--ray", action="store_true",
+                         help="decode on Ray Serve replicas, each with its own batch and client cache, behind this "
+                              "server: a local Ray instance, or the cluster at RAY_ADDRESS (`ray start --head`)")
+    scale = cluster.add_mutually_exclusive_group()
+    scale.add_argument("--replicas", type=_positive, metavar="N", help="engine replicas (default 1)")
+    scale.add_argument("--autoscale", type=_autoscale, metavar="MIN:MAX",
+                       help="between MIN and MAX replicas, scaled on the requests in flight")
+    cluster.add_argument("--gpus-per-replica", type=_share, metavar="G",
+                         help="GPUs each replica reserves, 0.5 to share one between two (default 0: CPU)")
+    cluster.add_argument("--cpus-per-replica", type=_share, metavar="C",
+                         help="CPU cores each replica reserves, its torch threads (default 1)")
     return parser
+
+
+def _autoscale(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition(":")
+    if not sep or not low.isdigit() or not high.isdigit() or not 1 <= int(low) <= int(high):
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX replicas with 1 <= MIN <= MAX, got {text!r}")
+    return int(low), int(high)
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -229,17 +258,26 @@ def _serve_http(args: argparse.Namespace) -> int:
     from coda_engine.engine import resolve_device
 
     try:
-        resolve_device(args.device)
+        if args.ray:
+            load_backend = _ray_backend(args, model)
+        else:
+            resolve_device(args.device)  # with --ray each replica resolves it (this machine may have no GPU)
+            load_backend = _batched_backend(args, model)
     except ValueError as exc:
         print(f"coda-lsp serve: {exc}", file=sys.stderr)
         return 2
     _configure_logging(args.log_level, None)
     from coda_lsp.serve.app import create_app, run
-    from coda_lsp.serve.backend import Backend, PassObserver
     from coda_lsp.serve.settings import ServeSettings
 
     settings = ServeSettings(model_path=model, api_key=api_key, max_tokens=args.max_tokens,
                              max_body_bytes=args.max_body_kb * 1024)
+    return run(create_app(load_backend, settings), args.host, args.port, args.log_level)
+
+
+def _batched_backend(args: argparse.Namespace, model: Path) -> BackendFactory:
+    if args.replicas or args.autoscale or args.gpus_per_replica is not None or args.cpus_per_replica is not None:
+        raise ValueError("--replicas, --autoscale, --gpus-per-replica and --cpus-per-replica go with --ray")
 
     def load_backend(observer: PassObserver) -> Backend:
         from coda_lsp.serve.batched import BatchedBackend
@@ -248,7 +286,29 @@ def _serve_http(args: argparse.Namespace) -> int:
         return BatchedBackend.load(str(model), args.device, args.dtype, observer, max_rows=args.max_rows,
                                    max_queue=args.max_queue, cache_mb=args.cache_mb, warm_span=args.max_tokens)
 
-    return run(create_app(load_backend, settings), args.host, args.port, args.log_level)
+    return load_backend
+
+
+def _ray_backend(args: argparse.Namespace, model: Path) -> BackendFactory:
+    """RayBackend's factory, Ray started or joined; ValueError with one line when Ray Serve is not installed, Ray
+    cannot be joined, or the GPUs asked for do not fit the device."""
+    if args.gpus_per_replica and args.device == "cpu":
+        raise ValueError("--gpus-per-replica with --device cpu: the replicas would hold GPUs they never use")
+    if args.device.startswith("cuda") and not args.gpus_per_replica:
+        raise ValueError(f"--device {args.device} needs --gpus-per-replica: Ray hides the GPUs from replicas "
+                         "that reserve none")
+    if importlib.util.find_spec("ray") is None:
+        raise ValueError("--ray needs Ray Serve: install coda-lsp[cluster]")
+    try:
+        from coda_lsp.serve.cluster import ClusterOptions, backend_factory
+    except ImportError as exc:  # ray without its serve extra
+        raise ValueError(f"--ray needs Ray Serve: install coda-lsp[cluster] ({exc})") from None
+    options = ClusterOptions(replicas=args.replicas or 1, autoscale=args.autoscale,
+                             gpus_per_replica=args.gpus_per_replica or 0.0,
+                             cpus_per_replica=1.0 if args.cpus_per_replica is None else args.cpus_per_replica,
+                             device=args.device, dtype=args.dtype, max_rows=args.max_rows, max_queue=args.max_queue,
+                             cache_mb=args.cache_mb, warm_span=args.max_tokens)
+    return backend_factory(model, options)
 
 
 def _read_key(path: Path) -> str:

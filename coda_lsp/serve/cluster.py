@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -63,14 +63,6 @@ class ClusterOptions:
     @property
     def max_replicas(self) -> int:
         return self.autoscale[1] if self.autoscale is not None else self.replicas
-
-
-def parse_autoscale(text: str) -> tuple[int, int]:
-    """`MIN:MAX` (as `--autoscale` takes it) -> (min, max); ValueError with one line otherwise."""
-    low, sep, high = text.partition(":")
-    if not sep or not low.isdigit() or not high.isdigit() or not 1 <= int(low) <= int(high):
-        raise ValueError(f"expected MIN:MAX replicas with 1 <= MIN <= MAX, got {text!r}")
-    return int(low), int(high)
 
 
 # ---- the replica ----------------------------------------------------------------------------------------------
@@ -161,8 +153,9 @@ class EngineReplica:
         finally:  # the caller went away (Serve cancels the generator): stop the rows within one pass
             task.cancel()
 
-    def __del__(self) -> None:  # Serve calls it when it stops the replica
-        self.backend.close()
+    def __del__(self) -> None:  # Serve calls it when it stops the replica, also one whose __init__ failed
+        if hasattr(self, "backend"):
+            self.backend.close()
 
 
 def _wall_deadline(job: InfillJob) -> float | None:
@@ -215,15 +208,39 @@ def _affinity(client: str, replica: str) -> int:
 # ---- the ingress side -----------------------------------------------------------------------------------------
 
 
-def connect(num_cpus: float | None = None) -> bool:
+def backend_factory(model: Path, options: ClusterOptions,
+                    num_cpus: int | None = None) -> Callable[[PassObserver], RayBackend]:
+    """Connect to Ray now, in the calling (main) thread: the handles of a Ray started from another thread never
+    reach their replicas. The factory, which create_app calls in its loading thread, deploys the replicas and
+    waits until each has loaded the model. ValueError with one line when Ray cannot be joined or the replicas
+    would wait for GPUs this machine does not have."""
+    owns_ray = connect(num_cpus)
+    try:
+        if owns_ray:
+            _check_gpus(options)
+        elif APP_NAME in serve.status().applications:
+            raise ValueError(f"the Ray cluster already runs a Serve application {APP_NAME!r} (another `coda-lsp "
+                             "serve --ray`, or what a killed one left): stop that server, or delete the "
+                             "application (docs/cluster.md, \"Leftovers\")")
+    except ValueError:
+        ray.shutdown()  # of a joined cluster: disconnects this process only
+        raise
+    return lambda observer: RayBackend.start(model, options, observer, owns_ray)
+
+
+def connect(num_cpus: int | None = None) -> bool:
     """Join the cluster at RAY_ADDRESS (one started with `ray start --head`), else start a local Ray instance
     without its dashboard. True when this process started Ray (and so stops it at close)."""
     if ray.is_initialized():
         return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address="auto")
+    if address := os.environ.get("RAY_ADDRESS"):
+        try:
+            ray.init(address="auto")
+        except ConnectionError as exc:
+            raise ValueError(f"cannot join the Ray cluster at RAY_ADDRESS={address}: {_first_line(exc)}") from None
         return False
-    ray.init(num_cpus=num_cpus, include_dashboard=False)
+    # "local": a new instance, never one that `ray start` left on this machine (Ray's default would join it).
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
     return True
 
 
@@ -248,7 +265,8 @@ def engine_application(model: Path, options: ClusterOptions) -> serve.Applicatio
     )(EngineReplica)
     backend_options = {"max_rows": options.max_rows, "max_queue": options.max_queue, "cache_mb": options.cache_mb,
                        "warm_span": options.warm_span}
-    return deployment.bind(str(model), options.device, options.dtype, backend_options)
+    # Absolute: a replica's working directory is its raylet's, not this process's.
+    return deployment.bind(str(model.resolve()), options.device, options.dtype, backend_options)
 
 
 class RayBackend:
@@ -275,17 +293,20 @@ class RayBackend:
         self._queues: dict[str, tuple[int, int]] = {}  # each replica's (waiting, rows in flight), summed
 
     @classmethod
-    def start(cls, model: Path, options: ClusterOptions, observer: PassObserver | None = None) -> RayBackend:
-        """Connect to Ray, deploy the replicas and wait until each has loaded the model."""
-        owns_ray = connect()
+    def start(cls, model: Path, options: ClusterOptions, observer: PassObserver | None = None,
+              owns_ray: bool = False) -> RayBackend:
+        """Deploy the replicas (Ray connected: see backend_factory) and wait until each has loaded the model;
+        `owns_ray`: stop Ray at close."""
         try:
-            _check_gpus(options, local=owns_ray)
             serve.start(proxy_location="Disabled")  # no HTTP proxy: our own uvicorn is the entry
             handle = serve.run(engine_application(model, options), name=APP_NAME, route_prefix=None,
                                logging_config={"log_level": "WARNING", "enable_access_log": False})
+        except RuntimeError as exc:  # the replicas' constructors failed: say why, leave nothing deployed
+            reason = _deploy_failure(exc)
+            _stop(owns_ray)
+            raise reason from None
         except BaseException:
-            if owns_ray:
-                ray.shutdown()
+            _stop(owns_ray)
             raise
         return cls(handle, model, options, observer, owns_ray)
 
@@ -358,13 +379,28 @@ class RayBackend:
                                   sum(q[1] for q in self._queues.values()))
 
     def close(self) -> None:
-        """Delete the replicas (others' applications on a shared cluster stay); stop Ray if we started it."""
-        try:
-            serve.delete(APP_NAME)
-        finally:
-            if self._owns_ray:
-                serve.shutdown()
-                ray.shutdown()
+        _stop(self._owns_ray)
+
+
+def _stop(owns_ray: bool) -> None:
+    """Delete the replicas (others' applications on a shared cluster stay); stop Ray if we started it."""
+    try:
+        serve.delete(APP_NAME)
+    finally:
+        if owns_ray:
+            serve.shutdown()
+            ray.shutdown()
+
+
+def _deploy_failure(exc: RuntimeError) -> RuntimeError:
+    """serve.run's error names no reason; the deployment's status message ends with the replica's exception
+    (`coda_engine.errors.CheckpointError: …: model folder not found`)."""
+    try:
+        message = serve.status().applications[APP_NAME].deployments["EngineReplica"].message
+    except KeyError:
+        return exc
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return RuntimeError(f"the replicas did not start: {lines[-1]}") if lines else exc
 
 
 class _Forward:
@@ -394,11 +430,16 @@ def _as_raised(exc: Exception) -> Exception:
     return exc
 
 
-def _check_gpus(options: ClusterOptions, local: bool) -> None:
-    """On this machine alone, replicas that ask for more GPUs than it has would wait for them forever."""
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _check_gpus(options: ClusterOptions) -> None:
+    """On this machine alone (a cluster may add nodes), replicas that ask for more GPUs than it has would wait
+    for them forever."""
     needed = options.gpus_per_replica * (options.autoscale[0] if options.autoscale else options.replicas)
-    if local and needed > 0:
-        available = ray.cluster_resources().get("GPU", 0)
-        if needed > available:
-            raise ValueError(f"the replicas need {needed:g} GPUs (--gpus-per-replica x replicas); this machine has "
-                             f"{available:g}")
+    available = ray.cluster_resources().get("GPU", 0)
+    if needed > available:
+        raise ValueError(f"the replicas need {needed:g} GPUs (--gpus-per-replica x replicas); this machine has "
+                         f"{available:g}")

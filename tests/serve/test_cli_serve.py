@@ -68,6 +68,22 @@ def test_a_wrong_model_or_device_is_one_line(capsys: pytest.CaptureFixture[str],
     assert "unknown device 'tpu'" in _one_line(capsys.readouterr().err)
 
 
+def test_ray_arguments_are_checked_before_ray_starts(capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch, short_checkpoint: Path) -> None:
+    model = ["serve", "--model", str(short_checkpoint)]
+    for argv, words in ((["--replicas", "2"], "go with --ray"),
+                        (["--ray", "--device", "cuda"], "needs --gpus-per-replica"),
+                        (["--ray", "--gpus-per-replica", "1", "--device", "cpu"], "never use")):
+        assert main(model + argv) == 2
+        assert words in _one_line(capsys.readouterr().err)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    assert main(model + ["--ray", "--replicas", "2"]) == 2
+    assert "install coda-lsp[cluster]" in _one_line(capsys.readouterr().err)
+    with pytest.raises(SystemExit) as exit_:
+        main(model + ["--ray", "--autoscale", "3:1"])
+    assert exit_.value.code == 2 and "MIN <= MAX" in capsys.readouterr().err
+
+
 def test_the_language_server_keeps_its_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
