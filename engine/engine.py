@@ -370,6 +370,8 @@ class Engine:
         pass covers only the block. The server runs it while an as-you-type request waits out its debounce.
         Does nothing without a `reuse` policy (reuse is what reads the kept cache). Returns the milliseconds it
         took. `should_stop` is asked between layers; Cancelled then leaves the kept cache as it was."""
+        if not (cache or FAST.cache).reuse:
+            return 0.0
         started = time.perf_counter()
         run = self.start_warm(prefix, suffix, max_new_tokens, cache, self.last_canvas)
         if run is not None:
