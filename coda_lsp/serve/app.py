@@ -257,7 +257,7 @@ class Service:
             "default_generation_settings": {"n_ctx": backend.max_positions, "n_predict": self.settings.max_tokens,
                                             "temperature": 0.0, "model": backend.model_name},
             # not llama-server's: where the model runs (cuda, cpu), for `coda-lsp --remote`'s status
-            "device": str(getattr(getattr(backend, "engine", None), "device", "unknown")),
+            "device": backend.device,
             "total_slots": getattr(backend, "max_rows", 1),
             "model_path": str(self.settings.model_path or backend.model_name),
             "build_info": f"coda-lsp {__version__}", "is_sleeping": False,

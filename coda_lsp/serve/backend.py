@@ -70,6 +70,7 @@ class Backend(Protocol):
     tokenizer: Any                       # coda_engine.tokenizer.Tokenizer: encode/decode for truncation, usage
     max_positions: int                   # canvas positions the model takes (prefix + span + suffix)
     model_name: str
+    device: str                          # where the model runs, for GET /props
 
     async def infill(self, job: InfillJob) -> InfillOutcome: ...
     def close(self) -> None: ...

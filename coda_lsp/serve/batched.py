@@ -119,6 +119,7 @@ class BatchedBackend:
         self.tokenizer = engine.tokenizer
         self.max_positions = engine.config.max_position_embeddings
         self.model_name = engine.path.name
+        self.device = str(engine.device)
         self.observer = observer
         self.max_rows, self.max_queue, self.warm_span = max_rows, max_queue, warm_span
         self.row_chunk = (default_row_chunk(engine.device, FAST.block_size, SERVED_CACHE.margin)

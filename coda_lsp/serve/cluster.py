@@ -279,6 +279,7 @@ class RayBackend:
         self.tokenizer = load_tokenizer(model)
         self.max_positions = load_config(model).max_position_embeddings
         self.model_name = model.name
+        self.device = f"{options.device} in each of {options.max_replicas} Ray Serve replicas (at most)"
         self.max_rows = options.max_rows * options.max_replicas  # GET /props' total_slots
         self.handle = handle
         self.retries = options.retries

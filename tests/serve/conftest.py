@@ -46,6 +46,7 @@ class Recording:
         self.tokenizer = inner.tokenizer
         self.max_positions = inner.max_positions
         self.model_name = inner.model_name
+        self.device = inner.device
         self.jobs: list[InfillJob] = []
         self.cancelled = 0
 
@@ -74,6 +75,7 @@ class StubBackend:
         self.tokenizer = tokenizer
         self.max_positions = 256
         self.model_name = "stub"
+        self.device = "cpu"
         self.behaviour = behaviour
         self.started = threading.Event()
         self.cancelled = threading.Event()
