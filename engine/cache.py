@@ -143,19 +143,20 @@ _ANCHOR = 8  # tokens that must match to consider a shift
 def shared_prefix(old: Sequence[int], new: Sequence[int]) -> tuple[int, int]:
     """(shift, length): new[:length] == old[shift:shift + length], the longest such run for shifts up to
     _MAX_TOP_SHIFT (lines at the top leave the context window as the prefix grows)."""
-    best = (0, _common_length(old, new))
+    best = (0, common_length(old, new))
     anchor = tuple(new[:_ANCHOR])
     if len(anchor) < _ANCHOR:
         return best
     for shift in range(1, min(_MAX_TOP_SHIFT, len(old) - _ANCHOR) + 1):
         if tuple(old[shift:shift + _ANCHOR]) == anchor:
-            length = _common_length(old[shift:], new)
+            length = common_length(old[shift:], new)
             if length > best[1]:
                 best = (shift, length)
     return best
 
 
-def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+def common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading entries a and b share."""
     length = 0
     for x, y in zip(a, b):
         if x != y:
@@ -175,7 +176,7 @@ def prefill_from(previous: CanvasCache, ids: Sequence[int], span: tuple[int, int
     if stale_start < stale_end:
         prefix = max(0, min(prefix, stale_start - shift))
         suffix_skip = max(0, stale_end - old_end)
-    suffix = _common_length(old_ids[old_end:], ids[end:])
+    suffix = common_length(old_ids[old_end:], ids[end:])
     # The first pass is one window, so the suffix is reused only when the shared run reaches the canvas's end.
     reuse_suffix = suffix == len(ids) - end and suffix > suffix_skip
     window = (prefix, end + suffix_skip if reuse_suffix else len(ids))

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from coda_engine.batching import default_row_chunk, shared_pass
-from coda_engine.cache import CanvasCache, shared_prefix
+from coda_engine.cache import CanvasCache, common_length, shared_prefix
 from coda_engine.engine import FAST, Engine, InfillRun, WarmRun
 from coda_engine.errors import Cancelled
 from coda_lsp.serve.backend import InfillJob, InfillOutcome, Overloaded, PassObserver
@@ -75,7 +75,7 @@ class CanvasStore:
         for key, entry in self._entries.items():
             if key[0] != client:
                 continue
-            shared = shared_prefix(entry.ids[:entry.span[0]], ids[:span[0]])[1] + _common_suffix(
+            shared = shared_prefix(entry.ids[:entry.span[0]], ids[:span[0]])[1] + common_length(
                 entry.ids[entry.span[1]:], ids[span[1]:])
             if shared > best_shared:
                 best, best_shared = key, shared
@@ -96,15 +96,6 @@ class CanvasStore:
             del self._entries[old]
         while self._entries and self.num_bytes > self.budget_bytes:
             self._entries.popitem(last=False)
-
-
-def _common_suffix(a: tuple[int, ...], b: list[int]) -> int:
-    length = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        length += 1
-    return length
 
 
 class BatchedBackend:
