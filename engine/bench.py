@@ -308,11 +308,28 @@ def cpu_suite_main(args: argparse.Namespace) -> int:
         raise ValueError(f"--formats takes {', '.join(FORMAT_NAMES)}; got {args.formats!r}")
     with tempfile.TemporaryDirectory(prefix="coda-bench-") as scratch:
         path = checkpoint_for(args, Path(scratch))
-        table = cpu_suite(path, formats, with_ar=not args.no_ar)
+        table = cpu_suite(path, formats, with_ar=not args.no_ar, gguf=llama_cpp_gguf(args, path, Path(scratch)))
     print(f"{args.model or 'preset ' + args.preset} on the CPU ({torch.get_num_threads()} threads): "
           f"{PREFIX_TOKENS} + {SUFFIX_TOKENS} tokens of context, a {SPAN_TOKENS}-token span")
     print(table)
     return 0
+
+
+def llama_cpp_gguf(args: argparse.Namespace, path: Path, scratch: Path) -> Path | None:
+    """The Q8_0 GGUF of the suite's checkpoint for llama.cpp's row (--llama-cpp-gguf, or converted with
+    --llama-cpp-converter), or None: no row, and the log says why."""
+    from .bench_llamacpp import llama_cpp_available, to_gguf
+
+    if args.llama_cpp_gguf is None and args.llama_cpp_converter is None:
+        return None
+    missing = llama_cpp_available()
+    if missing is not None:
+        log.warning("no llama.cpp row: %s", missing)
+        return None
+    if args.llama_cpp_gguf is not None:
+        return args.llama_cpp_gguf
+    log.info("converting %s to a Q8_0 GGUF", path)
+    return to_gguf(path, args.llama_cpp_converter, scratch / "model-q8_0.gguf")
 
 
 def checkpoint_for(args: argparse.Namespace, scratch: Path) -> Path:
@@ -334,6 +351,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--formats", default="fp32,bf16,int8,auto",
                         help="cpu suite: weight formats, comma-separated (default %(default)s)")
     parser.add_argument("--no-ar", action="store_true", help="cpu suite: skip the autoregressive rows")
+    parser.add_argument("--llama-cpp-gguf", type=Path, metavar="GGUF",
+                        help="cpu suite: llama.cpp's row on this Q8_0 GGUF of the same weights (needs llama_cpp)")
+    parser.add_argument("--llama-cpp-converter", type=Path, metavar="PY",
+                        help="cpu suite: make that GGUF with llama.cpp's convert_hf_to_gguf.py (from "
+                             "llama-cpp-python's sdist: vendor/llama.cpp/convert_hf_to_gguf.py)")
     parser.add_argument("--model", type=Path, help="benchmark this checkpoint folder instead of a preset")
     parser.add_argument("--tokenizer-dir", type=Path, default=DEFAULT_TOKENIZER_DIR,
                         help="tokenizer files for preset checkpoints (default: %(default)s)")

@@ -73,22 +73,22 @@ class PassTimer:
         return timed
 
 
-def workload(engine: Engine) -> tuple[str, str, str]:
-    """(prefix, suffix, the text typed after the prefix) from real Python source."""
+def workload(tokenizer: Any) -> tuple[str, str, str]:
+    """(prefix, suffix, the text typed after the prefix) from real Python source, cut by `tokenizer`'s tokens."""
     import json.decoder
     import logging.handlers
 
     source = inspect.getsource(logging.handlers) + inspect.getsource(json.decoder)
-    ids = engine.tokenizer.encode(source)
-    prefix = engine.tokenizer.decode(ids[:PREFIX_TOKENS])
-    rest = source[len(prefix):] if source.startswith(prefix) else engine.tokenizer.decode(ids[PREFIX_TOKENS:])
+    ids = tokenizer.encode(source)
+    prefix = tokenizer.decode(ids[:PREFIX_TOKENS])
+    rest = source[len(prefix):] if source.startswith(prefix) else tokenizer.decode(ids[PREFIX_TOKENS:])
     typed = rest[:KEYSTROKES]
-    suffix = engine.tokenizer.decode(engine.tokenizer.encode(rest)[:SUFFIX_TOKENS])
+    suffix = tokenizer.decode(tokenizer.encode(rest)[:SUFFIX_TOKENS])
     return prefix, suffix, typed
 
 
 def diffusion_rows(engine: Engine) -> tuple[float, int, float, float, dict[str, float]]:
-    prefix, suffix, typed = workload(engine)
+    prefix, suffix, typed = workload(engine.tokenizer)
     engine.infill("\n", "", max_new_tokens=2, steps=1)  # allocator and thread-pool set-up
     timer = PassTimer(engine)
     engine.last_canvas = None
@@ -114,7 +114,7 @@ def autoregressive_rows(engine: Engine, float_model: Callable[[], CodaModel] | N
     if model is None:
         return None, None
     from transformers import DynamicCache
-    prefix, suffix, _ = workload(engine)
+    prefix, suffix, _ = workload(engine.tokenizer)
     prefix_ids = engine.tokenizer.encode(prefix)
     prompt = torch.tensor([prefix_ids + engine.tokenizer.encode(suffix)])
 
@@ -169,11 +169,27 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def cpu_suite(path: Path, formats: list[str], with_ar: bool) -> str:
-    """The table for each of `formats` (names --dtype takes; `auto` is reported as what it picked)."""
+def cpu_suite(path: Path, formats: list[str], with_ar: bool, gguf: Path | None = None) -> str:
+    """The table for each of `formats` (names --dtype takes; `auto` is reported as what it picked), and with
+    `gguf` (the same weights in Q8_0) llama.cpp's row and each format against it."""
     device = torch.device("cpu")
     chosen = resolve_precision("auto", device, load_config(path)) if "auto" in formats else None
     names = [chosen.name if name == "auto" and chosen else name for name in formats]
     rows = [measure_format(path, name, with_ar) for name in dict.fromkeys(names)]
     header = f"auto picks {chosen.name}: {chosen.reason}\n" if chosen else ""
-    return header + format_cpu_table(rows)
+    table = header + format_cpu_table(rows)
+    if gguf is None:
+        return table
+    from .bench_llamacpp import llama_cpp_rows
+    from .tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(path)
+    prefix, suffix, _ = workload(tokenizer)
+    cold_ms, typing_ms = llama_cpp_rows(gguf, tokenizer.encode(prefix), tokenizer.encode(suffix),
+                                        torch.get_num_threads())
+    lines = [f"llama.cpp Q8_0 ({gguf.name}, {torch.get_num_threads()} threads): cold {cold_ms:.0f} ms, typing "
+             f"{typing_ms:.0f} ms (median of {KEYSTROKES})", "| weights | cold vs llama.cpp | typing vs llama.cpp |",
+             "|---|---:|---:|"]
+    lines += [f"| {row.precision.name} | {row.cold_ms / cold_ms:.2f}x | {row.typing_ms / typing_ms:.2f}x |"
+              for row in rows]
+    return table + "\n\n" + "\n".join(lines)

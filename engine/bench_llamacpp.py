@@ -1,0 +1,79 @@
+"""The CPU suite's llama.cpp row: the same weights as a Q8_0 GGUF, the same workload, through llama-cpp-python.
+
+Optional: it runs only where `llama_cpp` imports (llama-cpp-python builds from source, about 20 minutes on 2
+cores) and a GGUF of the benchmarked checkpoint exists. To make one, llama-cpp-python's sdist carries the
+converter (`vendor/llama.cpp/convert_hf_to_gguf.py`, with `gguf-py` beside it); `to_gguf` runs it on a copy of
+the checkpoint's folder whose config names Qwen3ForCausalLM, the architecture CoDA's weights have (the converter
+does not know CoDA's own name). The converter needs transformers, which the test extra has, and sentencepiece.
+
+What is measured is what an AR infill server does (bench_cpu's AR rows): cold, the whole prompt (prefix then
+suffix tokens, as the suite's AR baseline) and 24 greedy tokens; typing, the prompt kept up to the end of the
+prefix and the suffix evaluated again, then the 24 tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .bench_cpu import KEYSTROKES, SPAN_TOKENS
+
+
+def to_gguf(checkpoint: Path, converter: Path, out: Path) -> Path:
+    """`checkpoint` as a Q8_0 GGUF at `out`, by llama.cpp's converter; raises RuntimeError with its last line."""
+    staged = out.parent / f"{out.stem}-hf"
+    staged.mkdir(parents=True, exist_ok=True)
+    for item in checkpoint.iterdir():
+        target = staged / item.name
+        if item.name != "config.json" and not target.exists():
+            target.symlink_to(item.resolve())
+    config = json.loads((checkpoint / "config.json").read_text())
+    config.update(architectures=["Qwen3ForCausalLM"], model_type="qwen3")
+    (staged / "config.json").write_text(json.dumps(config, indent=2))
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(converter.parent / "gguf-py"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(converter), str(staged), "--outtype", "q8_0", "--outfile", str(out)],
+                          capture_output=True, text=True, env=environment)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise RuntimeError(f"convert_hf_to_gguf failed: {lines[-1] if lines else done.returncode}")
+    return out
+
+
+def llama_cpp_rows(gguf: Path, prefix_ids: list[int], suffix_ids: list[int], threads: int) -> tuple[float, float]:
+    """(cold ms, median typing ms) of llama.cpp on `gguf`, greedy, on the CPU with `threads` threads."""
+    from llama_cpp import Llama
+
+    prompt = prefix_ids + suffix_ids
+    llm = Llama(model_path=str(gguf), n_ctx=len(prompt) + SPAN_TOKENS + 8, n_batch=len(prompt), n_threads=threads,
+                n_threads_batch=threads, verbose=False)
+
+    def write(keep: int) -> float:
+        """Keep the cache's first `keep` tokens, evaluate the rest of the prompt, write SPAN_TOKENS tokens."""
+        llm.n_tokens = keep
+        started = time.perf_counter()
+        llm.eval(prompt[keep:])
+        for _ in range(SPAN_TOKENS):
+            # Greedy over the last position's logits; random weights never end, so no end-of-text check.
+            token = int(llm.scores[llm.n_tokens - 1].argmax())
+            llm.eval([token])
+        return (time.perf_counter() - started) * 1000
+
+    write(0)  # set-up: thread pool, buffers
+    cold_ms = write(0)
+    typing_ms = [write(len(prefix_ids)) for _ in range(KEYSTROKES)]
+    return cold_ms, statistics.median(typing_ms)
+
+
+def llama_cpp_available() -> str | None:
+    """None when llama_cpp imports, else why not (one line)."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError as exc:
+        return f"llama_cpp is not importable ({exc}); pip install llama-cpp-python builds it (about 20 min)"
+    return None
