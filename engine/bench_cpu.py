@@ -165,6 +165,16 @@ def format_cpu_table(rows: list[FormatRow]) -> str:
     return "\n".join(lines)
 
 
+def _llama_cpp_ms(path: Path, gguf: Path) -> tuple[float, float]:
+    """llama.cpp's cold and typing ms on the suite's workload, cut by the checkpoint's own tokenizer."""
+    from .bench_llamacpp import llama_cpp_rows
+    from .tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(path)
+    prefix, suffix, _ = workload(tokenizer)
+    return llama_cpp_rows(gguf, tokenizer.encode(prefix), tokenizer.encode(suffix), torch.get_num_threads())
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
@@ -173,20 +183,15 @@ def cpu_suite(path: Path, formats: list[str], with_ar: bool, gguf: Path | None =
     """The table for each of `formats` (names --dtype takes; `auto` is reported as what it picked), and with
     `gguf` (the same weights in Q8_0) llama.cpp's row and each format against it."""
     device = torch.device("cpu")
+    llama_cpp = _llama_cpp_ms(path, gguf) if gguf is not None else None  # first: a failure there fails fast
     chosen = resolve_precision("auto", device, load_config(path)) if "auto" in formats else None
     names = [chosen.name if name == "auto" and chosen else name for name in formats]
     rows = [measure_format(path, name, with_ar) for name in dict.fromkeys(names)]
     header = f"auto picks {chosen.name}: {chosen.reason}\n" if chosen else ""
     table = header + format_cpu_table(rows)
-    if gguf is None:
+    if llama_cpp is None:
         return table
-    from .bench_llamacpp import llama_cpp_rows
-    from .tokenizer import load_tokenizer
-
-    tokenizer = load_tokenizer(path)
-    prefix, suffix, _ = workload(tokenizer)
-    cold_ms, typing_ms = llama_cpp_rows(gguf, tokenizer.encode(prefix), tokenizer.encode(suffix),
-                                        torch.get_num_threads())
+    cold_ms, typing_ms = llama_cpp
     lines = [f"llama.cpp Q8_0 ({gguf.name}, {torch.get_num_threads()} threads): cold {cold_ms:.0f} ms, typing "
              f"{typing_ms:.0f} ms (median of {KEYSTROKES})", "| weights | cold vs llama.cpp | typing vs llama.cpp |",
              "|---|---:|---:|"]

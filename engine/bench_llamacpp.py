@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy
+
 from .bench_cpu import KEYSTROKES, SPAN_TOKENS
 
 
@@ -50,8 +52,9 @@ def llama_cpp_rows(gguf: Path, prefix_ids: list[int], suffix_ids: list[int], thr
     from llama_cpp import Llama
 
     prompt = prefix_ids + suffix_ids
-    llm = Llama(model_path=str(gguf), n_ctx=len(prompt) + SPAN_TOKENS + 8, n_batch=len(prompt), n_threads=threads,
-                n_threads_batch=threads, verbose=False)
+    # A context a whole multiple of 256 tokens: llama.cpp rounds a smaller one down.
+    llm = Llama(model_path=str(gguf), n_ctx=-(-(len(prompt) + SPAN_TOKENS) // 256) * 256, n_batch=len(prompt),
+                n_threads=threads, n_threads_batch=threads, verbose=False)
 
     def write(keep: int) -> float:
         """Keep the cache's first `keep` tokens, evaluate the rest of the prompt, write SPAN_TOKENS tokens."""
@@ -59,8 +62,9 @@ def llama_cpp_rows(gguf: Path, prefix_ids: list[int], suffix_ids: list[int], thr
         started = time.perf_counter()
         llm.eval(prompt[keep:])
         for _ in range(SPAN_TOKENS):
-            # Greedy over the last position's logits; random weights never end, so no end-of-text check.
-            token = int(llm.scores[llm.n_tokens - 1].argmax())
+            # Greedy over the last position's logits (llama-cpp-python keeps no copy of them unless every
+            # position's are asked for); random weights never end, so no end-of-text check.
+            token = int(numpy.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).argmax())
             llm.eval([token])
         return (time.perf_counter() - started) * 1000
 
