@@ -31,6 +31,9 @@ class PassRun(Protocol):
 
     done: bool
 
+    @property
+    def first_pass(self) -> bool: ...  # whether the next pass is the run's first (a whole canvas, or its window)
+
     def next_window(self) -> Window | None: ...
     def apply(self, hidden: torch.Tensor) -> None: ...
 
@@ -60,7 +63,7 @@ def shared_pass(model: CodaModel, runs: Sequence[PassRun], row_chunk: int | None
     if not pairs:
         return PassShape(0, 0, 0)
     device = pairs[0][1].ids.device
-    alone = [row_chunk is not None and _is_first(run) for run, _ in pairs]
+    alone = [row_chunk is not None and run.first_pass for run, _ in pairs]
     packed = [pair for pair, by_itself in zip(pairs, alone) if not by_itself]
     with on_device(device), torch.inference_mode():
         for (run, window), by_itself in zip(pairs, alone):
@@ -72,8 +75,3 @@ def shared_pass(model: CodaModel, runs: Sequence[PassRun], row_chunk: int | None
             for (run, _), hidden in zip(packed, states):
                 run.apply(hidden)
     return PassShape(len(pairs), sum(w.ids.shape[0] for _, w in pairs), sum(w.ids.numel() for _, w in pairs))
-
-
-def _is_first(run: PassRun) -> bool:
-    trace = getattr(run, "trace", None)
-    return trace is None or trace.num_forward_passes == 0

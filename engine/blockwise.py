@@ -158,7 +158,7 @@ def run_alone(run: "BlockwiseRun", should_stop: StopCheck | None = None) -> Bloc
             # The first pass (a whole cold canvas: seconds on a CPU) also stops between layers; nothing is kept
             # from it then. Later passes are short and stop between passes, keeping their cache.
             hidden, _ = run.model.hidden_states_cached(window.ids, window.cache, window.start, window.rows,
-                                                       should_stop if run.trace.num_forward_passes == 0 else None)
+                                                       should_stop if run.first_pass else None)
             run.apply(hidden)
     return run.finish()
 
@@ -220,6 +220,10 @@ class BlockwiseRun:
         self._block, self._step = 0, 0
         self._refresh, self._window = False, (0, 0)  # the pass next_window planned
         self.done = False
+
+    @property
+    def first_pass(self) -> bool:
+        return self.trace.num_forward_passes == 0
 
     def next_window(self) -> Window | None:
         """The positions the next pass computes and the rows whose states `apply` needs; None: finished."""

@@ -140,6 +140,10 @@ class WarmRun:
     prefill: Prefill | None
     done: bool = False
 
+    @property
+    def first_pass(self) -> bool:
+        return not self.done
+
     def next_window(self) -> Window | None:
         if self.done:
             return None
