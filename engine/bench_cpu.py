@@ -11,7 +11,10 @@ the end of the prefix: its cached prompt is kept up to the edit, the suffix's 25
 again, then the 24 tokens are written. Every row is measured in this process, so ratios are meaningful.
 
 Each format's line also splits the diffusion passes' time into the decoder layers, the vocabulary head and the
-rest (sampling and reveal).
+rest (sampling and reveal). A second table compares each format's logits at the span's masked positions with
+fp32's: of the cold canvas's first pass, and of a window pass (the block and its margin, over the format's own
+cache), which multiplies thin products like every later pass: the top-1 token's agreement and the mean KL
+divergence KL(fp32 || format).
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from typing import Any
 import torch
 
 from .bench import qwen3_baseline
+from .cache import KVCache
 from .config import load_config
-from .engine import Engine, load_model
+from .engine import FAST, Engine, load_model
 from .model import CodaModel
 from .precision import Precision, resolve_precision
 
@@ -140,16 +144,68 @@ def autoregressive_rows(engine: Engine, float_model: Callable[[], CodaModel] | N
     return cold_ms, statistics.median(typing_ms)
 
 
-def measure_format(path: Path, name: str, with_ar: bool) -> FormatRow:
+@dataclass(frozen=True)
+class LogitAgreement:
+    """A format's logits at the span's masked positions against fp32's, for the first pass and a window pass."""
+
+    precision: Precision
+    top1: tuple[float, float]  # share of positions whose most probable token is fp32's: first pass, window pass
+    kl: tuple[float, float]    # mean KL(fp32 || format) in nats, the same two passes
+
+
+def masked_logits(engine: Engine) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, V) fp32 logits at the workload's masked span positions: of the first pass over the whole canvas, and
+    of a window pass (the span, FAST's margin each side) over the cache that pass wrote."""
+    prefix, suffix, _ = workload(engine.tokenizer)
+    canvas_ids, (start, end) = engine.layout(prefix, suffix, SPAN_TOKENS)
+    ids = torch.tensor([canvas_ids])
+    model, margin = engine.model, FAST.cache.margin
+    cache = KVCache.allocate(model.config, 1, ids.shape[1], ids.device, model.compute_dtype)
+    with torch.inference_mode():
+        first, _ = model.hidden_states_cached(ids, cache, 0, slice(start - 1, end - 1))
+        low, high = max(0, start - 1 - margin), min(ids.shape[1], end + margin)
+        window, _ = model.hidden_states_cached(ids[:, low:high], cache, low, slice(start - 1 - low, end - 1 - low))
+        return model.lm_head(first[0]).float(), model.lm_head(window[0]).float()
+
+
+def agreement(reference: tuple[torch.Tensor, torch.Tensor], logits: tuple[torch.Tensor, torch.Tensor],
+              precision: Precision) -> LogitAgreement:
+    top1, kl = [], []
+    for expected, got in zip(reference, logits):
+        top1.append(float((expected.argmax(-1) == got.argmax(-1)).float().mean()))
+        kl.append(float(torch.nn.functional.kl_div(got.log_softmax(-1), expected.log_softmax(-1), log_target=True,
+                                                   reduction="batchmean")))
+    return LogitAgreement(precision, (top1[0], top1[1]), (kl[0], kl[1]))
+
+
+def measure_format(path: Path, name: str, with_ar: bool,
+                   reference: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[FormatRow, LogitAgreement | None]:
     engine = Engine.from_pretrained(path, dtype=name)
     log.info("measuring %s weights (%s)", engine.precision.name, engine.precision.reason)
+    quality = agreement(reference, masked_logits(engine), engine.precision) if reference is not None else None
     cold_ms, cold_passes, typing_ms, typing_passes, split = diffusion_rows(engine)
     float_model = (lambda: load_model(path, engine.config, engine.device, Precision("float32", torch.float32, "")))
     ar_cold, ar_typing = autoregressive_rows(engine, float_model) if with_ar else (None, None)
     row = FormatRow(engine.precision, cold_ms, cold_passes, typing_ms, typing_passes, ar_cold, ar_typing, split)
     del engine
     gc.collect()
-    return row
+    return row, quality
+
+
+def fp32_masked_logits(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    engine = Engine.from_pretrained(path, dtype="fp32")
+    logits = masked_logits(engine)
+    del engine
+    gc.collect()
+    return logits
+
+
+def format_quality_table(rows: list[LogitAgreement]) -> str:
+    lines = ["| weights | top-1 = fp32, first pass | top-1 = fp32, window pass | KL nats, first pass "
+             "| KL nats, window pass |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {row.precision.name} | {100 * row.top1[0]:.1f} % | {100 * row.top1[1]:.1f} % | {row.kl[0]:.2e} "
+              f"| {row.kl[1]:.2e} |" for row in rows]
+    return "\n".join(lines)
 
 
 def format_cpu_table(rows: list[FormatRow]) -> str:
@@ -186,9 +242,15 @@ def cpu_suite(path: Path, formats: list[str], with_ar: bool, gguf: Path | None =
     llama_cpp = _llama_cpp_ms(path, gguf) if gguf is not None else None  # first: a failure there fails fast
     chosen = resolve_precision("auto", device, load_config(path)) if "auto" in formats else None
     names = [chosen.name if name == "auto" and chosen else name for name in formats]
-    rows = [measure_format(path, name, with_ar) for name in dict.fromkeys(names)]
+    unique = list(dict.fromkeys(names))
+    reference = fp32_masked_logits(path) if any(name not in ("fp32", "float32") for name in unique) else None
+    measured = [measure_format(path, name, with_ar, reference) for name in unique]
+    rows = [row for row, _ in measured]
+    qualities = [quality for _, quality in measured if quality is not None and quality.precision.name != "float32"]
     header = f"auto picks {chosen.name}: {chosen.reason}\n" if chosen else ""
     table = header + format_cpu_table(rows)
+    if qualities:
+        table += "\n\nLogits at the span's masked positions against fp32's:\n" + format_quality_table(qualities)
     if llama_cpp is None:
         return table
     cold_ms, typing_ms = llama_cpp

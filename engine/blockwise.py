@@ -219,6 +219,9 @@ class BlockwiseRun:
         self._passes_since_refresh, self._revealed_since_refresh = 0, 0
         self._block, self._step = 0, 0
         self._refresh, self._window = False, (0, 0)  # the pass next_window planned
+        self._scored = (0, 0)  # the block's positions that pass scores (all of them, unless settled ones skipped)
+        # skip_settled: the block's positions masked before the last pass, (first, last + 1); None: a new block.
+        self._unsettled: tuple[int, int] | None = None
         self.done = False
 
     @property
@@ -244,16 +247,30 @@ class BlockwiseRun:
             refresh = False
             window_start = min(self.prefill.window[0], max(0, block.start - 1 - policy.margin))
             window_end = max(self.prefill.window[1], min(x.shape[1], block.end + policy.margin))
-        self._refresh, self._window = refresh, (window_start, window_end)
+        scored = (block.start, block.end)
+        if (policy.skip_settled and not refresh and not new_block and self._unsettled is not None
+                and x.device.type == "cpu"):
+            scored = self._unsettled
+            window_start = max(0, scored[0] - 1 - policy.margin)
+            window_end = min(x.shape[1], scored[1] + policy.margin)
+        self._refresh, self._window, self._scored = refresh, (window_start, window_end), scored
         return Window(x[:, window_start:window_end], trace.cache, window_start,
-                      slice(block.start - 1 - window_start, block.end - 1 - window_start))
+                      slice(scored[0] - 1 - window_start, scored[1] - 1 - window_start))
 
     def apply(self, hidden: torch.Tensor) -> None:
-        """Reveal from the (B, block width, hidden) states of the window next_window gave, then advance."""
+        """Reveal from the states of the rows next_window asked for (B, scored positions, hidden), then advance."""
         x, trace, refresh, policy = self.trace.canvas, self.trace, self._refresh, self.policy
         span_start, span_end = self.span
         index, block = self._block, self.blocks[self._block]
         window = self._window
+        if self._scored != (block.start, block.end):
+            # Positions left out are revealed, so reveal_block (on the CPU) scores none of them: zeros stand in.
+            full = hidden.new_zeros(hidden.shape[0], block.end - block.start, hidden.shape[2])
+            full[:, self._scored[0] - block.start:self._scored[1] - block.start] = hidden
+            hidden = full
+        if policy.skip_settled and x.device.type == "cpu":
+            masked = (x[:, block.start:block.end] == self.mask_token_id).any(dim=0).nonzero().squeeze(1).tolist()
+            self._unsettled = (block.start + masked[0], block.start + masked[-1] + 1) if masked else None
         if trace.num_forward_passes > 0:
             # After a refresh every position has seen revealed tokens: none is fit to reuse.
             self._stale = (0, x.shape[1]) if refresh else (min(self._stale[0], window[0]),
@@ -283,7 +300,7 @@ class BlockwiseRun:
         if span_done:
             self.done = True
         elif block_done or self._step == block.steps - 1:
-            self._block, self._step = index + 1, 0
+            self._block, self._step, self._unsettled = index + 1, 0, None
             self.done = self._block == len(self.blocks)
         else:
             self._step += 1

@@ -74,6 +74,10 @@ class CachePolicy:
     # How many calls in a row may start from the previous call's keys and values (see CanvasCache) before one
     # computes its whole canvas again; 0: every call starts with a full pass.
     reuse: int = 0
+    # On the CPU, where a window's shape may change from pass to pass: a pass leaves out the block's positions
+    # outside the range that was still masked before the previous pass (each was recomputed in the pass after
+    # it was revealed), keeping the margin around that range. GPU windows keep the whole block (static shapes).
+    skip_settled: bool = False
 
     def __post_init__(self) -> None:
         if self.refresh not in REFRESH_RULES:
@@ -86,6 +90,8 @@ class CachePolicy:
             raise ValueError(f"cache revealed_share must be in (0, 1], got {self.revealed_share}")
         if isinstance(self.reuse, bool) or not isinstance(self.reuse, int) or self.reuse < 0:
             raise ValueError(f"cache reuse must be a whole number >= 0, got {self.reuse!r}")
+        if not isinstance(self.skip_settled, bool):
+            raise ValueError(f"cache skip_settled must be True or False, got {self.skip_settled!r}")
 
     def needs_refresh(self, *, new_block: bool, passes_since: int, revealed_since: int, span: int) -> bool:
         """Whether the next pass recomputes the whole canvas, given what happened since the last refresh."""

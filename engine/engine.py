@@ -48,13 +48,16 @@ class FastDefaults:
     top probability agreed on 11 of 400 problems), plus every position at least `threshold` sure (parallel
     reveals), at least `tokens_per_step` a pass; blocks of `block_size` left to right over the cache, never
     refreshed but with a 16-token margin recomputed around the block (40 problems agreeing with the exact loop:
-    no margin 23, margin 16 32, a refresh every pass 38)."""
+    no margin 23, margin 16 32, a refresh every pass 38; of the first 100 single-line ones, 24 tokens: margin 0
+    45, 4 63, 8 66, 16 73). On the CPU a pass also leaves out the block's settled positions (skip_settled): 74
+    of those 100 agreed with the exact loop, 98 answers were the default's without it, and window passes
+    computed 52.1 rows against 55.4."""
 
     alg: str = "entropy"
     threshold: float = 0.9
     tokens_per_step: int = 1
     block_size: int = 32
-    cache: CachePolicy = CachePolicy(refresh="none", margin=16)
+    cache: CachePolicy = CachePolicy(refresh="none", margin=16, skip_settled=True)
 
     def steps(self, max_new_tokens: int, block_size: int) -> int:
         num_blocks = -(-max_new_tokens // block_size)

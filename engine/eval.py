@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CoDA's reference loop (no cache) instead of the engine's default fast path")
     parser.add_argument("--block-size", type=_count(1), default=None,
                         help=f"fast path's block (default {FAST.block_size})")
+    parser.add_argument("--margin", type=_count(0), default=None,
+                        help=f"fast path's positions recomputed each side of the block (default {FAST.cache.margin})")
     parser.add_argument("--keystrokes", type=_count(0), default=0, metavar="N",
                         help="fast path: before each problem, infill at its cursor less its last N..1 characters, "
                              "each call reusing the previous one's cache, as typing does (default 0: no reuse)")
@@ -130,8 +132,8 @@ def _infill_settings(args: argparse.Namespace) -> InfillSettings:
     """The sampling settings, checked by the engine's own validation before hours of generation start."""
     # Resolved here rather than left to the engine, so the report states the number of steps.
     if args.exact:
-        if args.block_size is not None or args.keystrokes:
-            raise ValueError("--block-size and --keystrokes are fast-path settings; drop them with --exact")
+        if args.block_size is not None or args.keystrokes or args.margin is not None:
+            raise ValueError("--block-size, --margin and --keystrokes are fast-path settings; drop them with --exact")
         alg, block_size = args.alg or "entropy", None
         steps = args.max_new_tokens if args.steps is None else args.steps
     else:
@@ -146,7 +148,7 @@ def _infill_settings(args: argparse.Namespace) -> InfillSettings:
     return InfillSettings(max_new_tokens=args.max_new_tokens, steps=steps, alg=alg, exact=args.exact,
                           block_size=block_size, temperature=args.temperature, threshold=args.threshold,
                           seed=args.seed, variable_length=not args.fixed_length, window=args.window,
-                          keystrokes=args.keystrokes)
+                          keystrokes=args.keystrokes, margin=args.margin)
 
 
 def _load_all(args: argparse.Namespace) -> dict[TaskName, list[Problem]]:

@@ -39,6 +39,7 @@ class InfillSettings:
     # Fast path: first infill at the cursor less its last n, n - 1, ..., 1 characters, each call reusing the
     # last one's cache (as-you-type), and the problem's own call reusing theirs; 0: every call starts afresh.
     keystrokes: int = 0
+    margin: int | None = None  # fast path: positions recomputed each side of the block; None: the engine's
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,14 @@ class ProblemResult:
 def generate(engine: Engine, problem: Problem, settings: InfillSettings) -> Generation:
     """The engine's middle; a problem the engine refuses is one failed problem, not the end of the run."""
     options = asdict(settings)
-    keystrokes = options.pop("keystrokes")
+    keystrokes, margin = options.pop("keystrokes"), options.pop("margin")
     try:
-        if keystrokes:
+        if keystrokes or margin is not None:
             from coda_engine.engine import FAST
 
-            options["cache"] = replace(FAST.cache, reuse=keystrokes + 1)
+            options["cache"] = replace(FAST.cache, reuse=keystrokes + 1 if keystrokes else FAST.cache.reuse,
+                                       margin=FAST.cache.margin if margin is None else margin)
+        if keystrokes:
             engine.last_canvas = None
             for cut in range(min(keystrokes, len(problem.prefix) - 1), 0, -1):
                 engine.infill(problem.prefix[:-cut], problem.suffix, **options)

@@ -32,7 +32,12 @@ def test_the_cpu_suite_measures_each_format_on_the_typing_workload(reference_dir
     assert lines[0] == (f"preset tiny on the CPU ({torch.get_num_threads()} threads): 768 + 256 tokens of "
                         f"context, a 24-token span")
     rows = [line for line in lines if line.startswith("| float32 ") or line.startswith("| int8 ")]
-    assert len(rows) == 2 and all(row.count("|") == 9 and "| - | - |" in row for row in rows)
+    assert len(rows) == 3 and all(row.count("|") == 9 and "| - | - |" in row for row in rows[:2])
+    # The logit table: int8 against fp32 only; random weights are near ties, so top-1 is not asked to be high.
+    quality = rows[2].split("|")
+    assert len(quality) == 7 and all(cell.strip().endswith("%") for cell in quality[2:4])
+    kl_first, kl_window = float(quality[4]), float(quality[5])
+    assert 0 < kl_first < 1 and 0 < kl_window < 1
 
 
 def test_the_cpu_suite_rejects_unknown_formats(capsys) -> None:

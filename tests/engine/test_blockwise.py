@@ -105,6 +105,37 @@ def test_a_margin_over_the_whole_canvas_recomputes_everything_like_a_refresh(eng
     assert margin.token_ids == every_pass.token_ids
 
 
+def test_skipping_settled_positions_recomputes_each_one_the_pass_after_it_was_revealed(engine, monkeypatch):
+    start, span, margin = len(engine.tokenizer.encode(PREFIX)), 8, 2
+    windows, masks = [], []
+    cached = engine.model.hidden_states_cached
+
+    def record(ids, cache, window_start=0, rows=slice(None), should_stop=None):
+        windows.append((window_start, window_start + ids.shape[1]))
+        return cached(ids, cache, window_start, rows, should_stop)
+
+    monkeypatch.setattr(engine.model, "hidden_states_cached", record)
+    # window=1 reveals the leftmost mask each pass, so the settled positions grow from the block's start.
+    result = engine.infill(PREFIX, SUFFIX, max_new_tokens=span, steps=span, threshold=1.0, window=1,
+                           variable_length=False, cache=CachePolicy(margin=margin, skip_settled=True),
+                           on_step=lambda step, canvas: masks.append(canvas[0, start:start + span].tolist()))
+    assert result.num_forward_passes == span and len(windows) == span
+    block_window = (start - 1 - margin, start + span + margin)
+    assert windows[1] == block_window  # before the first pass every position was masked
+    for index in range(2, span):
+        # The positions still masked before the previous pass: the one it revealed is among them.
+        unsettled = [i for i, token in enumerate(masks[index - 2]) if token == engine.mask_token_id]
+        assert windows[index] == (start + unsettled[0] - 1 - margin, start + unsettled[-1] + 1 + margin)
+    assert windows[-1][1] - windows[-1][0] < block_window[1] - block_window[0]
+
+
+def test_skipping_settled_positions_under_a_margin_wider_than_the_canvas_changes_nothing(engine):
+    wide = engine.infill(PREFIX, SUFFIX, max_new_tokens=12, steps=6, cache=CachePolicy(margin=10_000))
+    skipping = engine.infill(PREFIX, SUFFIX, max_new_tokens=12, steps=6,
+                             cache=CachePolicy(margin=10_000, skip_settled=True))
+    assert skipping.token_ids == wide.token_ids
+
+
 def test_blocks_are_decoded_left_to_right(engine):
     start = len(engine.tokenizer.encode(PREFIX))
     seen = []
@@ -318,6 +349,7 @@ def test_bad_fast_path_arguments_raise_value_error(engine, kwargs, message):
     (dict(refresh="steps", every=0), "every must be a positive integer"),
     (dict(refresh="revealed", revealed_share=1.5), r"revealed_share must be in \(0, 1\]"),
     (dict(margin=-1), "margin must be a whole number >= 0"),
+    (dict(skip_settled=1), "skip_settled must be True or False"),
 ])
 def test_bad_cache_policies_raise_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -307,4 +308,21 @@ def test_keystrokes_with_exact_exit_with_one_line(capsys: pytest.CaptureFixture[
 
     assert main(["--model", "unused", "--exact", "--keystrokes", "2"]) != 0
     assert capsys.readouterr().err == \
-        "error: --block-size and --keystrokes are fast-path settings; drop them with --exact\n"
+        "error: --block-size, --margin and --keystrokes are fast-path settings; drop them with --exact\n"
+
+
+def test_margin_reaches_the_engine_s_cache_policy(tiny_checkpoint: Path, humaneval_dir: Path) -> None:
+    from coda_engine import Engine
+    from coda_engine.engine import FAST
+    from coda_engine.evaluation.runner import InfillSettings, generate
+
+    engine = Engine.from_pretrained(tiny_checkpoint)
+    problem = load_problems("single-line", humaneval_dir, 0, 1)[0]
+    policies = []
+    infill = engine.infill
+    engine.infill = lambda *args, **options: policies.append(options.get("cache")) or infill(*args, **options)
+    for settings in (InfillSettings(max_new_tokens=4, steps=2), InfillSettings(max_new_tokens=4, steps=2, margin=3),
+                     InfillSettings(max_new_tokens=4, steps=2, margin=0, keystrokes=1)):
+        assert generate(engine, problem, settings).error is None
+    assert policies[0] is None and policies[1] == replace(FAST.cache, margin=3)
+    assert policies[2:] == [replace(FAST.cache, margin=0, reuse=2)] * 2

@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 from coda_engine import CheckpointError, Engine
 from coda_engine import checkpoint, precision
 from coda_engine.precision import candidate_formats, fastest_cpu_precision, resolve_precision
-from coda_engine.quantize import Int8Linear, quantize_rows, reference_int8_linear
+from coda_engine.quantize import (FINE_ROWS, Int8Linear, quantize_activations, quantize_rows,
+                                  reference_int8_linear)
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "coda-tiny"
 CODE = ("def mean(values):\n    total = 0\n    for value in values:\n        total += value\n"
@@ -30,7 +31,7 @@ def test_rows_quantize_to_their_own_scale_within_half_a_step() -> None:
     assert bool((error <= scale[:, None] / 2 * (1 + 1e-5)).all())
 
 
-@pytest.mark.parametrize("shape", [(1, 64), (5, 64), (2, 3, 64)])
+@pytest.mark.parametrize("shape", [(1, 64), (5, 64), (2, 3, 64), (FINE_ROWS + 1, 64)])
 def test_int8_linear_equals_its_float64_reference_and_approximates_the_float_product(shape) -> None:
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(96, 64, generator=generator) * 0.05
@@ -42,6 +43,29 @@ def test_int8_linear_equals_its_float64_reference_and_approximates_the_float_pro
     torch.testing.assert_close(out.double(), reference, rtol=1e-5, atol=1e-5)
     exact = x.double() @ weight.double().t()
     assert float((out.double() - exact).norm() / exact.norm()) < 0.02
+
+
+def test_activation_rows_quantize_to_their_own_scale_within_half_a_step() -> None:
+    rows = torch.randn(6, 80) * torch.logspace(-4, 2, 6)[:, None]
+    rows[2] = 0.0
+    quantized, scale = quantize_activations(rows)
+    assert quantized.dtype == torch.int8 and scale.shape == (6, 1) and bool(torch.isfinite(scale).all())
+    assert bool((quantized[2] == 0).all())
+    assert bool(((rows - quantized.float() * scale).abs() <= scale / 2 * (1 + 1e-5)).all())
+
+
+def test_thin_products_quantize_activations_twice_and_come_out_closer_to_the_weights_product() -> None:
+    generator = torch.Generator().manual_seed(1)
+    layer = Int8Linear.from_float(torch.randn(96, 64, generator=generator) * 0.05)
+    x = torch.randn(FINE_ROWS + 1, 64, generator=generator)
+    # Against the int8 weights' own float product: what is left is the activations' rounding.
+    weights_product = x.double() @ (layer.weight_int8.double() * layer.scale.double()[:, None]).t()
+
+    def error(out: torch.Tensor, rows: slice) -> float:
+        return float((out.double() - weights_product[rows]).norm() / weights_product[rows].norm())
+
+    thin, wide = layer(x[:FINE_ROWS]), layer(x)
+    assert error(thin, slice(FINE_ROWS)) < error(wide[:FINE_ROWS], slice(FINE_ROWS)) / 50
 
 
 def test_a_checkpoint_loads_in_int8_a_chunk_at_a_time(tiny_checkpoint: Path, monkeypatch) -> None:
