@@ -40,6 +40,15 @@ def test_the_cpu_suite_measures_each_format_on_the_typing_workload(reference_dir
     assert 0 < kl_first < 1 and 0 < kl_window < 1
 
 
+def test_the_cpu_suite_s_keystrokes_start_from_the_last_call_s_cache(tiny_checkpoint) -> None:
+    from coda_engine import Engine
+    from coda_engine.bench_cpu import KEYSTROKES, diffusion_rows
+
+    engine = Engine.from_pretrained(tiny_checkpoint)
+    diffusion_rows(engine)
+    assert engine.last_canvas is not None and engine.last_canvas.reuses == KEYSTROKES
+
+
 def test_the_cpu_suite_rejects_unknown_formats(capsys) -> None:
     from coda_engine.bench import main
 
