@@ -245,10 +245,12 @@ def cpu_suite(path: Path, formats: list[str], with_ar: bool, gguf: Path | None =
     chosen = resolve_precision("auto", device, load_config(path)) if "auto" in formats else None
     names = [chosen.name if name == "auto" and chosen else name for name in formats]
     unique = list(dict.fromkeys(names))
-    reference = fp32_masked_logits(path) if any(name not in ("fp32", "float32") for name in unique) else None
-    measured = [measure_format(path, name, with_ar, reference) for name in unique]
+    # Compared with fp32's logits: every other format (fp32 against itself would cost a first pass for nothing).
+    compared = [name for name in unique if name not in ("fp32", "float32")]
+    reference = fp32_masked_logits(path) if compared else None
+    measured = [measure_format(path, name, with_ar, reference if name in compared else None) for name in unique]
     rows = [row for row, _ in measured]
-    qualities = [quality for _, quality in measured if quality is not None and quality.precision.name != "float32"]
+    qualities = [quality for _, quality in measured if quality is not None]
     header = f"auto picks {chosen.name}: {chosen.reason}\n" if chosen else ""
     table = header + format_cpu_table(rows)
     if qualities:

@@ -220,7 +220,9 @@ class BlockwiseRun:
         self._block, self._step = 0, 0
         self._refresh, self._window = False, (0, 0)  # the pass next_window planned
         self._scored = (0, 0)  # the block's positions that pass scores (all of them, unless settled ones skipped)
-        # skip_settled: the block's positions masked before the last pass, (first, last + 1); None: a new block.
+        # CachePolicy.skip_settled applies on the CPU only (GPU windows keep static shapes); the block's positions
+        # masked before the last pass, (first, last + 1); None: a new block (or no skipping).
+        self._skip_settled = policy.skip_settled and x.device.type == "cpu"
         self._unsettled: tuple[int, int] | None = None
         self.done = False
 
@@ -248,8 +250,7 @@ class BlockwiseRun:
             window_start = min(self.prefill.window[0], max(0, block.start - 1 - policy.margin))
             window_end = max(self.prefill.window[1], min(x.shape[1], block.end + policy.margin))
         scored = (block.start, block.end)
-        if (policy.skip_settled and not refresh and not new_block and self._unsettled is not None
-                and x.device.type == "cpu"):
+        if self._unsettled is not None and not refresh:
             scored = self._unsettled
             window_start = max(0, scored[0] - 1 - policy.margin)
             window_end = min(x.shape[1], scored[1] + policy.margin)
@@ -268,7 +269,7 @@ class BlockwiseRun:
             full = hidden.new_zeros(hidden.shape[0], block.end - block.start, hidden.shape[2])
             full[:, self._scored[0] - block.start:self._scored[1] - block.start] = hidden
             hidden = full
-        if policy.skip_settled and x.device.type == "cpu":
+        if self._skip_settled:
             masked = (x[:, block.start:block.end] == self.mask_token_id).any(dim=0).nonzero().squeeze(1).tolist()
             self._unsettled = (block.start + masked[0], block.start + masked[-1] + 1) if masked else None
         if trace.num_forward_passes > 0:

@@ -78,8 +78,8 @@ def generate(engine: Engine, problem: Problem, settings: InfillSettings) -> Gene
         if keystrokes or margin is not None:
             from coda_engine.engine import FAST
 
-            options["cache"] = replace(FAST.cache, reuse=keystrokes + 1 if keystrokes else FAST.cache.reuse,
-                                       margin=FAST.cache.margin if margin is None else margin)
+            policy = replace(FAST.cache, reuse=keystrokes + 1) if keystrokes else FAST.cache
+            options["cache"] = policy if margin is None else replace(policy, margin=margin)
         if keystrokes:
             engine.last_canvas = None
             for cut in range(min(keystrokes, len(problem.prefix) - 1), 0, -1):
