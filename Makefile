@@ -8,7 +8,7 @@ MODEL  := models/coda-tiny
 # What the model card reports: the first 400 HumanEval single-line infilling problems with the learned
 # variable-length span, and the same 400 with pad/end tokens forbidden (the fixed-length baseline). Both run at
 # once, one core each; drop --limit for all 1033 (about 24 minutes, both modes at once on 2 cores).
-EVAL   := OMP_NUM_THREADS=1 $(BIN)/python -m coda_engine.eval --model $(MODEL) --task single-line --max-new-tokens 24 \
+EVAL   := OMP_NUM_THREADS=1 $(BIN)/python -m coda_engine.tools.eval --model $(MODEL) --task single-line --max-new-tokens 24 \
           --limit 400 --jobs 1
 
 .PHONY: test extension demo default-model install bench clean
@@ -35,7 +35,7 @@ extension: $(STAMP)
 	  npm run --silent package
 
 demo: $(STAMP)
-	$(BIN)/python -m coda_lsp.demo --model $(MODEL)
+	$(BIN)/python -m coda_lsp.tools.demo --model $(MODEL)
 
 # Reproduces models/coda-tiny from the installed machine's own code (about 110 minutes on 2 CPU cores), then
 # measures it on HumanEval-infilling and writes the scores into its model card.
@@ -47,8 +47,8 @@ default-model: $(STAMP)
 	$(BIN)/python -m coda_training.recipe --out $(MODEL) --card-only
 
 bench: $(STAMP)
-	$(BIN)/python -m coda_engine.bench --preset tiny
-	$(BIN)/python -m coda_engine.bench --preset small
+	$(BIN)/python -m coda_engine.tools.bench --preset tiny
+	$(BIN)/python -m coda_engine.tools.bench --preset small
 
 clean:
 	rm -rf $(VENV) build *.egg-info

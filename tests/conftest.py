@@ -1,25 +1,19 @@
-"""Run-wide fixtures: paths into ../shared and one tiny random checkpoint written by the project's own code."""
+"""Run-wide fixtures: the data files shipped with the tools and one tiny random checkpoint written by the project's
+own code."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-# CI lays a copy of shared/ beside the clone; a developer's checkout has it beside the repo too.
-SHARED = Path(os.environ.get("CODA_SHARED_DIR", ROOT.parent / "shared"))
-REFERENCE_DIR = SHARED / "reference" / "coda-v0"
-HUMANEVAL_DIR = SHARED / "data" / "humaneval"
+from coda_engine.tools.files import CODA_V0_DIR, HUMANEVAL_DIR
 
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     """The real CoDA-v0 config and tokenizer files (no weights)."""
-    if not (REFERENCE_DIR / "vocab.json").is_file():
-        pytest.fail(f"reference tokenizer files missing at {REFERENCE_DIR}; set CODA_SHARED_DIR")
-    return REFERENCE_DIR
+    return CODA_V0_DIR
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ def test_shipped_model_writes_code_with_fillers_only_as_a_tail(engine):
 
 def test_harness_slice_on_the_shipped_model(tmp_path, humaneval_dir):
     out = tmp_path / "slice.json"
-    subprocess.run([sys.executable, "-m", "coda_engine.eval", "--model", str(MODEL), "--task", "single-line",
+    subprocess.run([sys.executable, "-m", "coda_engine.tools.eval", "--model", str(MODEL), "--task", "single-line",
                     "--limit", "4", "--max-new-tokens", "16", "--data-dir", str(humaneval_dir), "--output", str(out),
                     "--jobs", "2"], check=True, capture_output=True, text=True, timeout=300)
     report = json.loads(out.read_text())
@@ -46,7 +46,7 @@ def test_harness_slice_on_the_shipped_model(tmp_path, humaneval_dir):
 
 
 def test_demo_plays_the_editor_against_the_default_model():
-    done = subprocess.run([sys.executable, "-m", "coda_lsp.demo"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "coda_lsp.tools.demo"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "inline completion at line" in done.stdout
     assert "'Fill this block with CoDA'" in done.stdout

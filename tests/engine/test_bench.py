@@ -1,4 +1,4 @@
-"""python -m coda_engine.bench: its fast-path row is the engine's default fast path, and its table."""
+"""python -m coda_engine.tools.bench: its fast-path row is the engine's default fast path, and its table."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from coda_engine.bench import Row, fast_policy, format_table, parse_args
+from coda_engine.tools.bench import Row, fast_policy, format_table, parse_args
 from coda_engine.engine import FAST
 
 
@@ -24,7 +24,7 @@ def test_table_speed_ups_are_against_the_reference_and_autoregressive_rows() -> 
 
 
 def test_the_cpu_suite_measures_each_format_on_the_typing_workload(reference_dir, capsys) -> None:
-    from coda_engine.bench import main
+    from coda_engine.tools.bench import main
 
     assert main(["--suite", "cpu", "--preset", "tiny", "--formats", "fp32,int8", "--no-ar",
                  "--tokenizer-dir", str(reference_dir)]) == 0
@@ -42,7 +42,7 @@ def test_the_cpu_suite_measures_each_format_on_the_typing_workload(reference_dir
 
 def test_the_cpu_suite_s_keystrokes_start_from_the_last_call_s_cache(tiny_checkpoint) -> None:
     from coda_engine import Engine
-    from coda_engine.bench_cpu import KEYSTROKES, diffusion_rows
+    from coda_engine.tools.bench_cpu import KEYSTROKES, diffusion_rows
 
     engine = Engine.from_pretrained(tiny_checkpoint)
     diffusion_rows(engine)
@@ -50,8 +50,8 @@ def test_the_cpu_suite_s_keystrokes_start_from_the_last_call_s_cache(tiny_checkp
 
 
 def test_the_cpu_suite_rejects_unknown_formats(capsys) -> None:
-    from coda_engine.bench import main
+    from coda_engine.tools.bench import main
 
     assert main(["--suite", "cpu", "--formats", "fp32,fp8"]) == 1
-    assert capsys.readouterr().err.strip() == ("coda_engine.bench: --formats takes auto, fp32, bf16, fp16, int8; "
+    assert capsys.readouterr().err.strip() == ("coda_engine.tools.bench: --formats takes auto, fp32, bf16, fp16, int8; "
                                                "got 'fp32,fp8'")

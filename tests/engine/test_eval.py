@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from coda_engine.evaluation.candidate import build_program, is_exact_match, truncate_completion
-from coda_engine.evaluation.progress import ProgressBar
-from coda_engine.evaluation.runner import Generation, score_generation
-from coda_engine.evaluation.sandbox import SandboxLimits, execute_program, probe_isolation
-from coda_engine.evaluation.tasks import TASK_NAMES, TaskDataError, load_problems, parse_task_names
+from coda_engine.tools.evaluation.candidate import build_program, is_exact_match, truncate_completion
+from coda_engine.tools.evaluation.progress import ProgressBar
+from coda_engine.tools.evaluation.runner import Generation, score_generation
+from coda_engine.tools.evaluation.sandbox import SandboxLimits, execute_program, probe_isolation
+from coda_engine.tools.evaluation.tasks import TASK_NAMES, TaskDataError, load_problems, parse_task_names
 
 FAST_LIMITS = SandboxLimits(timeout_s=3.0)
 
@@ -216,7 +216,7 @@ def test_progress_bar_counts_to_the_total() -> None:
 
 def test_missing_data_file_exits_with_one_line(tmp_path: Path, tiny_checkpoint: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    from coda_engine.eval import main
+    from coda_engine.tools.eval import main
 
     assert main(["--model", str(tiny_checkpoint), "--data-dir", str(tmp_path)]) != 0
     error_lines = capsys.readouterr().err.strip().splitlines()
@@ -225,7 +225,7 @@ def test_missing_data_file_exits_with_one_line(tmp_path: Path, tiny_checkpoint: 
 
 def test_bad_model_path_exits_with_one_line(tmp_path: Path, humaneval_dir: Path) -> None:
     """Through a real process, so that log lines written to stderr before the failure would count too."""
-    command = [sys.executable, "-m", "coda_engine.eval", "--model", str(tmp_path / "absent"),
+    command = [sys.executable, "-m", "coda_engine.tools.eval", "--model", str(tmp_path / "absent"),
                "--data-dir", str(humaneval_dir)]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert completed.returncode != 0
@@ -234,7 +234,7 @@ def test_bad_model_path_exits_with_one_line(tmp_path: Path, humaneval_dir: Path)
 
 
 def test_bad_sampling_settings_exit_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from coda_engine.eval import main
+    from coda_engine.tools.eval import main
 
     assert main(["--model", "unused", "--max-new-tokens", "8", "--steps", "9"]) != 0
     assert capsys.readouterr().err == "error: --steps (9) must not exceed --max-new-tokens (8)\n"
@@ -244,7 +244,7 @@ def test_bad_sampling_settings_exit_with_one_line(capsys: pytest.CaptureFixture[
 def test_cli_writes_consistent_json_and_markdown(tiny_checkpoint: Path, humaneval_dir: Path,
                                                  tmp_path: Path) -> None:
     json_path, markdown_path = tmp_path / "report.json", tmp_path / "report.md"
-    command = [sys.executable, "-m", "coda_engine.eval", "--model", str(tiny_checkpoint),
+    command = [sys.executable, "-m", "coda_engine.tools.eval", "--model", str(tiny_checkpoint),
                "--data-dir", str(humaneval_dir), "--task", "single-line,humaneval", "--limit", "3",
                "--max-new-tokens", "8", "--steps", "4", "--seed", "0", "--jobs", "2", "--timeout", "3",
                "--output", str(json_path), "--markdown", str(markdown_path)]
@@ -277,7 +277,7 @@ def test_a_problem_the_engine_refuses_fails_alone(tiny_checkpoint: Path, humanev
     from dataclasses import replace
 
     from coda_engine import Engine
-    from coda_engine.evaluation.runner import InfillSettings, run_task
+    from coda_engine.tools.evaluation.runner import InfillSettings, run_task
 
     engine = Engine.from_pretrained(tiny_checkpoint)
     normal = load_problems("single-line", humaneval_dir, 0, 1)[0]
@@ -293,7 +293,7 @@ def test_a_problem_the_engine_refuses_fails_alone(tiny_checkpoint: Path, humanev
 def test_keystrokes_run_the_typing_calls_first_and_reuse_their_cache(tiny_checkpoint: Path,
                                                                      humaneval_dir: Path) -> None:
     from coda_engine import Engine
-    from coda_engine.evaluation.runner import InfillSettings, generate
+    from coda_engine.tools.evaluation.runner import InfillSettings, generate
 
     engine = Engine.from_pretrained(tiny_checkpoint)
     problem = load_problems("single-line", humaneval_dir, 0, 1)[0]
@@ -304,7 +304,7 @@ def test_keystrokes_run_the_typing_calls_first_and_reuse_their_cache(tiny_checkp
 
 
 def test_keystrokes_with_exact_exit_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from coda_engine.eval import main
+    from coda_engine.tools.eval import main
 
     assert main(["--model", "unused", "--exact", "--keystrokes", "2"]) != 0
     assert capsys.readouterr().err == \
@@ -314,7 +314,7 @@ def test_keystrokes_with_exact_exit_with_one_line(capsys: pytest.CaptureFixture[
 def test_margin_reaches_the_engine_s_cache_policy(tiny_checkpoint: Path, humaneval_dir: Path) -> None:
     from coda_engine import Engine
     from coda_engine.engine import FAST
-    from coda_engine.evaluation.runner import InfillSettings, generate
+    from coda_engine.tools.evaluation.runner import InfillSettings, generate
 
     engine = Engine.from_pretrained(tiny_checkpoint)
     problem = load_problems("single-line", humaneval_dir, 0, 1)[0]

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="scratch folder for the corpus, data and runs (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "models" / "coda-tiny",
                         help="the HF folder to write (replaced if present; default: %(default)s)")
-    parser.add_argument("--humaneval-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "humaneval",
+    parser.add_argument("--humaneval-dir", type=Path, default=REPO_ROOT / "engine" / "tools" / "data" / "humaneval",
                         help="HumanEval data, used only to keep the benchmark out of the corpus")
     parser.add_argument("overrides", nargs="*", metavar="--section.key=value",
                         help="config overrides for every stage, after `--` (the shipped model uses none)")

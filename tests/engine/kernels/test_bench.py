@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coda_engine.kernels.bench import KernelRow, confidence_bytes, format_kernel_table, main, reveal_bytes
+from coda_engine.tools.kernel_bench import KernelRow, confidence_bytes, format_kernel_table, main, reveal_bytes
 
 
 def test_bytes_and_bandwidth_arithmetic() -> None:
@@ -37,7 +37,7 @@ def test_command_without_cuda_is_one_line_error(capsys) -> None:
     assert main(["--rows", "4"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.strip() == "coda_engine.kernels.bench: no CUDA device is available"
+    assert captured.err.strip() == "coda_engine.tools.kernel_bench: no CUDA device is available"
     assert main(["--device", "cpu"]) == 2
     assert "needs a CUDA device" in capsys.readouterr().err
     assert main(["--rows", "0"]) == 2

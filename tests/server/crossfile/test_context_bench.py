@@ -1,4 +1,4 @@
-"""python -m coda_lsp.context_bench on a small repository written here: the table, --help, one-line errors."""
+"""python -m coda_lsp.tools.context_bench on a small repository written here: the table, --help, one-line errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coda_lsp.context_bench import main
+from coda_lsp.tools.context_bench import main
 
 REPO = {
     "shop/money.py": 'def cents(amount: float) -> int:\n    """Whole cents."""\n    return round(amount * 100)\n',
@@ -34,7 +34,7 @@ def test_prints_a_row_per_repository(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_help_and_bad_input() -> None:
-    run = [sys.executable, "-m", "coda_lsp.context_bench"]
+    run = [sys.executable, "-m", "coda_lsp.tools.context_bench"]
     assert "hit rate" in subprocess.run([*run, "--help"], capture_output=True, text=True, check=True).stdout
     missing = subprocess.run([*run, "/no/such/folder"], capture_output=True, text=True)
     assert missing.returncode != 0 and missing.stderr.strip() == \

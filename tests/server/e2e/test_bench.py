@@ -1,4 +1,4 @@
-"""End to end: `python -m coda_lsp.bench` drives real servers and prints its table."""
+"""End to end: `python -m coda_lsp.tools.bench` drives real servers and prints its table."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from coda_lsp.bench import main
+from coda_lsp.tools.bench import main
 
 pytestmark = pytest.mark.e2e
 

@@ -23,8 +23,6 @@ from pathlib import Path
 
 import numpy
 
-from .bench_cpu import KEYSTROKES, SPAN_TOKENS
-
 
 def to_gguf(checkpoint: Path, converter: Path, out: Path) -> Path:
     """`checkpoint` as a Q8_0 GGUF at `out`, by llama.cpp's converter; raises RuntimeError with its last line."""
@@ -47,21 +45,23 @@ def to_gguf(checkpoint: Path, converter: Path, out: Path) -> Path:
     return out
 
 
-def llama_cpp_rows(gguf: Path, prefix_ids: list[int], suffix_ids: list[int], threads: int) -> tuple[float, float]:
-    """(cold ms, median typing ms) of llama.cpp on `gguf`, greedy, on the CPU with `threads` threads."""
+def llama_cpp_rows(gguf: Path, prefix_ids: list[int], suffix_ids: list[int], threads: int, span: int,
+                   keystrokes: int) -> tuple[float, float]:
+    """(cold ms, median typing ms over `keystrokes`) of llama.cpp on `gguf` writing `span` greedy tokens, on the
+    CPU with `threads` threads."""
     from llama_cpp import Llama
 
     prompt = prefix_ids + suffix_ids
     # A context a whole multiple of 256 tokens: llama.cpp rounds a smaller one down.
-    llm = Llama(model_path=str(gguf), n_ctx=-(-(len(prompt) + SPAN_TOKENS) // 256) * 256, n_batch=len(prompt),
+    llm = Llama(model_path=str(gguf), n_ctx=-(-(len(prompt) + span) // 256) * 256, n_batch=len(prompt),
                 n_threads=threads, n_threads_batch=threads, verbose=False)
 
     def write(keep: int) -> float:
-        """Keep the cache's first `keep` tokens, evaluate the rest of the prompt, write SPAN_TOKENS tokens."""
+        """Keep the cache's first `keep` tokens, evaluate the rest of the prompt, write `span` tokens."""
         llm.n_tokens = keep
         started = time.perf_counter()
         llm.eval(prompt[keep:])
-        for _ in range(SPAN_TOKENS):
+        for _ in range(span):
             # Greedy over the last position's logits (llama-cpp-python keeps no copy of them unless every
             # position's are asked for); random weights never end, so no end-of-text check.
             token = int(numpy.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).argmax())
@@ -70,7 +70,7 @@ def llama_cpp_rows(gguf: Path, prefix_ids: list[int], suffix_ids: list[int], thr
 
     write(0)  # set-up: thread pool, buffers
     cold_ms = write(0)
-    typing_ms = [write(len(prefix_ids)) for _ in range(KEYSTROKES)]
+    typing_ms = [write(len(prefix_ids)) for _ in range(keystrokes)]
     return cold_ms, statistics.median(typing_ms)
 
 

@@ -1,4 +1,4 @@
-"""python -m coda_lsp.bench: request->response latency p50 / p95 over stdio, and the time spent outside the engine.
+"""python -m coda_lsp.tools.bench: request->response latency p50 / p95 over stdio, and the time spent outside the engine.
 
 Drives the real `coda-lsp` process with pygls' LSP client: one fresh server per kind of completion, on real
 Python source (this package's own code):
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import re
 import sys
 import tempfile
@@ -28,9 +27,10 @@ from typing import Any
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
+from coda_engine.tools.files import CODA_V0_DIR
 from coda_lsp.cli import DEFAULT_MODEL
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]  # coda_lsp: its own sources are the typed code
 SOURCES = sorted(PACKAGE.rglob("*.py"))
 TABS = SOURCES[-3:]  # open in every run: the similar-code source searches them; samples come from the first files
 _ASSIGNMENT = re.compile(r"^(\s*)([A-Za-z_][\w.]*) = \S")
@@ -161,13 +161,12 @@ def _default_model(preset: str, tokenizer_dir: Path, folder: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coda_lsp.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m coda_lsp.tools.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, help=f"checkpoint folder (default: {DEFAULT_MODEL} if present, "
                                                     "else a random checkpoint of --preset)")
     parser.add_argument("--preset", default="tiny", choices=["tiny", "small"])
-    shared = Path(os.environ.get("CODA_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
-    parser.add_argument("--tokenizer-dir", type=Path, default=shared / "reference" / "coda-v0",
-                        help="tokenizer files for a random checkpoint (default: $CODA_SHARED_DIR/reference/coda-v0)")
+    parser.add_argument("--tokenizer-dir", type=Path, default=CODA_V0_DIR,
+                        help="tokenizer files for a random checkpoint (default: CoDA-v0's, shipped with coda_engine.tools)")
     parser.add_argument("--requests", type=int, default=30, help="requests per kind (default 30)")
     # Unset options keep the server's defaults, which are what the latency goals are about.
     parser.add_argument("--max-tokens", type=int, help="coda.maxTokens (default: the server's)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -19,9 +18,6 @@ TASK_FILES: dict[TaskName, str] = {
     "humaneval": "HumanEval.jsonl.gz",
 }
 
-# engine/evaluation/tasks.py -> the repository root, beside which a checkout keeps shared/.
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHARED_DIR_ENV = "CODA_SHARED_DIR"
 
 
 class TaskDataError(ValueError):
@@ -53,14 +49,6 @@ def parse_task_names(values: list[str]) -> list[TaskName]:
     if not names:
         raise TaskDataError("no task given")
     return names
-
-
-def default_data_dir() -> Path:
-    """../shared/data/humaneval beside the repository, else $CODA_SHARED_DIR/data/humaneval."""
-    beside_repo = REPO_ROOT.parent / "shared" / "data" / "humaneval"
-    if beside_repo.is_dir() or SHARED_DIR_ENV not in os.environ:
-        return beside_repo
-    return Path(os.environ[SHARED_DIR_ENV]) / "data" / "humaneval"
 
 
 def load_problems(task: TaskName, data_dir: Path, offset: int = 0, limit: int | None = None) -> list[Problem]:

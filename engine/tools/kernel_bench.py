@@ -1,4 +1,4 @@
-"""python -m coda_engine.kernels.bench: each Triton kernel beside torch eager on CUDA, in ms and GB/s.
+"""python -m coda_engine.tools.kernel_bench: each Triton kernel beside torch eager on CUDA, in ms and GB/s.
 
 The confidence kernel is meant to be bandwidth-bound, so its yardstick is the card's own device-to-device copy
 bandwidth, measured in the same run (a 1 GiB tensor copy: bytes read + written per second). Each kernel is
@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .choice import choose_kernels
-from .confidence import confidence_stats
-from .reveal import reference_reveal_by_confidence, reveal_by_confidence
-from .runtime import cdiv, on_device
+from coda_engine.kernels.choice import choose_kernels
+from coda_engine.kernels.confidence import confidence_stats
+from coda_engine.kernels.reveal import reference_reveal_by_confidence, reveal_by_confidence
+from coda_engine.kernels.runtime import cdiv, on_device
 
-log = logging.getLogger("coda_engine.kernels.bench")
+log = logging.getLogger("coda_engine.tools.kernel_bench")
 
 COPY_BYTES = 2**30  # large enough that the copy runs at DRAM bandwidth, far past any L2
 ROTATION_BYTES = 256 * 2**20  # inputs cycled per timing: 5x an H100/H200's L2
@@ -203,7 +203,7 @@ def _benchmark_kernels(device: torch.device, num_rows: int, vocab: int, dtype: t
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coda_engine.kernels.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m coda_engine.tools.kernel_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=64, help="logits rows (masked positions per step)")
     parser.add_argument("--vocab", type=int, default=151936, help="vocabulary size (CoDA-v0: 151936)")
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = benchmark_kernels(device, args.rows, args.vocab, DTYPES[args.dtype], args.reveal_rows,
                                  args.reveal_length, include_triton=kernels.use_triton)
     except (ValueError, RuntimeError) as exc:
-        print(f"coda_engine.kernels.bench: {exc}", file=sys.stderr)
+        print(f"coda_engine.tools.kernel_bench: {exc}", file=sys.stderr)
         return 2
     print(f"{torch.cuda.get_device_name(device)}, triton kernels against torch eager"
           + ("" if kernels.use_triton else f" (torch rows only: {kernels.reason})"))

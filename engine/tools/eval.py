@@ -1,6 +1,6 @@
-"""python -m coda_engine.eval: pass@1 and exact match on HumanEval infilling, as JSON and a Markdown table.
+"""python -m coda_engine.tools.eval: pass@1 and exact match on HumanEval infilling, as JSON and a Markdown table.
 
-The parts live in `coda_engine.evaluation`: tasks (data), candidate (truncation and assembly), sandbox
+The parts live in `coda_engine.tools.evaluation`: tasks (data), candidate (truncation and assembly), sandbox
 (execution), runner (generation and parallel scoring), report (summaries and rendering). This module is
 the command line only.
 """
@@ -16,31 +16,31 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import CheckpointError, Engine
-from .evaluation.progress import ProgressBar
-from .cache import check_block_size
-from .engine import FAST
-from .evaluation.report import agreement, build_report, render_markdown, summarize_task
-from .evaluation.runner import InfillSettings, ProblemResult, run_task
-from .evaluation.sandbox import SandboxLimits, probe_isolation
-from .evaluation.tasks import TASK_NAMES, Problem, TaskDataError, TaskName, default_data_dir, load_problems, \
+from coda_engine import CheckpointError, Engine
+from coda_engine.tools.evaluation.progress import ProgressBar
+from coda_engine.cache import check_block_size
+from coda_engine.engine import FAST
+from coda_engine.tools.evaluation.report import agreement, build_report, render_markdown, summarize_task
+from coda_engine.tools.evaluation.runner import InfillSettings, ProblemResult, run_task
+from coda_engine.tools.evaluation.sandbox import SandboxLimits, probe_isolation
+from coda_engine.tools.evaluation.tasks import TASK_NAMES, Problem, TaskDataError, TaskName, load_problems, \
     parse_task_names
-from .generate import SamplingParams
+from coda_engine.tools.files import HUMANEVAL_DIR
+from coda_engine.generate import SamplingParams
 
-log = logging.getLogger("coda_engine.eval")
+log = logging.getLogger("coda_engine.tools.eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = InfillSettings()
     parser = argparse.ArgumentParser(
-        prog="python -m coda_engine.eval",
+        prog="python -m coda_engine.tools.eval",
         description="Infill HumanEval problems with a CoDA checkpoint; score pass@1 (sandboxed) and exact match.")
     parser.add_argument("--model", required=True, help="checkpoint folder (HF layout)")
     parser.add_argument("--task", action="append", default=None, metavar="NAME",
                         help=f"{', '.join(TASK_NAMES)}; repeat or comma-separate (default: single-line)")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="folder with the HumanEval*.jsonl.gz files (default: ../shared/data/humaneval "
-                             "beside the repository, else $CODA_SHARED_DIR/data/humaneval)")
+    parser.add_argument("--data-dir", type=Path, default=HUMANEVAL_DIR,
+                        help="folder with the HumanEval*.jsonl.gz files (default: the copy shipped with the tools)")
     parser.add_argument("--limit", type=_count(0), default=None, help="at most this many problems per task")
     parser.add_argument("--offset", type=_count(0), default=0, help="skip this many problems per task")
     parser.add_argument("--max-new-tokens", type=_count(1), default=defaults.max_new_tokens)
@@ -152,9 +152,8 @@ def _infill_settings(args: argparse.Namespace) -> InfillSettings:
 
 
 def _load_all(args: argparse.Namespace) -> dict[TaskName, list[Problem]]:
-    data_dir = args.data_dir if args.data_dir is not None else default_data_dir()
     tasks = parse_task_names(args.task or ["single-line"])
-    return {task: load_problems(task, data_dir, args.offset, args.limit) for task in tasks}
+    return {task: load_problems(task, args.data_dir, args.offset, args.limit) for task in tasks}
 
 
 def _evaluate(args: argparse.Namespace, engine: Engine, settings: InfillSettings,

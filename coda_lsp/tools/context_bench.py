@@ -1,4 +1,4 @@
-"""python -m coda_lsp.context_bench REPO...: cross-file context hit rate, tokens, index cost and per-request time.
+"""python -m coda_lsp.tools.context_bench REPO...: cross-file context hit rate, tokens, index cost and per-request time.
 
 On each repository (a folder, copied to a temporary folder first: a package inside an ignored virtual
 environment is invisible to its enclosing repository's `git ls-files`): build the workspace index as the server does, then
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
 import random
 import shutil
 import sys
@@ -29,6 +28,7 @@ from typing import Any
 
 from lsprotocol import types
 
+from coda_engine.tools.files import CODA_V0_DIR
 from coda_lsp.context import TokenCounter
 from coda_lsp.crossfile.discovery import list_source_files
 from coda_lsp.crossfile.index import IndexedFile, build_batch
@@ -38,7 +38,7 @@ from coda_lsp.documents import DocumentStore
 from coda_lsp.settings import Settings
 from coda_lsp.syntax import parse
 
-logger = logging.getLogger("coda_lsp.context_bench")
+logger = logging.getLogger("coda_lsp.tools.context_bench")
 _LANGUAGE_IDS = {"python": "python", "javascript": "javascript", "typescript": "typescript",
                  "tsx": "typescriptreact", "go": "go", "rust": "rust"}
 _IDENTIFIERS = frozenset({"identifier", "type_identifier", "field_identifier", "property_identifier"})
@@ -241,7 +241,7 @@ def print_table(results: list[RepoResult], settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coda_lsp.context_bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m coda_lsp.tools.context_bench", description=__doc__.split("\n")[0])
     parser.add_argument("repos", nargs="+", type=Path, metavar="REPO", help="repository folders to measure on")
     parser.add_argument("--cases", type=int, default=200, help="sampled lines per repository (default 200)")
     parser.add_argument("--tabs", type=int, default=3, help="other files open as tabs per case (default 3)")
@@ -249,9 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--share", type=float, default=0.25, help="coda.crossFileShare (default 0.25)")
     parser.add_argument("--format", choices=["comment", "qwen"], default="comment", help="coda.crossFileFormat")
     parser.add_argument("--seed", type=int, default=0)
-    shared = Path(os.environ.get("CODA_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
-    parser.add_argument("--tokenizer-dir", type=Path, default=shared / "reference" / "coda-v0",
-                        help="the model's tokenizer files (default: $CODA_SHARED_DIR/reference/coda-v0)")
+    parser.add_argument("--tokenizer-dir", type=Path, default=CODA_V0_DIR,
+                        help="the model's tokenizer files (default: CoDA-v0's, shipped with coda_engine.tools)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     for repo in args.repos:

@@ -1,4 +1,4 @@
-"""python -m coda_lsp.demo (`make demo`): play the editor against the real server and print what it answers.
+"""python -m coda_lsp.tools.demo (`make demo`): play the editor against the real server and print what it answers.
 
 Starts `coda-lsp` over stdio with the default model, opens an example file, asks for an inline completion at a
 cursor and for the "Fill this block with CoDA" action on an empty function, and prints each answer with its
@@ -17,7 +17,7 @@ from pathlib import Path
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
-from coda_lsp.bench import plain, wait_ready
+from coda_lsp.tools.bench import plain, wait_ready
 from coda_lsp.cli import DEFAULT_MODEL
 
 EXAMPLE_URI = "file:///demo/inventory.py"
@@ -114,7 +114,7 @@ def indent(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coda_lsp.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m coda_lsp.tools.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="checkpoint folder (default: %(default)s)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)

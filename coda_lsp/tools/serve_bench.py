@@ -1,4 +1,4 @@
-"""`python -m coda_lsp.serve_bench`: a real `coda-lsp serve` under 1, 2, 4, ... concurrent llama.vim-shaped clients.
+"""`python -m coda_lsp.tools.serve_bench`: a real `coda-lsp serve` under 1, 2, 4, ... concurrent llama.vim-shaped clients.
 
 Each client types into its own real file: a cursor at the start of a line's code, then one request per typed
 character (the prefix grows, the rest of the file is the suffix), as llama.vim sends them: POST /infill with
@@ -156,7 +156,7 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coda_lsp.serve_bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m coda_lsp.tools.serve_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint folder (default: the shipped model)")
     parser.add_argument("--url", help="an already running coda-lsp serve (default: start one)")
     parser.add_argument("--api-key-file", type=Path, help="with --url: the server's API key")

@@ -3,7 +3,7 @@ several threads (each an editor typing: one client, its prefix growing), and one
 starts a replacement; RayBackend sends the killed replica's jobs again. Prints the requests sent, answered,
 refused (503) and failed; the goal is 0 failed.
 
-    python -m coda_lsp.serve.cluster_check [--model models/coda-tiny] [--threads 4] [--requests 40]
+    python -m coda_lsp.tools.cluster_check [--model models/coda-tiny] [--threads 4] [--requests 40]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ _REPLICA_PREFIX = f"SERVE_REPLICA::{APP_NAME}#EngineReplica#"  # Serve's actor n
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coda_lsp.serve.cluster_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m coda_lsp.tools.cluster_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=MODEL)
     parser.add_argument("--threads", type=int, default=4, help="clients sending at once (default 4)")
     parser.add_argument("--requests", type=int, default=40, help="requests per client (default 40)")

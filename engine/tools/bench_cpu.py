@@ -1,4 +1,4 @@
-"""`python -m coda_engine.bench --suite cpu`: the editor's workload on a CPU, in each weight format, beside AR.
+"""`python -m coda_engine.tools.bench --suite cpu`: the editor's workload on a CPU, in each weight format, beside AR.
 
 The workload (issue 18's, measured against llama.cpp there): 768 tokens of real code before the cursor and 256
 after it, a 24-token span, random weights of the chosen shape (so the model is never sure: one token a pass,
@@ -31,14 +31,16 @@ from typing import Any
 
 import torch
 
-from .bench import qwen3_baseline
-from .cache import KVCache
-from .config import load_config
-from .engine import FAST, Engine, load_model
-from .model import CodaModel
-from .precision import Precision, resolve_precision
+from coda_engine.cache import KVCache
+from coda_engine.config import load_config
+from coda_engine.engine import FAST, Engine, load_model
+from coda_engine.model import CodaModel
+from coda_engine.precision import Precision, resolve_precision
+from coda_engine.tokenizer import load_tokenizer
+from coda_engine.tools.autoregressive import qwen3_baseline
+from coda_engine.tools.bench_llamacpp import llama_cpp_rows
 
-log = logging.getLogger("coda_engine.bench")
+log = logging.getLogger("coda_engine.tools.bench")
 
 PREFIX_TOKENS, SUFFIX_TOKENS, SPAN_TOKENS, KEYSTROKES = 768, 256, 24, 5
 # The language server's policy: its cacheReuse default (8) lets each keystroke start from the last call's cache.
@@ -225,12 +227,10 @@ def format_cpu_table(rows: list[FormatRow]) -> str:
 
 def _llama_cpp_ms(path: Path, gguf: Path) -> tuple[float, float]:
     """llama.cpp's cold and typing ms on the suite's workload, cut by the checkpoint's own tokenizer."""
-    from .bench_llamacpp import llama_cpp_rows
-    from .tokenizer import load_tokenizer
-
     tokenizer = load_tokenizer(path)
     prefix, suffix, _ = workload(tokenizer)
-    return llama_cpp_rows(gguf, tokenizer.encode(prefix), tokenizer.encode(suffix), torch.get_num_threads())
+    return llama_cpp_rows(gguf, tokenizer.encode(prefix), tokenizer.encode(suffix), torch.get_num_threads(),
+                          SPAN_TOKENS, KEYSTROKES)
 
 
 def _ms(value: float | None) -> str:

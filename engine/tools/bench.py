@@ -1,4 +1,4 @@
-"""python -m coda_engine.bench: infill latency, passes, tokens/s and peak memory, beside the reference loop and an
+"""python -m coda_engine.tools.bench: infill latency, passes, tokens/s and peak memory, beside the reference loop and an
 autoregressive model.
 
 The workload is the editor's: a 64-token span between a prefix and a suffix that hold 512 tokens of real code
@@ -33,22 +33,25 @@ from pathlib import Path
 
 import torch
 
-from . import CheckpointError, Engine
-from .blockwise import denoise_blockwise
-from .cache import CachePolicy
-from .checkpoint import find_weight_files
-from .config import ModelConfig, load_config
-from .engine import FAST, column_major_head, load_model, resolve_device
-from .precision import FORMAT_NAMES, Precision, resolve_precision
-from .quantize import quantize_linears
-from .generate import LogitsAtMasks, PadTail, SamplingParams, denoise, masked_logits, reference_logits
-from .model import CodaModel
-from .presets import PRESETS, write_random_checkpoint
-from .tokenizer import load_tokenizer
+from coda_engine import CheckpointError, Engine
+from coda_engine.blockwise import denoise_blockwise
+from coda_engine.cache import CachePolicy
+from coda_engine.checkpoint import find_weight_files
+from coda_engine.config import ModelConfig, load_config
+from coda_engine.engine import FAST, column_major_head, load_model, resolve_device
+from coda_engine.precision import FORMAT_NAMES, Precision, resolve_precision
+from coda_engine.quantize import quantize_linears
+from coda_engine.generate import LogitsAtMasks, PadTail, SamplingParams, denoise, masked_logits, reference_logits
+from coda_engine.model import CodaModel
+from coda_engine.presets import INIT_STD, PRESETS, write_random_checkpoint
+from coda_engine.tokenizer import load_tokenizer
+from coda_engine.tools.autoregressive import qwen3_baseline
+from coda_engine.tools.bench_cpu import PREFIX_TOKENS, SPAN_TOKENS, SUFFIX_TOKENS, cpu_suite
+from coda_engine.tools.bench_llamacpp import llama_cpp_available, to_gguf
+from coda_engine.tools.files import CODA_V0_DIR
+from coda_engine.tools.kernel_bench import benchmark_kernels, format_kernel_table
 
-log = logging.getLogger("coda_engine.bench")
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TOKENIZER_DIR = REPO_ROOT.parent / "shared" / "reference" / "coda-v0"
+log = logging.getLogger("coda_engine.tools.bench")
 
 
 @dataclass(frozen=True)
@@ -141,34 +144,6 @@ def fast_run(engine: Engine, canvas: torch.Tensor, span: tuple[int, int], steps:
                                      pad_tail=tail, use_kernels=engine.kernels.use_triton).num_forward_passes
 
 
-def qwen3_baseline(engine: Engine, float_model: CodaModel | None = None) -> torch.nn.Module | None:
-    """transformers' Qwen3ForCausalLM sharing the engine's weights (no copy), or None when transformers is not
-    installed (it comes with the test extra). An int8 engine's baseline takes `float_model`'s weights and
-    quantizes its linear layers the same way (quantize.Int8Linear), so both multiply in int8."""
-    try:
-        from transformers import Qwen3Config, Qwen3ForCausalLM
-    except ImportError:
-        log.warning("transformers is not installed: no autoregressive baseline (pip install -e '.[test]')")
-        return None
-    config = engine.config
-    hf_config = Qwen3Config(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
-        num_key_value_heads=config.num_key_value_heads, head_dim=config.head_dim, rope_theta=config.rope_theta,
-        rms_norm_eps=config.rms_norm_eps, max_position_embeddings=config.max_position_embeddings,
-        tie_word_embeddings=False, torch_dtype=engine.dtype)
-    with torch.device("meta"):
-        model = Qwen3ForCausalLM(hf_config)
-    source = float_model if engine.precision.int8 else engine.model
-    if source is None:
-        raise ValueError("an int8 engine's autoregressive baseline needs the float model to quantize")
-    model.load_state_dict(source.state_dict(), strict=False, assign=True)
-    if engine.precision.int8:
-        quantize_linears(model)
-    model.model.rotary_emb = type(model.model.rotary_emb)(hf_config, device=engine.device)
-    return model.eval()
-
-
 def autoregressive_run(engine: Engine, prompt: torch.Tensor, new_tokens: int,
                        float_model: CodaModel | None = None) -> Run | None:
     """The Qwen3 baseline (qwen3_baseline): causal, KV cache, greedy, exactly `new_tokens` tokens."""
@@ -256,8 +231,6 @@ def format_table(rows: list[Row]) -> str:
 
 def random_model(config: ModelConfig, device: torch.device, precision: Precision, seed: int) -> CodaModel:
     """Random weights made on the device itself (no checkpoint file): normal(0, 0.02) matrices, unit norms."""
-    from .presets import INIT_STD
-
     with torch.device("meta"):
         model = CodaModel(config)
     model = model.to_empty(device=device).to(precision.compute)
@@ -277,8 +250,6 @@ def random_model(config: ModelConfig, device: torch.device, precision: Precision
 
 def gpu_suite(args: argparse.Namespace) -> int:
     """The CoDA-v0 shape on the GPU: the four rows, then the kernels against torch eager."""
-    from .kernels.bench import benchmark_kernels, format_kernel_table
-
     device = resolve_device(args.device)
     if device.type != "cuda":
         raise ValueError("--suite gpu needs a CUDA device")
@@ -300,8 +271,6 @@ def gpu_suite(args: argparse.Namespace) -> int:
 
 
 def cpu_suite_main(args: argparse.Namespace) -> int:
-    from .bench_cpu import PREFIX_TOKENS, SPAN_TOKENS, SUFFIX_TOKENS, cpu_suite
-
     formats = [name.strip() for name in args.formats.split(",") if name.strip()]
     unknown = [name for name in formats if name not in FORMAT_NAMES]
     if unknown or not formats:
@@ -318,8 +287,6 @@ def cpu_suite_main(args: argparse.Namespace) -> int:
 def llama_cpp_gguf(args: argparse.Namespace, path: Path, scratch: Path) -> Path | None:
     """The Q8_0 GGUF of the suite's checkpoint for llama.cpp's row (--llama-cpp-gguf, or converted with
     --llama-cpp-converter), or None: no row, and the log says why."""
-    from .bench_llamacpp import llama_cpp_available, to_gguf
-
     if args.llama_cpp_gguf is None and args.llama_cpp_converter is None:
         return None
     missing = llama_cpp_available()
@@ -341,7 +308,7 @@ def checkpoint_for(args: argparse.Namespace, scratch: Path) -> Path:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m coda_engine.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m coda_engine.tools.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", choices=["engine", "cpu", "gpu"], default="engine",
                         help="engine: the four rows for a preset or --model on --device; cpu and gpu: the suites "
@@ -357,7 +324,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="cpu suite: make that GGUF with llama.cpp's convert_hf_to_gguf.py (from "
                              "llama-cpp-python's sdist: vendor/llama.cpp/convert_hf_to_gguf.py)")
     parser.add_argument("--model", type=Path, help="benchmark this checkpoint folder instead of a preset")
-    parser.add_argument("--tokenizer-dir", type=Path, default=DEFAULT_TOKENIZER_DIR,
+    parser.add_argument("--tokenizer-dir", type=Path, default=CODA_V0_DIR,
                         help="tokenizer files for preset checkpoints (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     parser.add_argument("--dtype", choices=FORMAT_NAMES,
@@ -394,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = run_rows(engine, args.context, args.span, args.steps, args.repeats, args.block_size,
                             fast_policy(args.refresh), float_model)
     except (CheckpointError, ValueError) as exc:
-        print(f"coda_engine.bench: {exc}", file=sys.stderr)
+        print(f"coda_engine.tools.bench: {exc}", file=sys.stderr)
         return 1
     name = args.model or f"preset {args.preset}"
     print(f"{name}: {engine.config.num_parameters / 1e6:.1f} M parameters on {engine.device} "

@@ -1,1 +1,0 @@
-"""The evaluation harness behind `python -m coda_engine.eval`: tasks, candidates, sandbox, runner, report."""

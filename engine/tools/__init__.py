@@ -1,0 +1,1 @@
+"""Tools built on the engine (benchmarks, the HumanEval-infilling evaluation); no runtime module imports them."""

@@ -1,0 +1,1 @@
+"""The evaluation harness behind `python -m coda_engine.tools.eval`: tasks, candidates, sandbox, runner, report."""
