@@ -2,7 +2,7 @@
 
 Each call keeps its own canvas, cache and block-wise state (blockwise.BlockwiseRun, engine.WarmRun); a shared pass
 asks each run which positions it computes next, runs the model over all of them together
-(CodaModel.hidden_states_packed) and hands every run its own states to reveal from. Calls join and leave between
+(CodaModel.forward) and hands every run its own states to reveal from. Calls join and leave between
 passes. The vocabulary head and the sampling stay per run: they are a call's own rows at the shapes it has alone.
 """
 
@@ -69,9 +69,9 @@ def shared_pass(model: CodaModel, runs: Sequence[PassRun], row_chunk: int | None
         for (run, window), by_itself in zip(pairs, alone):
             if not by_itself:
                 continue
-            run.apply(model.hidden_states_cached(window.ids, window.cache, window.start, window.rows)[0])
+            run.apply(model([window])[0])
         if packed:
-            states = model.hidden_states_packed([w for _, w in packed], row_chunk)
+            states = model([w for _, w in packed], row_chunk)
             for (run, _), hidden in zip(packed, states):
                 run.apply(hidden)
     return PassShape(len(pairs), sum(w.ids.shape[0] for _, w in pairs), sum(w.ids.numel() for _, w in pairs))

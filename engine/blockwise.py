@@ -157,9 +157,7 @@ def run_alone(run: "BlockwiseRun", should_stop: StopCheck | None = None) -> Bloc
                 raise Cancelled(run.trace.num_forward_passes, run.trace)
             # The first pass (a whole cold canvas: seconds on a CPU) also stops between layers; nothing is kept
             # from it then. Later passes are short and stop between passes, keeping their cache.
-            hidden, _ = run.model.hidden_states_cached(window.ids, window.cache, window.start, window.rows,
-                                                       should_stop if run.first_pass else None)
-            run.apply(hidden)
+            run.apply(run.model([window], None, should_stop if run.first_pass else None)[0])
     return run.finish()
 
 

@@ -228,7 +228,7 @@ class Engine:
         input_ids = self._as_batch(input_ids)
         self._check_length(input_ids.shape[1])
         with torch.inference_mode():
-            return self.model(input_ids)
+            return self.model.logits(input_ids)
 
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, steps: int, alg: Algorithm = "entropy",
                  temperature: float = 0.0, top_p: float | None = None, top_k: int | None = None,
@@ -385,7 +385,7 @@ class Engine:
             window = run.next_window()
             assert window is not None
             with torch.inference_mode():
-                self.model.hidden_states_cached(window.ids, window.cache, window.start, window.rows, should_stop)
+                self.model([window], None, should_stop)
             run.apply(None)
             self.last_canvas = run.kept()
         return (time.perf_counter() - started) * 1000.0

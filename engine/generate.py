@@ -101,14 +101,14 @@ class LogitsAtMasks(Protocol):
 
 
 def reference_logits(model: CodaModel, canvas: torch.Tensor, is_masked: torch.Tensor) -> torch.Tensor:
-    logits = model(canvas)
+    logits = model.logits(canvas)
     # Position i scores token i+1, so shift right by one; position 0 keeps its own scores, as in CoDA.
     logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
     return logits[is_masked]
 
 
 def masked_logits(model: CodaModel, canvas: torch.Tensor, is_masked: torch.Tensor) -> torch.Tensor:
-    hidden = model.hidden_states(canvas)
+    hidden = model([model.whole(canvas)])[0]
     rows, cols = is_masked.nonzero(as_tuple=True)
     # The same shift as reference_logits, applied to hidden states before the (vocabulary-sized) projection.
     return model.lm_head(hidden[rows, (cols - 1).clamp(min=0)])

@@ -7,7 +7,7 @@ checkpoint maps onto this module tree one to one. No sampling and no I/O here.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,8 @@ from torch import nn
 from .cache import KVCache
 from .config import ModelConfig
 from .errors import Cancelled
+
+StopCheck = Callable[[], bool]
 
 
 class RMSNorm(nn.Module):
@@ -45,6 +47,24 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+# y = layer(rows) for (T, in) rows: one product, or fixed-shape ones (in_row_chunks) for batch invariance.
+Linear = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Window:
+    """One canvas's share of a pass: its (B, W) ids sitting at canvas positions [start, start + W), the cache they
+    are written into and attend over, and the window's positions `rows` whose states are wanted."""
+
+    ids: torch.Tensor
+    cache: KVCache
+    start: int
+    rows: slice = field(default_factory=lambda: slice(None))
+
+    def asking(self) -> range:
+        return range(*self.rows.indices(self.ids.shape[1]))
+
+
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -59,27 +79,35 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_mask: torch.Tensor | None,
-                cached: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0,
-                rows: slice = slice(None)) -> torch.Tensor:
-        """`cached` (keys, values) of the whole canvas: this call's positions [start, start + L) are written into
-        them and the queries attend over all of them. Only the positions `rows` of x ask (queries and output);
-        all of them give keys and values."""
-        batch, length, _ = x.shape
-        asking = x[:, rows]
-        q = self.q_norm(self.q_proj(asking).view(batch, asking.shape[1], self.num_heads, self.head_dim))
-        k = self.k_norm(self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim)).transpose(1, 2)
-        v = self.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q.transpose(1, 2), cos[rows], sin[rows]), apply_rope(k, cos, sin)  # (B, heads, L, hd)
-        if cached is not None:
-            keys, values = cached
-            keys[:, :, start:start + length] = k
-            values[:, :, start:start + length] = v
-            k, v = keys, values  # (B, kv_heads, canvas, head_dim)
-        # Every position attends to every other one: the canvas is denoised as a whole, not left to right.
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False,
-                                             enable_gqa=self.num_heads != self.num_kv_heads)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, asking.shape[1], self.num_heads * self.head_dim))
+    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, windows: Sequence[Window], layer: int,
+                asking: torch.Tensor | None, linear: Linear) -> torch.Tensor:
+        """(T, hidden) normed tokens of every window, packed -> the attention output of the tokens `asking` (flat
+        positions; None: all). Every token's keys and values are written into its window's cache, at its true
+        position; each window's queries attend over its whole cached canvas, with the shapes it has alone."""
+        heads, kv_heads, head_dim = self.num_heads, self.num_kv_heads, self.head_dim
+        h_asking = h if asking is None else h[asking]
+        q = self.q_norm(linear(self.q_proj, h_asking).view(-1, heads, head_dim))
+        k = self.k_norm(linear(self.k_proj, h).view(-1, kv_heads, head_dim))
+        v = linear(self.v_proj, h).view(-1, kv_heads, head_dim)
+        q = apply_rope(q, *((cos, sin) if asking is None else (cos[asking], sin[asking])))
+        k = apply_rope(k, cos, sin)
+        outputs, token, query = [], 0, 0
+        for window in windows:
+            batch, width = window.ids.shape
+            asked = width if asking is None else len(window.asking())
+            keys, values = window.cache.keys[layer], window.cache.values[layer]  # (B, kv_heads, canvas, head_dim)
+            end = window.start + width
+            keys[:, :, window.start:end] = k[token:token + batch * width].view(batch, width, kv_heads,
+                                                                               head_dim).transpose(1, 2)
+            values[:, :, window.start:end] = v[token:token + batch * width].view(batch, width, kv_heads,
+                                                                                 head_dim).transpose(1, 2)
+            q_window = q[query:query + batch * asked].view(batch, asked, heads, head_dim).transpose(1, 2)
+            # Every position attends to every other one: the canvas is denoised as a whole, not left to right.
+            out = F.scaled_dot_product_attention(q_window, keys, values, is_causal=False,
+                                                 enable_gqa=heads != kv_heads)
+            outputs.append(out.transpose(1, 2).reshape(batch * asked, heads * head_dim))
+            token, query = token + batch * width, query + batch * asked
+        return linear(self.o_proj, torch.cat(outputs))
 
 
 class MLP(nn.Module):
@@ -89,8 +117,8 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+    def forward(self, x: torch.Tensor, linear: Linear) -> torch.Tensor:
+        return linear(self.down_proj, F.silu(linear(self.gate_proj, x)) * linear(self.up_proj, x))
 
 
 class Block(nn.Module):
@@ -101,12 +129,12 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_mask: torch.Tensor | None,
-                cached: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0,
-                rows: slice = slice(None)) -> torch.Tensor:
-        """The block's output at positions `rows` of x (the keys and values of all of them go to the cache)."""
-        x = x[:, rows] + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, cached, start, rows)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, windows: Sequence[Window], layer: int,
+                asking: torch.Tensor | None, linear: Linear) -> torch.Tensor:
+        """The block's output at the packed tokens `asking` (None: all); every token's keys and values are cached."""
+        x = (x if asking is None else x[asking]) + self.self_attn(self.input_layernorm(x), cos, sin, windows, layer,
+                                                                  asking, linear)
+        return x + self.mlp(self.post_attention_layernorm(x), linear)
 
 
 class Backbone(nn.Module):
@@ -117,21 +145,6 @@ class Backbone(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-
-
-@dataclass(frozen=True)
-class Window:
-    """One canvas's share of a packed pass (CodaModel.hidden_states_packed): its (B, W) ids sitting at canvas
-    positions [start, start + W), the cache they are written into and attend over, and the window's positions
-    `rows` whose states are wanted (hidden_states_cached's arguments)."""
-
-    ids: torch.Tensor
-    cache: KVCache
-    start: int
-    rows: slice
-
-    def asking(self) -> range:
-        return range(*self.rows.indices(self.ids.shape[1]))
 
 
 def in_row_chunks(layer: nn.Module, rows: torch.Tensor, chunk: int | None) -> torch.Tensor:
@@ -159,46 +172,20 @@ class CodaModel(nn.Module):
         """The activations' dtype (the embeddings'; linear layers may hold int8 weights, see quantize.py)."""
         return self.model.embed_tokens.weight.dtype
 
-    def hidden_states(self, input_ids: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L) ids -> (B, L, hidden) final-normed states. Positions are 0..L-1 of the whole canvas."""
-        x = self.model.embed_tokens(input_ids)
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
-        for block in self.model.layers:
-            x = block(x, cos, sin, attn_mask)
-        return self.model.norm(x)
+    def forward(self, windows: Sequence[Window], row_chunk: int | None = None,
+                should_stop: StopCheck | None = None) -> list[torch.Tensor]:
+        """One forward pass over one or more canvases' windows (a single window is a pass of one; several are
+        continuous batching across requests): every window's tokens go through the linear layers as rows of one
+        matrix, so the weights are read once for all of them, while attention runs per canvas over its own cache.
+        Returns each window's (B, len(rows), hidden) final-normed states. A window covering its whole canvas
+        (start 0, rows all) over a fresh cache is the plain forward pass.
 
-    def hidden_states_cached(self, input_ids: torch.Tensor, cache: KVCache, start: int = 0,
-                             rows: slice = slice(None),
-                             should_stop: Callable[[], bool] | None = None) -> tuple[torch.Tensor, KVCache]:
-        """(B, W) ids sitting at canvas positions [start, start + W) -> the (B, len(rows), hidden) states of the
-        window's positions `rows`, and the cache with all W positions' keys and values written in (in place).
-        Attention covers the whole cached canvas, so with every position computed once (start 0, W = the
-        canvas) this equals `hidden_states`. The last layer computes only the rows asked for: the others' keys
-        and values are all that later passes read. `should_stop` is asked between layers: a pass over a long
+        `row_chunk`: multiply in products of exactly that many rows (the last one padded), so that a window's states
+        never depend on what else shares the pass; None: one product per layer, whose rows a BLAS may block (and so
+        round) differently as their number changes. The last layer computes only the rows asked for: the others'
+        keys and values are all that later passes read. `should_stop` is asked between layers: a pass over a long
         canvas is seconds on a CPU, and a newer keystroke should not wait for it (raises Cancelled; the layers not
-        run leave the cache's window incomplete, so the caller must not keep it)."""
-        if start < 0 or start + input_ids.shape[1] > cache.length:
-            raise ValueError(f"positions [{start}, {start + input_ids.shape[1]}) lie outside the cached canvas "
-                             f"of {cache.length}")
-        x = self.model.embed_tokens(input_ids)
-        positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
-        cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
-        last = len(self.model.layers) - 1
-        for index, (block, keys, values) in enumerate(zip(self.model.layers, cache.keys, cache.values)):
-            if index and should_stop is not None and should_stop():
-                raise Cancelled(0)
-            x = block(x, cos, sin, None, (keys, values), start, rows if index == last else slice(None))
-        return self.model.norm(x), cache
-
-    def hidden_states_packed(self, windows: Sequence[Window], row_chunk: int | None = None) -> list[torch.Tensor]:
-        """hidden_states_cached for several canvases in one pass (continuous batching across requests): every
-        window's tokens go through the linear layers as rows of one matrix, so the weights are read once for all
-        of them, while attention runs per canvas over its own cache, with the shapes it has alone. Every other
-        step is per token. `row_chunk`: multiply in products of exactly that many rows (the last one padded), so
-        that a window's states never depend on what else is packed with it; None: one product per layer, whose
-        rows a BLAS may block (and so round) differently as the number of rows changes. Returns each window's
-        (B, len(rows), hidden) states."""
+        run leave the caches' windows incomplete, so the caller must not keep them)."""
         for window in windows:
             if window.start < 0 or window.start + window.ids.shape[1] > window.cache.length:
                 raise ValueError(f"positions [{window.start}, {window.start + window.ids.shape[1]}) lie outside "
@@ -209,52 +196,29 @@ class CodaModel(nn.Module):
                               self.config.rope_theta, x.dtype) for w in windows]
         cos = torch.cat([c.repeat(w.ids.shape[0], 1) for w, (c, _) in zip(windows, tables)])[:, None]
         sin = torch.cat([s.repeat(w.ids.shape[0], 1) for w, (_, s) in zip(windows, tables)])[:, None]
-        asking, offset = [], 0
-        for window in windows:
-            batch, width = window.ids.shape
-            asking += [offset + row * width + position for row in range(batch) for position in window.asking()]
-            offset += batch * width
-        asking_index = torch.tensor(asking, dtype=torch.long, device=device)
-        last = len(self.model.layers) - 1
-        for index, block in enumerate(self.model.layers):
-            x = self._packed_block(block, index, x, cos, sin, windows, asking_index if index == last else None,
-                                   row_chunk)
-        states = self.model.norm(x).split([w.ids.shape[0] * len(w.asking()) for w in windows])
-        return [s.view(w.ids.shape[0], len(w.asking()), -1) for w, s in zip(windows, states)]
+        asking = _asking_index(windows, device)
 
-    def _packed_block(self, block: Block, layer: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                      windows: Sequence[Window], asking: torch.Tensor | None, row_chunk: int | None) -> torch.Tensor:
-        """Block.forward over packed (T, hidden) tokens; `asking`: the flat positions that ask (the last layer),
-        None: all of them."""
-        attn, heads, kv_heads, head_dim = block.self_attn, block.self_attn.num_heads, block.self_attn.num_kv_heads, \
-            block.self_attn.head_dim
-        h = block.input_layernorm(x)
-        h_asking = h if asking is None else h[asking]
         def linear(layer: nn.Module, rows: torch.Tensor) -> torch.Tensor:
             return in_row_chunks(layer, rows, row_chunk)
 
-        q = attn.q_norm(linear(attn.q_proj, h_asking).view(-1, heads, head_dim))
-        k = attn.k_norm(linear(attn.k_proj, h).view(-1, kv_heads, head_dim))
-        v = linear(attn.v_proj, h).view(-1, kv_heads, head_dim)
-        q = apply_rope(q, *((cos, sin) if asking is None else (cos[asking], sin[asking])))
-        k = apply_rope(k, cos, sin)
-        outputs, token, query = [], 0, 0
-        for window in windows:
-            batch, width = window.ids.shape
-            asked = width if asking is None else len(window.asking())
-            keys, values = window.cache.keys[layer], window.cache.values[layer]
-            keys[:, :, window.start:window.start + width] = k[token:token + batch * width].view(
-                batch, width, kv_heads, head_dim).transpose(1, 2)
-            values[:, :, window.start:window.start + width] = v[token:token + batch * width].view(
-                batch, width, kv_heads, head_dim).transpose(1, 2)
-            q_window = q[query:query + batch * asked].view(batch, asked, heads, head_dim).transpose(1, 2)
-            out = F.scaled_dot_product_attention(q_window, keys, values, is_causal=False,
-                                                 enable_gqa=heads != kv_heads)
-            outputs.append(out.transpose(1, 2).reshape(batch * asked, heads * head_dim))
-            token, query = token + batch * width, query + batch * asked
-        x = (x if asking is None else x[asking]) + linear(attn.o_proj, torch.cat(outputs))
-        mlp, h = block.mlp, block.post_attention_layernorm(x)
-        return x + linear(mlp.down_proj, F.silu(linear(mlp.gate_proj, h)) * linear(mlp.up_proj, h))
+        last = len(self.model.layers) - 1
+        for index, block in enumerate(self.model.layers):
+            if index and should_stop is not None and should_stop():
+                raise Cancelled(0)
+            x = block(x, cos, sin, windows, index, asking if index == last else None, linear)
+        states = self.model.norm(x).split([w.ids.shape[0] * len(w.asking()) for w in windows])
+        return [s.view(w.ids.shape[0], len(w.asking()), x.shape[-1]) for w, s in zip(windows, states)]
+
+    def whole(self, input_ids: torch.Tensor) -> Window:
+        """A window covering the whole (B, L) canvas, over a fresh cache."""
+        cache = KVCache.allocate(self.config, input_ids.shape[0], input_ids.shape[1], input_ids.device,
+                                 self.compute_dtype)
+        return Window(input_ids, cache, 0)
+
+    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids -> (B, L, vocab) raw logits of a whole canvas; position i scores token i+1 (the shift is the
+        sampler's job)."""
+        return self.lm_head(self([self.whole(input_ids)])[0])
 
     def shift_keys(self, keys: torch.Tensor, delta: int) -> torch.Tensor:
         """(..., head_dim) cached keys rotated as if their tokens sat `delta` positions later: RoPE turns each
@@ -267,6 +231,14 @@ class CodaModel(nn.Module):
         cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta, keys.dtype)
         return apply_rope(keys, cos, sin)
 
-    def forward(self, input_ids: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L) ids -> (B, L, vocab) raw logits; position i scores token i+1 (the shift is the sampler's job)."""
-        return self.lm_head(self.hidden_states(input_ids, attn_mask))
+
+def _asking_index(windows: Sequence[Window], device: torch.device) -> torch.Tensor | None:
+    """The packed tokens whose states a pass returns (flat positions); None when every token is asked for."""
+    if all(len(w.asking()) == w.ids.shape[1] for w in windows):
+        return None
+    asking, offset = [], 0
+    for window in windows:
+        batch, width = window.ids.shape
+        asking += [offset + row * width + position for row in range(batch) for position in window.asking()]
+        offset += batch * width
+    return torch.tensor(asking, dtype=torch.long, device=device)

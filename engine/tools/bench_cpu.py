@@ -34,7 +34,7 @@ import torch
 from coda_engine.cache import KVCache
 from coda_engine.config import load_config
 from coda_engine.engine import FAST, Engine, load_model
-from coda_engine.model import CodaModel
+from coda_engine.model import CodaModel, Window
 from coda_engine.precision import Precision, resolve_precision
 from coda_engine.tokenizer import load_tokenizer
 from coda_engine.tools.autoregressive import qwen3_baseline
@@ -67,7 +67,7 @@ class PassTimer:
     def __init__(self, engine: Engine) -> None:
         self.seconds = {"layers": 0.0, "head": 0.0}
         model = engine.model
-        model.hidden_states_cached = self._timed(model.hidden_states_cached, "layers")
+        model.forward = self._timed(model.forward, "layers")
         model.lm_head.forward = self._timed(model.lm_head.forward, "head")
 
     def _timed(self, function: Callable[..., Any], part: str) -> Callable[..., Any]:
@@ -166,9 +166,9 @@ def masked_logits(engine: Engine) -> tuple[torch.Tensor, torch.Tensor]:
     model, margin = engine.model, FAST.cache.margin
     cache = KVCache.allocate(model.config, 1, ids.shape[1], ids.device, model.compute_dtype)
     with torch.inference_mode():
-        first, _ = model.hidden_states_cached(ids, cache, 0, slice(start - 1, end - 1))
+        first = model([Window(ids, cache, 0, slice(start - 1, end - 1))])[0]
         low, high = max(0, start - 1 - margin), min(ids.shape[1], end + margin)
-        window, _ = model.hidden_states_cached(ids[:, low:high], cache, low, slice(start - 1 - low, end - 1 - low))
+        window = model([Window(ids[:, low:high], cache, low, slice(start - 1 - low, end - 1 - low))])[0]
         return model.lm_head(first[0]).float(), model.lm_head(window[0]).float()
 
 

@@ -38,9 +38,9 @@ def test_packed_windows_match_each_canvas_computed_alone(engine):
     packed = random_windows(engine, 0)
     alone = random_windows(engine, 0)
     with torch.inference_mode():
-        together = engine.model.hidden_states_packed(packed)
+        together = engine.model(packed)
         for window, states in zip(alone, together):
-            expected, _ = engine.model.hidden_states_cached(window.ids, window.cache, window.start, window.rows)
+            expected = engine.model([window])[0]
             assert states.shape == expected.shape
             assert torch.allclose(states, expected, atol=1e-5)
     for a, b in zip(packed, alone):
@@ -51,9 +51,9 @@ def test_packed_windows_match_each_canvas_computed_alone(engine):
 def test_fixed_shape_products_make_a_window_independent_of_its_neighbours(engine):
     together = random_windows(engine, 1)
     with torch.inference_mode():
-        packed = engine.model.hidden_states_packed(together, row_chunk=32)
+        packed = engine.model(together, row_chunk=32)
         for index, window in enumerate(random_windows(engine, 1)):
-            alone = engine.model.hidden_states_packed([window], row_chunk=32)[0]
+            alone = engine.model([window], row_chunk=32)[0]
             assert torch.equal(alone, packed[index])
 
 

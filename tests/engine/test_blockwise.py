@@ -12,6 +12,7 @@ from coda_engine.blockwise import denoise_blockwise
 from coda_engine.cache import CachePolicy, CanvasCache, KVCache, plan_blocks, prefill_from, shared_prefix
 from coda_engine.errors import Cancelled
 from coda_engine.generate import PadTail, SamplingParams
+from coda_engine.model import Window
 
 PREFIX = "def total(values):\n    result = 0\n    for value in values:\n"
 SUFFIX = "\n    return result\n\n\nprint(total([1, 2, 3]))\n"
@@ -29,13 +30,24 @@ def canvas_ids(engine: Engine, span: int) -> torch.Tensor:
     return torch.tensor([ids])
 
 
-def test_a_full_pass_through_the_cache_equals_the_plain_forward(engine):
-    ids = canvas_ids(engine, 12).repeat(2, 1)
-    cache = KVCache.allocate(engine.config, 2, ids.shape[1], engine.device, engine.dtype)
-    cached, cache = engine.model.hidden_states_cached(ids, cache, 0)
+def states(engine: Engine, ids: torch.Tensor, cache: KVCache | None = None, start: int = 0,
+           rows: slice = slice(None)) -> torch.Tensor:
+    """The model's states at window `ids[:, rows]` sitting at `start` of `cache` (a fresh whole-canvas cache when
+    None)."""
+    window = engine.model.whole(ids) if cache is None else Window(ids, cache, start, rows)
     with torch.inference_mode():
-        plain = engine.model.hidden_states(ids)
-    assert torch.allclose(cached, plain, atol=1e-5)
+        return engine.model([window])[0]
+
+
+def test_a_pass_over_two_rows_equals_each_row_alone_and_caches_every_position(engine):
+    ids = canvas_ids(engine, 12)
+    other = ids.clone()
+    other[0, 3] = 100
+    both = torch.cat([ids, other])
+    cache = KVCache.allocate(engine.config, 2, ids.shape[1], engine.device, engine.dtype)
+    together = states(engine, both, cache)
+    assert torch.allclose(together[:1], states(engine, ids), atol=1e-5)
+    assert torch.allclose(together[1:], states(engine, other), atol=1e-5)
     layers, kv_heads, head_dim = engine.config.num_hidden_layers, engine.config.num_key_value_heads, engine.config.head_dim
     assert cache.num_bytes == 2 * layers * 2 * kv_heads * ids.shape[1] * head_dim * 4
 
@@ -43,8 +55,8 @@ def test_a_full_pass_through_the_cache_equals_the_plain_forward(engine):
 def test_a_window_over_an_unchanged_canvas_equals_the_full_pass(engine):
     ids = canvas_ids(engine, 12)
     cache = KVCache.allocate(engine.config, 1, ids.shape[1], engine.device, engine.dtype)
-    full, cache = engine.model.hidden_states_cached(ids, cache, 0)
-    window, _ = engine.model.hidden_states_cached(ids[:, 9:23], cache, 9)
+    full = states(engine, ids, cache)
+    window = states(engine, ids[:, 9:23], cache, 9)
     assert torch.allclose(window, full[:, 9:23], atol=1e-5)
 
 
@@ -52,8 +64,8 @@ def test_asking_for_some_rows_gives_those_rows_and_still_writes_every_key(engine
     ids = canvas_ids(engine, 12)
     everything = KVCache.allocate(engine.config, 1, ids.shape[1], engine.device, engine.dtype)
     some = KVCache.allocate(engine.config, 1, ids.shape[1], engine.device, engine.dtype)
-    full, everything = engine.model.hidden_states_cached(ids, everything, 0)
-    part, some = engine.model.hidden_states_cached(ids, some, 0, slice(15, 27))
+    full = states(engine, ids, everything)
+    part = states(engine, ids, some, 0, slice(15, 27))
     assert part.shape[1] == 12 and torch.allclose(part, full[:, 15:27], atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(some.keys + some.values,
                                                               everything.keys + everything.values))
@@ -62,13 +74,12 @@ def test_asking_for_some_rows_gives_those_rows_and_still_writes_every_key(engine
 def test_a_window_sees_the_changed_tokens_and_reuses_the_rest(engine):
     ids = canvas_ids(engine, 12)
     cache = KVCache.allocate(engine.config, 1, ids.shape[1], engine.device, engine.dtype)
-    _, cache = engine.model.hidden_states_cached(ids, cache, 0)
+    states(engine, ids, cache)
     changed = ids.clone()
     changed[0, 12:15] = torch.tensor(engine.tokenizer.encode(" result += value")[:3])
-    window, _ = engine.model.hidden_states_cached(changed[:, 11:24], cache, 11)
-    with torch.inference_mode():
-        exact = engine.model.hidden_states(changed)[:, 11:24]
-        stale = engine.model.hidden_states(ids)[:, 11:24]
+    window = states(engine, changed[:, 11:24], cache, 11)
+    exact = states(engine, changed)[:, 11:24]
+    stale = states(engine, ids)[:, 11:24]
     # Only the prefix and suffix keys are stale, so the window is close to the exact states, and moved by the edit.
     assert (window - exact).abs().max() < (stale - exact).abs().max()
     assert (window - stale).abs().max() > 1e-3
@@ -108,13 +119,13 @@ def test_a_margin_over_the_whole_canvas_recomputes_everything_like_a_refresh(eng
 def test_skipping_settled_positions_recomputes_each_one_the_pass_after_it_was_revealed(engine, monkeypatch):
     start, span, margin = len(engine.tokenizer.encode(PREFIX)), 8, 2
     windows, masks = [], []
-    cached = engine.model.hidden_states_cached
+    forward = engine.model.forward
 
-    def record(ids, cache, window_start=0, rows=slice(None), should_stop=None):
-        windows.append((window_start, window_start + ids.shape[1]))
-        return cached(ids, cache, window_start, rows, should_stop)
+    def record(passed, row_chunk=None, should_stop=None):
+        windows.append((passed[0].start, passed[0].start + passed[0].ids.shape[1]))
+        return forward(passed, row_chunk, should_stop)
 
-    monkeypatch.setattr(engine.model, "hidden_states_cached", record)
+    monkeypatch.setattr(engine.model, "forward", record)
     # window=1 reveals the leftmost mask each pass, so the settled positions grow from the block's start.
     result = engine.infill(PREFIX, SUFFIX, max_new_tokens=span, steps=span, threshold=1.0, window=1,
                            variable_length=False, cache=CachePolicy(margin=margin, skip_settled=True),
@@ -160,18 +171,18 @@ def test_blocks_are_decoded_left_to_right(engine):
 ])
 def test_refresh_rules_decide_the_full_passes(engine, policy, refreshes):
     counted = []
-    original = engine.model.hidden_states_cached
+    original = engine.model.forward
 
-    def spy(ids, cache, start=0, rows=slice(None), should_stop=None):
-        counted.append(ids.shape[1] == cache.length)
-        return original(ids, cache, start, rows, should_stop)
+    def spy(windows, row_chunk=None, should_stop=None):
+        counted.append(windows[0].ids.shape[1] == windows[0].cache.length)
+        return original(windows, row_chunk, should_stop)
 
-    engine.model.hidden_states_cached = spy
+    engine.model.forward = spy
     try:
         result = engine.infill(PREFIX, SUFFIX, max_new_tokens=24, steps=12, block_size=8, threshold=1.0,
                                variable_length=False, cache=policy)
     finally:
-        del engine.model.hidden_states_cached
+        del engine.model.forward
     assert result.num_forward_passes == 12 and len(counted) == 12
     assert sum(counted) == refreshes
 
@@ -228,8 +239,8 @@ def test_shifted_keys_equal_keys_computed_at_the_new_positions(engine):
     shifted_ids = torch.cat([ids[:, :1].repeat(1, 5), ids], dim=1)  # the same tokens, 5 positions later
     here = KVCache.allocate(engine.config, 1, ids.shape[1], engine.device, engine.dtype)
     later = KVCache.allocate(engine.config, 1, shifted_ids.shape[1], engine.device, engine.dtype)
-    engine.model.hidden_states_cached(ids, here, 0)
-    engine.model.hidden_states_cached(shifted_ids, later, 0)
+    states(engine, ids, here)
+    states(engine, shifted_ids, later)
     # Layer 0's keys depend on the token and its position only.
     assert torch.allclose(engine.model.shift_keys(here.keys[0], 5), later.keys[0][:, :, 5:], atol=1e-5)
     assert engine.model.shift_keys(here.keys[0], 0) is here.keys[0]
@@ -246,7 +257,7 @@ def test_a_prefilled_cache_holds_the_shared_prefix_and_the_shifted_suffix(engine
     old_ids = canvas_ids(engine, 8)[0].tolist()
     start = len(engine.tokenizer.encode(PREFIX))
     cache = KVCache.allocate(engine.config, 1, len(old_ids), engine.device, engine.dtype)
-    engine.model.hidden_states_cached(torch.tensor([old_ids]), cache, 0)
+    states(engine, torch.tensor([old_ids]), cache)
     previous = CanvasCache(tuple(old_ids), (start, start + 8), cache, (start - 3, start + 10), 0)
     typed = engine.tokenizer.encode(" total += value")[:2]  # two tokens typed: the span moves right by 2
     assert len(typed) == 2
@@ -256,7 +267,7 @@ def test_a_prefilled_cache_holds_the_shared_prefix_and_the_shifted_suffix(engine
     # Not reused: what the old call rewrote after its first pass (3 before its span, 2 after), and the new tokens.
     assert prefill.window == (start - 3, new_span[1] + 2) and prefill.reused == len(new_ids) - (3 + 2 + 8 + 2)
     full = KVCache.allocate(engine.config, 1, len(new_ids), engine.device, engine.dtype)
-    engine.model.hidden_states_cached(torch.tensor([new_ids]), full, 0)
+    states(engine, torch.tensor([new_ids]), full)
     reused = [*range(prefill.window[0]), *range(prefill.window[1], len(new_ids))]
     for row in range(2):  # layer 0 depends on each token and position alone: there the reuse is exact
         assert torch.allclose(prefill.cache.keys[0][row][:, reused], full.keys[0][0][:, reused], atol=1e-5)
@@ -310,7 +321,7 @@ def test_warm_computes_the_canvas_and_the_next_infill_starts_from_it(engine):
     ids = canvas_ids(engine, 8)
     assert warmed.ids == tuple(ids[0].tolist()) and warmed.stale == (0, 0) and warmed.reuses == 0
     full = KVCache.allocate(engine.config, 1, ids.shape[1], engine.device, engine.dtype)
-    engine.model.hidden_states_cached(ids, full, 0)
+    states(engine, ids, full)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(warmed.cache.keys + warmed.cache.values,
                                                               full.keys + full.values))
     # The infill's first pass covers only the span; starting from an exact cache does not count as a reuse.

@@ -26,7 +26,7 @@ def prompt_ids(engine: Engine, batch: int = 1) -> torch.Tensor:
 def test_greedy_output_equals_reference_loop(engine, alg, new_tokens, steps):
     prompt = prompt_ids(engine, batch=2)
     prompt[1, 3] = 42  # rows differ, mask counts stay equal
-    expected = reference_generate(engine.model, prompt, engine.mask_token_id, new_tokens, steps, alg)
+    expected = reference_generate(engine.model.logits, prompt, engine.mask_token_id, new_tokens, steps, alg)
     fast = engine.generate(prompt, max_new_tokens=new_tokens, steps=steps, alg=alg)
     plain = engine.generate(prompt, max_new_tokens=new_tokens, steps=steps, alg=alg, reference=True)
     assert torch.equal(fast, expected)
@@ -35,7 +35,7 @@ def test_greedy_output_equals_reference_loop(engine, alg, new_tokens, steps):
 
 def test_origin_in_one_step_reveals_the_argmax_everywhere(engine):
     prompt = prompt_ids(engine)
-    expected = reference_generate(engine.model, prompt, engine.mask_token_id, 9, 1, "origin")
+    expected = reference_generate(engine.model.logits, prompt, engine.mask_token_id, 9, 1, "origin")
     assert torch.equal(engine.generate(prompt, max_new_tokens=9, steps=1, alg="origin"), expected)
 
 
