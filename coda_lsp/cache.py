@@ -21,6 +21,11 @@ class CacheKey:
     prefix: str
     suffix: str
 
+    @property
+    def digest(self) -> str:
+        """The key as a short string: what identifies the job that answers it (InfillJob.key)."""
+        return self.hasher().hexdigest()
+
     def hasher(self) -> Any:
         # The prefix goes last, so the digest of `prefix + typed` can continue from a copy of this one.
         hasher = hashlib.blake2b(digest_size=16)
@@ -45,14 +50,15 @@ class CompletionCache:
         self.num_hits = 0
         self.num_misses = 0
 
-    def get(self, key: CacheKey) -> tuple[str, ...] | None:
+    def get(self, key: CacheKey, count: bool = True) -> tuple[str, ...] | None:
+        """The texts stored for `key`; `count`: a request's look-up, counted as a hit or a miss."""
         digest = key.hasher().digest()
         texts = self._entries.get(digest)
         if texts is None:
-            self.num_misses += 1
+            self.num_misses += count
             return None
         self._entries.move_to_end(digest)
-        self.num_hits += 1
+        self.num_hits += count
         return texts
 
     def put(self, key: CacheKey, texts: tuple[str, ...]) -> None:

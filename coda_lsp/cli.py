@@ -4,6 +4,7 @@ one cursor of a file."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import ipaddress
 import logging
@@ -15,9 +16,11 @@ from typing import TYPE_CHECKING
 from coda_lsp import __version__
 
 if TYPE_CHECKING:
+    from coda_engine.jobs import InfillJob, PassObserver
+    from coda_engine.params import EngineOptions
+    from coda_lsp.backend import Backend
     from coda_lsp.loader import ModelSpec
     from coda_lsp.serve.app import BackendFactory
-    from coda_lsp.serve.backend import Backend, PassObserver
 
 # The model shipped with the project; `--model` overrides it.
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "coda-tiny"
@@ -262,7 +265,7 @@ def _serve_http(args: argparse.Namespace) -> int:
             load_backend = _ray_backend(args, model)
         else:
             resolve_device(args.device)  # with --ray each replica resolves it (this machine may have no GPU)
-            load_backend = _batched_backend(args, model)
+            load_backend = _local_backend(args, model)
     except ValueError as exc:
         print(f"coda-lsp serve: {exc}", file=sys.stderr)
         return 2
@@ -275,16 +278,24 @@ def _serve_http(args: argparse.Namespace) -> int:
     return run(create_app(load_backend, settings), args.host, args.port, args.log_level)
 
 
-def _batched_backend(args: argparse.Namespace, model: Path) -> BackendFactory:
+def _engine_options(args: argparse.Namespace) -> EngineOptions:
+    """Each engine's options from `coda-lsp serve`'s flags (warm_span: a warm-up, n_predict 0, computes the
+    canvas of a default-span completion)."""
+    from coda_engine.params import EngineOptions
+
+    return EngineOptions(device=args.device, dtype=args.dtype, max_rows=args.max_rows, max_queue=args.max_queue,
+                         cache_mb=args.cache_mb, warm_span=args.max_tokens)
+
+
+def _local_backend(args: argparse.Namespace, model: Path) -> BackendFactory:
     if args.replicas or args.autoscale or args.gpus_per_replica is not None or args.cpus_per_replica is not None:
         raise ValueError("--replicas, --autoscale, --gpus-per-replica and --cpus-per-replica go with --ray")
+    options = _engine_options(args)
 
     def load_backend(observer: PassObserver) -> Backend:
-        from coda_lsp.serve.batched import BatchedBackend
+        from coda_lsp.backends.local import LocalBackend
 
-        # warm_span: a warm-up (n_predict 0) computes the canvas of a default-span completion
-        return BatchedBackend.load(str(model), args.device, args.dtype, observer, max_rows=args.max_rows,
-                                   max_queue=args.max_queue, cache_mb=args.cache_mb, warm_span=args.max_tokens)
+        return LocalBackend.load(model, options, observer)
 
     return load_backend
 
@@ -300,14 +311,13 @@ def _ray_backend(args: argparse.Namespace, model: Path) -> BackendFactory:
     if importlib.util.find_spec("ray") is None:
         raise ValueError("--ray needs Ray Serve: install coda-lsp[cluster]")
     try:
-        from coda_lsp.serve.cluster import ClusterOptions, backend_factory
+        from coda_lsp.backends.ray import ClusterOptions, backend_factory
     except ImportError as exc:  # ray without its serve extra
         raise ValueError(f"--ray needs Ray Serve: install coda-lsp[cluster] ({exc})") from None
     options = ClusterOptions(replicas=args.replicas or 1, autoscale=args.autoscale,
                              gpus_per_replica=args.gpus_per_replica or 0.0,
                              cpus_per_replica=1.0 if args.cpus_per_replica is None else args.cpus_per_replica,
-                             device=args.device, dtype=args.dtype, max_rows=args.max_rows, max_queue=args.max_queue,
-                             cache_mb=args.cache_mb, warm_span=args.max_tokens)
+                             engine=_engine_options(args))
     return backend_factory(model, options)
 
 
@@ -340,27 +350,49 @@ def _configure_logging(level: str, log_file: Path | None) -> None:
 
 
 def _infill(args: argparse.Namespace) -> int:
-    from coda_engine import Engine
+    """One job through the local backend's scheduler, as the servers run theirs."""
+    from coda_engine.errors import one_line
+    from coda_engine.params import EngineOptions
+    from coda_lsp.backends.local import LocalBackend
     from coda_lsp.model_path import resolve_model
 
+    backend = None
     try:
         text = args.file.read_text(encoding="utf-8", errors="replace")
         offset = _offset(text, args.line, args.column)
-        engine = Engine.from_pretrained(resolve_model(args.model), device=args.device, dtype=args.dtype)
+        backend = LocalBackend.load(resolve_model(args.model), EngineOptions(device=args.device, dtype=args.dtype),
+                                    spans=(args.max_tokens,))
         started = time.perf_counter()
-        prefix, suffix = _prompt(engine, text, offset, args.max_tokens)
-        result = engine.infill(prefix, suffix, max_new_tokens=args.max_tokens, steps=args.steps, alg=args.alg,
-                               exact=args.exact)
+        outcome = asyncio.run(backend.infill(_infill_job(backend, text, offset, args)))
     except Exception as exc:  # CheckpointError, OSError, ValueError: one line, non-zero exit
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"coda-lsp infill: error: {message}", file=sys.stderr)
+        print(f"coda-lsp infill: error: {one_line(exc)}", file=sys.stderr)
         return 1
+    finally:
+        if backend is not None:
+            backend.close()
     total_ms = (time.perf_counter() - started) * 1000
-    print(result.text)
-    print(f"{len(result.token_ids)} tokens in {result.num_forward_passes} forward passes: engine "
-          f"{result.elapsed_ms:.1f} ms, total {total_ms:.1f} ms; {engine.precision.name} weights "
-          f"({engine.precision.reason})", file=sys.stderr)
+    described = backend.describe()
+    print(outcome.texts[0])
+    print(f"{outcome.tokens_predicted[0]} tokens of text in {outcome.passes} forward passes: first pass "
+          f"{outcome.prompt_ms:.1f} ms, the rest {outcome.predicted_ms:.1f} ms, total {total_ms:.1f} ms; "
+          f"{described['dtype']} weights ({described['dtypeReason']})", file=sys.stderr)
     return 0
+
+
+def _infill_job(backend: Backend, text: str, offset: int, args: argparse.Namespace) -> InfillJob:
+    """The cursor's prefix and suffix, cut at line boundaries to what the model's positions hold, as a job."""
+    from coda_engine.jobs import InfillJob
+    from coda_lsp.context import TokenCounter, build_context
+    from coda_lsp.documents import Document
+    from coda_lsp.pipeline import POSITION_SLACK, infill_params
+    from coda_lsp.settings import ContextSettings, GenerationSettings
+
+    room = backend.max_positions - args.max_tokens - POSITION_SLACK
+    ctx = build_context(Document("file:///infill", "", 0, text), offset, ContextSettings(context_tokens=max(16, room)),
+                        TokenCounter(backend.tokenizer))
+    generation = GenerationSettings(max_tokens=args.max_tokens, steps=args.steps, alg=args.alg or "entropy",
+                                    exact=args.exact, cache_reuse=0)
+    return InfillJob(ctx.prefix, ctx.suffix, args.max_tokens, infill_params(generation, args.max_tokens))
 
 
 def _offset(text: str, line: int, column: int) -> int:
@@ -371,17 +403,3 @@ def _offset(text: str, line: int, column: int) -> int:
     if not 1 <= column <= len(lines[line - 1].rstrip("\r")) + 1:
         raise ValueError(f"--column {column} is outside line {line} (1..{len(lines[line - 1].rstrip(chr(13))) + 1})")
     return sum(len(before) + 1 for before in lines[:line - 1]) + column - 1
-
-
-def _prompt(engine: object, text: str, offset: int, span: int) -> tuple[str, str]:
-    """Prefix and suffix around the cursor, cut at line boundaries to what the model's positions hold."""
-    from coda_lsp.context import TokenCounter, build_context
-    from coda_lsp.documents import Document
-    from coda_lsp.settings import ContextSettings
-
-    room = engine.config.max_position_embeddings - span - 16  # type: ignore[attr-defined]
-    doc = Document("file:///infill", "", 0, text)
-    ctx = build_context(doc, offset, ContextSettings(context_tokens=max(16, room)),
-                        TokenCounter(engine.tokenizer))  # type: ignore[attr-defined]
-    # the model predicts each position from the one before, so a span cannot open the canvas
-    return ctx.prefix or "\n", ctx.suffix

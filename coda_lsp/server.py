@@ -1,4 +1,4 @@
-"""build_server(settings, spec, load_engine) -> CodaServer: the language server's state and feature wiring."""
+"""build_server(settings, spec, load_backend) -> CodaServer: the language server's state and feature wiring."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from coda_lsp.cache import CompletionCache
 from coda_lsp.crossfile.service import CrossFile
 from coda_lsp.documents import DocumentStore
 from coda_lsp.latency import LatencyTracker
-from coda_lsp.loader import LoadEngine, ModelHost, ModelSpec, load_coda_engine
+from coda_lsp.latest import LatestWins
+from coda_lsp.loader import LoadBackend, ModelHost, ModelSpec, load_local_backend
 from coda_lsp.pipeline import Pipeline
 from coda_lsp.positions import Encoding, encoding_of
 from coda_lsp.protocol import CodaProtocol
 from coda_lsp.settings import Settings
-from coda_lsp.worker import EngineWorker, LatestWins
 
 logger = logging.getLogger(__name__)
 
@@ -29,20 +29,19 @@ logger = logging.getLogger(__name__)
 class CodaServer(LanguageServer):
     """State shared by the features; the features themselves live in coda_lsp.features."""
 
-    def __init__(self, settings: Settings, spec: ModelSpec, load_engine: LoadEngine) -> None:
+    def __init__(self, settings: Settings, spec: ModelSpec, load_backend: LoadBackend) -> None:
         super().__init__("coda-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
                          protocol_cls=CodaProtocol)
         self.default_settings = settings
         self.initialization_settings = settings   # defaults < initializationOptions
         self.settings = settings                  # ... < workspace/configuration
-        self.load_engine = load_engine
+        self.load_backend = load_backend
         self.documents = DocumentStore()
         self.host = ModelHost(spec)
-        self.worker = EngineWorker()
         self.latest = LatestWins()
         self.latency = LatencyTracker()
         self.cross_file = CrossFile(self.documents)
-        self.pipeline = Pipeline(self.host, self.worker, CompletionCache(), self.cross_file)
+        self.pipeline = Pipeline(self.host, CompletionCache(), self.cross_file)
         self.workspace_folders: list[Path] = []   # from initialize; the only places files are read from
         self.load_task: asyncio.Task[None] | None = None  # kept so the running load is not garbage-collected
         self.index_task: asyncio.Task[None] | None = None
@@ -63,12 +62,13 @@ class CodaServer(LanguageServer):
         super().report_server_error(error, source)
 
 
-def build_server(settings: Settings, spec: ModelSpec, load_engine: LoadEngine = load_coda_engine) -> CodaServer:
+def build_server(settings: Settings, spec: ModelSpec, load_backend: LoadBackend = load_local_backend) -> CodaServer:
     """A server with every feature registered; the model loads after `initialized`."""
-    from coda_lsp.features import (completion, configuration, documents, explain, fill_block, inline, lifecycle,
-                                   status, workspace)
+    from coda_lsp.features import (completion, configuration, documents, explain, fill_block, focus, inline,
+                                   lifecycle, status, workspace)
 
-    server = CodaServer(settings, spec, load_engine)
-    for feature in (lifecycle, configuration, documents, workspace, inline, completion, fill_block, status, explain):
+    server = CodaServer(settings, spec, load_backend)
+    for feature in (lifecycle, configuration, documents, workspace, inline, completion, fill_block, focus, status,
+                    explain):
         feature.register(server)
     return server

@@ -6,10 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-Alg = Literal["origin", "maskgit_plus", "topk_margin", "entropy", "threshold"]
-ALGS: tuple[str, ...] = ("origin", "maskgit_plus", "topk_margin", "entropy", "threshold")
-RefreshRule = Literal["block", "steps", "revealed", "none"]
-REFRESH_RULES: tuple[str, ...] = ("block", "steps", "revealed", "none")
+from coda_engine.params import ALGORITHMS, REFRESH_RULES, Algorithm, RefreshRule
 
 
 @dataclass(frozen=True)
@@ -19,7 +16,7 @@ class GenerationSettings:
     max_tokens: int = 64           # tokens in a multi-line span; the span is an upper bound (pad is dropped)
     single_line_tokens: int = 24   # tokens in a single-line span: one line rarely needs more
     steps: int | None = None       # denoising steps; None = the engine's fast default (exact: one token per step)
-    alg: Alg = "entropy"           # reveal order (CoDA's); the fast path adds threshold reveals; "origin" needs exact
+    alg: Algorithm = "entropy"     # reveal order (CoDA's); the fast path adds threshold reveals; "origin" needs exact
     temperature: float = 0.0       # 0 = greedy, so identical contexts give identical (cacheable) answers
     threshold: float | None = None  # alg "threshold": reveal every position at least this confident (None: 0.9)
     exact: bool = False            # CoDA's reference loop: no cache, one block (slow; for checking the fast path)
@@ -44,6 +41,8 @@ class TriggerSettings:
     """The trigger's and scheduler's slice: when to ask the model at all."""
 
     debounce_ms: int = 50          # ms an automatic request waits for a newer one before decoding (warm meanwhile)
+    prefetch_next: bool = True     # work ahead: after a completion is shown, compute the one that follows accepting it
+    warm_on_focus: bool = True     # work ahead: compute a focused cursor's canvas, so its first keystroke is not cold
     languages: tuple[str, ...] = ("python", "javascript", "javascriptreact", "typescript", "typescriptreact",
                                   "go", "rust")
 
@@ -150,7 +149,7 @@ _KEYS: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
     "maxTokens": ("generation", "max_tokens", _int_in(1, 512)),
     "singleLineTokens": ("generation", "single_line_tokens", _int_in(1, 512)),
     "steps": ("generation", "steps", _optional(_int_in(1, 512))),
-    "alg": ("generation", "alg", _one_of(ALGS)),
+    "alg": ("generation", "alg", _one_of(ALGORITHMS)),
     "temperature": ("generation", "temperature", _float_in(0.0, 5.0)),
     "threshold": ("generation", "threshold", _optional(_float_in(0.0, 1.0))),
     "exact": ("generation", "exact", _bool),
@@ -162,6 +161,8 @@ _KEYS: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
     "contextTokens": ("context", "context_tokens", _int_in(16, 32768)),
     "suffixShare": ("context", "suffix_share", _float_in(0.05, 0.95)),
     "debounceMs": ("trigger", "debounce_ms", _int_in(0, 5000)),
+    "prefetchNext": ("trigger", "prefetch_next", _bool),
+    "warmOnFocus": ("trigger", "warm_on_focus", _bool),
     "enabledLanguages": ("trigger", "languages", _languages),
     "crossFile": ("cross_file", "enabled", _bool),
     "crossFileShare": ("cross_file", "share", _float_in(0.0, 0.9)),

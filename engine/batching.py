@@ -1,6 +1,6 @@
 """Shared forward passes for many infill calls at once (continuous batching across requests).
 
-Each call keeps its own canvas, cache and block-wise state (blockwise.BlockwiseRun, engine.WarmRun); a shared pass
+Each call keeps its own canvas, cache and block-wise state (engine.InfillRun, engine.WarmRun); a shared pass
 asks each run which positions it computes next, runs the model over all of them together
 (CodaModel.forward) and hands every run its own states to reveal from. Calls join and leave between
 passes. The vocabulary head and the sampling stay per run: they are a call's own rows at the shapes it has alone.
@@ -8,12 +8,14 @@ passes. The vocabulary head and the sampling stay per run: they are a call's own
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
+from .errors import Cancelled
 from .kernels.runtime import on_device
 from .model import CodaModel, Window
 
@@ -27,7 +29,7 @@ def invariant_rows(block_size: int, margin: int) -> int:
 
 
 class PassRun(Protocol):
-    """What a shared pass drives: BlockwiseRun and WarmRun."""
+    """What a shared pass drives: engine.InfillRun and engine.WarmRun."""
 
     done: bool
 
@@ -40,11 +42,13 @@ class PassRun(Protocol):
 
 @dataclass(frozen=True)
 class PassShape:
-    """What one shared pass computed: the runs in it, their rows and the canvas positions computed."""
+    """What one shared pass computed: the runs in it, their rows and the canvas positions computed, and the runs
+    whose first pass was stopped between layers (by id)."""
 
     runs: int
     rows: int
     positions: int
+    interrupted: frozenset[int] = frozenset()
 
 
 def default_row_chunk(device: torch.device, block_size: int, margin: int) -> int | None:
@@ -53,10 +57,12 @@ def default_row_chunk(device: torch.device, block_size: int, margin: int) -> int
     return invariant_rows(block_size, margin) if device.type == "cpu" else None
 
 
-def shared_pass(model: CodaModel, runs: Sequence[PassRun], row_chunk: int | None) -> PassShape:
+def shared_pass(model: CodaModel, runs: Sequence[PassRun], row_chunk: int | None,
+                should_stop: Callable[[PassRun], bool] | None = None) -> PassShape:
     """One forward pass for every run not done, then each run's reveal. With `row_chunk` (batch-invariant
-    mode) a run's first pass, a whole canvas of hundreds of rows, runs as its own products, as it would alone:
-    cutting 456 rows into 64-row products cost 1.7x at CoDA-v0's shape; the later, narrow windows are packed."""
+    mode) a run's first pass, a whole canvas of hundreds of rows, runs as its own products, as it would alone
+    (cutting 456 rows into 64-row products cost 1.7x at CoDA-v0's shape), and `should_stop(run)` is asked between
+    its layers: a run stopped there is left as it was before the pass. The later, narrow windows are packed."""
     active = [run for run in runs if not run.done]
     windows = [run.next_window() for run in active]
     pairs = [(run, window) for run, window in zip(active, windows) if window is not None]
@@ -65,13 +71,22 @@ def shared_pass(model: CodaModel, runs: Sequence[PassRun], row_chunk: int | None
     device = pairs[0][1].ids.device
     alone = [row_chunk is not None and run.first_pass for run, _ in pairs]
     packed = [pair for pair, by_itself in zip(pairs, alone) if not by_itself]
+    interrupted: set[int] = set()
     with on_device(device), torch.inference_mode():
         for (run, window), by_itself in zip(pairs, alone):
             if not by_itself:
                 continue
-            run.apply(model([window])[0])
+            stop = None if should_stop is None else functools.partial(should_stop, run)
+            try:
+                hidden = model([window], None, stop)[0]
+            except Cancelled:
+                interrupted.add(id(run))
+                continue
+            run.apply(hidden)
         if packed:
             states = model([w for _, w in packed], row_chunk)
             for (run, _), hidden in zip(packed, states):
                 run.apply(hidden)
-    return PassShape(len(pairs), sum(w.ids.shape[0] for _, w in pairs), sum(w.ids.numel() for _, w in pairs))
+    done = [(run, w) for run, w in pairs if id(run) not in interrupted]
+    return PassShape(len(done), sum(w.ids.shape[0] for _, w in done), sum(w.ids.numel() for _, w in done),
+                     frozenset(interrupted))

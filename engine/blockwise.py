@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .cache import Block, CachePolicy, KVCache, Prefill, plan_blocks
+from .cache import KVCache, Prefill, plan_blocks
 from .errors import Cancelled
-from .generate import TAIL_PROBABILITY, PadTail, SamplingParams, StepCallback, StopCheck
+from .generate import PadTail, SamplingParams, StepCallback, StopCheck, filler_probability, settle_tail
 from .model import CodaModel, Window
+from .params import CachePolicy, check_fast
 from .kernels import ConfidenceStats, confidence_stats, reference_reveal_by_confidence, reveal_by_confidence
 from .kernels.choice import choose_kernels
 from .kernels.runtime import on_device, unavailable_reason
@@ -29,10 +30,6 @@ from .schedule import timesteps
 
 # (B, S) span tokens on the host -> whether every row holds all the caller needs.
 FinishCheck = Callable[[torch.Tensor], bool]
-
-# Algorithms whose confidence is a per-position score the block step can rank; `origin` reveals at random and
-# `alg_temp` samples positions, both by the exact loop only.
-FAST_ALGORITHMS: tuple[str, ...] = ("threshold", "maskgit_plus", "topk_margin", "entropy")
 
 
 @dataclass
@@ -175,7 +172,7 @@ class BlockwiseRun:
                  suppressed_token_ids: tuple[int, ...] = (), pad_tail: PadTail | None = None,
                  use_kernels: bool | None = None, prefill: Prefill | None = None) -> None:
         span_start, span_end = span
-        check_fast_params(params)
+        check_fast(params.alg, params.alg_temp)
         if not 1 <= span_start < span_end <= canvas.shape[1]:
             raise ValueError(f"the span [{span_start}, {span_end}) must lie inside the canvas after its first "
                              f"position")
@@ -312,14 +309,6 @@ class BlockwiseRun:
         return trace
 
 
-def check_fast_params(params: SamplingParams) -> None:
-    if params.alg not in FAST_ALGORITHMS:
-        raise ValueError(f"alg={params.alg!r} runs only on the exact path (exact=True); the fast path takes "
-                         f"{', '.join(FAST_ALGORITHMS)}")
-    if params.alg_temp:
-        raise ValueError("alg_temp (sampled reveal order) runs only on the exact path (exact=True)")
-
-
 @dataclass(frozen=True)
 class SamplingNoise:
     """Where each row's sampling randomness comes from: its generator (torch path), or a Philox seed plus the
@@ -426,24 +415,12 @@ class ScoredRows:
 
 def block_tail(x: torch.Tensor, is_masked: torch.Tensor, rows: ScoredRows, logits: torch.Tensor, start: int,
                end: int, span_end: int, pad_tail: PadTail, fillers: torch.Tensor, last: bool) -> torch.Tensor:
-    """generate.settle_tail for one block of a span decoded left to right (every later block is still masked).
-
-    (B, b) bool: the block's tail, which starts at the first mask after the block's last written token that the
-    model expects to be a filler. Fillers are forbidden before it (in the scored positions' `logits`, in place).
-    Once nothing but the tail is left in the block, or at the block's last step, the tail and every later block
-    of the span are written as fill: text cannot follow a pad."""
-    # In fp32: bf16 log-sum-exps near 32 are spaced 0.25 apart, a 28 % error in a probability tested against 0.5.
-    filler_probability = rows.expand((logits[:, fillers].float().logsumexp(dim=-1)
-                                      - logits.float().logsumexp(dim=-1)).exp(), 0.0)
-    block = x[:, start:end]
-    after_text = (~is_masked).flip(1).cumsum(dim=1).flip(1) == 0
-    starts = is_masked & after_text & (filler_probability > TAIL_PROBABILITY)
-    tail = starts.to(torch.int8).cummax(dim=1).values.bool()
+    """settle_tail for one block of a span decoded left to right (every later block is still masked): (B, b)
+    bool, the block's tail; fillers are forbidden before it, in the scored positions' `logits` (in place)."""
+    probability = rows.expand(filler_probability(logits, fillers), 0.0)
+    tail = settle_tail(x[:, start:end], is_masked, probability, pad_tail, last, later=x[:, end:span_end])
     forbidden = rows.select((is_masked & ~tail).reshape(-1))
     logits[:, fillers] = logits[:, fillers].masked_fill(forbidden[:, None], torch.finfo(logits.dtype).min)
-    settled = tail.any(dim=1, keepdim=True) & (~(is_masked & ~tail).any(dim=1, keepdim=True) | last)
-    block.masked_fill_(tail & settled, pad_tail.fill_id)
-    x[:, end:span_end].masked_fill_(settled, pad_tail.fill_id)
     return tail
 
 

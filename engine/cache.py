@@ -10,15 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from .config import ModelConfig
-
-RefreshRule = Literal["block", "steps", "revealed", "none"]
-REFRESH_RULES: tuple[str, ...] = ("block", "steps", "revealed", "none")
-
 
 @dataclass
 class KVCache:
@@ -52,56 +47,6 @@ class KVCache:
     @property
     def num_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
-
-
-@dataclass(frozen=True)
-class CachePolicy:
-    """When the cached keys and values are recomputed over the whole canvas (a full forward pass).
-
-    - "block": at the start of every block after the first (Fast-dLLM's DualCache);
-    - "steps": every `every` forward passes;
-    - "revealed": once `revealed_share` of the span has been revealed since the last refresh;
-    - "none": only the first pass. A finished block's last tokens then get their keys and values from the
-      first window of the next block, which also covers the finished block.
-    """
-
-    refresh: RefreshRule = "none"
-    every: int = 8
-    revealed_share: float = 0.5
-    # Cached positions on each side of the block recomputed at every pass too: the nearest context is what the
-    # block's tokens move most, so a margin buys back most of a refresh's accuracy at a fraction of its cost.
-    margin: int = 0
-    # How many calls in a row may start from the previous call's keys and values (see CanvasCache) before one
-    # computes its whole canvas again; 0: every call starts with a full pass.
-    reuse: int = 0
-    # On the CPU, where a window's shape may change from pass to pass: a pass leaves out the block's positions
-    # outside the range that was still masked before the previous pass (each was recomputed in the pass after
-    # it was revealed), keeping the margin around that range. GPU windows keep the whole block (static shapes).
-    skip_settled: bool = False
-
-    def __post_init__(self) -> None:
-        if self.refresh not in REFRESH_RULES:
-            raise ValueError(f"unknown cache refresh rule {self.refresh!r}; expected one of {', '.join(REFRESH_RULES)}")
-        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
-            raise ValueError(f"cache refresh every must be a positive integer, got {self.every!r}")
-        if isinstance(self.margin, bool) or not isinstance(self.margin, int) or self.margin < 0:
-            raise ValueError(f"cache margin must be a whole number >= 0, got {self.margin!r}")
-        if not 0 < self.revealed_share <= 1:
-            raise ValueError(f"cache revealed_share must be in (0, 1], got {self.revealed_share}")
-        if isinstance(self.reuse, bool) or not isinstance(self.reuse, int) or self.reuse < 0:
-            raise ValueError(f"cache reuse must be a whole number >= 0, got {self.reuse!r}")
-        if not isinstance(self.skip_settled, bool):
-            raise ValueError(f"cache skip_settled must be True or False, got {self.skip_settled!r}")
-
-    def needs_refresh(self, *, new_block: bool, passes_since: int, revealed_since: int, span: int) -> bool:
-        """Whether the next pass recomputes the whole canvas, given what happened since the last refresh."""
-        if self.refresh == "block":
-            return new_block
-        if self.refresh == "steps":
-            return passes_since >= self.every
-        if self.refresh == "revealed":
-            return revealed_since >= self.revealed_share * span
-        return False
 
 
 @dataclass(frozen=True)

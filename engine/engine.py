@@ -1,37 +1,38 @@
-"""Engine: load a checkpoint once, then score canvases, generate after prompts, and infill between prefix and suffix."""
+"""Engine: load a checkpoint once, lay out canvases, and run infills: alone (a direct call), or set up as runs
+that the scheduler decodes pass by pass beside other jobs."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .blockwise import BlockwiseRun, BlockwiseTrace, FinishCheck, run_alone
-from .cache import CachePolicy, CanvasCache, KVCache, Prefill, check_block_size, prefill_from
+from .cache import CanvasCache, KVCache, Prefill, prefill_from
 from .checkpoint import load_weights
 from .config import ModelConfig, load_config
-from .errors import Cancelled, CheckpointError
-from .generate import (PadTail, SamplingParams, StepCallback, StopCheck, denoise, masked_logits,
-                       reference_logits)
+from .errors import Cancelled, CheckpointError, one_line
+from .generate import PadTail, SamplingParams, StepCallback, StopCheck, denoise, masked_logits, reference_logits
+from .jobs import InfillJob, TextCheck, canvas_prefix
 from .kernels.choice import KernelChoice, choose_kernels
 from .model import CodaModel, Window
+from .params import EngineOptions, InfillParams
 from .precision import Precision, resolve_precision
 from .quantize import Int8Linear
-from .sampling import Algorithm
 from .tokenizer import Tokenizer, load_tokenizer
 
-# An infill's text so far -> whether it is all the caller needs (Engine.infill's done_when).
-TextCheck = Callable[[str], bool]
 log = logging.getLogger("coda_engine")
 
 
 @dataclass(frozen=True)
 class InfillResult:
-    """One infill: the text between prefix and suffix, and what it cost (cache_bytes: 0 on the exact path)."""
+    """One direct infill: the text between prefix and suffix, and what it cost (cache_bytes: 0 on the exact
+    path)."""
 
     text: str
     token_ids: list[int]
@@ -39,32 +40,6 @@ class InfillResult:
     elapsed_ms: float
     tokens_per_step: list[int]
     cache_bytes: int = 0
-
-
-@dataclass(frozen=True)
-class FastDefaults:
-    """The fast path's settings when the caller names none, chosen by measurement on the shipped model's harness
-    (docs/engine.md, "Fast infill"): entropy order (the exact loop's, so answers mostly agree with it; ranking by the
-    top probability agreed on 11 of 400 problems), plus every position at least `threshold` sure (parallel
-    reveals), at least `tokens_per_step` a pass; blocks of `block_size` left to right over the cache, never
-    refreshed but with a 16-token margin recomputed around the block (40 problems agreeing with the exact loop:
-    no margin 23, margin 16 32, a refresh every pass 38; of the first 100 single-line ones, 24 tokens: margin 0
-    45, 4 63, 8 66, 16 73). On the CPU a pass also leaves out the block's settled positions (skip_settled): 74
-    of those 100 agreed with the exact loop, 98 answers were the default's without it, and window passes
-    computed 52.1 rows against 55.4."""
-
-    alg: str = "entropy"
-    threshold: float = 0.9
-    tokens_per_step: int = 1
-    block_size: int = 32
-    cache: CachePolicy = CachePolicy(refresh="none", margin=16, skip_settled=True)
-
-    def steps(self, max_new_tokens: int, block_size: int) -> int:
-        num_blocks = -(-max_new_tokens // block_size)
-        return max(num_blocks, -(-max_new_tokens // self.tokens_per_step))
-
-
-FAST = FastDefaults()
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -78,6 +53,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but this machine has no CUDA device; use --device cpu")
     return resolved
+
+
+def fast_sampling(params: InfillParams, span: int) -> SamplingParams:
+    """The fast path's per-pass sampling settings for a span of `span` tokens (each row's temperature is its
+    own: BlockwiseRun's row_temperatures)."""
+    return SamplingParams(params.num_steps(span), params.alg, 0.0, params.top_p, params.top_k, None, params.eps,
+                          params.reveal_bar if params.alg == "threshold" else None, params.window)
 
 
 def load_model(folder: Path, config: ModelConfig, device: torch.device, precision: Precision) -> CodaModel:
@@ -95,57 +77,79 @@ def load_model(folder: Path, config: ModelConfig, device: torch.device, precisio
 
 def column_major_head(precision: Precision, device: torch.device) -> bool:
     """Whether the vocabulary head is stored column-major (the same [V, D] values, transposed in memory): for
-    fp32 on the CPU. The fast path projects the few still-masked rows of a block per pass, and MKL multiplies
-    so few fp32 rows by a column-major weight faster: 18 rows by the 152k x 512 head 42-50 ms row-major against
-    31-35 ms, the `small` bench's fast path 1.60 s against 1.27 s (measured; the values agree to fp32
-    rounding). bf16 runs slower that way and CUDA gains nothing; an int8 head is stored as Int8Linear wants."""
+    fp32 on the CPU, where MKL multiplies the few still-masked rows of a pass by a column-major weight faster
+    (docs/engine.md, "Weight formats"). bf16 runs slower that way and CUDA gains nothing; an int8 head is stored
+    as Int8Linear wants."""
     return device.type == "cpu" and precision.name == "float32"
 
 
-def kept_canvas(canvas_ids: list[int], span: tuple[int, int], cache: KVCache, stale: tuple[int, int],
-                prefill: Prefill | None) -> CanvasCache:
-    """A fast call's canvas and cache (its first row), kept for a later call's reuse."""
-    return CanvasCache(tuple(canvas_ids), span, cache.first_rows(1), stale, prefill.reuses if prefill is not None else 0)
-
-
-@dataclass
 class InfillRun:
-    """An infill set up by Engine.start_infill: the block-wise run that decodes it, and what keeping its cache
-    and rebuilding it need. `build(engine)` makes the run again from the start (after the kernels turned off)."""
+    """A fast-path job set up by Engine.start: the block-wise run that decodes it, and what keeping its cache and
+    rebuilding it (after the kernels turned off) need."""
 
-    blockwise: BlockwiseRun
-    build: Callable[["Engine"], BlockwiseRun]
-    canvas_ids: list[int]
-    span: tuple[int, int]
-    policy: CachePolicy
-    started: float
+    def __init__(self, build: Callable[[Engine], BlockwiseRun], engine: Engine, canvas_ids: list[int],
+                 span: tuple[int, int]) -> None:
+        self.build, self.canvas_ids, self.span = build, canvas_ids, span
+        self.blockwise = build(engine)
 
     @property
     def done(self) -> bool:
         return self.blockwise.done
 
-    def again(self, engine: "Engine") -> "InfillRun":
-        return InfillRun(self.build(engine), self.build, self.canvas_ids, self.span, self.policy, self.started)
+    @property
+    def first_pass(self) -> bool:
+        return self.blockwise.first_pass
 
-    def kept(self, trace: BlockwiseTrace) -> CanvasCache:
+    @property
+    def passes(self) -> int:
+        return self.blockwise.trace.num_forward_passes
+
+    @property
+    def reused(self) -> int:
+        return self.blockwise.prefill.reused if self.blockwise.prefill is not None else 0
+
+    def next_window(self) -> Window | None:
+        return self.blockwise.next_window()
+
+    def apply(self, hidden: torch.Tensor) -> None:
+        self.blockwise.apply(hidden)
+
+    def again(self, engine: Engine) -> InfillRun:
+        """The same job from the start (its prefill is copied again from the kept canvas, which is intact)."""
+        return InfillRun(self.build, engine, self.canvas_ids, self.span)
+
+    def kept(self) -> CanvasCache | None:
+        """The canvas and cache (its first row) for a later job's reuse; None before a pass has finished."""
+        trace = self.blockwise.trace
+        if not trace.num_forward_passes:
+            return None
         return kept_canvas(self.canvas_ids, self.span, trace.cache, trace.stale, self.blockwise.prefill)
 
+    def span_rows(self) -> list[list[int]]:
+        """Each row's span tokens so far."""
+        return self.blockwise.trace.canvas[:, self.span[0]:self.span[1]].tolist()
 
-@dataclass
+
 class WarmRun:
-    """Engine.warm's one pass, in BlockwiseRun's shape (next_window, apply, done) so that shared passes can run
-    it beside infills: the canvas's keys and values outside the reused cache, nothing revealed."""
+    """A warm-up's one pass, in InfillRun's shape: the canvas's keys and values outside the reused cache,
+    nothing revealed."""
 
-    canvas: torch.Tensor
-    canvas_ids: list[int]
-    span: tuple[int, int]
-    cache: KVCache
-    prefill: Prefill | None
-    done: bool = False
+    def __init__(self, canvas: torch.Tensor, canvas_ids: list[int], span: tuple[int, int], cache: KVCache,
+                 prefill: Prefill | None) -> None:
+        self.canvas, self.canvas_ids, self.span, self.cache, self.prefill = canvas, canvas_ids, span, cache, prefill
+        self.done = False
 
     @property
     def first_pass(self) -> bool:
         return not self.done
+
+    @property
+    def passes(self) -> int:
+        return int(self.done)
+
+    @property
+    def reused(self) -> int:
+        return self.prefill.reused if self.prefill is not None else 0
 
     def next_window(self) -> Window | None:
         if self.done:
@@ -153,34 +157,48 @@ class WarmRun:
         start, end = self.prefill.window if self.prefill is not None else (0, len(self.canvas_ids))
         return Window(self.canvas[:, start:end], self.cache, start, slice(0, 0))
 
-    def apply(self, hidden: torch.Tensor | None) -> None:
+    def apply(self, hidden: torch.Tensor) -> None:
         self.done = True
 
-    def kept(self) -> CanvasCache:
-        return kept_canvas(self.canvas_ids, self.span, self.cache, (0, 0), self.prefill)
+    def again(self, engine: Engine) -> WarmRun:
+        return self
+
+    def kept(self) -> CanvasCache | None:
+        return kept_canvas(self.canvas_ids, self.span, self.cache, (0, 0), self.prefill) if self.done else None
+
+    def span_rows(self) -> list[list[int]]:
+        return []
+
+
+Run = InfillRun | WarmRun
+
+
+def kept_canvas(canvas_ids: list[int], span: tuple[int, int], cache: KVCache, stale: tuple[int, int],
+                prefill: Prefill | None) -> CanvasCache:
+    return CanvasCache(tuple(canvas_ids), span, cache.first_rows(1), stale, prefill.reuses if prefill is not None else 0)
 
 
 class Engine:
-    """A loaded model plus its tokenizer. Not thread-safe: callers serialise requests (the server uses one worker).
+    """A loaded model plus its tokenizer. Not thread-safe: one thread runs it (the scheduler's, or a direct
+    caller's).
 
     `kernels`: the fast path's Triton-or-torch choice for the model's device, made at construction by
     CODA_KERNELS's rule (kernels.choice; a one-line ValueError where `triton` is forced and cannot run). In the
-    `auto` mode a kernel that fails during a call turns the kernels off for good: the call is run again on the
-    torch path and `kernels.reason` says what failed."""
+    `auto` mode a kernel that fails during a call turns the kernels off for good (fall_back): the call is run
+    again on the torch path and `kernels.reason` says what failed."""
 
-    def __init__(self, model: CodaModel, tokenizer: Tokenizer, path: Path, kernels: str | None = None,
+    def __init__(self, model: CodaModel, tokenizer: Tokenizer, path: Path, options: EngineOptions = EngineOptions(),
                  precision: Precision | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.path = path
+        self.options = options
         self.config: ModelConfig = model.config
         self.mask_token_id = tokenizer.mask_token_id
-        # The last fast call's canvas and cache, for a policy with `reuse` (see cache.CanvasCache).
-        self.last_canvas: CanvasCache | None = None
         if self.mask_token_id != self.config.mask_token_id:
             raise CheckpointError(path / "config.json", f"mask_token_id {self.config.mask_token_id} disagrees with "
                                                         f"the tokenizer's <|mask|> id {self.mask_token_id}")
-        self.kernels: KernelChoice = choose_kernels(self.device, kernels)
+        self.kernels: KernelChoice = choose_kernels(self.device, options.kernels)
         # How the weights are held (and why); derived from the model when the caller built it itself.
         self.precision = precision or Precision("int8" if isinstance(model.lm_head, Int8Linear) else
                                                 str(self.dtype).removeprefix("torch."), self.dtype, "as built")
@@ -195,33 +213,31 @@ class Engine:
         return self.model.compute_dtype
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
-                        dtype: torch.dtype | str | None = None, kernels: str | None = None) -> "Engine":
-        """Load an HF-format CoDA (or Qwen3) folder; every problem with it raises one CheckpointError.
-        `device="auto"` picks CUDA when present, else the CPU. `dtype`: fp32, bf16, fp16, int8 (CPU: every
-        linear layer quantized at load) or auto (the CPU's fastest, see precision.py); None: fp32 on the CPU,
-        bf16 on CUDA. `kernels`: auto, triton or torch (None: CODA_KERNELS, default auto)."""
+    def from_pretrained(cls, path: str | Path, options: EngineOptions | None = None, **overrides: Any) -> Engine:
+        """Load an HF-format CoDA (or Qwen3) folder; every problem with it raises one CheckpointError. `overrides`
+        replace fields of `options` (EngineOptions: device, dtype, kernels and the scheduler's settings)."""
+        options = replace(options or EngineOptions(), **overrides)
         folder = Path(path)
         if not folder.is_dir():
             raise CheckpointError(folder, "model folder not found" if not folder.exists() else "not a folder")
-        device = resolve_device(device)
+        device = resolve_device(options.device)
         config = load_config(folder)
-        precision = resolve_precision(dtype, device, config)
+        precision = resolve_precision(options.dtype, device, config)
         tokenizer = load_tokenizer(folder)
-        return cls(load_model(folder, config, device, precision), tokenizer, folder, kernels, precision)
+        return cls(load_model(folder, config, device, precision), tokenizer, folder, options, precision)
 
-    def warm_up(self, spans: Sequence[int] = (FAST.block_size,), candidate_temperature: float = 0.8) -> None:
+    def warm_up(self, spans: Sequence[int] = (InfillParams.block_size,), candidate_temperature: float = 0.8) -> None:
         """Pay at load for what the first completion would otherwise pay. On the torch path that is allocator
         and thread-pool set-up: one tiny infill. On the kernel path it is Triton compiling each kernel variant
         at its first launch (1-2 s each): for each span length a completion will use, one greedy and one
         sampled row, one pass per block, launch every variant such a completion does (block widths, greedy and
         sampled confidence). A failure there falls back as any call's does (see the class)."""
         if not self.kernels.use_triton:
-            self.infill("\n", "", max_new_tokens=2, steps=1)
+            self.infill("\n", "", 2, InfillParams(steps=1))
             return
         for span in sorted(set(spans)):
-            blocks = -(-span // min(FAST.block_size, span))
-            self.infill_candidates("\n", "", (0.0, candidate_temperature), max_new_tokens=span, steps=blocks, seed=0)
+            params = InfillParams(steps=-(-span // min(InfillParams.block_size, span)))
+            self.run(InfillJob("\n", "", span, params, (0.0, candidate_temperature), seed=0))
 
     def forward_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, L) ids -> (B, L, V) raw, unshifted logits, as CoDA's model returns them."""
@@ -230,9 +246,7 @@ class Engine:
         with torch.inference_mode():
             return self.model.logits(input_ids)
 
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, steps: int, alg: Algorithm = "entropy",
-                 temperature: float = 0.0, top_p: float | None = None, top_k: int | None = None,
-                 alg_temp: float | None = None, eps: float = 1e-3, threshold: float | None = None,
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, params: SamplingParams, *,
                  generator: torch.Generator | None = None, should_stop: StopCheck | None = None,
                  on_step: StepCallback | None = None, reference: bool = False) -> torch.Tensor:
         """CoDA's `diffusion_generate`: append `max_new_tokens` masks (masks inside the prompt are filled too).
@@ -242,7 +256,6 @@ class Engine:
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        params = SamplingParams(steps, alg, temperature, top_p, top_k, alg_temp, eps, threshold)
         prompt = self._as_batch(input_ids)
         masks = torch.full((prompt.shape[0], max_new_tokens), self.mask_token_id, dtype=torch.long,
                            device=self.device)
@@ -253,233 +266,149 @@ class Engine:
                         generator=generator, should_stop=should_stop, on_step=on_step)
         return trace.canvas
 
-    def infill(self, prefix: str, suffix: str, max_new_tokens: int = 64, steps: int | None = None,
-               alg: Algorithm | None = None, temperature: float = 0.0, top_p: float | None = None,
-               top_k: int | None = None, alg_temp: float | None = None, eps: float = 1e-3,
-               threshold: float | None = None, seed: int | None = None, should_stop: StopCheck | None = None,
-               on_step: StepCallback | None = None, variable_length: bool = True,
-               window: int | None = None, exact: bool = False, block_size: int | None = None,
-               cache: CachePolicy | None = None, done_when: TextCheck | None = None) -> InfillResult:
-        """Fill up to `max_new_tokens` tokens between `prefix` and `suffix`.
-
-        The default is the fast path: block-wise threshold decoding over the approximate key/value cache, with
-        FAST's settings for whatever is not given. There `threshold` applies to every `alg`: besides the
-        schedule's quota in the algorithm's order, every position whose token is at least that probable is
-        revealed (1.0 turns these parallel reveals off). `exact=True` runs CoDA's reference loop instead (no cache, the
-        given `alg` and `steps`, by default entropy and one token per step) and takes no cache options.
+    def infill(self, prefix: str, suffix: str, max_new_tokens: int = 64, params: InfillParams = InfillParams(),
+               temperature: float = 0.0, seed: int | None = None, *, should_stop: StopCheck | None = None,
+               on_step: StepCallback | None = None, done_when: TextCheck | None = None) -> InfillResult:
+        """Fill up to `max_new_tokens` tokens between `prefix` and `suffix`, alone (the scheduler runs jobs beside
+        each other; this is the direct call tools and checks use).
 
         The span is an upper bound: the model ends it with a tail of pad and end tokens (generate.PadTail), which
-        is dropped from the text. `variable_length=False` forbids those tokens, so the model must write exactly
-        `max_new_tokens` tokens (the fixed-length infill that models without a learned pad tail are limited to).
+        is dropped from the text; `params.variable_length=False` forbids those tokens, so the model must write
+        exactly `max_new_tokens` tokens. `done_when(text)` (fast path): whether the span's text so far, its tokens
+        up to the first one still masked, is all the caller will use (a single-line completion whose line has
+        ended); decoding then stops. Tokens are never changed once revealed, so that text is what a full run
+        would have started with. Raises Cancelled when `should_stop()` turns True between passes."""
+        job = InfillJob(prefix, suffix, max_new_tokens, params, (temperature,), seed, done_when=done_when)
+        return self.run(job, should_stop=should_stop, on_step=on_step)[0]
 
-        `done_when(text)` (fast path): whether the span's text so far, its tokens up to the first one still
-        masked, is all the caller will use (a single-line completion whose line has ended). Decoding stops once it
-        holds for every row; tokens are never changed once revealed, so that text is what a full run would have
-        started with.
-        """
-        if exact:
-            if block_size is not None or cache is not None or done_when is not None:
-                raise ValueError("exact=True runs CoDA's reference loop unchanged: drop block_size, cache and "
-                                 "done_when")
-            return self._infill_exact(prefix, suffix, max_new_tokens, steps, alg or "entropy", temperature, top_p,
-                                      top_k, alg_temp, eps, threshold, seed, should_stop, on_step, variable_length,
-                                      window)
-        return self.infill_candidates(prefix, suffix, (temperature,), max_new_tokens, steps, alg, top_p, top_k,
-                                      alg_temp, eps, threshold, seed, should_stop, on_step, variable_length, window,
-                                      block_size, cache, done_when)[0]
-
-    def infill_candidates(self, prefix: str, suffix: str, temperatures: Sequence[float], max_new_tokens: int = 64,
-                          steps: int | None = None, alg: Algorithm | None = None, top_p: float | None = None,
-                          top_k: int | None = None, alg_temp: float | None = None, eps: float = 1e-3,
-                          threshold: float | None = None, seed: int | None = None,
-                          should_stop: StopCheck | None = None, on_step: StepCallback | None = None,
-                          variable_length: bool = True, window: int | None = None, block_size: int | None = None,
-                          cache: CachePolicy | None = None, done_when: TextCheck | None = None) -> list[InfillResult]:
-        """One infill per temperature, decoded together on the fast path as rows of one batch: the canvas is
-        shared, so the first (whole-canvas) pass is paid once. Row i samples from seed + i, so a candidate does
-        not depend on the others. Each result's elapsed_ms is the whole call's. `done_when`: see infill."""
-        run = self.start_infill(prefix, suffix, temperatures, max_new_tokens, steps, alg, top_p, top_k, alg_temp, eps,
-                                threshold, seed, on_step, variable_length, window, block_size, cache, done_when,
-                                previous=self.last_canvas)
+    def run(self, job: InfillJob, *, should_stop: StopCheck | None = None,
+            on_step: StepCallback | None = None) -> list[InfillResult]:
+        """A job decoded alone, one result per row, each with the whole call's elapsed_ms: on the fast path its
+        rows share one batch (row i samples from seed + i, so a candidate does not depend on the others), on the
+        exact path they run one after another. A kernel failing on the fast path turns the kernels off and the job
+        runs again on the torch path (fall_back)."""
+        if job.is_warm_up:
+            raise ValueError("the span must hold at least one token (max_tokens 0, a warm-up, only computes a cache "
+                             "for later jobs: submit it to a Scheduler)")
+        if job.params.exact:
+            return [self._infill_exact(job.prefix, job.suffix, job.max_tokens, job.params, temperature,
+                                       None if job.seed is None else job.seed + row, should_stop, on_step)
+                    for row, temperature in enumerate(job.temperatures)]
+        started = time.perf_counter()
+        run = self.start(job, on_step=on_step)
+        assert isinstance(run, InfillRun)
         while True:
             try:
                 trace = run_alone(run.blockwise, should_stop)
                 break
-            except Cancelled as cancelled:
-                # A call stopped by a newer keystroke still leaves a cache the newer call can start from.
-                if run.policy.reuse and cancelled.partial is not None and cancelled.partial.num_forward_passes:
-                    self.last_canvas = run.kept(cancelled.partial)
+            except Cancelled:  # the caller's stop, not a kernel's failure
                 raise
             except Exception as exc:
-                if not self._fall_back_from(exc):
+                if not self.fall_back(exc):
                     raise
-                # The failed run wrote into its prefilled cache; the kept one it was copied from is intact.
                 run = run.again(self)
-        if run.policy.reuse:
-            self.last_canvas = run.kept(trace)
-        return self.results(run)
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        return [self._result(row, run.span, trace, elapsed_ms) for row in trace.canvas]
 
-    def start_infill(self, prefix: str, suffix: str, temperatures: Sequence[float], max_new_tokens: int = 64,
-                     steps: int | None = None, alg: Algorithm | None = None, top_p: float | None = None,
-                     top_k: int | None = None, alg_temp: float | None = None, eps: float = 1e-3,
-                     threshold: float | None = None, seed: int | None = None, on_step: StepCallback | None = None,
-                     variable_length: bool = True, window: int | None = None, block_size: int | None = None,
-                     cache: CachePolicy | None = None, done_when: TextCheck | None = None,
-                     previous: CanvasCache | None = None) -> "InfillRun":
-        """infill_candidates's call set up but not decoded: its canvas, its cache prefilled from `previous` (an
-        earlier call's kept canvas) where the policy allows, and the block-wise run that decodes it pass by
-        pass (alone, or with other calls' runs in shared passes: batching.py)."""
-        if not temperatures:
-            raise ValueError("temperatures needs at least one entry")
-        alg = alg or FAST.alg
-        reveal_bar = FAST.threshold if threshold is None else threshold
-        if not 0 < reveal_bar <= 1:
-            raise ValueError(f"threshold must be in (0, 1], got {reveal_bar}")
-        self._check_span(max_new_tokens)
-        # A block wider than the span is the whole span.
-        block_size = min(check_block_size(FAST.block_size if block_size is None else block_size), max_new_tokens)
-        steps = FAST.steps(max_new_tokens, block_size) if steps is None else steps
-        if steps > max_new_tokens:
-            raise ValueError(f"steps ({steps}) must not exceed the span ({max_new_tokens} tokens)")
-        params = SamplingParams(steps, alg, 0.0, top_p, top_k, alg_temp, eps,
-                                reveal_bar if alg == "threshold" else None, window)
-        canvas, span = self._canvas(prefix, suffix, max_new_tokens)
-        policy = cache or FAST.cache
-        canvas_ids = canvas[0].tolist()
+    def layout(self, prefix: str, suffix: str, span: int) -> tuple[list[int], tuple[int, int]]:
+        """The canvas ids of an infill (its prefix, `span` masks, its suffix) and the span's positions."""
+        if isinstance(span, bool) or not isinstance(span, int) or span < 1:
+            raise ValueError(f"the span must hold at least one token, got {span!r}")
+        prefix_ids = self.tokenizer.encode(canvas_prefix(prefix))
+        canvas_ids = prefix_ids + [self.mask_token_id] * span + self.tokenizer.encode(suffix)
+        self._check_length(len(canvas_ids))
+        return canvas_ids, (len(prefix_ids), len(prefix_ids) + span)
+
+    def start(self, job: InfillJob, previous: CanvasCache | None = None,
+              on_step: StepCallback | None = None) -> Run | None:
+        """A fast-path job set up but not decoded: its canvas, its cache prefilled from `previous` (an earlier
+        job's kept canvas) where the policy allows, and the run that decodes it pass by pass (alone, or beside
+        other jobs' runs: batching.shared_pass). A warm-up's run computes the canvas of `options.warm_span`
+        masks; None when there is nothing to do (`previous` already is that canvas's fresh cache)."""
+        if job.params.exact:
+            raise ValueError("an exact job runs alone (Engine.infill with exact=True), not pass by pass")
+        if job.is_warm_up:
+            return self._start_warm(job, previous)
+        params, span_length = job.params, job.max_tokens
+        canvas_ids, span = self.layout(job.prefix, job.suffix, span_length)
+        block_size = min(params.block_size, span_length)
+        sampling = fast_sampling(params, span_length)
+        canvas = torch.tensor([canvas_ids], dtype=torch.long, device=self.device)
         fillers = tuple(sorted(self.tokenizer.filler_token_ids))
+        rows, text_check = len(job.temperatures), job.text_check()
 
-        def build(engine: "Engine") -> BlockwiseRun:
-            prefill = engine._prefill(canvas_ids, span, len(temperatures), policy, previous)
+        def build(engine: Engine) -> BlockwiseRun:
             return BlockwiseRun(
-                engine.model, canvas.repeat(len(temperatures), 1), span, engine.mask_token_id, params, block_size,
-                policy, prefill=prefill, reveal_bar=reveal_bar, row_temperatures=temperatures,
-                generator=[None if seed is None else engine._generator(seed + row)
-                           for row in range(len(temperatures))],
-                on_step=on_step, is_finished=None if done_when is None else engine._finish_check(done_when),
-                suppressed_token_ids=() if variable_length else fillers,
-                pad_tail=PadTail(fillers, engine.tokenizer.pad_token_id) if variable_length else None,
+                engine.model, canvas.repeat(rows, 1), span, engine.mask_token_id, sampling, block_size, params.cache,
+                prefill=engine._prefill(canvas_ids, span, rows, params, previous), reveal_bar=params.reveal_bar,
+                row_temperatures=job.temperatures,
+                generator=[None if job.seed is None else engine._generator(job.seed + row) for row in range(rows)],
+                on_step=on_step, is_finished=None if text_check is None else engine._finish_check(text_check),
+                suppressed_token_ids=() if params.variable_length else fillers,
+                pad_tail=PadTail(fillers, engine.tokenizer.pad_token_id) if params.variable_length else None,
                 use_kernels=engine.kernels.use_triton)
 
-        return InfillRun(build(self), build, canvas_ids, span, policy, time.perf_counter())
-
-    def results(self, run: "InfillRun") -> list[InfillResult]:
-        """A finished (or stopped) run's one result per row, each row's text up to its first still-masked
-        position; elapsed_ms is the whole call's."""
-        trace = run.blockwise.finish()
-        elapsed_ms = (time.perf_counter() - run.started) * 1000.0
-        return [self._result(row, run.span, trace.num_forward_passes, elapsed_ms, trace.tokens_per_step,
-                             trace.cache_bytes) for row in trace.canvas]
-
-    def warm(self, prefix: str, suffix: str, max_new_tokens: int = 64, cache: CachePolicy | None = None,
-             should_stop: StopCheck | None = None) -> float:
-        """Compute and keep the keys and values of the canvas `infill` would build (one forward pass, nothing
-        revealed), so that the next fast call on the same prefix, span and suffix starts from them and its first
-        pass covers only the block. The server runs it while an as-you-type request waits out its debounce.
-        Does nothing without a `reuse` policy (reuse is what reads the kept cache). Returns the milliseconds it
-        took. `should_stop` is asked between layers; Cancelled then leaves the kept cache as it was."""
-        if not (cache or FAST.cache).reuse:
-            return 0.0
-        started = time.perf_counter()
-        run = self.start_warm(prefix, suffix, max_new_tokens, cache, self.last_canvas)
-        if run is not None:
-            window = run.next_window()
-            assert window is not None
-            with torch.inference_mode():
-                self.model([window], None, should_stop)
-            run.apply(None)
-            self.last_canvas = run.kept()
-        return (time.perf_counter() - started) * 1000.0
-
-    def start_warm(self, prefix: str, suffix: str, max_new_tokens: int = 64, cache: CachePolicy | None = None,
-                   previous: CanvasCache | None = None) -> "WarmRun | None":
-        """Engine.warm's pass set up but not run, starting from `previous`; None when there is nothing to do (no
-        `reuse` policy, or `previous` already is this canvas's fresh cache)."""
-        policy = cache or FAST.cache
-        if not policy.reuse:
-            return None
-        self._check_span(max_new_tokens)
-        canvas, span = self._canvas(prefix, suffix, max_new_tokens)
-        canvas_ids = canvas[0].tolist()
-        if previous is not None and previous.is_fresh_for(canvas_ids):
-            return None
-        prefill = self._prefill(canvas_ids, span, 1, policy, previous)
-        kv = prefill.cache if prefill is not None else KVCache.allocate(self.config, 1, len(canvas_ids),
-                                                                        self.device, self.dtype)
-        return WarmRun(canvas, canvas_ids, span, kv, prefill)
-
-    def _fall_back_from(self, error: Exception) -> bool:
-        """Whether a fast call that raised `error` should run again on the torch path: it ran the kernels under
-        the `auto` rule and the error is not one of the caller's input (ValueError) or of memory, which the
-        torch path would meet too. If so, the kernels are off from now on, with the reason logged once."""
-        if not (self.kernels.use_triton and self.kernels.mode == "auto"):
-            return False
-        if isinstance(error, (ValueError, torch.cuda.OutOfMemoryError)):
-            return False
-        message = str(error).strip().splitlines()
-        reason = f"a kernel failed during a call: {type(error).__name__}: {message[0] if message else 'no message'}"
-        log.warning("Triton kernels turned off on %s, using the torch path: %s", self.device, reason)
-        self.kernels = KernelChoice(False, self.kernels.mode, reason)
-        return True
-
-    def _infill_exact(self, prefix: str, suffix: str, max_new_tokens: int, steps: int | None, alg: Algorithm,
-                      temperature: float, top_p: float | None, top_k: int | None, alg_temp: float | None, eps: float,
-                      threshold: float | None, seed: int | None, should_stop: StopCheck | None,
-                      on_step: StepCallback | None, variable_length: bool, window: int | None) -> InfillResult:
-        started = time.perf_counter()
-        self._check_span(max_new_tokens)
-        steps = max_new_tokens if steps is None else steps
-        if steps > max_new_tokens:
-            raise ValueError(f"steps ({steps}) must not exceed the span ({max_new_tokens} tokens)")
-        params = SamplingParams(steps, alg, temperature, top_p, top_k, alg_temp, eps, threshold, window)
-        canvas, span = self._canvas(prefix, suffix, max_new_tokens)
-        fillers = tuple(sorted(self.tokenizer.filler_token_ids))
-        trace = denoise(self.model, canvas, self.mask_token_id, params, generator=self._generator(seed),
-                        should_stop=should_stop, on_step=on_step,
-                        suppressed_token_ids=() if variable_length else fillers,
-                        pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if variable_length else None)
-        return self._result(trace.canvas[0], span, trace.num_forward_passes,
-                            (time.perf_counter() - started) * 1000.0, trace.tokens_per_step, 0)
-
-    def layout(self, prefix: str, suffix: str, max_new_tokens: int) -> tuple[list[int], tuple[int, int]]:
-        """The canvas ids infill would build (prefix, the span's masks, suffix) and the span's positions."""
-        self._check_span(max_new_tokens)
-        canvas, span = self._canvas(prefix, suffix, max_new_tokens)
-        return canvas[0].tolist(), span
+        return InfillRun(build, self, canvas_ids, span)
 
     def span_text(self, span_ids: list[int]) -> tuple[str, int]:
         """A span's text up to its first still-masked position, without the pad tail, and its token count."""
         revealed = [t for t in span_ids[:self._revealed_run(span_ids)] if t not in self.tokenizer.filler_token_ids]
         return self.tokenizer.decode(revealed), len(revealed)
 
-    def _check_span(self, max_new_tokens: int) -> None:
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"the span must hold at least one token, got max_new_tokens={max_new_tokens}")
+    def fall_back(self, error: Exception) -> bool:
+        """Whether a fast job that raised `error` should run again on the torch path: it ran the kernels under
+        the `auto` rule and the error is not one of the caller's input (ValueError) or of memory, which the
+        torch path would meet too. If so, the kernels are off from now on, with the reason logged once."""
+        if not (self.kernels.use_triton and self.kernels.mode == "auto"):
+            return False
+        if isinstance(error, (ValueError, torch.cuda.OutOfMemoryError)):
+            return False
+        reason = f"a kernel failed during a call: {one_line(error, typed=True)}"
+        log.warning("Triton kernels turned off on %s, using the torch path: %s", self.device, reason)
+        self.kernels = KernelChoice(False, self.kernels.mode, reason)
+        return True
 
-    def _canvas(self, prefix: str, suffix: str, max_new_tokens: int) -> tuple[torch.Tensor, tuple[int, int]]:
-        """The (1, L) canvas (prefix, `max_new_tokens` masks, suffix) and the span of its masks."""
-        prefix_ids = self.tokenizer.encode(prefix)
-        if not prefix_ids:
-            # Position i is predicted from position i-1, so the first position of a canvas can never be written.
-            raise ValueError("the prefix is empty: the model needs at least one token before the span")
-        canvas_ids = prefix_ids + [self.mask_token_id] * max_new_tokens + self.tokenizer.encode(suffix)
-        self._check_length(len(canvas_ids))
-        span = (len(prefix_ids), len(prefix_ids) + max_new_tokens)
-        return torch.tensor([canvas_ids], dtype=torch.long, device=self.device), span
+    def _start_warm(self, job: InfillJob, previous: CanvasCache | None) -> WarmRun | None:
+        if not job.params.cache.reuse:
+            return None
+        canvas_ids, span = self.layout(job.prefix, job.suffix, self.options.warm_span)
+        if previous is not None and previous.is_fresh_for(canvas_ids):
+            return None
+        prefill = self._prefill(canvas_ids, span, 1, job.params, previous)
+        cache = prefill.cache if prefill is not None else KVCache.allocate(self.config, 1, len(canvas_ids),
+                                                                           self.device, self.dtype)
+        canvas = torch.tensor([canvas_ids], dtype=torch.long, device=self.device)
+        return WarmRun(canvas, canvas_ids, span, cache, prefill)
+
+    def _infill_exact(self, prefix: str, suffix: str, max_new_tokens: int, params: InfillParams, temperature: float,
+                      seed: int | None, should_stop: StopCheck | None, on_step: StepCallback | None) -> InfillResult:
+        started = time.perf_counter()
+        sampling = SamplingParams(params.num_steps(max_new_tokens), params.alg, temperature, params.top_p,
+                                  params.top_k, params.alg_temp, params.eps, params.threshold, params.window)
+        canvas_ids, span = self.layout(prefix, suffix, max_new_tokens)
+        fillers = tuple(sorted(self.tokenizer.filler_token_ids))
+        trace = denoise(self.model, torch.tensor([canvas_ids], device=self.device), self.mask_token_id, sampling,
+                        generator=self._generator(seed), should_stop=should_stop, on_step=on_step,
+                        suppressed_token_ids=() if params.variable_length else fillers,
+                        pad_tail=PadTail(fillers, self.tokenizer.pad_token_id) if params.variable_length else None)
+        written = trace.canvas[0, span[0]:span[1]].tolist()
+        return InfillResult(self.span_text(written)[0], written, trace.num_forward_passes,
+                            (time.perf_counter() - started) * 1000.0, trace.tokens_per_step, 0)
+
+    def _result(self, row: torch.Tensor, span: tuple[int, int], trace: BlockwiseTrace,
+                elapsed_ms: float) -> InfillResult:
+        written = row[span[0]:span[1]].tolist()
+        return InfillResult(self.span_text(written)[0], written, trace.num_forward_passes, elapsed_ms,
+                            trace.tokens_per_step, trace.cache_bytes)
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
         return None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
 
-    def _result(self, row: torch.Tensor, span: tuple[int, int], num_forward_passes: int, elapsed_ms: float,
-                tokens_per_step: list[int], cache_bytes: int) -> InfillResult:
-        written = row[span[0]:span[1]].tolist()
-        return InfillResult(text=self._span_text(written), token_ids=written,
-                            num_forward_passes=num_forward_passes, elapsed_ms=elapsed_ms,
-                            tokens_per_step=tokens_per_step, cache_bytes=cache_bytes)
-
-    def _prefill(self, ids: list[int], span: tuple[int, int], batch: int, policy: CachePolicy,
+    def _prefill(self, ids: list[int], span: tuple[int, int], batch: int, params: InfillParams,
                  previous: CanvasCache | None) -> Prefill | None:
-        """The cache of an earlier call's canvas carried over to this one, when the policy allows another reuse
+        """The cache of an earlier job's canvas carried over to this one, when the policy allows another reuse
         in a row and at least half of the canvas is shared; None: the first pass computes everything."""
+        policy = params.cache
         if not policy.reuse or previous is None or previous.reuses_after(ids) > policy.reuse:
             return None
         return prefill_from(previous, ids, span, batch, self.model.shift_keys)
@@ -488,22 +417,16 @@ class Engine:
         """How many of a span's tokens come before the first one still masked."""
         return span_ids.index(self.mask_token_id) if self.mask_token_id in span_ids else len(span_ids)
 
-    def _span_text(self, span_ids: list[int]) -> str:
-        """The text of a span's tokens up to the first one still masked (all of them once decoding finished),
-        without the pad tail."""
-        revealed = span_ids[:self._revealed_run(span_ids)]
-        return self.tokenizer.decode([t for t in revealed if t not in self.tokenizer.filler_token_ids])
-
     def _finish_check(self, done_when: TextCheck) -> FinishCheck:
-        """denoise_blockwise's is_finished from a check on text: every row's text so far passes `done_when`. A
-        row is decoded again only when its leading revealed run has grown."""
+        """BlockwiseRun's is_finished from a check on text: every row's text so far passes `done_when`. A row is
+        decoded again only when its leading revealed run has grown."""
         verdicts: dict[int, tuple[int, bool]] = {}  # row -> (leading tokens revealed, verdict)
 
         def is_finished(span_tokens: torch.Tensor) -> bool:
             for row, ids in enumerate(span_tokens.tolist()):
                 revealed = self._revealed_run(ids)
                 if verdicts.get(row, (-1, False))[0] != revealed:
-                    verdicts[row] = (revealed, done_when(self._span_text(ids)))
+                    verdicts[row] = (revealed, done_when(self.span_text(ids)[0]))
             return all(verdict for _, verdict in verdicts.values())
 
         return is_finished

@@ -16,11 +16,10 @@ import torch
 
 from .errors import Cancelled
 from .model import CodaModel
-from .sampling import ALGORITHMS, Algorithm, sample_tokens
+from .params import ALGORITHMS, DEFAULT_THRESHOLD, Algorithm
+from .sampling import sample_tokens
 from .schedule import reveal_probability, reveal_quota, threshold_reveal, timesteps
 
-# Fast-dLLM's default bar for confidence-threshold parallel decoding.
-DEFAULT_THRESHOLD = 0.9
 # A position joins a span's pad tail once the model thinks the span more likely than not ends before it.
 TAIL_PROBABILITY = 0.5
 
@@ -143,8 +142,8 @@ def denoise(model: CodaModel, canvas: torch.Tensor, mask_token_id: int, params: 
                 logits[:, suppressed] = torch.finfo(logits.dtype).min
             revealable = is_masked
             if pad_tail is not None:
-                revealable = is_masked & ~settle_tail(x, is_masked, span, logits, pad_tail,
-                                                      last=step == params.steps - 1)
+                revealable = is_masked & ~exact_tail(x, is_masked, span, logits, pad_tail,
+                                                     last=step == params.steps - 1)
         trace.num_forward_passes += 1
         reveal_step(x, is_masked, logits, step, times, mask_token_id, params, generator, revealable)
         trace.tokens_per_step.append(num_masked - int((x == mask_token_id).sum()))
@@ -153,26 +152,47 @@ def denoise(model: CodaModel, canvas: torch.Tensor, mask_token_id: int, params: 
     return trace
 
 
-def settle_tail(x: torch.Tensor, is_masked: torch.Tensor, span: torch.Tensor, logits: torch.Tensor,
-                pad_tail: PadTail, last: bool) -> torch.Tensor:
-    """(1, L) bool: this step's tail of the span, written into `x` once nothing else is left (or on the last
-    step); fillers are forbidden at the masks before it, in `logits` (in place)."""
+def filler_probability(logits: torch.Tensor, fillers: torch.Tensor) -> torch.Tensor:
+    """(N, V) logits -> (N,) each position's probability of a filler token. In fp32: bf16 log-sum-exps near 32 are
+    spaced 0.25 apart, a 28 % error in a probability tested against TAIL_PROBABILITY. log-sum-exp rather than a
+    softmax: no second vocabulary-sized tensor."""
+    return (logits[:, fillers].float().logsumexp(dim=-1) - logits.float().logsumexp(dim=-1)).exp()
+
+
+def settle_tail(region: torch.Tensor, is_masked: torch.Tensor, probability: torch.Tensor, pad_tail: PadTail,
+                last: bool, later: torch.Tensor | None = None) -> torch.Tensor:
+    """The pad-tail rule, for both loops: (B, n) bool, the tail of `region` (B, n positions of the span, in
+    place), with `probability` (B, n) each masked position's filler probability (see PadTail).
+
+    The tail starts at the first mask after the region's last written token that the model expects to be a
+    filler: the median of its belief about where the span ends. Text cannot follow a pad, so the rest goes with
+    it. Once nothing but the tail is masked, or at the last step, the tail (and `later`, the span's positions
+    after the region, all still masked) is written as fill. The caller forbids fillers at the masks before the
+    tail (tail's complement among `is_masked`)."""
+    after_text = (~is_masked).flip(1).cumsum(dim=1).flip(1) == 0
+    starts = is_masked & after_text & (probability > TAIL_PROBABILITY)
+    # Every position from a start on is a mask (no text after it), so spreading the start right is the tail.
+    tail = starts.to(torch.int8).cummax(dim=1).values.bool()
+    settled = tail.any(dim=1, keepdim=True) & (~(is_masked & ~tail).any(dim=1, keepdim=True) | last)
+    region.masked_fill_(tail & settled, pad_tail.fill_id)
+    if later is not None:
+        later.masked_fill_(settled, pad_tail.fill_id)
+    return tail
+
+
+def exact_tail(x: torch.Tensor, is_masked: torch.Tensor, span: torch.Tensor, logits: torch.Tensor,
+               pad_tail: PadTail, last: bool) -> torch.Tensor:
+    """settle_tail for the exact loop's one row, whose span is one run of positions: (1, L) bool, the tail;
+    fillers are forbidden at the masks before it, in `logits` (in place)."""
+    first, end = int(span[0].nonzero()[0]), int(span[0].nonzero()[-1]) + 1
     fillers = torch.tensor(pad_tail.token_ids, dtype=torch.long, device=x.device)
-    filler_probability = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-    # log-sum-exp rather than a softmax: no second vocabulary-sized tensor per step for fp32 logits. bf16 ones
-    # are cast first: their log-sum-exps near 32 are 0.25 apart, a 28 % error in a probability.
-    filler_probability[is_masked] = (logits[:, fillers].float().logsumexp(dim=-1)
-                                     - logits.float().logsumexp(dim=-1)).exp()
-    # The tail starts at the first mask after the last written token that the model expects to be a filler:
-    # the median of its belief about where the span ends. Text cannot follow a pad, so the rest goes with it.
-    after_text = (span & ~is_masked).flip(1).cumsum(dim=1).flip(1) == 0
-    starts = is_masked & span & after_text & (filler_probability > TAIL_PROBABILITY)
-    # Every span position from a start on is a mask (no text after it), so spreading the start right is the tail.
-    tail = starts.to(torch.int8).cummax(dim=1).values.bool() & span
+    probability = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    probability[is_masked] = filler_probability(logits, fillers)
+    tail = torch.zeros_like(is_masked)
+    tail[:, first:end] = settle_tail(x[:, first:end], is_masked[:, first:end], probability[:, first:end],
+                                     pad_tail, last)
     before_tail = (is_masked & ~tail)[is_masked]
     logits[:, fillers] = logits[:, fillers].masked_fill(before_tail[:, None], torch.finfo(logits.dtype).min)
-    settled = ~(is_masked & ~tail).any(dim=1, keepdim=True) | last
-    x.masked_fill_(tail & settled, pad_tail.fill_id)
     return tail
 
 

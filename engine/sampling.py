@@ -7,12 +7,9 @@ the logits' dtype, as the reference does (it matters for bf16 bit-parity).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 
-Algorithm = Literal["origin", "maskgit_plus", "topk_margin", "entropy", "threshold"]
-ALGORITHMS: tuple[str, ...] = ("origin", "maskgit_plus", "topk_margin", "entropy", "threshold")
 # Added to probabilities before the log in the entropy rule, exactly as the reference does.
 ENTROPY_EPS = 1e-10
 

@@ -9,6 +9,8 @@ import pytest
 
 from coda_engine.tools.files import CODA_V0_DIR, HUMANEVAL_DIR
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from coda_engine import Engine
+from coda_engine.params import InfillParams
 from tests.conftest import ROOT
 
 MODEL = ROOT / "models" / "coda-tiny"
@@ -29,7 +29,7 @@ def test_shipped_model_is_complete_and_small():
 
 
 def test_shipped_model_writes_code_with_fillers_only_as_a_tail(engine):
-    result = engine.infill("def add(a, b):\n    return a", "\n\n\nprint(add(1, 2))\n", max_new_tokens=24, steps=24)
+    result = engine.infill("def add(a, b):\n    return a", "\n\n\nprint(add(1, 2))\n", 24, InfillParams(steps=24))
     assert result.text.strip()
     fillers = [t in engine.tokenizer.filler_token_ids for t in result.token_ids]
     assert fillers == sorted(fillers)  # text, then (maybe) pads: never a pad between two pieces of text

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
 
 from lsprotocol import types
 
+from coda_engine.errors import one_line
+from coda_lsp.backend import BackendUnavailable
+from coda_lsp.backends.http import HttpBackend
 from coda_lsp.features import configuration, workspace
-from coda_lsp.loader import EngineUnavailable, ModelSpec
 from coda_lsp.server import CodaServer
 
 logger = logging.getLogger(__name__)
@@ -42,35 +43,42 @@ def register(server: CodaServer) -> None:
         await workspace.watch_files(ls)
 
     @server.feature(types.SHUTDOWN)
-    def shutdown(ls: CodaServer, params: None) -> None:
-        ls.worker.close()
-        if ls.host.spec.remote is not None and ls.host.engine is not None:
-            ls.host.engine.close()
+    async def shutdown(ls: CodaServer, params: None) -> None:
+        ls.pipeline.close()
+        backend = ls.host.backend
+        if backend is not None:
+            backend.close()
+            if isinstance(backend, HttpBackend):
+                await backend.aclose()
 
 
 async def load_model(server: CodaServer) -> None:
-    """Load the engine on the engine thread, reporting through workDoneProgress (when the client supports it)
-    and logMessage; a failure becomes showMessage, status `error` and empty completions, never a crash."""
+    """Load the backend in a thread, reporting through workDoneProgress (when the client supports it) and
+    logMessage; a failure becomes showMessage, status `error` and empty completions, never a crash."""
     spec = server.host.spec
     if spec.remote is not None:
         await connect_remote(server, spec.remote, spec.api_key)
         return
     token = await begin_progress(server, f"Loading CoDA model {spec.path.name}")
     _log(server, types.MessageType.Info, f"loading model {spec.path} on {spec.device}")
+    generation = server.settings.generation
+    spans = (generation.single_line_tokens, generation.max_tokens)
     try:
-        engine = await server.worker.run(lambda stop: _load_and_warm(server, spec))
+        backend = await asyncio.to_thread(server.load_backend, spec.path, spec.options, spans,
+                                          generation.candidate_temperature)
     except Exception as exc:  # CheckpointError, OSError, torch errors: all reach the user as one line
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = one_line(exc)
         server.host.set_error(reason)
         _log(server, types.MessageType.Error, f"model failed to load: {reason}")
         server.window_show_message(types.ShowMessageParams(type=types.MessageType.Error,
                                                            message=f"coda-lsp: model failed to load: {reason}"))
         end_progress(server, token, f"failed: {reason}")
         return
-    server.host.set_ready(engine)
-    _log(server, types.MessageType.Info, f"model ready: {spec.path} ({engine.device}, {engine.precision.name}: "
-                                         f"{engine.precision.reason}; "
-                                         f"{engine.kernels.name} kernels: {engine.kernels.reason})")
+    server.host.set_ready(backend)
+    described = backend.describe()
+    _log(server, types.MessageType.Info, f"model ready: {spec.path} ({backend.device}, {described['dtype']}: "
+                                         f"{described['dtypeReason']}; {described['kernels']} kernels: "
+                                         f"{described['kernelsReason']})")
     end_progress(server, token, "ready")
 
 
@@ -78,18 +86,15 @@ async def connect_remote(server: CodaServer, url: str, api_key: str | None) -> N
     """--remote: read the server's props and tokenizer, asking again every RECONNECT_S while it does not answer
     (requests meanwhile get no completion). The user hears once that it is unreachable, at startup or later,
     and the log says when it answers again; the editor keeps working throughout."""
-    from coda_lsp.remote import RemoteEngine
-
-    loop = asyncio.get_running_loop()
-    engine = RemoteEngine(url, api_key)
+    backend = HttpBackend(url, api_key)
     token = await begin_progress(server, f"Connecting to coda-lsp serve at {url}")
     _log(server, types.MessageType.Info, f"connecting to coda-lsp serve at {url}")
     told = False
     while True:
         try:
-            await server.worker.run(lambda stop: engine.connect())
+            await backend.connect()
             break
-        except EngineUnavailable as exc:
+        except BackendUnavailable as exc:
             if not told:
                 server.host.set_error(str(exc))
                 _tell_unreachable(server, url, str(exc))
@@ -97,19 +102,18 @@ async def connect_remote(server: CodaServer, url: str, api_key: str | None) -> N
                 token, told = None, True
             await asyncio.sleep(RECONNECT_S)
         except Exception as exc:  # a server that answers something else than coda-lsp serve does
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = one_line(exc)
             server.host.set_error(reason)
             _log(server, types.MessageType.Error, f"{url} is not a coda-lsp serve: {reason}")
             server.window_show_message(types.ShowMessageParams(
                 type=types.MessageType.Error, message=f"coda-lsp: {url} is not a coda-lsp serve: {reason}"))
             end_progress(server, token, f"failed: {reason}")
             return
-    # Later failures come from the worker thread; the messages go out on the server's loop.
-    engine.on_status = lambda reason: loop.call_soon_threadsafe(_remote_status, server, url, reason)
+    backend.on_status = lambda reason: _remote_status(server, url, reason)
     server.host.error = None
-    server.host.set_ready(engine)
-    _log(server, types.MessageType.Info, f"connected to coda-lsp serve at {url}: model {engine.model_name} on "
-                                         f"{engine.device.reason}, {engine.config.max_position_embeddings} positions")
+    server.host.set_ready(backend)
+    _log(server, types.MessageType.Info, f"connected to coda-lsp serve at {url}: model {backend.model_name} on "
+                                         f"{backend.device}, {backend.max_positions} positions")
     end_progress(server, token, "ready")
 
 
@@ -125,16 +129,6 @@ def _tell_unreachable(server: CodaServer, url: str, reason: str) -> None:
     message = f"coda-lsp: the server at {url} does not answer ({reason}); completions resume when it does"
     _log(server, types.MessageType.Warning, message)
     server.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=message))
-
-
-def _load_and_warm(server: CodaServer, spec: ModelSpec) -> Any:
-    """Load, then warm the engine up for the spans completions use: the first call pays for allocator set-up
-    (hundreds of ms on CPU) and, on a GPU, for compiling the Triton kernels (seconds), which belong to
-    "loading", not to the user's first completion."""
-    engine = server.load_engine(spec.path, spec.device, spec.dtype)
-    generation = server.settings.generation
-    engine.warm_up((generation.single_line_tokens, generation.max_tokens), generation.candidate_temperature)
-    return engine
 
 
 def _log(server: CodaServer, kind: types.MessageType, message: str) -> None:

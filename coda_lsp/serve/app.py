@@ -24,9 +24,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from coda_engine.errors import Overloaded, one_line
+from coda_engine.jobs import InfillJob, InfillOutcome, PassObserver
 from coda_lsp import __version__
+from coda_lsp.backend import Backend
 from coda_lsp.context import TokenCounter
-from coda_lsp.serve.backend import Backend, InfillJob, InfillOutcome, Overloaded, PassObserver
 from coda_lsp.serve.errors import ApiError, native_body, openai_body
 from coda_lsp.serve.metrics import CONTENT_TYPE, ServeMetrics
 from coda_lsp.serve.prompt import Prompt, build_prompt
@@ -72,7 +74,7 @@ class BackendHost:
         try:
             backend = self.factory(self.observer)
         except Exception as exc:  # CheckpointError, OSError, a CUDA error: health reports it, the server stays up
-            self.error, self.state = one_line(exc), "error"
+            self.error, self.state = one_line(exc, typed=True), "error"
             logger.error("the model did not load: %s", self.error)
             logger.debug("load failure", exc_info=True)
             return
@@ -173,9 +175,9 @@ class Service:
         except ApiError as error:
             response = self.error_response(request, error)
         except Exception as exc:  # a bug or a backend failure: one line to the client and the log, never a crash
-            logger.error("%s %s failed: %s", request.method, request.url.path, one_line(exc))
+            logger.error("%s %s failed: %s", request.method, request.url.path, one_line(exc, typed=True))
             logger.debug("failure", exc_info=True)
-            response = self.error_response(request, ApiError(500, one_line(exc)))
+            response = self.error_response(request, ApiError(500, one_line(exc, typed=True)))
         if isinstance(response, StreamingResponse):
             response.body_iterator = self._counted(response.body_iterator, endpoint, started)
         else:
@@ -258,7 +260,7 @@ class Service:
                                             "temperature": 0.0, "model": backend.model_name},
             # not llama-server's: where the model runs (cuda, cpu), for `coda-lsp --remote`'s status
             "device": backend.device,
-            "total_slots": getattr(backend, "max_rows", 1),
+            "total_slots": backend.describe().get("maxRows", 1),
             "model_path": str(self.settings.model_path or backend.model_name),
             "build_info": f"coda-lsp {__version__}", "is_sleeping": False,
         })
@@ -416,7 +418,7 @@ class Service:
                 try:
                     finals = last(_outcome(task), text)
                 except Exception as exc:  # headers are out: the error becomes an event every client parses
-                    error = exc if isinstance(exc, ApiError) else ApiError(500, one_line(exc))
+                    error = exc if isinstance(exc, ApiError) else ApiError(500, one_line(exc, typed=True))
                     logger.error("%s: the stream failed: %s", request.url.path, error.message)
                     body = openai_body(error) if request.url.path.startswith("/v1/") else native_body(error)
                     finals = [dumps(body)]
@@ -459,11 +461,6 @@ async def disconnected(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
-
-
-def one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def run(app: FastAPI, host: str, port: int, log_level: str) -> int:

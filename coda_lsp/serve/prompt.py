@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from coda_engine.jobs import canvas_prefix
 from coda_lsp.context import TokenCounter
 from coda_lsp.crossfile.assemble import Layout, assemble
 from coda_lsp.crossfile.query import cursor_query
@@ -52,13 +53,11 @@ def build_prompt(tokenizer: Any, counter: TokenCounter, max_positions: int, span
         cross_file, dropped = _cross_file(counter, prefix, suffix, extra, min(extra_tokens, left), extra_tokens)
         truncated = truncated or dropped
     text = cross_file + prefix
-    # The model predicts position i from i-1, so a span cannot open the canvas: an empty prefix (llama.vim's
-    # warm-ups, the top of a file) becomes one newline, "a file starting here", as the LSP's engine_prefix does.
-    text = text or "\n"
+    text = canvas_prefix(text)  # counted as the engine will lay it out
     text_ids = tokenizer.encode(text)
     suffix_count = len(tokenizer.encode(suffix))
     if len(text_ids) + suffix_count > room:  # the cross-file text and the prefix merged a token less than counted
-        text = _keep_end(tokenizer, text_ids, room - suffix_count) or "\n"
+        text = canvas_prefix(_keep_end(tokenizer, text_ids, room - suffix_count))
         text_ids = tokenizer.encode(text)
         truncated = True
     return Prompt(text, suffix, len(text_ids) + suffix_count, truncated)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coda_lsp.serve.backend import InfillOutcome
+from coda_engine.jobs import InfillOutcome
 from coda_lsp.serve.prompt import REPLACEMENT
 
 

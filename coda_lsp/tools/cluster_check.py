@@ -22,9 +22,10 @@ import ray
 import uvicorn
 from ray import serve
 
+from coda_engine.params import EngineOptions
 from coda_lsp.cli import LOG_FORMAT
 from coda_lsp.serve.app import create_app
-from coda_lsp.serve.cluster import APP_NAME, ClusterOptions, RayBackend, backend_factory
+from coda_lsp.backends.ray import APP_NAME, ClusterOptions, RayBackend, backend_factory
 from coda_lsp.serve.settings import ServeSettings
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "coda-tiny"
@@ -43,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)  # RayBackend's resends are warnings
 
-    options = ClusterOptions(replicas=2, cpus_per_replica=1, device="cpu", max_rows=8, max_queue=16,
-                             warm_span=args.n_predict)
+    options = ClusterOptions(replicas=2, cpus_per_replica=1,
+                             engine=EngineOptions(device="cpu", max_rows=8, max_queue=16, warm_span=args.n_predict))
     started = time.perf_counter()
     app = create_app(backend_factory(args.model, options), ServeSettings(max_tokens=args.n_predict))
     server, thread, url = _serve(app)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import one_line
 from .confidence import confidence_stats, reference_confidence_stats
 from .reveal import reference_reveal_by_confidence, reveal_by_confidence
 from .runtime import interpreter_active, on_device, unavailable_reason
@@ -101,7 +102,7 @@ def probe_failure(device: torch.device) -> str | None:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
     except Exception as exc:  # a missing compiler, ROCm, an old driver: all mean "use torch", with the reason
-        return f"probe launch failed: {type(exc).__name__}: {_first_line(exc)}"
+        return f"probe launch failed: {one_line(exc, typed=True)}"
     if not torch.equal(greedy.token.cpu(), reference_confidence_stats(logits).token.cpu()):
         return "probe launch disagreed with torch (greedy tokens)"
     if not torch.equal(canvas.cpu(), expected.cpu()):
@@ -113,8 +114,3 @@ def probe_failure(device: torch.device) -> str | None:
     if not torch.allclose(sampled.max_prob.cpu().double(), probability, rtol=1e-4, atol=1e-6):
         return "probe launch disagreed with torch (sampled probabilities)"
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "no message"

@@ -35,14 +35,14 @@ import torch
 
 from coda_engine import CheckpointError, Engine
 from coda_engine.blockwise import denoise_blockwise
-from coda_engine.cache import CachePolicy
 from coda_engine.checkpoint import find_weight_files
 from coda_engine.config import ModelConfig, load_config
-from coda_engine.engine import FAST, column_major_head, load_model, resolve_device
+from coda_engine.engine import column_major_head, fast_sampling, load_model, resolve_device
 from coda_engine.precision import FORMAT_NAMES, Precision, resolve_precision
 from coda_engine.quantize import quantize_linears
 from coda_engine.generate import LogitsAtMasks, PadTail, SamplingParams, denoise, masked_logits, reference_logits
 from coda_engine.model import CodaModel
+from coda_engine.params import REFRESH_RULES, InfillParams
 from coda_engine.presets import INIT_STD, PRESETS, write_random_checkpoint
 from coda_engine.tokenizer import load_tokenizer
 from coda_engine.tools.autoregressive import qwen3_baseline
@@ -52,6 +52,7 @@ from coda_engine.tools.files import CODA_V0_DIR
 from coda_engine.tools.kernel_bench import benchmark_kernels, format_kernel_table
 
 log = logging.getLogger("coda_engine.tools.bench")
+DEFAULT = InfillParams()
 
 
 @dataclass(frozen=True)
@@ -133,14 +134,13 @@ def loop_run(engine: Engine, canvas: torch.Tensor, params: SamplingParams, logit
                            logits_at_masks=logits_at_masks).num_forward_passes
 
 
-def fast_run(engine: Engine, canvas: torch.Tensor, span: tuple[int, int], steps: int, block_size: int,
-             policy: CachePolicy) -> Run:
-    """Engine.infill's fast path on this canvas: its defaults but the given steps, with the learned pad tail."""
-    params = SamplingParams(steps, FAST.alg, threshold=FAST.threshold if FAST.alg == "threshold" else None)
+def fast_run(engine: Engine, canvas: torch.Tensor, span: tuple[int, int], params: InfillParams) -> Run:
+    """Engine.infill's fast path on this canvas with `params`, with the learned pad tail."""
+    width = span[1] - span[0]
     fillers = tuple(sorted(engine.tokenizer.filler_token_ids))
     tail = PadTail(fillers, engine.tokenizer.pad_token_id)
-    return lambda: denoise_blockwise(engine.model, canvas, span, engine.mask_token_id, params,
-                                     min(block_size, span[1] - span[0]), policy, reveal_bar=FAST.threshold,
+    return lambda: denoise_blockwise(engine.model, canvas, span, engine.mask_token_id, fast_sampling(params, width),
+                                     min(params.block_size, width), params.cache, reveal_bar=params.reveal_bar,
                                      pad_tail=tail, use_kernels=engine.kernels.use_triton).num_forward_passes
 
 
@@ -161,24 +161,25 @@ def autoregressive_run(engine: Engine, prompt: torch.Tensor, new_tokens: int,
     return run
 
 
-def fast_policy(refresh: str) -> CachePolicy:
-    """The default fast path's cache policy (margin and all) with `refresh` as its refresh rule."""
-    return dataclasses.replace(FAST.cache, refresh=refresh)
+def fast_params(steps: int, block_size: int = DEFAULT.block_size, refresh: str = DEFAULT.cache.refresh) -> InfillParams:
+    """The default fast path's parameters (margin and all) with these steps, block and refresh rule."""
+    return dataclasses.replace(DEFAULT, steps=steps, block_size=block_size,
+                               cache=dataclasses.replace(DEFAULT.cache, refresh=refresh))
 
 
-def run_rows(engine: Engine, context_tokens: int, span: int, steps: int, repeats: int,
-             block_size: int = FAST.block_size, policy: CachePolicy = FAST.cache,
+def run_rows(engine: Engine, context_tokens: int, span: int, params: InfillParams, repeats: int,
              float_model: CodaModel | None = None) -> list[Row]:
+    steps, policy, block_size = params.num_steps(span), params.cache, params.block_size
     canvas, start = code_context(engine, context_tokens, span)
     variants: list[tuple[str, Run | None, int]] = [
         (f"reference loop (full logits), entropy, {steps} steps",
          loop_run(engine, canvas, SamplingParams(steps, "entropy"), reference_logits), span),
         (f"exact=True (masked-position logits), entropy, {steps} steps",
          loop_run(engine, canvas, SamplingParams(steps, "entropy"), masked_logits), span),
-        (f"{'default ' if policy == FAST.cache else ''}fast path: cache ({policy.refresh} refresh, margin "
-         f"{policy.margin}), blocks of {min(block_size, span)}, {FAST.alg} + threshold {FAST.threshold}, "
+        (f"{'default ' if policy == DEFAULT.cache else ''}fast path: cache ({policy.refresh} refresh, margin "
+         f"{policy.margin}), blocks of {min(block_size, span)}, {params.alg} + threshold {params.reveal_bar}, "
          f"{steps} steps, {engine.kernels.name} kernels",
-         fast_run(engine, canvas, (start, start + span), steps, block_size, policy), span),
+         fast_run(engine, canvas, (start, start + span), params), span),
         (f"autoregressive Qwen3 + KV cache, greedy, {span} tokens after {context_tokens}",
          autoregressive_run(engine, canvas[:, :context_tokens].clone(), span, float_model), span),
     ]
@@ -257,8 +258,8 @@ def gpu_suite(args: argparse.Namespace) -> int:
     precision = Precision("bfloat16", torch.bfloat16, "the GPU suite's")
     engine = Engine(random_model(PRESETS["coda-v0"], device, precision, seed=0), tokenizer, args.tokenizer_dir,
                     precision=precision)
-    rows = run_rows(engine, args.context, args.span, args.steps, args.repeats, args.block_size,
-                    fast_policy(args.refresh))
+    rows = run_rows(engine, args.context, args.span, fast_params(args.steps, args.block_size, args.refresh),
+                    args.repeats)
     print(f"{engine.kernels.name} kernels ({engine.kernels.reason})")
     print(f"{torch.cuda.get_device_name(device)}: CoDA-v0 shape, {engine.config.num_parameters / 1e6:.0f} M "
           f"parameters, random bf16 weights; {args.span}-token span in {args.context} tokens of context, "
@@ -332,8 +333,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--context", type=int, help="tokens of code around the span (default 512; gpu suite 1024)")
     parser.add_argument("--span", type=int, default=64, help="tokens to infill")
     parser.add_argument("--steps", type=int, default=16, help="denoising steps of every diffusion row")
-    parser.add_argument("--block-size", type=int, default=FAST.block_size, help="fast path's block (default %(default)s)")
-    parser.add_argument("--refresh", choices=["block", "steps", "revealed", "none"], default=FAST.cache.refresh,
+    parser.add_argument("--block-size", type=int, default=DEFAULT.block_size, help="fast path's block (default %(default)s)")
+    parser.add_argument("--refresh", choices=REFRESH_RULES, default=DEFAULT.cache.refresh,
                         help="fast path's cache refresh rule (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
@@ -358,8 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             # An int8 engine's autoregressive baseline is quantized from the same checkpoint's float weights.
             float_model = load_model(path, engine.config, engine.device, Precision("float32", torch.float32, "")) \
                 if engine.precision.int8 else None
-            rows = run_rows(engine, args.context, args.span, args.steps, args.repeats, args.block_size,
-                            fast_policy(args.refresh), float_model)
+            rows = run_rows(engine, args.context, args.span, fast_params(args.steps, args.block_size, args.refresh),
+                            args.repeats, float_model)
     except (CheckpointError, ValueError) as exc:
         print(f"coda_engine.tools.bench: {exc}", file=sys.stderr)
         return 1

@@ -25,7 +25,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,12 @@ import torch
 
 from coda_engine.cache import KVCache
 from coda_engine.config import load_config
-from coda_engine.engine import FAST, Engine, load_model
+from coda_engine.engine import Engine, load_model
+from coda_engine.jobs import InfillJob, InfillOutcome
 from coda_engine.model import CodaModel, Window
+from coda_engine.params import InfillParams
 from coda_engine.precision import Precision, resolve_precision
+from coda_engine.scheduler import Scheduler
 from coda_engine.tokenizer import load_tokenizer
 from coda_engine.tools.autoregressive import qwen3_baseline
 from coda_engine.tools.bench_llamacpp import llama_cpp_rows
@@ -43,8 +46,6 @@ from coda_engine.tools.bench_llamacpp import llama_cpp_rows
 log = logging.getLogger("coda_engine.tools.bench")
 
 PREFIX_TOKENS, SUFFIX_TOKENS, SPAN_TOKENS, KEYSTROKES = 768, 256, 24, 5
-# The language server's policy: its cacheReuse default (8) lets each keystroke start from the last call's cache.
-TYPING_CACHE = replace(FAST.cache, reuse=8)
 
 
 @dataclass(frozen=True)
@@ -95,24 +96,25 @@ def workload(tokenizer: Any) -> tuple[str, str, str]:
     return prefix, suffix, typed
 
 
-def diffusion_rows(engine: Engine) -> tuple[float, int, float, float, dict[str, float]]:
+def diffusion_rows(engine: Engine, scheduler: Scheduler) -> tuple[float, int, float, float, dict[str, float]]:
+    """The cold request and the keystrokes through `scheduler` (the servers' path: each keystroke starts from the
+    last job's kept canvas), and where the passes' time went."""
     prefix, suffix, typed = workload(engine.tokenizer)
-    engine.infill("\n", "", max_new_tokens=2, steps=1)  # allocator and thread-pool set-up
+    engine.infill("\n", "", 2, InfillParams(steps=1))  # allocator and thread-pool set-up
     timer = PassTimer(engine)
-    engine.last_canvas = None
-    started = time.perf_counter()
-    cold = engine.infill(prefix, suffix, max_new_tokens=SPAN_TOKENS, cache=TYPING_CACHE)
-    cold_ms = (time.perf_counter() - started) * 1000
-    typing_ms, typing_passes = [], []
-    for count in range(1, len(typed) + 1):
+
+    def timed(text: str) -> tuple[float, InfillOutcome]:
         started = time.perf_counter()
-        result = engine.infill(prefix + typed[:count], suffix, max_new_tokens=SPAN_TOKENS, cache=TYPING_CACHE)
-        typing_ms.append((time.perf_counter() - started) * 1000)
-        typing_passes.append(result.num_forward_passes)
-    total_s = (cold_ms + sum(typing_ms)) / 1000
+        outcome = scheduler.submit(InfillJob(text, suffix, SPAN_TOKENS, client="bench")).future.result()
+        return (time.perf_counter() - started) * 1000, outcome
+
+    cold_ms, cold = timed(prefix)
+    typing = [timed(prefix + typed[:count]) for count in range(1, len(typed) + 1)]
+    total_s = (cold_ms + sum(ms for ms, _ in typing)) / 1000
     split = {part: seconds / total_s for part, seconds in timer.seconds.items()}
     split["rest"] = 1 - sum(timer.seconds.values()) / total_s
-    return cold_ms, cold.num_forward_passes, statistics.median(typing_ms), statistics.mean(typing_passes), split
+    return (cold_ms, cold.passes, statistics.median(ms for ms, _ in typing),
+            statistics.mean(outcome.passes for _, outcome in typing), split)
 
 
 def autoregressive_rows(engine: Engine, float_model: Callable[[], CodaModel] | None
@@ -159,11 +161,11 @@ class LogitAgreement:
 
 def masked_logits(engine: Engine) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, V) fp32 logits at the workload's masked span positions: of the first pass over the whole canvas, and
-    of a window pass (the span, FAST's margin each side) over the cache that pass wrote."""
+    of a window pass (the span, the fast path's margin each side) over the cache that pass wrote."""
     prefix, suffix, _ = workload(engine.tokenizer)
     canvas_ids, (start, end) = engine.layout(prefix, suffix, SPAN_TOKENS)
     ids = torch.tensor([canvas_ids])
-    model, margin = engine.model, FAST.cache.margin
+    model, margin = engine.model, InfillParams().cache.margin
     cache = KVCache.allocate(model.config, 1, ids.shape[1], ids.device, model.compute_dtype)
     with torch.inference_mode():
         first = model([Window(ids, cache, 0, slice(start - 1, end - 1))])[0]
@@ -187,8 +189,13 @@ def measure_format(path: Path, name: str, with_ar: bool,
     engine = Engine.from_pretrained(path, dtype=name)
     log.info("measuring %s weights (%s)", engine.precision.name, engine.precision.reason)
     quality = agreement(reference, masked_logits(engine), engine.precision) if reference is not None else None
-    cold_ms, cold_passes, typing_ms, typing_passes, split = diffusion_rows(engine)
-    float_model = (lambda: load_model(path, engine.config, engine.device, Precision("float32", torch.float32, "")))
+    scheduler = Scheduler(engine)
+    try:
+        cold_ms, cold_passes, typing_ms, typing_passes, split = diffusion_rows(engine, scheduler)
+    finally:
+        scheduler.close()
+    config, device = engine.config, engine.device
+    float_model = (lambda: load_model(path, config, device, Precision("float32", torch.float32, "")))
     ar_cold, ar_typing = autoregressive_rows(engine, float_model) if with_ar else (None, None)
     row = FormatRow(engine.precision, cold_ms, cold_passes, typing_ms, typing_passes, ar_cold, ar_typing, split)
     del engine

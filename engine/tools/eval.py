@@ -13,13 +13,14 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from coda_engine import CheckpointError, Engine
 from coda_engine.tools.evaluation.progress import ProgressBar
-from coda_engine.cache import check_block_size
-from coda_engine.engine import FAST
+from coda_engine.cache import plan_blocks
+from coda_engine.engine import fast_sampling
 from coda_engine.tools.evaluation.report import agreement, build_report, render_markdown, summarize_task
 from coda_engine.tools.evaluation.runner import InfillSettings, ProblemResult, run_task
 from coda_engine.tools.evaluation.sandbox import SandboxLimits, probe_isolation
@@ -27,8 +28,10 @@ from coda_engine.tools.evaluation.tasks import TASK_NAMES, Problem, TaskDataErro
     parse_task_names
 from coda_engine.tools.files import HUMANEVAL_DIR
 from coda_engine.generate import SamplingParams
+from coda_engine.params import InfillParams
 
 log = logging.getLogger("coda_engine.tools.eval")
+DEFAULT = InfillParams()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,9 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--exact", action="store_true",
                         help="CoDA's reference loop (no cache) instead of the engine's default fast path")
     parser.add_argument("--block-size", type=_count(1), default=None,
-                        help=f"fast path's block (default {FAST.block_size})")
+                        help=f"fast path's block (default {DEFAULT.block_size})")
     parser.add_argument("--margin", type=_count(0), default=None,
-                        help=f"fast path's positions recomputed each side of the block (default {FAST.cache.margin})")
+                        help=f"fast path's positions recomputed each side of the block (default "
+                             f"{DEFAULT.cache.margin})")
     parser.add_argument("--keystrokes", type=_count(0), default=0, metavar="N",
                         help="fast path: before each problem, infill at its cursor less its last N..1 characters, "
                              "each call reusing the previous one's cache, as typing does (default 0: no reuse)")
@@ -60,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a JSON report of another run on the same problems: print the share of identical "
                              "answers")
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
-    parser.add_argument("--threshold", type=float, default=defaults.threshold)
+    parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--window", type=_count(1), default=defaults.window,
+    parser.add_argument("--window", type=_count(1), default=None,
                         help="reveal only among the leftmost N masks each step (1: left to right; default: anywhere)")
     parser.add_argument("--fixed-length", action="store_true",
                         help="forbid pad/end tokens: the model must fill the whole span (the fixed-length baseline)")
@@ -130,25 +134,20 @@ def _positive_float(text: str) -> float:
 
 def _infill_settings(args: argparse.Namespace) -> InfillSettings:
     """The sampling settings, checked by the engine's own validation before hours of generation start."""
+    if args.exact and (args.block_size is not None or args.keystrokes or args.margin is not None):
+        raise ValueError("--block-size, --margin and --keystrokes are fast-path settings; drop them with --exact")
+    cache = DEFAULT.cache if args.margin is None else replace(DEFAULT.cache, margin=args.margin)
+    params = InfillParams(steps=args.steps, alg=args.alg or DEFAULT.alg, threshold=args.threshold,
+                          block_size=args.block_size or DEFAULT.block_size, cache=cache, exact=args.exact,
+                          variable_length=not args.fixed_length, window=args.window)
     # Resolved here rather than left to the engine, so the report states the number of steps.
-    if args.exact:
-        if args.block_size is not None or args.keystrokes or args.margin is not None:
-            raise ValueError("--block-size, --margin and --keystrokes are fast-path settings; drop them with --exact")
-        alg, block_size = args.alg or "entropy", None
-        steps = args.max_new_tokens if args.steps is None else args.steps
+    params = replace(params, steps=params.num_steps(args.max_new_tokens))
+    if params.exact:
+        SamplingParams(params.steps, params.alg, args.temperature, threshold=params.threshold, window=params.window)
     else:
-        alg = args.alg or FAST.alg
-        block_size = min(check_block_size(args.block_size or FAST.block_size), args.max_new_tokens)
-        steps = FAST.steps(args.max_new_tokens, block_size) if args.steps is None else args.steps
-    if steps > args.max_new_tokens:
-        raise ValueError(f"--steps ({steps}) must not exceed --max-new-tokens ({args.max_new_tokens})")
-    # The fast path takes a threshold with every alg (parallel reveals); the exact loop only with its own.
-    SamplingParams(steps, alg, args.temperature, threshold=args.threshold if args.exact else None,
-                   window=args.window)
-    return InfillSettings(max_new_tokens=args.max_new_tokens, steps=steps, alg=alg, exact=args.exact,
-                          block_size=block_size, temperature=args.temperature, threshold=args.threshold,
-                          seed=args.seed, variable_length=not args.fixed_length, window=args.window,
-                          keystrokes=args.keystrokes, margin=args.margin)
+        plan_blocks(0, args.max_new_tokens, min(params.block_size, args.max_new_tokens), params.steps)
+        fast_sampling(params, args.max_new_tokens)
+    return InfillSettings(args.max_new_tokens, params, args.temperature, args.seed, args.keystrokes)
 
 
 def _load_all(args: argparse.Namespace) -> dict[TaskName, list[Problem]]:

@@ -67,7 +67,7 @@ def test_infill_with_a_hub_id_from_the_cache(hub_cache: Path, tmp_path: Path) ->
     result = _coda_lsp("infill", "--model", HUB_REPO_ID, str(source), "--line", "2", "--column", "12",
                        "--max-tokens", "4", "--steps", "2", cache=hub_cache)
     assert result.returncode == 0, result.stderr
-    assert "4 tokens in 2 forward passes" in result.stderr
+    assert "tokens of text in 2 forward passes" in result.stderr
 
 
 def test_serve_and_infill_refuse_a_hub_id_not_in_the_cache(tmp_path: Path) -> None:

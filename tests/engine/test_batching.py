@@ -7,8 +7,10 @@ import torch
 
 from coda_engine import Engine
 from coda_engine.batching import invariant_rows, shared_pass
-from coda_engine.cache import CachePolicy, KVCache
+from coda_engine.cache import KVCache
+from coda_engine.jobs import InfillJob
 from coda_engine.model import Window
+from coda_engine.params import CachePolicy, InfillParams
 
 PROMPTS = [
     ("def total(values):\n    result = 0\n    for value in values:\n", "\n    return result\n"),
@@ -63,14 +65,14 @@ def test_invariant_rows_fit_the_fast_paths_window():
 
 
 def decode_together(engine: Engine, prompts, temperatures=(0.0,), seed=None, chunk=80) -> list[list[list[int]]]:
-    runs = [engine.start_infill(prefix, suffix, temperatures, 12, seed=seed) for prefix, suffix in prompts]
+    runs = [engine.start(InfillJob(prefix, suffix, 12, InfillParams(), temperatures, seed)) for prefix, suffix in prompts]
     passes = 0
     while not all(run.done for run in runs):
         running = sum(not run.done for run in runs)
-        assert shared_pass(engine.model, [run.blockwise for run in runs], chunk).runs == running
+        assert shared_pass(engine.model, runs, chunk).runs == running
         passes += 1
-    assert passes == max(run.blockwise.trace.num_forward_passes for run in runs)
-    return [[result.token_ids for result in engine.results(run)] for run in runs]
+    assert passes == max(run.passes for run in runs)
+    return [run.span_rows() for run in runs]
 
 
 def test_runs_decoded_in_shared_passes_equal_each_run_decoded_alone(engine):
@@ -88,10 +90,10 @@ def test_a_run_alone_in_shared_passes_writes_what_engine_infill_writes(engine):
 
 def test_a_warm_run_shares_a_pass_and_keeps_the_canvas_fresh(engine):
     prefix, suffix = PROMPTS[1]
-    warm = engine.start_warm(prefix, suffix, 12, CachePolicy(margin=16, reuse=1))
-    infill = engine.start_infill(*PROMPTS[0], (0.0,), 12)
-    shared_pass(engine.model, [warm, infill.blockwise], 80)
+    warm = engine.start(InfillJob(prefix, suffix, 0, InfillParams(cache=CachePolicy(margin=16, reuse=1))))
+    infill = engine.start(InfillJob(*PROMPTS[0], 12))
+    shared_pass(engine.model, [warm, infill], 80)
     assert warm.done and warm.next_window() is None
     kept = warm.kept()
-    ids, _ = engine.layout(prefix, suffix, 12)
+    ids, _ = engine.layout(prefix, suffix, engine.options.warm_span)
     assert kept.is_fresh_for(ids)

@@ -6,14 +6,16 @@ import dataclasses
 
 import torch
 
-from coda_engine.tools.bench import Row, fast_policy, format_table, parse_args
-from coda_engine.engine import FAST
+from coda_engine.params import InfillParams
+from coda_engine.tools.bench import Row, fast_params, format_table, parse_args
 
 
-def test_the_default_fast_row_runs_the_default_policy_margin_included() -> None:
+def test_the_default_fast_row_runs_the_default_parameters_margin_included() -> None:
     args = parse_args([])
-    assert fast_policy(args.refresh) == FAST.cache and FAST.cache.margin > 0
-    assert fast_policy("block") == dataclasses.replace(FAST.cache, refresh="block")
+    default = InfillParams()
+    assert fast_params(args.steps, args.block_size, args.refresh) == dataclasses.replace(default, steps=args.steps)
+    assert default.cache.margin > 0
+    assert fast_params(8, refresh="block").cache == dataclasses.replace(default.cache, refresh="block")
 
 
 def test_table_speed_ups_are_against_the_reference_and_autoregressive_rows() -> None:
@@ -42,11 +44,17 @@ def test_the_cpu_suite_measures_each_format_on_the_typing_workload(reference_dir
 
 def test_the_cpu_suite_s_keystrokes_start_from_the_last_call_s_cache(tiny_checkpoint) -> None:
     from coda_engine import Engine
+    from coda_engine.scheduler import Scheduler
     from coda_engine.tools.bench_cpu import KEYSTROKES, diffusion_rows
 
     engine = Engine.from_pretrained(tiny_checkpoint)
-    diffusion_rows(engine)
-    assert engine.last_canvas is not None and engine.last_canvas.reuses == KEYSTROKES
+    scheduler = Scheduler(engine)
+    try:
+        diffusion_rows(engine, scheduler)
+    finally:
+        scheduler.close()
+    (_, kept), = scheduler.store._entries.items()  # each keystroke's canvas replaced the one it started from
+    assert kept.reuses == KEYSTROKES
 
 
 def test_the_cpu_suite_rejects_unknown_formats(capsys) -> None:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import pytest
 import torch
 
 from coda_engine import Engine, blockwise
 from coda_engine.blockwise import denoise_blockwise
-from coda_engine.cache import CachePolicy, CanvasCache, KVCache, plan_blocks, prefill_from, shared_prefix
-from coda_engine.errors import Cancelled
+from coda_engine.cache import CanvasCache, KVCache, plan_blocks, prefill_from, shared_prefix
 from coda_engine.generate import PadTail, SamplingParams
 from coda_engine.model import Window
+from coda_engine.jobs import InfillJob
+from coda_engine.params import CachePolicy, InfillParams
 
 PREFIX = "def total(values):\n    result = 0\n    for value in values:\n"
 SUFFIX = "\n    return result\n\n\nprint(total([1, 2, 3]))\n"
@@ -88,8 +90,7 @@ def test_a_window_sees_the_changed_tokens_and_reuses_the_rest(engine):
 @pytest.mark.parametrize("alg", FAST_ALGS)
 @pytest.mark.parametrize("span,steps,variable_length", [(12, 12, True), (12, 4, True), (10, 5, False)])
 def test_one_block_refreshed_every_pass_equals_the_exact_loop(engine, alg, span, steps, variable_length):
-    exact = engine.infill(PREFIX, SUFFIX, max_new_tokens=span, steps=steps, alg=alg, exact=True,
-                          variable_length=variable_length)
+    exact = engine.infill(PREFIX, SUFFIX, span, InfillParams(steps=steps, alg=alg, exact=True, variable_length=variable_length))
     fillers = tuple(sorted(engine.tokenizer.filler_token_ids))
     params = SamplingParams(steps, alg)
     start = len(engine.tokenizer.encode(PREFIX))
@@ -105,14 +106,14 @@ def test_one_block_refreshed_every_pass_equals_the_exact_loop(engine, alg, span,
 
 
 def test_the_fast_threshold_path_with_a_refresh_every_pass_equals_the_exact_one(engine):
-    exact = engine.infill(PREFIX, SUFFIX, max_new_tokens=12, steps=6, alg="threshold", exact=True)
-    fast = engine.infill(PREFIX, SUFFIX, max_new_tokens=12, steps=6, alg="threshold", cache=EVERY_PASS)
+    exact = engine.infill(PREFIX, SUFFIX, 12, InfillParams(steps=6, alg="threshold", exact=True))
+    fast = engine.infill(PREFIX, SUFFIX, 12, InfillParams(steps=6, alg="threshold", cache=EVERY_PASS))
     assert fast.token_ids == exact.token_ids and fast.tokens_per_step == exact.tokens_per_step
 
 
 def test_a_margin_over_the_whole_canvas_recomputes_everything_like_a_refresh(engine):
-    every_pass = engine.infill(PREFIX, SUFFIX, max_new_tokens=12, steps=6, cache=EVERY_PASS)
-    margin = engine.infill(PREFIX, SUFFIX, max_new_tokens=12, steps=6, cache=CachePolicy(margin=10_000))
+    every_pass = engine.infill(PREFIX, SUFFIX, 12, InfillParams(steps=6, cache=EVERY_PASS))
+    margin = engine.infill(PREFIX, SUFFIX, 12, InfillParams(steps=6, cache=CachePolicy(margin=10_000)))
     assert margin.token_ids == every_pass.token_ids
 
 
@@ -127,9 +128,7 @@ def test_skipping_settled_positions_recomputes_each_one_the_pass_after_it_was_re
 
     monkeypatch.setattr(engine.model, "forward", record)
     # window=1 reveals the leftmost mask each pass, so the settled positions grow from the block's start.
-    result = engine.infill(PREFIX, SUFFIX, max_new_tokens=span, steps=span, threshold=1.0, window=1,
-                           variable_length=False, cache=CachePolicy(margin=margin, skip_settled=True),
-                           on_step=lambda step, canvas: masks.append(canvas[0, start:start + span].tolist()))
+    result = engine.infill(PREFIX, SUFFIX, span, InfillParams(steps=span, threshold=1.0, window=1, variable_length=False, cache=CachePolicy(margin=margin, skip_settled=True)), on_step=lambda step, canvas: masks.append(canvas[0, start:start + span].tolist()))
     assert result.num_forward_passes == span and len(windows) == span
     block_window = (start - 1 - margin, start + span + margin)
     assert windows[1] == block_window  # before the first pass every position was masked
@@ -141,9 +140,8 @@ def test_skipping_settled_positions_recomputes_each_one_the_pass_after_it_was_re
 
 
 def test_skipping_settled_positions_under_a_margin_wider_than_the_canvas_changes_nothing(engine):
-    wide = engine.infill(PREFIX, SUFFIX, max_new_tokens=12, steps=6, cache=CachePolicy(margin=10_000))
-    skipping = engine.infill(PREFIX, SUFFIX, max_new_tokens=12, steps=6,
-                             cache=CachePolicy(margin=10_000, skip_settled=True))
+    wide = engine.infill(PREFIX, SUFFIX, 12, InfillParams(steps=6, cache=CachePolicy(margin=10_000)))
+    skipping = engine.infill(PREFIX, SUFFIX, 12, InfillParams(steps=6, cache=CachePolicy(margin=10_000, skip_settled=True)))
     assert skipping.token_ids == wide.token_ids
 
 
@@ -154,8 +152,7 @@ def test_blocks_are_decoded_left_to_right(engine):
     def record(step, canvas):
         seen.append((canvas[0, start:start + 20] != engine.mask_token_id).tolist())
 
-    result = engine.infill(PREFIX, SUFFIX, max_new_tokens=20, steps=10, block_size=8, threshold=1.0,
-                           variable_length=False, on_step=record)
+    result = engine.infill(PREFIX, SUFFIX, 20, InfillParams(steps=10, block_size=8, threshold=1.0, variable_length=False), on_step=record)
     assert result.num_forward_passes == 10 and engine.mask_token_id not in result.token_ids
     for written in seen:
         for block_start in (8, 16):
@@ -179,8 +176,7 @@ def test_refresh_rules_decide_the_full_passes(engine, policy, refreshes):
 
     engine.model.forward = spy
     try:
-        result = engine.infill(PREFIX, SUFFIX, max_new_tokens=24, steps=12, block_size=8, threshold=1.0,
-                               variable_length=False, cache=policy)
+        result = engine.infill(PREFIX, SUFFIX, 24, InfillParams(steps=12, block_size=8, threshold=1.0, variable_length=False, cache=policy))
     finally:
         del engine.model.forward
     assert result.num_forward_passes == 12 and len(counted) == 12
@@ -192,29 +188,30 @@ def test_the_default_path_uses_the_cache_and_fills_the_span(engine):
     assert result.cache_bytes > 0
     assert engine.mask_token_id not in result.token_ids and len(result.token_ids) == 16
     assert result.num_forward_passes <= 16
-    exact = engine.infill(PREFIX, SUFFIX, max_new_tokens=16, exact=True)
+    exact = engine.infill(PREFIX, SUFFIX, 16, InfillParams(exact=True))
     assert exact.cache_bytes == 0 and exact.num_forward_passes == 16
 
 
 def test_candidates_decode_as_one_batch(engine):
-    single = engine.infill(PREFIX, SUFFIX, max_new_tokens=12, steps=6)
-    batch = engine.infill_candidates(PREFIX, SUFFIX, (0.0, 0.8, 0.8), max_new_tokens=12, steps=6, seed=1)
+    single = engine.infill(PREFIX, SUFFIX, 12, InfillParams(steps=6))
+    job = InfillJob(PREFIX, SUFFIX, 12, InfillParams(steps=6), (0.0, 0.8, 0.8), seed=1)
+    batch = engine.run(job)
     assert len(batch) == 3
     assert batch[0].token_ids == single.token_ids  # the greedy row is not disturbed by its neighbours
     assert batch[1].token_ids != batch[2].token_ids  # the sampled rows draw their own noise
-    again = engine.infill_candidates(PREFIX, SUFFIX, (0.0, 0.8, 0.8), max_new_tokens=12, steps=6, seed=1)
+    again = engine.run(job)
     assert [r.token_ids for r in again] == [r.token_ids for r in batch]
 
 
 def test_done_when_stops_once_the_text_so_far_is_enough(engine):
-    full = engine.infill(PREFIX, SUFFIX, max_new_tokens=16, steps=16, threshold=1.0)
+    full = engine.infill(PREFIX, SUFFIX, 16, InfillParams(steps=16, threshold=1.0))
     seen: list[str] = []
 
     def enough(text: str) -> bool:
         seen.append(text)
         return len(text) >= 2
 
-    stopped = engine.infill(PREFIX, SUFFIX, max_new_tokens=16, steps=16, threshold=1.0, done_when=enough)
+    stopped = engine.infill(PREFIX, SUFFIX, 16, InfillParams(steps=16, threshold=1.0), done_when=enough)
     # Revealed tokens never change, so every text the check saw, and the answer, start the full run's text.
     assert seen and all(full.text.startswith(text) for text in seen)
     assert stopped.text == seen[-1] and len(stopped.text) >= 2
@@ -225,12 +222,11 @@ def test_done_when_stops_once_the_text_so_far_is_enough(engine):
 
 
 def test_done_when_waits_for_every_candidate(engine):
-    full = engine.infill_candidates(PREFIX, SUFFIX, (0.0, 0.8), max_new_tokens=12, steps=12, seed=3)
-    first_pass = engine.infill_candidates(PREFIX, SUFFIX, (0.0, 0.8), max_new_tokens=12, steps=12, seed=3,
-                                          done_when=lambda text: True)
+    job = InfillJob(PREFIX, SUFFIX, 12, InfillParams(steps=12), (0.0, 0.8), seed=3)
+    full = engine.run(job)
+    first_pass = engine.run(replace(job, done_when=lambda text: True))
     assert all(r.num_forward_passes == 1 for r in first_pass)  # on the CPU the check sees every pass at once
-    started = engine.infill_candidates(PREFIX, SUFFIX, (0.0, 0.8), max_new_tokens=12, steps=12, seed=3,
-                                       done_when=bool)
+    started = engine.run(replace(job, done_when=bool))
     assert all(r.text and f.text.startswith(r.text) for r, f in zip(started, full))  # every row, not just one
 
 
@@ -276,75 +272,12 @@ def test_a_prefilled_cache_holds_the_shared_prefix_and_the_shifted_suffix(engine
                         engine.model.shift_keys) is None  # nothing in common: a full pass
 
 
-def test_as_you_type_calls_reuse_the_last_cache_a_bounded_number_of_times(engine):
-    policy = CachePolicy(margin=2, reuse=2)
-    typed = ["", "r", "re", "res"]
-    results = []
-    chain = []
-    for text in typed:
-        results.append(engine.infill(PREFIX + "        " + text, SUFFIX, max_new_tokens=8, cache=policy))
-        chain.append(engine.last_canvas.reuses)
-    assert chain == [0, 1, 2, 0]  # the third reuse in a row would exceed the policy: a full pass instead
-    assert all(engine.mask_token_id not in r.token_ids for r in results)
-    # A call stopped before its first pass leaves the kept canvas as it was; one stopped later keeps its own,
-    # whose positions rewritten after the first pass are marked stale.
-    kept = engine.last_canvas
-    with pytest.raises(Cancelled):
-        engine.infill(PREFIX + "        resu", SUFFIX, max_new_tokens=8, cache=policy, should_stop=lambda: True)
-    assert engine.last_canvas is kept
-    with pytest.raises(Cancelled):
-        engine.infill(PREFIX + "        resu", SUFFIX, max_new_tokens=8, cache=policy,
-                      should_stop=iter([False, False, False, True]).__next__)  # pass 0 asks between layers too
-    stopped = engine.last_canvas
-    typed_ids = engine.tokenizer.encode(PREFIX + "        resu")
-    assert stopped.ids == tuple(typed_ids + [engine.mask_token_id] * 8 + engine.tokenizer.encode(SUFFIX))
-    assert stopped.reuses == kept.reuses + 1 and stopped.stale != (0, 0)
-    # An invoked request's candidates keep only the first row; a later one-row call starts from it.
-    roomy = CachePolicy(margin=2, reuse=4)
-    engine.infill_candidates(PREFIX + "        r", SUFFIX, (0.0, 0.8, 0.8), max_new_tokens=8, seed=0, cache=roomy)
-    assert engine.last_canvas.cache.keys[0].shape[0] == 1
-    reuses = engine.last_canvas.reuses
-    after = engine.infill(PREFIX + "        re", SUFFIX, max_new_tokens=8, cache=roomy)
-    assert engine.last_canvas.reuses == reuses + 1 and engine.mask_token_id not in after.token_ids
-    engine.last_canvas = None
-    engine.infill(PREFIX, SUFFIX, max_new_tokens=8)
-    assert engine.last_canvas is None
-
-
-def test_warm_computes_the_canvas_and_the_next_infill_starts_from_it(engine):
-    policy = CachePolicy(margin=2, reuse=2)
-    engine.last_canvas = None
-    plain = engine.infill(PREFIX, SUFFIX, max_new_tokens=8, cache=policy)
-    engine.last_canvas = None
-    assert engine.warm(PREFIX, SUFFIX, 8, cache=policy) > 0
-    warmed = engine.last_canvas
-    ids = canvas_ids(engine, 8)
-    assert warmed.ids == tuple(ids[0].tolist()) and warmed.stale == (0, 0) and warmed.reuses == 0
-    full = KVCache.allocate(engine.config, 1, ids.shape[1], engine.device, engine.dtype)
-    states(engine, ids, full)
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(warmed.cache.keys + warmed.cache.values,
-                                                              full.keys + full.values))
-    # The infill's first pass covers only the span; starting from an exact cache does not count as a reuse.
-    assert engine._prefill(list(warmed.ids), warmed.span, 1, policy, warmed).window == warmed.span
-    after = engine.infill(PREFIX, SUFFIX, max_new_tokens=8, cache=policy)
-    assert after.token_ids == plain.token_ids and engine.last_canvas.reuses == 0
-    # A second warm of a canvas it just computed is free; without reuse there is nothing to keep.
-    engine.warm(PREFIX + "    ", SUFFIX, 8, cache=policy)
-    again = engine.last_canvas
-    engine.warm(PREFIX + "    ", SUFFIX, 8, cache=policy)
-    assert engine.last_canvas is again and again.reuses == 1
-    assert engine.warm(PREFIX, SUFFIX, 8, cache=CachePolicy()) == 0.0 and engine.last_canvas is again
-
-
 def test_plan_blocks_shares_the_steps():
     assert [(b.start, b.end, b.steps) for b in plan_blocks(5, 25, 8, 7)] == [(5, 13, 3), (13, 21, 2), (21, 25, 2)]
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(exact=True, block_size=8), "exact=True runs CoDA's reference loop unchanged"),
-    (dict(exact=True, cache=CachePolicy()), "exact=True runs CoDA's reference loop unchanged"),
-    (dict(exact=True, done_when=lambda text: True), "exact=True runs CoDA's reference loop unchanged"),
-    (dict(block_size=0), "block_size must be a positive integer"),
+    (dict(block_size=0), "block_size must be a whole number >= 1"),
     (dict(block_size=2, steps=3), r"steps \(3\) must be at least the number of blocks \(6\)"),
     (dict(alg="origin"), "runs only on the exact path"),
     (dict(alg="entropy", alg_temp=0.5), "runs only on the exact path"),
@@ -352,12 +285,12 @@ def test_plan_blocks_shares_the_steps():
 ])
 def test_bad_fast_path_arguments_raise_value_error(engine, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        engine.infill(PREFIX, SUFFIX, max_new_tokens=12, **kwargs)
+        engine.infill(PREFIX, SUFFIX, 12, InfillParams(**kwargs))
 
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(refresh="sometimes"), "unknown cache refresh rule"),
-    (dict(refresh="steps", every=0), "every must be a positive integer"),
+    (dict(refresh="steps", every=0), "every must be a whole number >= 1"),
     (dict(refresh="revealed", revealed_share=1.5), r"revealed_share must be in \(0, 1\]"),
     (dict(margin=-1), "margin must be a whole number >= 0"),
     (dict(skip_settled=1), "skip_settled must be True or False"),
@@ -385,33 +318,3 @@ def test_flags_read_one_step_late_cost_at_most_one_pass_more(engine, monkeypatch
 
     assert passes(deferred=False) == 4
     assert passes(deferred=True) == 5
-
-
-def count_layers_run(engine: Engine, monkeypatch) -> list[int]:
-    calls: list[int] = []
-    for index, layer in enumerate(engine.model.model.layers):
-        forward = layer.forward
-        monkeypatch.setattr(layer, "forward",
-                            lambda *a, _f=forward, _i=index, **k: (calls.append(_i), _f(*a, **k))[1])
-    return calls
-
-
-def test_a_newer_keystroke_stops_the_first_pass_between_layers(engine, monkeypatch):
-    # A cold first pass over a long canvas is seconds on a CPU; the stop check is asked between its layers.
-    reuse = CachePolicy(margin=16, reuse=8)
-    engine.infill(PREFIX, SUFFIX, max_new_tokens=8, cache=reuse)
-    kept = engine.last_canvas
-    layers = count_layers_run(engine, monkeypatch)
-
-    def stop_after_the_first_layer() -> bool:
-        return len(layers) >= 1
-
-    with pytest.raises(Cancelled):
-        engine.infill("import os\n" + PREFIX, SUFFIX, max_new_tokens=8, cache=reuse,
-                      should_stop=stop_after_the_first_layer)
-    assert layers == [0] and engine.last_canvas is kept  # one layer run, nothing half-computed kept
-    layers.clear()
-    with pytest.raises(Cancelled):
-        engine.warm("import sys\n" + PREFIX, SUFFIX, max_new_tokens=8, cache=reuse,
-                    should_stop=stop_after_the_first_layer)
-    assert layers == [0] and engine.last_canvas is kept

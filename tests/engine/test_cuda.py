@@ -17,6 +17,8 @@ import torch
 from coda_engine import Engine
 from coda_engine.kernels import (confidence_stats, reference_confidence_stats, reference_reveal_by_confidence,
                                  reveal_by_confidence)
+from coda_engine.jobs import InfillJob
+from coda_engine.params import EngineOptions, InfillParams
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -116,7 +118,7 @@ def compiled_variants() -> int:
 def test_an_infill_from_a_worker_thread_on_every_device(device: str, tiny_checkpoint: Path) -> None:
     # The server's engine runs on a worker thread, whose current CUDA device is 0 whatever the engine's is.
     engine = Engine.from_pretrained(tiny_checkpoint, device=device, dtype="fp32", kernels="triton")
-    torch_engine = Engine(engine.model, engine.tokenizer, engine.path, kernels="torch")
+    torch_engine = Engine(engine.model, engine.tokenizer, engine.path, EngineOptions(kernels="torch"))
     assert engine.kernels.use_triton
     results: dict[str, object] = {}
 
@@ -124,11 +126,10 @@ def test_an_infill_from_a_worker_thread_on_every_device(device: str, tiny_checkp
         try:
             engine.warm_up((24, 64), candidate_temperature=0.8)
             before = compiled_variants()
-            results["kernels"] = engine.infill(PREFIX, SUFFIX, max_new_tokens=24, alg="threshold")
-            results["candidates"] = engine.infill_candidates(PREFIX, SUFFIX, (0.0, 0.8, 0.8), max_new_tokens=64,
-                                                             seed=1)
+            results["kernels"] = engine.infill(PREFIX, SUFFIX, 24, InfillParams(alg="threshold"))
+            results["candidates"] = engine.run(InfillJob(PREFIX, SUFFIX, 64, InfillParams(), (0.0, 0.8, 0.8), 1))
             results["new variants"] = compiled_variants() - before
-            results["torch"] = torch_engine.infill(PREFIX, SUFFIX, max_new_tokens=24, alg="threshold")
+            results["torch"] = torch_engine.infill(PREFIX, SUFFIX, 24, InfillParams(alg="threshold"))
         except Exception as exc:  # reported by the assertion below, with the thread's error
             results["error"] = exc
 

@@ -237,7 +237,7 @@ def test_bad_sampling_settings_exit_with_one_line(capsys: pytest.CaptureFixture[
     from coda_engine.tools.eval import main
 
     assert main(["--model", "unused", "--max-new-tokens", "8", "--steps", "9"]) != 0
-    assert capsys.readouterr().err == "error: --steps (9) must not exceed --max-new-tokens (8)\n"
+    assert capsys.readouterr().err == "error: steps (9) must not exceed the span (8 tokens)\n"
 
 
 @pytest.mark.slow
@@ -277,29 +277,40 @@ def test_a_problem_the_engine_refuses_fails_alone(tiny_checkpoint: Path, humanev
     from dataclasses import replace
 
     from coda_engine import Engine
+    from coda_engine.params import InfillParams
     from coda_engine.tools.evaluation.runner import InfillSettings, run_task
 
     engine = Engine.from_pretrained(tiny_checkpoint)
     normal = load_problems("single-line", humaneval_dir, 0, 1)[0]
     too_long = replace(normal, task_id="too-long", prefix="x = 1\n" * 9000 + normal.prefix)
     progress = ProgressBar(2, "single-line", stream=io.StringIO())
-    results = run_task(engine, [too_long, normal], InfillSettings(max_new_tokens=4, steps=2), FAST_LIMITS, 2,
+    results = run_task(engine, [too_long, normal], InfillSettings(4, InfillParams(steps=2)), FAST_LIMITS, 2,
                        progress)
     assert [r.task_id for r in results] == ["too-long", normal.task_id]
     assert results[0].status == "failed" and "max_position_embeddings" in results[0].reason
     assert results[1].num_forward_passes == 2 and results[1].execution_ms > 0
 
 
-def test_keystrokes_run_the_typing_calls_first_and_reuse_their_cache(tiny_checkpoint: Path,
-                                                                     humaneval_dir: Path) -> None:
+def test_keystrokes_run_the_typing_calls_first_and_reuse_their_cache(tiny_checkpoint: Path, humaneval_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from coda_engine import Engine
+    from coda_engine.params import InfillParams
+    from coda_engine.scheduler import Scheduler
     from coda_engine.tools.evaluation.runner import InfillSettings, generate
 
     engine = Engine.from_pretrained(tiny_checkpoint)
     problem = load_problems("single-line", humaneval_dir, 0, 1)[0]
-    generation = generate(engine, problem, InfillSettings(max_new_tokens=4, steps=2, keystrokes=3))
+    starts: list[int] = []
+    start = Scheduler._start
+
+    def spy(scheduler: Scheduler, entry) -> None:
+        start(scheduler, entry)
+        starts.append(entry.run.reused)
+
+    monkeypatch.setattr(Scheduler, "_start", spy)
+    generation = generate(engine, problem, InfillSettings(4, InfillParams(steps=2), keystrokes=3))
     assert generation.error is None and generation.num_forward_passes >= 1
-    assert engine.last_canvas is not None and engine.last_canvas.reuses == 3  # 3 typing calls, then the problem's
+    assert len(starts) == 4 and starts[0] == 0 and all(starts[1:])  # 3 typing jobs, then the problem's
     assert InfillSettings().keystrokes == 0
 
 
@@ -311,18 +322,13 @@ def test_keystrokes_with_exact_exit_with_one_line(capsys: pytest.CaptureFixture[
         "error: --block-size, --margin and --keystrokes are fast-path settings; drop them with --exact\n"
 
 
-def test_margin_reaches_the_engine_s_cache_policy(tiny_checkpoint: Path, humaneval_dir: Path) -> None:
-    from coda_engine import Engine
-    from coda_engine.engine import FAST
-    from coda_engine.tools.evaluation.runner import InfillSettings, generate
+def test_margin_reaches_the_engine_s_cache_policy(capsys: pytest.CaptureFixture[str]) -> None:
+    from coda_engine.params import InfillParams
+    from coda_engine.tools.eval import _infill_settings, build_parser
 
-    engine = Engine.from_pretrained(tiny_checkpoint)
-    problem = load_problems("single-line", humaneval_dir, 0, 1)[0]
-    policies = []
-    infill = engine.infill
-    engine.infill = lambda *args, **options: policies.append(options.get("cache")) or infill(*args, **options)
-    for settings in (InfillSettings(max_new_tokens=4, steps=2), InfillSettings(max_new_tokens=4, steps=2, margin=3),
-                     InfillSettings(max_new_tokens=4, steps=2, margin=0, keystrokes=1)):
-        assert generate(engine, problem, settings).error is None
-    assert policies[0] is None and policies[1] == replace(FAST.cache, margin=3)
-    assert policies[2:] == [replace(FAST.cache, margin=0, reuse=2)] * 2
+    def settings(*flags: str):
+        return _infill_settings(build_parser().parse_args(["--model", "unused", *flags]))
+
+    default = InfillParams().cache
+    assert settings().params.cache == default and settings("--margin", "3").params.cache == replace(default, margin=3)
+    assert settings("--max-new-tokens", "12").params.steps == 12  # resolved for the report

@@ -133,15 +133,15 @@ def bf16_logits_whose_tail_probability_rounds_below_a_half() -> torch.Tensor:
 
 def test_bf16_logits_decide_the_tail_in_fp32_in_both_loops():
     from coda_engine.blockwise import ScoredRows, block_tail
-    from coda_engine.generate import settle_tail
+    from coda_engine.generate import exact_tail
 
     logits = bf16_logits_whose_tail_probability_rounds_below_a_half()
     canvas = torch.tensor([PROMPT + [MASK] + SUFFIX])
     is_masked = canvas == MASK
     span = torch.zeros_like(is_masked)
     span[0, len(PROMPT)] = True
-    exact_tail = settle_tail(canvas.clone(), is_masked, span, logits.clone(), TAIL, last=True)
-    assert exact_tail[0, len(PROMPT)]
+    tail = exact_tail(canvas.clone(), is_masked, span, logits.clone(), TAIL, last=True)
+    assert tail[0, len(PROMPT)]
     start = len(PROMPT)
     block = canvas[:, start:start + 1]
     fast_x = canvas.clone()

@@ -1,5 +1,5 @@
-"""Fixtures for the HTTP server: a tiny checkpoint with few positions (so truncation is cheap to reach), the
-batched backend on it, and the real uvicorn server on a free loopback port in a thread."""
+"""Fixtures for the HTTP server: a tiny checkpoint with few positions (so truncation is cheap to reach), the local
+backend on it, and the real uvicorn server on a free loopback port in a thread."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from coda_lsp.serve.backend import InfillJob, InfillOutcome, Overloaded, PassObserver
+from coda_engine.errors import Overloaded
+from coda_engine.jobs import InfillJob, InfillOutcome, PassObserver
 from coda_lsp.serve.settings import ServeSettings
 
 MAX_POSITIONS = 256  # canvas positions of the test model: a 300-token prompt already needs cutting
@@ -47,6 +48,7 @@ class Recording:
         self.max_positions = inner.max_positions
         self.model_name = inner.model_name
         self.device = inner.device
+        self.works_ahead = inner.works_ahead
         self.jobs: list[InfillJob] = []
         self.cancelled = 0
 
@@ -58,14 +60,20 @@ class Recording:
             self.cancelled += 1
             raise
 
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
     def close(self) -> None:
         self.inner.close()
 
 
 def real_backend(engine: Any, observer: PassObserver, warm_span: int = 12) -> Recording:
-    from coda_lsp.serve.batched import BatchedBackend
+    from coda_engine import Engine
+    from coda_engine.params import EngineOptions
+    from coda_lsp.backends.local import LocalBackend
 
-    return Recording(BatchedBackend(engine, observer, warm_span=warm_span))
+    return Recording(LocalBackend(Engine(engine.model, engine.tokenizer, engine.path, EngineOptions(warm_span=warm_span)),
+                                  observer))
 
 
 class StubBackend:
@@ -76,6 +84,7 @@ class StubBackend:
         self.max_positions = 256
         self.model_name = "stub"
         self.device = "cpu"
+        self.works_ahead = False
         self.behaviour = behaviour
         self.started = threading.Event()
         self.cancelled = threading.Event()
@@ -94,6 +103,9 @@ class StubBackend:
             self.cancelled.set()
             raise
         raise AssertionError("unreachable")
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": self.device}
 
     def close(self) -> None:
         pass

@@ -15,7 +15,8 @@ import pytest
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.serve")
 
-from coda_lsp.serve.cluster import ClusterOptions, backend_factory  # noqa: E402
+from coda_engine.params import EngineOptions  # noqa: E402
+from coda_lsp.backends.ray import ClusterOptions, backend_factory  # noqa: E402
 from coda_lsp.serve.settings import ServeSettings  # noqa: E402
 from tests.serve.conftest import RunningServer, start_server  # noqa: E402
 
@@ -23,8 +24,9 @@ pytestmark = pytest.mark.slow
 
 PROMPT = {"input_prefix": "def add(a, b):\n    return ", "input_suffix": "\n\nprint(add(1, 2))\n"}
 # Small on purpose: a replica holds one 2-row request in its batch and one in its queue, so a burst overflows.
-OPTIONS = ClusterOptions(replicas=2, cpus_per_replica=0.5, device="cpu", dtype="fp32", max_rows=2, max_queue=1,
-                         cache_mb=16, warm_span=12)
+OPTIONS = ClusterOptions(replicas=2, cpus_per_replica=0.5,
+                         engine=EngineOptions(device="cpu", dtype="fp32", max_rows=2, max_queue=1, cache_mb=16,
+                                              warm_span=12))
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,7 @@ def test_a_burst_past_the_replicas_room_gets_503_with_retry_after(cluster: Runni
     assert {r.status_code for r in replies} == {200, 503}
     # The ingress lets through what the replicas hold in batch and queue (6 requests); of those, each replica
     # refuses its third 2-row request itself, and that Overloaded crosses the hop intact.
-    assert len(refused) > len(replies) - OPTIONS.replicas * (OPTIONS.max_rows + OPTIONS.max_queue)
+    assert len(refused) > len(replies) - OPTIONS.replicas * (OPTIONS.engine.max_rows + OPTIONS.engine.max_queue)
     for reply in refused:
         assert reply.headers["retry-after"] == "1"
         assert reply.json()["error"]["message"] == "the server is busy; retry in 1 s"

@@ -42,6 +42,7 @@ def stage_args(stage: str, tmp_path, reference_dir, init: str | None) -> list[st
 def test_tiny_three_stages_export_and_infill(tmp_path, source_tree, reference_dir, capsys) -> None:
     torch = pytest.importorskip("torch")
     from coda_engine import Engine
+    from coda_engine.params import InfillParams
 
     tokenize = ["tokenize", str(source_tree), "--tokenizer", str(reference_dir)]
     assert main([*tokenize, "--out", str(tmp_path / "packed")]) == 0
@@ -57,7 +58,7 @@ def test_tiny_three_stages_export_and_infill(tmp_path, source_tree, reference_di
 
     assert main(["export", "--run-dir", str(tmp_path / "sft"), "--out", str(tmp_path / "hf")]) == 0
     engine = Engine.from_pretrained(tmp_path / "hf", device="cpu", dtype=torch.float32)
-    result = engine.infill("def add(a, b):\n    return ", "\n", max_new_tokens=8, steps=4)
+    result = engine.infill("def add(a, b):\n    return ", "\n", 8, InfillParams(steps=4))
     assert len(result.token_ids) == 8 and 151669 not in result.token_ids  # every slot written
     assert isinstance(result.text, str)
 

@@ -51,7 +51,7 @@ def build_report(model_path: str, settings: InfillSettings, device: str, dtype: 
                  results: list[ProblemResult], wall_s: float) -> dict[str, Any]:
     return {
         "model": model_path,
-        "settings": {**asdict(settings), "device": device, "dtype": dtype},
+        "settings": {**settings.flat(), "device": device, "dtype": dtype},
         "sandbox": {**asdict(limits), "has_network_namespace": isolation.has_network_namespace,
                     "enforces_process_limit": isolation.enforces_process_limit},
         "num_jobs": num_jobs,

@@ -18,28 +18,29 @@ from .progress import ProgressBar
 from .sandbox import ExecutionResult, ExecutionStatus, SandboxLimits, execute_program
 from .tasks import Problem, TaskName
 
+from coda_engine.params import InfillParams
+
 if TYPE_CHECKING:
     from coda_engine import Engine
+    from coda_engine.jobs import InfillOutcome
 
 
 @dataclass(frozen=True)
 class InfillSettings:
-    """The per-request sampling settings, passed to `Engine.infill` as keyword arguments."""
+    """How each problem is infilled: the span, the decoding parameters, and (fast path) the typing before it."""
 
     max_new_tokens: int = 64
-    steps: int | None = None  # None: the engine's default for the path
-    alg: str | None = None  # None: the engine's default (the fast path's; entropy when exact)
-    exact: bool = False  # CoDA's reference loop instead of the fast (cached, block-wise) path
-    block_size: int | None = None  # fast path only; None: the engine's default
+    params: InfillParams = InfillParams()
     temperature: float = 0.0
-    threshold: float | None = None
     seed: int | None = None  # the same seed for every problem, so a run is reproducible problem by problem
-    variable_length: bool = True  # False: pad/end tokens forbidden, the model fills the whole span
-    window: int | None = None  # reveal among the leftmost `window` masks only (1: left to right)
-    # Fast path: first infill at the cursor less its last n, n - 1, ..., 1 characters, each call reusing the
-    # last one's cache (as-you-type), and the problem's own call reusing theirs; 0: every call starts afresh.
+    # Fast path: first infill at the cursor less its last n, n - 1, ..., 1 characters, each job starting from the
+    # last one's kept canvas (as-you-type), and the problem's own job from theirs; 0: every job starts afresh.
     keystrokes: int = 0
-    margin: int | None = None  # fast path: positions recomputed each side of the block; None: the engine's
+
+    def flat(self) -> dict[str, object]:
+        """The settings as one level of names, for the report."""
+        return {"max_new_tokens": self.max_new_tokens, **asdict(self.params), "temperature": self.temperature,
+                "seed": self.seed, "keystrokes": self.keystrokes}
 
 
 @dataclass(frozen=True)
@@ -72,22 +73,36 @@ class ProblemResult:
 
 def generate(engine: Engine, problem: Problem, settings: InfillSettings) -> Generation:
     """The engine's middle; a problem the engine refuses is one failed problem, not the end of the run."""
-    options = asdict(settings)
-    keystrokes, margin = options.pop("keystrokes"), options.pop("margin")
     try:
-        if keystrokes or margin is not None:
-            from coda_engine.engine import FAST
-
-            policy = replace(FAST.cache, reuse=keystrokes + 1) if keystrokes else FAST.cache
-            options["cache"] = policy if margin is None else replace(policy, margin=margin)
-        if keystrokes:
-            engine.last_canvas = None
-            for cut in range(min(keystrokes, len(problem.prefix) - 1), 0, -1):
-                engine.infill(problem.prefix[:-cut], problem.suffix, **options)
-        result = engine.infill(problem.prefix, problem.suffix, **options)
+        if settings.keystrokes:
+            return _typed(engine, problem, settings)
+        result = engine.infill(problem.prefix, problem.suffix, settings.max_new_tokens, settings.params,
+                               settings.temperature, settings.seed)
     except ValueError as error:
         return Generation("", 0.0, 0, error=str(error))
     return Generation(result.text, result.elapsed_ms, result.num_forward_passes)
+
+
+def _typed(engine: Engine, problem: Problem, settings: InfillSettings) -> Generation:
+    """The typing jobs, then the problem's, through a scheduler (the servers' path), each starting from the last
+    one's kept canvas."""
+    from coda_engine.jobs import InfillJob
+    from coda_engine.scheduler import Scheduler
+
+    params = replace(settings.params, cache=replace(settings.params.cache, reuse=settings.keystrokes + 1))
+    scheduler = Scheduler(engine)
+    try:
+        def infill(prefix: str) -> InfillOutcome:
+            job = InfillJob(prefix, problem.suffix, settings.max_new_tokens, params, (settings.temperature,),
+                            settings.seed, client="typist")
+            return scheduler.submit(job).future.result()
+
+        for cut in range(min(settings.keystrokes, len(problem.prefix) - 1), 0, -1):
+            infill(problem.prefix[:-cut])
+        outcome = infill(problem.prefix)
+    finally:
+        scheduler.close()
+    return Generation(outcome.texts[0], outcome.prompt_ms + outcome.predicted_ms, outcome.passes)
 
 
 def score_generation(problem: Problem, generation: Generation, limits: SandboxLimits) -> ProblemResult:

@@ -10,7 +10,7 @@ import torch
 from coda_engine import Engine, blockwise
 from coda_engine.blockwise import denoise_blockwise
 from coda_engine.kernels import choice
-from coda_engine.cache import CachePolicy
+from coda_engine.params import CachePolicy, EngineOptions
 from coda_engine.generate import PadTail, SamplingParams
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[3] / "models" / "coda-tiny"
@@ -125,15 +125,15 @@ def test_a_kernel_failing_during_a_call_turns_the_kernels_off_and_the_call_still
         triton_interpreter, engine, monkeypatch, caplog):
     monkeypatch.setattr(choice, "runs_compiled", lambda device: True)  # auto takes the kernels here, as on CUDA
     choice._choose.cache_clear()
-    kernel_engine = Engine(engine.model, engine.tokenizer, engine.path, kernels="auto")
+    kernel_engine = Engine(engine.model, engine.tokenizer, engine.path, EngineOptions(kernels="auto"))
     assert kernel_engine.kernels.use_triton
-    expected = Engine(engine.model, engine.tokenizer, engine.path, kernels="torch").infill(PREFIX, SUFFIX, 8)
+    expected = Engine(engine.model, engine.tokenizer, engine.path, EngineOptions(kernels="torch")).infill(PREFIX, SUFFIX, 8)
 
     def failing_launch(*args, **kwargs):
         raise RuntimeError("PTX JIT compilation failed\nptxas fatal: details")
 
     monkeypatch.setattr(blockwise, "reveal_by_confidence", failing_launch)
-    forced = Engine(engine.model, engine.tokenizer, engine.path, kernels="triton")
+    forced = Engine(engine.model, engine.tokenizer, engine.path, EngineOptions(kernels="triton"))
     with pytest.raises(RuntimeError, match="PTX JIT"):
         forced.infill(PREFIX, SUFFIX, 8)  # forced kernels are never silently replaced
     with caplog.at_level("WARNING", logger="coda_engine"):

@@ -11,10 +11,10 @@ import pytest
 
 from coda_lsp.cache import CompletionCache
 from coda_lsp.context import build_context
-from coda_lsp.loader import ModelHost, ModelSpec, load_coda_engine
-from coda_lsp.pipeline import Pipeline, engine_prefix
+from coda_engine.params import EngineOptions
+from coda_lsp.loader import ModelHost, ModelSpec, load_local_backend
+from coda_lsp.pipeline import POSITION_SLACK, Pipeline, model_prefix
 from coda_lsp.settings import Settings
-from coda_lsp.worker import EngineWorker
 from tests.server.crossfile.golden_prompts import load_case, load_workspace
 from tests.server.crossfile.test_prompts import path_of
 
@@ -23,7 +23,9 @@ LONG_PREFIX = "".join(f"value_{i} = compute({i}, {i + 1})\n" for i in range(400)
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint: Path) -> Any:
-    return load_coda_engine(tiny_checkpoint, "cpu", None)
+    backend = load_local_backend(tiny_checkpoint, EngineOptions(), (8,), 0.8)
+    yield backend
+    backend.close()
 
 
 def _pipeline_and_doc(tmp_path: Path, engine: Any, **settings: Any) -> tuple[Pipeline, Any, int, Settings]:
@@ -33,8 +35,7 @@ def _pipeline_and_doc(tmp_path: Path, engine: Any, **settings: Any) -> tuple[Pip
     workspace = load_workspace(case, tmp_path, len)
     merged, problems = Settings().merged(settings)
     assert not problems
-    pipeline = Pipeline(ModelHost(ModelSpec(Path("unused"), "cpu", None)), EngineWorker(), CompletionCache(),
-                        workspace.cross_file)
+    pipeline = Pipeline(ModelHost(ModelSpec(Path("unused"), "cpu", None)), CompletionCache(), workspace.cross_file)
     return pipeline, workspace.current, workspace.offset, merged
 
 
@@ -43,9 +44,9 @@ def test_cross_file_off_builds_exactly_the_in_file_context(tmp_path: Path, engin
     ctx = pipeline.context(engine, doc, offset, settings)
     counter = pipeline.count_tokens
     assert counter is not None
-    room = engine.config.max_position_embeddings - settings.generation.max_tokens - 16
+    room = engine.max_positions - settings.generation.max_tokens - POSITION_SLACK
     assert ctx == build_context(doc, offset, settings.context, counter, max_context_tokens=room)
-    assert ctx.cross_file.text == "" and engine_prefix(ctx) == ctx.prefix
+    assert ctx.cross_file.text == "" and model_prefix(ctx, with_cross_file=True) == ctx.prefix
 
 
 def test_snippets_take_at_most_their_share_and_leave_the_rest_to_the_file(tmp_path: Path, engine: Any) -> None:
@@ -60,7 +61,7 @@ def test_snippets_take_at_most_their_share_and_leave_the_rest_to_the_file(tmp_pa
     prefix_tokens = sum(counter(line) for line in ctx.prefix.splitlines(keepends=True))
     suffix_tokens = sum(counter(line) for line in ctx.suffix.splitlines(keepends=True))
     assert 512 - used - 20 <= prefix_tokens + suffix_tokens <= 512 - used  # whole lines: up to one short
-    assert engine_prefix(ctx).startswith(ctx.cross_file.text) and engine_prefix(ctx).endswith(ctx.prefix)
+    assert model_prefix(ctx, with_cross_file=True).startswith(ctx.cross_file.text) and model_prefix(ctx, with_cross_file=True).endswith(ctx.prefix)
     assert pipeline.last_contexts[doc.uri] == ctx
     # a larger share lets the same snippets in but the file keeps what they do not use
     wide = pipeline.context(engine, doc, offset, replace(settings, cross_file=replace(settings.cross_file,

@@ -1,9 +1,10 @@
-"""`coda-lsp serve --ray`: the same HTTP app in this process, its jobs decoded by engine replicas on Ray Serve.
+"""RayBackend (`coda-lsp serve --ray`): the same HTTP app in this process, its jobs decoded by engine replicas on
+Ray Serve.
 
 The FastAPI app (create_app) and uvicorn run here exactly as without --ray; only the Backend differs. RayBackend
 loads the tokenizer and config (for truncation and usage counts) and forwards each InfillJob over a
-DeploymentHandle to an EngineReplica: a Ray Serve replica holding a BatchedBackend, each with its own batching
-loop and client cache. ClientAffinityRouter sends a client's requests to the replica that holds its cache.
+DeploymentHandle to an EngineReplica: a Ray Serve replica holding a LocalBackend, each with its own scheduler and
+kept canvases. ClientAffinityRouter sends a client's requests to the replica that holds its cache.
 
 Why not `@serve.ingress(app)` behind Ray's HTTP proxy: the endpoints would run inside Ray's ASGI emulation (a
 proxy actor relaying messages to a replica), where client addresses (the cache key), disconnects (which cancel a
@@ -35,8 +36,10 @@ from ray.serve.request_router import PendingRequest, RequestRouter, RunningRepli
 
 from coda_engine.config import load_config
 from coda_engine.tokenizer import load_tokenizer
-from coda_lsp.serve.backend import InfillJob, InfillOutcome, Overloaded, PassObserver, ProgressCallback
-from coda_lsp.serve.batched import BatchedBackend
+from coda_engine.errors import Overloaded, one_line
+from coda_engine.jobs import InfillJob, InfillOutcome, PassObserver, ProgressCallback
+from coda_engine.params import EngineOptions
+from coda_lsp.backends.local import LocalBackend
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +49,14 @@ _RETRY_BACKOFF_S = 0.2  # a killed replica leaves the router's set within a few 
 
 @dataclass(frozen=True)
 class ClusterOptions:
-    """The replicas' shape: how many, what each holds, and BatchedBackend's options for each."""
+    """The replicas' shape: how many, what each holds, and each one's engine."""
 
     replicas: int = 1
     autoscale: tuple[int, int] | None = None  # (min, max) replicas instead of a fixed number
     gpus_per_replica: float = 0.0
     cpus_per_replica: float = 1.0             # Ray sets each replica's OMP_NUM_THREADS from it
-    device: str = "auto"                      # resolved in each replica (its GPUs are the ones Ray gave it)
-    dtype: str | None = "auto"
-    max_rows: int = 16
-    max_queue: int = 64
-    cache_mb: float = 512
-    warm_span: int = 64
+    # The device is resolved in each replica: its GPUs are the ones Ray gave it.
+    engine: EngineOptions = EngineOptions(device="auto", dtype="auto")
     retries: int = 3                          # re-sends of a job whose replica died
 
     @property
@@ -117,13 +116,13 @@ _DONE = object()  # the end of a replica's progress queue: the job is over
 
 
 class EngineReplica:
-    """One engine and its batching loop in a Ray Serve replica. Jobs arrive without their progress callback
+    """One engine and its scheduler in a Ray Serve replica. Jobs arrive without their progress callback
     (callables stay in their process) and with their deadline on the wall clock (time.monotonic() is per
     machine)."""
 
-    def __init__(self, model: str, device: str, dtype: str | None, backend_options: dict[str, Any]) -> None:
+    def __init__(self, model: str, options: EngineOptions) -> None:
         self.recorder = _Recorder()
-        self.backend = BatchedBackend.load(model, device, dtype, self.recorder, **backend_options)
+        self.backend = LocalBackend.load(model, options, self.recorder)
         self.replica = serve.get_replica_context().replica_id.unique_id
 
     async def infill(self, job: InfillJob, deadline_at: float | None) -> ReplicaAnswer:
@@ -237,7 +236,7 @@ def connect(num_cpus: int | None = None) -> bool:
         try:
             ray.init(address="auto")
         except ConnectionError as exc:
-            raise ValueError(f"cannot join the Ray cluster at RAY_ADDRESS={address}: {_first_line(exc)}") from None
+            raise ValueError(f"cannot join the Ray cluster at RAY_ADDRESS={address}: {one_line(exc)}") from None
         return False
     # "local": a new instance, never one that `ray start` left on this machine (Ray's default would join it).
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
@@ -250,42 +249,43 @@ def engine_application(model: Path, options: ClusterOptions) -> serve.Applicatio
     if options.autoscale is not None:
         # Scale out once a replica has more than a full batch in flight on average.
         scaling = {"autoscaling_config": {"min_replicas": options.autoscale[0], "max_replicas": options.autoscale[1],
-                                          "target_ongoing_requests": options.max_rows}}
+                                          "target_ongoing_requests": options.engine.max_rows}}
     deployment = serve.deployment(
         name="EngineReplica",
-        # What a BatchedBackend holds, a batch and its queue (RayBackend refuses what all replicas cannot hold;
+        # What a replica's scheduler holds, a batch and its queue (RayBackend refuses what all replicas cannot hold;
         # Serve keeps the rest in the ingress while a replica restarts or the autoscaler adds one).
-        max_ongoing_requests=options.max_rows + options.max_queue,
+        max_ongoing_requests=options.engine.max_rows + options.engine.max_queue,
         ray_actor_options={"num_cpus": options.cpus_per_replica, "num_gpus": options.gpus_per_replica},
         request_router_config=RequestRouterConfig(request_router_class=ClientAffinityRouter,
-                                                  request_router_kwargs={"spill_at": options.max_rows}),
+                                                  request_router_kwargs={"spill_at": options.engine.max_rows}),
         # A folder missing on a node, a CUDA error: fail the deployment after a few tries, not twenty.
         max_constructor_retry_count=3,
         **scaling,
     )(EngineReplica)
-    backend_options = {"max_rows": options.max_rows, "max_queue": options.max_queue, "cache_mb": options.cache_mb,
-                       "warm_span": options.warm_span}
     # Absolute: a replica's working directory is its raylet's, not this process's.
-    return deployment.bind(str(model.resolve()), options.device, options.dtype, backend_options)
+    return deployment.bind(str(model.resolve()), options.engine)
 
 
 class RayBackend:
-    """coda_lsp.serve.backend.Backend over EngineReplicas: jobs go out over a DeploymentHandle, their errors come
-    back as the replica raised them, and a job whose replica died is sent again (to another one). Like
-    BatchedBackend it refuses a job (Overloaded) once every replica's batch and queue would be full."""
+    """coda_lsp.backend.Backend over EngineReplicas: jobs go out over a DeploymentHandle, their errors come back
+    as the replica raised them, and a job whose replica died is sent again (to another one). Like a scheduler it
+    refuses a job (Overloaded) once every replica's batch and queue would be full."""
+
+    works_ahead = False  # behind the HTTP server, which never sends work ahead
 
     def __init__(self, handle: DeploymentHandle, model: Path, options: ClusterOptions,
                  observer: PassObserver | None = None, owns_ray: bool = False) -> None:
         self.tokenizer = load_tokenizer(model)
         self.max_positions = load_config(model).max_position_embeddings
         self.model_name = model.name
-        self.device = f"{options.device} in each of {options.max_replicas} Ray Serve replicas (at most)"
-        self.max_rows = options.max_rows * options.max_replicas  # GET /props' total_slots
+        engine = options.engine
+        self.device = f"{engine.device} in each of {options.max_replicas} Ray Serve replicas (at most)"
+        self.max_rows = engine.max_rows * options.max_replicas  # GET /props' total_slots
         self.handle = handle
         self.retries = options.retries
         self.observer = observer
-        self.capacity = options.max_replicas * (options.max_rows + options.max_queue)
-        self.retry_after_s = max(1, min(30, options.max_queue // options.max_rows))  # as BatchedBackend's, full
+        self.capacity = options.max_replicas * (engine.max_rows + engine.max_queue)
+        self.retry_after_s = max(1, min(30, engine.max_queue // engine.max_rows))  # as a full scheduler's
         self.num_retried = 0
         self.jobs_in_flight = 0
         self.answers_by_replica: Counter[str] = Counter()  # what each replica answered (a restarted one is new)
@@ -379,6 +379,10 @@ class RayBackend:
         self.observer.queue_depth(sum(q[0] for q in self._queues.values()),
                                   sum(q[1] for q in self._queues.values()))
 
+    def describe(self) -> dict[str, Any]:
+        return {"device": self.device, "maxRows": self.max_rows, "replicasAnswered": dict(self.answers_by_replica),
+                "retried": self.num_retried}
+
     def close(self) -> None:
         _stop(self._owns_ray)
 
@@ -429,11 +433,6 @@ def _as_raised(exc: Exception) -> Exception:
     if _replica_lost(exc):
         return RuntimeError(f"the replica decoding this request died ({type(exc).__name__})")
     return exc
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _check_gpus(options: ClusterOptions) -> None:
