@@ -61,8 +61,10 @@ def shared_pass(model: CodaModel, runs: Sequence[PassRun], row_chunk: int | None
                 should_stop: Callable[[PassRun], bool] | None = None) -> PassShape:
     """One forward pass for every run not done, then each run's reveal. With `row_chunk` (batch-invariant
     mode) a run's first pass, a whole canvas of hundreds of rows, runs as its own products, as it would alone
-    (cutting 456 rows into 64-row products cost 1.7x at CoDA-v0's shape), and `should_stop(run)` is asked between
-    its layers: a run stopped there is left as it was before the pass. The later, narrow windows are packed."""
+    (cutting 456 rows into 64-row products cost 1.7x at CoDA-v0's shape); the later, narrow windows are packed.
+    `should_stop(run)` is asked between layers, of a first pass alone for its run, of the packed windows for all
+    of theirs. A run stopped there is left as it was before the pass (its next pass recomputes the same window
+    in every layer), and is reported in `interrupted`."""
     active = [run for run in runs if not run.done]
     windows = [run.next_window() for run in active]
     pairs = [(run, window) for run, window in zip(active, windows) if window is not None]
@@ -84,7 +86,12 @@ def shared_pass(model: CodaModel, runs: Sequence[PassRun], row_chunk: int | None
                 continue
             run.apply(hidden)
         if packed:
-            states = model([w for _, w in packed], row_chunk)
+            stop = None if should_stop is None else (lambda: all(should_stop(run) for run, _ in packed))
+            try:
+                states = model([w for _, w in packed], row_chunk, stop)
+            except Cancelled:
+                interrupted.update(id(run) for run, _ in packed)
+                states = []
             for (run, _), hidden in zip(packed, states):
                 run.apply(hidden)
     done = [(run, w) for run, w in pairs if id(run) not in interrupted]

@@ -5,11 +5,11 @@ Jobs that arrive while others decode join at the next pass and leave when done; 
 and sampling state, so a greedy answer is the same whatever else shares its passes (batching.py says why the
 products have fixed shapes on the CPU). Admission keeps at most `max_rows` rows in flight and `max_queue` jobs
 waiting; past that a job is refused (Overloaded). Work ahead of the user (Priority.AHEAD) runs only while no
-request waits or decodes: a request that arrives stops an ahead job's first pass between layers (it starts again
-later) and pauses its later passes. A job whose `key` equals that of a job in flight joins it, taking the higher
+request waits or decodes: a request that arrives stops the ahead job's pass between layers (the pass runs again
+later). A job whose `key` equals that of a job in flight joins it, taking the higher
 priority: a request for what is being prepared ahead waits for that work instead of repeating it. Each client's
 finished canvases are kept (CanvasStore), so its next job, which mostly shares the prompt, starts from their keys
-and values; so do the first passes of jobs that were stopped later.
+and values; so are the canvases of jobs stopped after their first pass.
 """
 
 from __future__ import annotations
@@ -261,9 +261,14 @@ class Scheduler:
     def _pass(self, runnable: list[_Entry]) -> None:
         by_run = {id(entry.run): entry for entry in runnable}
 
-        def should_stop(run: object) -> bool:
+        def should_stop(run: Run) -> bool:
+            # A withdrawn job stops within its cold first pass (nothing is kept of it); later passes are short,
+            # and finishing one keeps a cache its client's next job can start from. Work ahead yields to a
+            # request in any pass: its state is as before the pass, which runs again later.
             entry = by_run[id(run)]
-            return entry.stopped or (entry.priority == Priority.AHEAD and self._requests_pending())
+            if entry.priority == Priority.AHEAD and self._requests_pending():
+                return True
+            return entry.stopped and run.first_pass
 
         try:
             shape = shared_pass(self.engine.model, [entry.run for entry in runnable], self.row_chunk, should_stop)
@@ -286,13 +291,12 @@ class Scheduler:
                 entry.job.on_progress(self._texts(entry)[0])
 
     def _interrupted(self, entry: _Entry) -> None:
-        """A first pass stopped between layers: its caller went away (nothing half-computed is kept), or a request
-        arrived while it was work ahead, which starts again later."""
+        """A pass stopped between layers: its caller went away (nothing half-computed is kept), or a request
+        arrived while it was work ahead, which runs that pass again later."""
         if entry.stopped:
             self._active.remove(entry)
             return
         self.ahead.preempted += 1
-        entry.run = entry.run.again(self.engine)
 
     def _pass_failed(self, error: Exception, runnable: list[_Entry]) -> None:
         """A shared pass raised: in the kernels' `auto` mode the runs start again on the torch path; otherwise

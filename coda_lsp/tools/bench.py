@@ -1,19 +1,24 @@
 """python -m coda_lsp.tools.bench: request->response latency p50 / p95 over stdio, and the time spent outside the engine.
 
 Drives the real `coda-lsp` process with pygls' LSP client: one fresh server per kind of completion, on real
-Python source (this package's own code):
+Python source (the standard library's `email` package: the same code whatever version of this project runs):
 - single-line: a cold request right after `name = ` of an assignment, the rest of the line removed;
 - multi-line: a cold request at the end of a line that opens a block;
 - typing: someone writing the rest of such an assignment, one character and one request (awaited) per keystroke,
-  in one open document: consecutive requests share almost all of their context.
-No answer comes from the completion cache: every request is at a new cursor with text not seen before.
-Documents are opened under their real paths in a workspace of this package, with TABS other modules open as
-tabs; --cross-file on|off sets coda.crossFile, so the two runs differ only in the cross-file snippets."""
+  in one open document: consecutive requests share almost all of their context;
+- accept: someone going on by accepting: a request where single-line's is, then up to ACCEPTS times: read the
+  shown completion for READ_MS, accept it (insert it at the cursor), ask again at its end. The table splits the
+  first requests from those after an accept.
+No answer of single-line, multi-line and typing comes from the completion cache: every request is at a new cursor
+with text not seen before. Documents are opened under their real paths in a workspace of that package, with TABS
+other modules open as tabs; --cross-file on|off sets coda.crossFile, so the two runs differ only in the
+cross-file snippets."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import email
 import logging
 import re
 import sys
@@ -30,11 +35,12 @@ from pygls.lsp.client import LanguageClient
 from coda_engine.tools.files import CODA_V0_DIR
 from coda_lsp.cli import DEFAULT_MODEL
 
-PACKAGE = Path(__file__).resolve().parents[1]  # coda_lsp: its own sources are the typed code
+PACKAGE = Path(email.__file__).resolve().parent
 SOURCES = sorted(PACKAGE.rglob("*.py"))
 TABS = SOURCES[-3:]  # open in every run: the similar-code source searches them; samples come from the first files
 _ASSIGNMENT = re.compile(r"^(\s*)([A-Za-z_][\w.]*) = \S")
 _OPENER = re.compile(r"^\s*(def|if|for|while|with|class) .*:$")
+READ_MS, ACCEPTS = 400, 10
 
 
 @dataclass(frozen=True)
@@ -90,9 +96,8 @@ def multi_line_samples(count: int) -> list[Sample]:
     return samples
 
 
-async def run_kind(model: Path, samples: list[Sample], options: dict[str, Any], device: str,
-                   dtype: str | None) -> dict[str, Any]:
-    """Start a server, send every sample once, and return client-side timings plus the server's status."""
+async def start_client(model: Path, options: dict[str, Any], device: str, dtype: str | None) -> LanguageClient:
+    """The real server on `model`, initialized, its model loaded and the TABS open."""
     client = LanguageClient("coda-lsp-bench", "0")
     command = [sys.executable, "-m", "coda_lsp", "--model", str(model), "--device", device, "--log-level", "ERROR"]
     await client.start_io(*command, *(["--dtype", dtype] if dtype else []))
@@ -106,6 +111,30 @@ async def run_kind(model: Path, samples: list[Sample], options: dict[str, Any], 
     for version, tab in enumerate(TABS):
         client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
             uri=tab.as_uri(), language_id="python", version=version, text=tab.read_text())))
+    return client
+
+
+async def stop_client(client: LanguageClient) -> dict[str, Any]:
+    """The server's coda/status, then a clean shutdown."""
+    status = plain(await client.protocol.send_request_async("coda/status", {}))
+    await client.shutdown_async(None)
+    client.exit(None)
+    await client.stop()
+    return status
+
+
+async def inline(client: LanguageClient, uri: str, position: types.Position) -> list[str]:
+    result = await client.text_document_inline_completion_async(types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=position,
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+    items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
+    return [item.insert_text for item in items if isinstance(item.insert_text, str)]
+
+
+async def run_kind(model: Path, samples: list[Sample], options: dict[str, Any], device: str,
+                   dtype: str | None) -> dict[str, Any]:
+    """Start a server, send every sample once, and return client-side timings plus the server's status."""
+    client = await start_client(model, options, device, dtype)
     client_ms = []
     for index, sample in enumerate(samples):
         uri = sample.source.as_uri()
@@ -118,18 +147,47 @@ async def run_kind(model: Path, samples: list[Sample], options: dict[str, Any], 
                 text_document=types.TextDocumentItem(uri=uri, language_id="python", version=index + 1,
                                                      text=sample.text)))
         started = time.perf_counter()
-        await client.text_document_inline_completion_async(types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri), position=sample.position,
-            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+        await inline(client, uri, sample.position)
         client_ms.append((time.perf_counter() - started) * 1000)
         if index + 1 == len(samples) or samples[index + 1].document != sample.document:
             client.text_document_did_close(types.DidCloseTextDocumentParams(
                 text_document=types.TextDocumentIdentifier(uri=uri)))
-    status = plain(await client.protocol.send_request_async("coda/status", {}))
-    await client.shutdown_async(None)
-    client.exit(None)
-    await client.stop()
-    return {"client": client_ms, "status": status}
+    return {"client": client_ms, "status": await stop_client(client)}
+
+
+async def run_accepts(model: Path, samples: list[Sample], options: dict[str, Any], device: str,
+                      dtype: str | None) -> dict[str, Any]:
+    """Per sample, a first request, then up to ACCEPTS times: wait READ_MS, accept the shown text, ask again at
+    its end. Returns the first requests' and the after-accept requests' client-side timings."""
+    client = await start_client(model, options, device, dtype)
+    first_ms, after_ms = [], []
+    for index, sample in enumerate(samples):
+        uri, text, position = sample.source.as_uri(), sample.text, sample.position
+        client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+            uri=uri, language_id="python", version=0, text=text)))
+        for accepted in range(ACCEPTS + 1):
+            started = time.perf_counter()
+            shown = await inline(client, uri, position)
+            (after_ms if accepted else first_ms).append((time.perf_counter() - started) * 1000)
+            if not shown or accepted == ACCEPTS:
+                break
+            await asyncio.sleep(READ_MS / 1000)
+            text, position = _inserted(text, position, shown[0])
+            client.text_document_did_change(types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=accepted + 1),
+                content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)]))
+        client.text_document_did_close(types.DidCloseTextDocumentParams(
+            text_document=types.TextDocumentIdentifier(uri=uri)))
+    return {"client": first_ms, "after": after_ms, "status": await stop_client(client)}
+
+
+def _inserted(text: str, position: types.Position, inserted: str) -> tuple[str, types.Position]:
+    """`text` with `inserted` at `position` (ASCII text: UTF-16 units are characters), and the end of it."""
+    lines = text.split("\n")
+    before = "\n".join(lines[:position.line] + [lines[position.line][:position.character]])
+    after = text[len(before):]
+    new_before = before + inserted
+    return new_before + after, types.Position(new_before.count("\n"), len(new_before) - new_before.rfind("\n") - 1)
 
 
 async def wait_ready(client: LanguageClient) -> None:
@@ -174,8 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="coda.steps (default: the server's)")
     parser.add_argument("--debounce-ms", type=int, help="coda.debounceMs (default: the server's; part of the latency)")
     parser.add_argument("--exact", action="store_true", help="coda.exact: CoDA's reference loop, for comparison")
-    parser.add_argument("--kinds", nargs="+", choices=["single-line", "multi-line", "typing"],
-                        default=["single-line", "multi-line", "typing"], help="kinds of request to measure (default all)")
+    parser.add_argument("--kinds", nargs="+", choices=["single-line", "multi-line", "typing", "accept"],
+                        default=["single-line", "multi-line", "typing"],
+                        help="kinds of request to measure (default: all but accept)")
+    parser.add_argument("--prefetch-next", choices=["on", "off"],
+                        help="coda.prefetchNext: prepare the completion after an accept (default: the server's, on)")
     parser.add_argument("--cross-file", choices=["on", "off"], default="on",
                         help="coda.crossFile: snippets of the other modules before the prefix (default on)")
     parser.add_argument("--device", default="auto")
@@ -184,15 +245,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.getLogger("pygls").setLevel(logging.ERROR)  # the client ignores the server's logMessages, quietly
     given = {"maxTokens": args.max_tokens, "singleLineTokens": args.single_line_tokens, "steps": args.steps,
-             "debounceMs": args.debounce_ms, "exact": args.exact or None, "crossFile": args.cross_file == "on"}
+             "debounceMs": args.debounce_ms, "exact": args.exact or None, "crossFile": args.cross_file == "on",
+             "prefetchNext": None if args.prefetch_next is None else args.prefetch_next == "on"}
     options = {key: value for key, value in given.items() if value is not None}
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else
                                _default_model(args.preset, args.tokenizer_dir, Path(scratch)))
-        kinds = {"single-line": single_line_samples, "multi-line": multi_line_samples, "typing": typing_samples}
-        kinds = {kind: kinds[kind](args.requests) for kind in args.kinds}
-        results = {kind: asyncio.run(run_kind(model, samples, options, args.device, args.dtype))
-                   for kind, samples in kinds.items()}
+        kinds = {"single-line": single_line_samples, "multi-line": multi_line_samples, "typing": typing_samples,
+                 "accept": lambda count: single_line_samples(-(-count // (ACCEPTS + 1)))}
+        results = {}
+        for kind in args.kinds:
+            run = run_accepts if kind == "accept" else run_kind
+            results[kind] = asyncio.run(run(model, kinds[kind](args.requests), options, args.device, args.dtype))
     _print_table(model, args, results)
     return 0
 
@@ -210,6 +274,8 @@ def _print_table(model: Path, args: argparse.Namespace, results: dict[str, dict[
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for kind, result in results.items():
+        if kind == "accept":
+            continue
         latency = result["status"]["latency"]
         row = (kind, str(len(result["client"])), f"{_p(result['client'], 50):.1f}", f"{_p(result['client'], 95):.1f}",
                f"{latency['engineP50Ms']:.1f}", f"{latency['engineP95Ms']:.1f}",
@@ -217,6 +283,19 @@ def _print_table(model: Path, args: argparse.Namespace, results: dict[str, dict[
         print(" | ".join(row))
     print("outside engine = time in the server's handler minus the engine's own time (context, trigger, cache,\n"
           "queue, filters, items); request = client-measured request -> response over stdio.")
+    if "accept" in results:
+        _print_accepts(results["accept"], trigger["prefetch_next"])
+
+
+def _print_accepts(result: dict[str, Any], prefetch_next: bool) -> None:
+    first, after = result["client"], result["after"]
+    print(f"\naccept ({READ_MS} ms reading each completion; prefetchNext {prefetch_next}; work ahead "
+          f"{plain(result['status']['workAhead'])}):")
+    print("requests | n | p50 | p95\n--- | --- | --- | ---")
+    print(f"first, after `name = ` | {len(first)} | {_p(first, 50):.1f} | {_p(first, 95):.1f}")
+    if after:
+        print(f"after an accept, at its end | {len(after)} | {_p(after, 50):.1f} | {_p(after, 95):.1f}")
+        print(f"after-accept p50 / first p50: {_p(after, 50) / _p(first, 50):.2f}x")
 
 
 if __name__ == "__main__":

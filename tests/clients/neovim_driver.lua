@@ -98,6 +98,14 @@ local function run()
   vim.cmd('CodaFill')
   wait_for(function() return vim.b.changedtick ~= tick end, 30000, 'the fill edit')
   result.filled_lines = lines()
+
+  -- Work ahead: the buffers entered above told the server their cursors, which it prepared for.
+  local ahead
+  wait_for(function()
+    client:request('coda/status', {}, function(_, answer) ahead = answer and answer.workAhead end, 0)
+    return ahead ~= nil and ahead.focusWarms > 0
+  end, 20000, 'a focused cursor\'s canvas')
+  result.work_ahead = ahead
 end
 
 driver = coroutine.create(run)

@@ -78,3 +78,10 @@ def test_fill_this_block_replaces_the_placeholder_body(neovim_session: dict) -> 
     assert head == "" and body.strip() and body.split("\n")[0].strip() != "pass"
     assert all(line.startswith("    ") for line in body.split("\n") if line.strip())
     assert after == FILL_TEXT.split("\n\n\nprint(", 1)[1]
+
+
+def test_entering_a_buffer_tells_the_server_where_to_prepare(neovim_session: dict) -> None:
+    # The config sends coda/didFocus on BufEnter, InsertEnter and CursorHold; the server computed a canvas there.
+    assert neovim_session["work_ahead"]["focusWarms"] >= 1
+    # After the shown completion, the one that follows accepting it was prepared ahead too.
+    assert neovim_session["work_ahead"]["prepared"] >= 1
