@@ -10,8 +10,8 @@ Python source (the standard library's `email` package: the same code whatever ve
   shown completion for READ_MS, accept it (insert it at the cursor), ask again at its end. The table splits the
   first requests from those after an accept.
 No answer of single-line, multi-line and typing comes from the completion cache: every request is at a new cursor
-with text not seen before. Documents are opened under their real paths in a workspace of that package, with TABS
-other modules open as tabs; --cross-file on|off sets coda.crossFile, so the two runs differ only in the
+with text not seen before. Documents are opened under their paths in a copy of that package (the workspace: the
+original lies in a folder git ignores, which the index skips), with TABS other modules open as tabs; --cross-file on|off sets coda.crossFile, so the two runs differ only in the
 cross-file snippets."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import asyncio
 import email
 import logging
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -36,8 +37,22 @@ from coda_engine.tools.files import CODA_V0_DIR
 from coda_lsp.cli import DEFAULT_MODEL
 
 PACKAGE = Path(email.__file__).resolve().parent
-SOURCES = sorted(PACKAGE.rglob("*.py"))
-TABS = SOURCES[-3:]  # open in every run: the similar-code source searches them; samples come from the first files
+TABS = 3  # the last modules, open in every run: the similar-code source searches them; samples come from the first
+
+
+@dataclass(frozen=True)
+class Workspace:
+    folder: Path
+    sources: tuple[Path, ...]
+
+    @classmethod
+    def copy_of(cls, package: Path, scratch: Path) -> "Workspace":
+        folder = Path(shutil.copytree(package, scratch / package.name, ignore=shutil.ignore_patterns("__pycache__")))
+        return cls(folder, tuple(sorted(folder.rglob("*.py"))))
+
+    @property
+    def tabs(self) -> tuple[Path, ...]:
+        return self.sources[-TABS:]
 _ASSIGNMENT = re.compile(r"^(\s*)([A-Za-z_][\w.]*) = \S")
 _OPENER = re.compile(r"^\s*(def|if|for|while|with|class) .*:$")
 READ_MS, ACCEPTS = 400, 10
@@ -51,10 +66,10 @@ class Sample:
     source: Path   # the module the text comes from: the document's uri
 
 
-def single_line_samples(count: int) -> list[Sample]:
+def single_line_samples(workspace: Workspace, count: int) -> list[Sample]:
     """Cursors right after `name = `, the rest of the line removed: the model completes the statement."""
     samples = []
-    for source in SOURCES:
+    for source in workspace.sources:
         lines = source.read_text().split("\n")
         for number, line in enumerate(lines):
             match = _ASSIGNMENT.match(line)
@@ -65,12 +80,12 @@ def single_line_samples(count: int) -> list[Sample]:
     return samples
 
 
-def typing_samples(count: int, keystrokes_per_line: int = 6) -> list[Sample]:
+def typing_samples(workspace: Workspace, count: int, keystrokes_per_line: int = 6) -> list[Sample]:
     """Keystrokes writing the first characters of assignments' right-hand sides (after `name = `), the rest of
     each line removed, `keystrokes_per_line` in a row per line."""
     samples: list[Sample] = []
     lines_done = 0
-    for source in SOURCES:
+    for source in workspace.sources:
         lines = source.read_text().split("\n")
         for number, line in enumerate(lines):
             match = _ASSIGNMENT.match(line)
@@ -85,10 +100,10 @@ def typing_samples(count: int, keystrokes_per_line: int = 6) -> list[Sample]:
     return samples
 
 
-def multi_line_samples(count: int) -> list[Sample]:
+def multi_line_samples(workspace: Workspace, count: int) -> list[Sample]:
     """Cursors at the end of a line that opens a block: the model writes lines of the block."""
     samples = []
-    for source in SOURCES:
+    for source in workspace.sources:
         text = source.read_text()
         for number, line in enumerate(text.split("\n")):
             if _OPENER.match(line) and line.isascii() and len(samples) < count:
@@ -96,19 +111,20 @@ def multi_line_samples(count: int) -> list[Sample]:
     return samples
 
 
-async def start_client(model: Path, options: dict[str, Any], device: str, dtype: str | None) -> LanguageClient:
-    """The real server on `model`, initialized, its model loaded and the TABS open."""
+async def start_client(model: Path, workspace: Workspace, options: dict[str, Any], device: str,
+                       dtype: str | None) -> LanguageClient:
+    """The real server on `model`, initialized, its model loaded and the workspace's tabs open."""
     client = LanguageClient("coda-lsp-bench", "0")
     command = [sys.executable, "-m", "coda_lsp", "--model", str(model), "--device", device, "--log-level", "ERROR"]
     await client.start_io(*command, *(["--dtype", dtype] if dtype else []))
     capabilities = types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
         inline_completion=types.InlineCompletionClientCapabilities()))
     await client.initialize_async(types.InitializeParams(
-        capabilities=capabilities, initialization_options={"coda": options}, root_uri=PACKAGE.as_uri(),
-        workspace_folders=[types.WorkspaceFolder(uri=PACKAGE.as_uri(), name=PACKAGE.name)]))
+        capabilities=capabilities, initialization_options={"coda": options}, root_uri=workspace.folder.as_uri(),
+        workspace_folders=[types.WorkspaceFolder(uri=workspace.folder.as_uri(), name=workspace.folder.name)]))
     client.initialized(types.InitializedParams())
     await wait_ready(client)
-    for version, tab in enumerate(TABS):
+    for version, tab in enumerate(workspace.tabs):
         client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
             uri=tab.as_uri(), language_id="python", version=version, text=tab.read_text())))
     return client
@@ -131,10 +147,10 @@ async def inline(client: LanguageClient, uri: str, position: types.Position) -> 
     return [item.insert_text for item in items if isinstance(item.insert_text, str)]
 
 
-async def run_kind(model: Path, samples: list[Sample], options: dict[str, Any], device: str,
+async def run_kind(model: Path, workspace: Workspace, samples: list[Sample], options: dict[str, Any], device: str,
                    dtype: str | None) -> dict[str, Any]:
     """Start a server, send every sample once, and return client-side timings plus the server's status."""
-    client = await start_client(model, options, device, dtype)
+    client = await start_client(model, workspace, options, device, dtype)
     client_ms = []
     for index, sample in enumerate(samples):
         uri = sample.source.as_uri()
@@ -155,11 +171,11 @@ async def run_kind(model: Path, samples: list[Sample], options: dict[str, Any], 
     return {"client": client_ms, "status": await stop_client(client)}
 
 
-async def run_accepts(model: Path, samples: list[Sample], options: dict[str, Any], device: str,
-                      dtype: str | None) -> dict[str, Any]:
+async def run_accepts(model: Path, workspace: Workspace, samples: list[Sample], options: dict[str, Any],
+                      device: str, dtype: str | None) -> dict[str, Any]:
     """Per sample, a first request, then up to ACCEPTS times: wait READ_MS, accept the shown text, ask again at
     its end. Returns the first requests' and the after-accept requests' client-side timings."""
-    client = await start_client(model, options, device, dtype)
+    client = await start_client(model, workspace, options, device, dtype)
     first_ms, after_ms = [], []
     for index, sample in enumerate(samples):
         uri, text, position = sample.source.as_uri(), sample.text, sample.position
@@ -251,12 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else
                                _default_model(args.preset, args.tokenizer_dir, Path(scratch)))
+        workspace = Workspace.copy_of(PACKAGE, Path(scratch))
         kinds = {"single-line": single_line_samples, "multi-line": multi_line_samples, "typing": typing_samples,
-                 "accept": lambda count: single_line_samples(-(-count // (ACCEPTS + 1)))}
+                 "accept": lambda folder, count: single_line_samples(folder, -(-count // (ACCEPTS + 1)))}
         results = {}
         for kind in args.kinds:
             run = run_accepts if kind == "accept" else run_kind
-            results[kind] = asyncio.run(run(model, kinds[kind](args.requests), options, args.device, args.dtype))
+            samples = kinds[kind](workspace, args.requests)
+            results[kind] = asyncio.run(run(model, workspace, samples, options, args.device, args.dtype))
     _print_table(model, args, results)
     return 0
 

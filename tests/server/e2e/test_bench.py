@@ -28,4 +28,4 @@ def test_cross_file_switch(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[
                  "4", "--steps", "2", "--kinds", "typing", "--cross-file", switch]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     files = int(header.split(f"cross_file {enabled} (")[1].split(" files indexed")[0])
-    assert (files > 10) == enabled  # this package's modules, indexed only when on
+    assert (files > 10) == enabled  # the workspace's modules, indexed only when on
