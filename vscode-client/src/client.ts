@@ -25,6 +25,7 @@ import {
     spawnServer,
     withTimeout,
 } from './server';
+import { watchFocus } from './focus';
 import { ConfigurationLike, StartFailure, inlineCompletionsEnabled, readLaunchSettings, serverSettings } from './settings';
 import { CodaStatus, STATUS_REQUEST, ServerView, userMessage } from './status';
 import { StatusBar } from './statusBar';
@@ -81,6 +82,7 @@ export class Controller implements vscode.Disposable {
     private poll: NodeJS.Timeout | undefined;
     private refreshSoon: NodeJS.Timeout | undefined;
     private child: ChildProcess | undefined;
+    private focusWatch: vscode.Disposable | undefined;
 
     constructor(private readonly output: vscode.LogOutputChannel, private readonly statusBar: StatusBar) {}
 
@@ -139,6 +141,7 @@ export class Controller implements vscode.Disposable {
         }
         started = true;
         client.quietErrors = false;
+        this.focusWatch = watchFocus(client, () => this.config.get<string[]>('enabledLanguages') ?? []);
         this.refresh();
     }
 
@@ -152,6 +155,8 @@ export class Controller implements vscode.Disposable {
         const child = this.child;
         this.client = this.child = undefined;
         clearTimeout(this.poll);
+        this.focusWatch?.dispose();
+        this.focusWatch = undefined;
         if (client && client.state !== State.Stopped) {
             await client.stop(2_000).catch((error: unknown) => this.output.warn(`stopping coda-lsp: ${String(error)}`));
         }
