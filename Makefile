@@ -11,7 +11,7 @@ MODEL  := models/coda-tiny
 EVAL   := OMP_NUM_THREADS=1 $(BIN)/python -m coda_engine.tools.eval --model $(MODEL) --task single-line --max-new-tokens 24 \
           --limit 400 --jobs 1
 
-.PHONY: test extension demo default-model install bench clean
+.PHONY: test extension vscode-e2e demo default-model install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ extension: $(STAMP)
 	cd vscode-client && npm ci --no-audit --no-fund --loglevel=error && npm run --silent compile && \
 	  npm run --silent lint && CODA_PYTHON=$(abspath $(BIN)/python) npm run --silent test && \
 	  npm run --silent package
+
+# The packaged extension in a real VS Code: code-server in headless Chromium, the real coda-lsp on the shipped model;
+# types until ghost text shows, accepts it with Tab, runs "CoDA: Fill this block". Screenshots and code-server's log
+# go to vscode-client/e2e-results/. The first run installs code-server and Node 24 (npm) and chromium (apt).
+vscode-e2e: extension
+	vscode-client/test/e2e/setup.sh
+	cd vscode-client && CODA_PYTHON=$(abspath $(BIN)/python) npm run --silent test:e2e
 
 demo: $(STAMP)
 	$(BIN)/python -m coda_lsp.tools.demo --model $(MODEL)
