@@ -15,11 +15,10 @@ export interface TraceLine {
 
 const HEADER_END = '\r\n\r\n';
 
-/** Copies `source` to `sink` as it arrives and calls `onMessage` with each complete LSP message's JSON text. */
-function relay(source: Readable, sink: Writable, onMessage: (json: string) => void): void {
+/** Calls `onMessage` with the JSON text of each complete LSP message `source` sends. */
+export function readMessages(source: Readable, onMessage: (json: string) => void): void {
     let pending = Buffer.alloc(0);
     source.on('data', (chunk: Buffer) => {
-        sink.write(chunk);
         pending = Buffer.concat([pending, chunk]);
         for (;;) {
             const headerEnd = pending.indexOf(HEADER_END);
@@ -36,7 +35,19 @@ function relay(source: Readable, sink: Writable, onMessage: (json: string) => vo
             pending = pending.subarray(bodyEnd);
         }
     });
+}
+
+/** An LSP frame holding `json`. */
+export function frame(json: string): Buffer {
+    const body = Buffer.from(json, 'utf8');
+    return Buffer.concat([Buffer.from(`Content-Length: ${body.length}${HEADER_END}`, 'ascii'), body]);
+}
+
+/** Copies `source` to `sink` as it arrives, and each message to `onMessage`. */
+function relay(source: Readable, sink: Writable, onMessage: (json: string) => void): void {
+    source.on('data', (chunk: Buffer) => sink.write(chunk));
     source.on('end', () => sink.end());
+    readMessages(source, onMessage);
 }
 
 function main(): void {

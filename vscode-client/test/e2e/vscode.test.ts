@@ -6,25 +6,12 @@
 
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { CodeServer, EditorFolders, installExtension, requireInstalled } from './editor';
-import { INLINE_COMPLETION, Position, TracedRequest, clientRequests, readTrace, samePosition } from './trace';
+import { COMPLETION_MS, RESULTS, UI_MS, VsCodeSession } from './session';
+import { Position, samePosition } from './trace';
 import { Workbench, waitFor } from './workbench';
-
-const CLIENT_DIR = path.resolve(__dirname, '../../..');
-const ROOT = path.resolve(CLIENT_DIR, '..');
-const RESULTS = path.join(CLIENT_DIR, 'e2e-results');
-const VSIX = path.join(CLIENT_DIR, 'coda-lsp.vsix');
-const PYTHON = process.env.CODA_PYTHON ?? path.join(ROOT, '.venv', 'bin', 'python');
-const MODEL = path.join(ROOT, 'models', 'coda-tiny');
-const TRACE = path.join(RESULTS, 'lsp-trace.jsonl');
-/** Loading the model and one infill take seconds on two idle cores, and ten times that on two busy ones. */
-const SERVER_READY_MS = 300_000;
-const COMPLETION_MS = 300_000;
-const UI_MS = 60_000;
 
 const SHAPES = 'import math\n\n\ndef area(radius):\n    pass\n\n\ndef circumference(radius):\n'
     + '    return 2 * math.pi * radius\n';
@@ -39,52 +26,10 @@ interface InlineItem {
     range?: { start: Position; end: Position };
 }
 
-/** The user's settings: coda-lsp from this checkout's venv (through the tap) on the shipped model; a quiet editor
- * that reaches nothing outside this machine. fp32 rather than auto (which times the formats at load and may pick
- * another on a busy machine) keeps the greedy completions, and so what this test sees, the same from run to run. */
-function userSettings(serverCommand: string): Record<string, unknown> {
-    return {
-        'coda.server.command': serverCommand,
-        'coda.model': MODEL,
-        'coda.dtype': 'fp32',
-        'files.autoSave': 'off',  // code-server's default saves after a second; the test saves when it means to
-        'workbench.startupEditor': 'none',
-        'workbench.secondarySideBar.defaultVisibility': 'hidden',
-        'workbench.tips.enabled': false,
-        'telemetry.telemetryLevel': 'off',
-        'update.mode': 'none',
-        'extensions.autoUpdate': false,
-        'extensions.autoCheckUpdates': false,
-        'chat.disableAIFeatures': true,
-        'git.enabled': false,
-        'security.workspace.trust.enabled': false,
-    };
-}
-
-/** An executable that runs lspTap.js with this Node: coda.server.command takes no arguments of its own. */
-function writeTapCommand(folder: string): string {
-    const parts = [process.execPath, path.join(__dirname, 'lspTap.js'), PYTHON, TRACE];
-    assert.ok(parts.every((part) => !part.includes("'")), 'a path with a quote');
-    const file = path.join(folder, 'coda-lsp-tap');
-    fs.writeFileSync(file, `#!/bin/sh\nexec ${parts.map((part) => `'${part}'`).join(' ')} "$@"\n`, { mode: 0o755 });
-    return file;
-}
-
 function readChanged(file: string, before: string): Promise<string> {
     return waitFor(`${path.basename(file)} saved with changes`, UI_MS, () => {
         const text = fs.readFileSync(file, 'utf8');
         return Promise.resolve(text === before ? undefined : text);
-    });
-}
-
-/** coda-lsp's answer to VS Code's automatic inline request at `cursor` (the last one: earlier ones were
- * superseded by keystrokes and cancelled). */
-function inlineAnswerAt(cursor: Position): Promise<TracedRequest> {
-    return waitFor(`coda-lsp's inline completion at ${cursor.line}:${cursor.character}`, COMPLETION_MS, () => {
-        const answered = clientRequests(readTrace(TRACE)).filter((request) => request.method === INLINE_COMPLETION
-            && samePosition(request.params.position, cursor) && request.errorCode === undefined
-            && request.answeredAt !== undefined);
-        return Promise.resolve(answered.at(-1));
     });
 }
 
@@ -94,46 +39,25 @@ function offsetOf(text: string, position: Position): number {
 }
 
 describe('the extension in VS Code (code-server)', { timeout: 30 * 60_000 }, () => {
-    let scratch: string;
+    let session: VsCodeSession | undefined;
     let shapes: string;
-    let server: CodeServer | undefined;
-    let workbench: Workbench | undefined;
 
     before(async () => {
-        requireInstalled();
-        assert.ok(fs.existsSync(VSIX), `${VSIX} is missing: make extension builds it`);
         fs.rmSync(RESULTS, { recursive: true, force: true });
-        fs.mkdirSync(RESULTS, { recursive: true });
-        scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'coda-vscode-e2e-'));
-        const workspace = path.join(scratch, 'workspace');
-        fs.mkdirSync(workspace);
-        shapes = path.join(workspace, 'shapes.py');
-        fs.writeFileSync(shapes, SHAPES);
-        const folders: EditorFolders = {
-            userData: path.join(scratch, 'user-data'),
-            extensions: path.join(scratch, 'extensions'),
-            config: path.join(scratch, 'code-server.yaml'),
-            log: path.join(RESULTS, 'code-server.log'),
-        };
-        fs.mkdirSync(path.join(folders.userData, 'User'), { recursive: true });
-        fs.writeFileSync(path.join(folders.userData, 'User', 'settings.json'),
-            JSON.stringify(userSettings(writeTapCommand(scratch)), null, 2));
-        installExtension(folders, VSIX);
-        server = await CodeServer.start(folders, workspace);
-        workbench = await Workbench.open(server.folderUrl(workspace));
+        session = await VsCodeSession.start({ 'shapes.py': SHAPES }, RESULTS);
+        shapes = path.join(session.workspace, 'shapes.py');
     });
 
     after(async () => {
-        await workbench?.close();
-        await server?.stop();
-        fs.rmSync(scratch, { recursive: true, force: true });
+        await session?.stop();
     });
 
     /** Run a step; on failure leave a screenshot of the moment beside the others. */
-    async function step(name: string, body: (bench: Workbench) => Promise<void>): Promise<void> {
-        assert.ok(workbench, 'the workbench did not open');
+    async function step(name: string, body: (bench: Workbench, active: VsCodeSession) => Promise<void>): Promise<void> {
+        assert.ok(session, 'VS Code did not start');
+        const { workbench } = session;
         try {
-            await body(workbench);
+            await body(workbench, session);
         } catch (error) {
             await workbench.screenshot(path.join(RESULTS, `failed-${name}.png`)).catch(() => undefined);
             throw error;
@@ -141,17 +65,13 @@ describe('the extension in VS Code (code-server)', { timeout: 30 * 60_000 }, () 
     }
 
     test('opening a Python file starts coda-lsp, and the status bar says when the model is ready', () =>
-        step('ready', async (bench) => {
-            await bench.openFile('shapes.py', UI_MS);
-            await waitFor('the CoDA status "ready"', SERVER_READY_MS,
-                async () => (await bench.codaStatus()) === 'CoDA' ? true : undefined,
-                async () => `; the status bar says "${await bench.codaStatus()}", notifications: `
-                    + JSON.stringify(await bench.notifications()));
+        step('ready', async (bench, active) => {
+            await active.openWhenReady('shapes.py');
             await bench.screenshot(path.join(RESULTS, '1-ready.png'));
         }));
 
     test('typing shows the model\'s ghost text, Tab accepts it, and the status bar shows its latency', () =>
-        step('ghost-text', async (bench) => {
+        step('ghost-text', async (bench, active) => {
             const { page } = bench;
             await page.keyboard.press('Control+End');
             let item: InlineItem | undefined;
@@ -159,7 +79,7 @@ describe('the extension in VS Code (code-server)', { timeout: 30 * 60_000 }, () 
             for (const piece of TYPED) {
                 await page.keyboard.type(piece, { delay: 50 });
                 cursor = await bench.cursor();
-                const answer = await inlineAnswerAt(cursor);
+                const answer = await active.inlineAnswerAt(cursor);
                 item = (answer.result as { items?: InlineItem[] } | null)?.items?.[0];
                 if (item) {
                     break;
