@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-test: $(STAMP) extension
+# pytest last: its summary closes the run.
+test: $(STAMP) extension vscode-e2e
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The VS Code extension from a clean `npm ci`: type check, lint, unit tests, protocol tests against the real
@@ -35,8 +36,9 @@ extension: $(STAMP)
 	  npm run --silent package
 
 # The packaged extension in a real VS Code: code-server in headless Chromium, the real coda-lsp on the shipped model;
-# types until ghost text shows, accepts it with Tab, runs "CoDA: Fill this block". Screenshots and code-server's log
-# go to vscode-client/e2e-results/. The first run installs code-server and Node 24 (npm) and chromium (apt).
+# types until ghost text shows, accepts it with Tab, runs "CoDA: Fill this block" (about a minute on two idle cores).
+# Screenshots, the LSP traffic and code-server's log go to vscode-client/e2e-results/. The first run installs
+# code-server and Node 24 from npm (about 600 MB under vscode-client/test/e2e/editor/) and Debian's chromium.
 vscode-e2e: extension
 	vscode-client/test/e2e/setup.sh
 	cd vscode-client && CODA_PYTHON=$(abspath $(BIN)/python) npm run --silent test:e2e

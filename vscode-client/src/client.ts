@@ -55,9 +55,9 @@ export function clientOptions(config: () => ConfigurationLike, outputChannel: vs
                     : next(params, token),
             },
             // The server's completion items are its ghost text for editors without inline completion. VS Code
-            // asks for them at every word it sees typed (quick suggestions, sent as "invoked"): each ran an infill
-            // on the one engine thread the ghost text waits for, and opening the suggest widget cancelled the
-            // ghost text's own request (measured in code-server: vscode-client/README.md, "In a real VS Code").
+            // asks for them whenever its quick suggestions start at a typed word, as "invoked": each ran an infill
+            // on the one engine thread the ghost text waits for, for a menu entry beside the same ghost text
+            // (README.md, "In a real VS Code").
             provideCompletionItem: () => null,
             provideInlineCompletionItems: async (document, position, context, token, next) => {
                 const automatic = context.triggerKind === vscode.InlineCompletionTriggerKind.Automatic;
