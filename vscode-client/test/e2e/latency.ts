@@ -1,10 +1,11 @@
-/** Completion latency in a real VS Code against coda-lsp alone, in the same run: `node out/test/e2e/latency.js
- * [--rounds N] [--key-delay MS] [--session-only]` (npm run bench:vscode). Each round types the same lines into a Python file in
- * code-server at a person's pace, stopping at the end of each piece until coda-lsp answered there, then sends the
- * session's traffic to a fresh coda-lsp twice without VS Code: all of it at the same times (replayed), and each
- * answered inline request on its own (alone; --session-only skips both). Prints, per answered request, the server's time from request to
- * answer in each, the traffic VS Code sent, and what the status bar said. Times are what lspTap.js saw, which is
- * what the status bar's latency measures, plus the pipe. */
+/** Completion latency in a real VS Code against coda-lsp alone, in the same run (npm run bench:vscode --
+ * [--rounds N] [--key-delay MS] [--session-only]). Each round types the same lines into a Python file in
+ * code-server at a person's pace, stopping after each piece until VS Code's requests there settled, then sends
+ * the session's traffic to a fresh coda-lsp twice without VS Code: all of it at the same times (replayed), and each
+ * answered inline request on its own (alone); --session-only skips both. Prints, per answered request, the
+ * server's time from request to answer in each, the traffic VS Code sent, what the status bar said, and the cores
+ * coda-lsp and the editor used while the typist waited. Times are what lspTap.js saw: what the status bar's
+ * latency measures, plus the pipe. */
 
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -50,14 +51,14 @@ function median(values: (number | undefined)[]): string {
 }
 
 /** Wait until VS Code has no inline request in flight and sent none for QUIET_MS since `typedAt`: its last one
- * was answered, or cancelled (as it does when its suggest widget opens). */
-function settled(tracePath: string, typedAt: number): Promise<true> {
+ * was answered, or cancelled (as it does when its quick suggestions start). Resolves to when that was. */
+function settled(tracePath: string, typedAt: number): Promise<number> {
     return waitFor('the inline requests settled', COMPLETION_MS, () => {
         const inline = clientRequests(readTrace(tracePath)).filter((request) => request.method === INLINE_COMPLETION);
         const last = inline.at(-1);
         const quietSince = Math.max(typedAt, last?.answeredAt ?? typedAt);
         return Promise.resolve(inline.every((request) => request.answeredAt !== undefined)
-            && Date.now() - quietSince > QUIET_MS ? true : undefined);
+            && Date.now() - quietSince > QUIET_MS ? quietSince : undefined);
     });
 }
 
@@ -85,9 +86,9 @@ async function typeSession(keyDelayMs: number, resultsDir: string)
             }
             await bench.page.keyboard.type(piece, { delay: keyDelayMs });
             const typed = sampleCpu();
-            await settled(session.trace, typed.at);
-            const answered = sampleCpu();
-            waiting.seconds += (answered.at - typed.at) / 1000;
+            const quietSince = await settled(session.trace, typed.at);
+            const answered = sampleCpu();  // the quiet time after the answer costs next to nothing either side
+            waiting.seconds += (quietSince - typed.at) / 1000;
             waiting.server += answered.server - typed.server;
             waiting.editor += answered.editor - typed.editor;
             await new Promise((resolve) => setTimeout(resolve, READ_MS));
@@ -107,7 +108,7 @@ function traffic(requests: TracedRequest[], trace: TraceLine[]): string {
         .filter((method) => method !== INLINE_COMPLETION && method !== 'coda/status' && method !== 'initialize')
         .map((method) => `${method} ${requests.filter((request) => request.method === method).length}`);
     return `inlineCompletion ${inline.length} (cancelled by VS Code ${inline.filter((r) => r.cancelledAt).length}, `
-        + `answered with items ${inline.filter((r) => r.errorCode === undefined && r.answeredAt).length}, `
+        + `answered ${inline.filter((r) => r.errorCode === undefined && r.answeredAt).length}, `
         + `with selectedCompletionInfo ${inline.filter((r) => r.params.context?.selectedCompletionInfo).length}); `
         + `didChange ${count('textDocument/didChange')}; ${other.join('; ')}`;
 }
