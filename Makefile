@@ -38,7 +38,7 @@ extension: $(STAMP)
 # The packaged extension in a real VS Code: code-server in headless Chromium, the real coda-lsp on the shipped model;
 # types until ghost text shows, accepts it with Tab, runs "CoDA: Fill this block" (about a minute on two idle cores).
 # Screenshots, the LSP traffic and code-server's log go to vscode-client/e2e-results/. The first run installs
-# code-server and Node 24 from npm (about 600 MB under vscode-client/test/e2e/editor/) and Debian's chromium.
+# code-server and Node 24 from npm (about 800 MB under vscode-client/test/e2e/editor/) and Debian's chromium.
 vscode-e2e: extension
 	vscode-client/test/e2e/setup.sh
 	cd vscode-client && CODA_PYTHON=$(abspath $(BIN)/python) npm run --silent test:e2e
