@@ -38,7 +38,8 @@ const EXIT_GRACE_MS = 2_000;
 
 /** vscode-languageclient's options as the extension configures them: languages, the `coda` object as
  * initializationOptions and as the answer to workspace/configuration, automatic inline requests gated by the
- * toggle. Exported for the protocol test, which computes the capabilities the real client sends from these. */
+ * toggle, no completion items. Exported for the protocol test, which computes the capabilities the real client
+ * sends from these. */
 export function clientOptions(config: () => ConfigurationLike, outputChannel: vscode.LogOutputChannel | undefined,
                               onInlineResult: () => void = () => undefined): LanguageClientOptions {
     const languages = config().get<string[]>('enabledLanguages') ?? [];
@@ -54,6 +55,11 @@ export function clientOptions(config: () => ConfigurationLike, outputChannel: vs
                     ? params.items.map(() => serverSettings(config()))
                     : next(params, token),
             },
+            // The server's completion items are its ghost text for editors without inline completion. VS Code
+            // asks for them whenever its quick suggestions start at a typed word, as "invoked": each ran an infill
+            // on the one engine thread the ghost text waits for, for a menu entry beside the same ghost text
+            // (README.md, "In a real VS Code").
+            provideCompletionItem: () => null,
             provideInlineCompletionItems: async (document, position, context, token, next) => {
                 const automatic = context.triggerKind === vscode.InlineCompletionTriggerKind.Automatic;
                 if (automatic && !inlineCompletionsEnabled(config())) {

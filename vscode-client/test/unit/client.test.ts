@@ -49,3 +49,11 @@ test('the toggle stops automatic inline requests; an explicit one still asks, an
     assert.equal(await ask(vscode.InlineCompletionTriggerKind.Automatic), items);
     assert.equal(refreshed, 2);
 });
+
+test('completion items are never asked of the server: VS Code gets CoDA\'s completions as ghost text', async () => {
+    const options = clientOptions(() => fakeConfiguration(), undefined);
+    const provide = options.middleware!.provideCompletionItem!;
+    const answer = await provide({} as vscode.TextDocument, {} as vscode.Position, {} as vscode.CompletionContext,
+        token, () => assert.fail('textDocument/completion sent to the server'));
+    assert.equal(answer, null);
+});
