@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { COMPLETION_MS, RESULTS, UI_MS, VsCodeSession } from './session';
-import { Position, samePosition } from './trace';
+import { Position, readTrace, samePosition } from './trace';
 import { Workbench, waitFor } from './workbench';
 
 const SHAPES = 'import math\n\n\ndef area(radius):\n    pass\n\n\ndef circumference(radius):\n'
@@ -68,6 +68,11 @@ describe('the extension in VS Code (code-server)', { timeout: 30 * 60_000 }, () 
         step('ready', async (bench, active) => {
             await active.openWhenReady('shapes.py');
             await bench.screenshot(path.join(RESULTS, '1-ready.png'));
+            // The extension tells the server where the cursor is, so it prepares that context ahead of typing.
+            const focused = await waitFor('coda/didFocus for shapes.py', UI_MS, () => Promise.resolve(
+                readTrace(active.trace).find(({ from, message }) => from === 'client'
+                    && message.method === 'coda/didFocus' && JSON.stringify(message.params).includes('shapes.py'))));
+            assert.ok(focused);
         }));
 
     test('typing shows the model\'s ghost text, Tab accepts it, and the status bar shows its latency', () =>
