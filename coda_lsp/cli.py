@@ -203,6 +203,13 @@ def _remote_spec(args: argparse.Namespace) -> ModelSpec:
 
 
 def _start_lsp(args: argparse.Namespace, spec: ModelSpec) -> int:
+    from coda_lsp.syntax import GrammarMissing, check_grammars
+
+    try:
+        check_grammars()
+    except GrammarMissing as exc:
+        print(f"coda-lsp: {exc}", file=sys.stderr)
+        return 2
     _configure_logging(args.log_level, args.log_file)
     from coda_lsp.server import build_server
     from coda_lsp.settings import Settings
