@@ -51,9 +51,9 @@ export function writeCheckpoints(): Checkpoints {
     const script = [
         'import sys', 'from pathlib import Path',
         'from coda_engine.presets import write_random_checkpoint',
-        'from tests.conftest import REFERENCE_DIR', 'from tests.clients.conftest import write_hub_cache',
+        'from coda_engine.tools.files import CODA_V0_DIR', 'from tests.clients.conftest import write_hub_cache',
         'out = Path(sys.argv[1])',
-        "ckpt = write_random_checkpoint(out / 'ckpt', preset='tiny', seed=0, tokenizer_dir=REFERENCE_DIR)",
+        "ckpt = write_random_checkpoint(out / 'ckpt', preset='tiny', seed=0, tokenizer_dir=CODA_V0_DIR)",
         `write_hub_cache(out / 'hub', '${HUB_REPO_ID}', ckpt)`,
     ].join('\n');
     const result = spawnSync(PYTHON, ['-c', script, out], { cwd: ROOT, encoding: 'utf8' });
