@@ -1,11 +1,14 @@
-"""The language server's install (`pip install .`): its code runs without any extra's packages, and torch's
-warning about the numpy it leaves out stays off stderr."""
+"""The language server's install (`pip install .`): every package of the source goes into it, its code runs
+without any extra's packages, and torch's warning about the numpy it leaves out stays off stderr."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # In the extras or the test environment only, never imported by the language server or the engine it runs.
 NOT_IN_THE_SERVER_INSTALL = ("numpy", "triton", "jax", "flax", "ray", "transformers", "fastapi", "uvicorn",
@@ -30,3 +33,15 @@ sys.exit(main(["infill", "--model", {str(tiny_checkpoint)!r}, {str(source)!r}, "
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and " forward passes" in result.stderr, result.stderr
+
+
+def test_every_source_package_is_in_the_distribution() -> None:
+    # pyproject lists packages by hand (its folders have other names than their imports); an editable install
+    # imports an unlisted one anyway, a wheel or `pip install .` leaves it out
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    found = set()
+    for name, folder in setuptools["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder)
+            found.add(".".join((name, *relative.parts)))
+    assert found <= set(setuptools["packages"]), sorted(found - set(setuptools["packages"]))
