@@ -2,7 +2,13 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# This project's machines pin torch there (the CPU build on their disk); `make CONSTRAINTS=` installs without.
+CONSTRAINTS ?= constraints.txt
+PIP    := $(BIN)/pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+# A user's install: the language server and `coda-lsp serve`. The developers': what the tests, benches, eval and
+# training use besides. Editable, so code edits need nothing and the server finds the shipped model.
+USER_STAMP := $(VENV)/.installed-serve
+DEV_STAMP  := $(VENV)/.installed-dev
 
 MODEL  := models/coda-tiny
 # What the model card reports: the first 400 HumanEval single-line infilling problems with the learned
@@ -15,22 +21,27 @@ EVAL   := OMP_NUM_THREADS=1 $(BIN)/python -m coda_engine.tools.eval --model $(MO
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-
-# Reinstall when the project's metadata changes; the install is editable so code edits need nothing.
-$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[train,test]'
-	touch $(STAMP)
 
-install: $(STAMP)
+# Reinstall when the project's metadata or the pins change.
+$(USER_STAMP): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP) -e '.[serve]'
+	touch $@
+
+# The developers' set holds the user's: both are then up to date.
+$(DEV_STAMP): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP) -e '.[serve,train,test]'
+	touch $@ $(USER_STAMP)
+
+install: $(USER_STAMP)
 
 # pytest last: its summary closes the run.
-test: $(STAMP) extension vscode-e2e
+test: $(DEV_STAMP) extension vscode-e2e
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The VS Code extension from a clean `npm ci`: type check, lint, unit tests, protocol tests against the real
 # coda-lsp on a tiny checkpoint, then vscode-client/coda-lsp.vsix (about a minute).
-extension: $(STAMP)
+extension: $(USER_STAMP)
 	cd vscode-client && npm ci --no-audit --no-fund --loglevel=error && npm run --silent compile && \
 	  npm run --silent lint && CODA_PYTHON=$(abspath $(BIN)/python) npm run --silent test && \
 	  npm run --silent package
@@ -43,19 +54,19 @@ vscode-e2e: extension
 	vscode-client/test/e2e/setup.sh
 	cd vscode-client && CODA_PYTHON=$(abspath $(BIN)/python) npm run --silent test:e2e
 
-demo: $(STAMP)
+demo: $(USER_STAMP)
 	$(BIN)/python -m coda_lsp.tools.demo --model $(MODEL)
 
 # Reproduces models/coda-tiny from the installed machine's own code (about 110 minutes on 2 CPU cores), then
 # measures it on HumanEval-infilling and writes the scores into its model card.
-default-model: $(STAMP)
+default-model: $(DEV_STAMP)
 	$(BIN)/python -m coda_training.recipe --out $(MODEL)
 	$(EVAL) --output $(MODEL)/eval-single-line.json --markdown $(MODEL)/EVAL-single-line.md & variable=$$!; \
 	$(EVAL) --fixed-length --output $(MODEL)/eval-fixed-length.json --markdown $(MODEL)/EVAL-fixed-length.md; \
 	fixed=$$?; wait $$variable && test $$fixed -eq 0
 	$(BIN)/python -m coda_training.recipe --out $(MODEL) --card-only
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python -m coda_engine.tools.bench --preset tiny
 	$(BIN)/python -m coda_engine.tools.bench --preset small
 

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 # The model shipped with the project; `--model` overrides it.
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "coda-tiny"
+# coda-lsp is on no package index: its extras install from the clone.
+SERVE_INSTALL = "pip install '.[serve]' in coda-lsp's clone"
+CLUSTER_INSTALL = "pip install '.[cluster]' in coda-lsp's clone"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -50,9 +53,9 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--remote", metavar="URL",
                         help="load no model: send each infill to the `coda-lsp serve` at URL (e.g. "
                              "http://gpu-box:8012); everything else stays in this process")
-    parser.add_argument("--api-key-file", type=Path, metavar="FILE",
+    parser.add_argument("--api-key-file", type=_user_path, metavar="FILE",
                         help="with --remote: the server's API key, this file's first line")
-    parser.add_argument("--log-file", type=Path, help="write logs here instead of stderr")
+    parser.add_argument("--log-file", type=_user_path, help="write logs here instead of stderr")
     parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default: INFO")
     return parser
@@ -64,12 +67,12 @@ def _http_parser() -> argparse.ArgumentParser:
         description="HTTP infill server: llama-server's POST /infill (llama.vim, llama.vscode), OpenAI's POST "
                     "/v1/completions (Tabby, Continue, the openai package), GET /health, /v1/models, /props, "
                     "/metrics. Requests from every client are decoded together in one batch. Needs the `serve` "
-                    "extra: pip install 'coda-lsp[serve]'.")
+                    f"extra: {SERVE_INSTALL}.")
     _add_model_arguments(parser, required=True)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1); any other than loopback needs an API key")
     parser.add_argument("--port", type=_port, default=8012, help="default 8012, llama.vim's and llama.vscode's")
-    parser.add_argument("--api-key-file", type=Path, metavar="FILE",
+    parser.add_argument("--api-key-file", type=_user_path, metavar="FILE",
                         help="clients must send `Authorization: Bearer KEY`, KEY being this file's first line")
     parser.add_argument("--insecure-no-auth", action="store_true",
                         help="listen on a non-loopback --host without an API key (anyone who reaches it can use it)")
@@ -78,15 +81,15 @@ def _http_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-rows", type=_positive, default=16,
                         help="rows decoded together in one batched pass (default 16); each completion is a row")
     parser.add_argument("--max-queue", type=_positive, default=64,
-                        help="rows waiting for a place in the batch; past it requests get 503 (default 64)")
+                        help="requests waiting for a place in the batch; past it requests get 503 (default 64)")
     parser.add_argument("--cache-mb", type=_positive, default=512,
                         help="memory for the clients' cached canvases, in MiB (default 512)")
     parser.add_argument("--max-body-kb", type=_positive, default=1024,
                         help="largest request body, in KiB (default 1024); larger ones get 413")
     parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default: INFO (one line per request)")
-    cluster = parser.add_argument_group("scale-out on Ray Serve (the `cluster` extra: pip install "
-                                        "'coda-lsp[cluster]'; see docs/cluster.md)")
+    cluster = parser.add_argument_group(f"scale-out on Ray Serve (the `cluster` extra: {CLUSTER_INSTALL}; see "
+                                        "docs/cluster.md)")
     cluster.add_argument("--ray", action="store_true",
                          help="decode on Ray Serve replicas, each with its own batch and client cache, behind this "
                               "server: a local Ray instance, or the cluster at RAY_ADDRESS (`ray start --head`)")
@@ -99,6 +102,11 @@ def _http_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--cpus-per-replica", type=_share, metavar="C",
                          help="CPU cores each replica reserves, its torch threads (default 1)")
     return parser
+
+
+def _user_path(text: str) -> Path:
+    """A path argument with `~` expanded: editors start the server with arguments no shell has expanded."""
+    return Path(text).expanduser()
 
 
 def _autoscale(text: str) -> tuple[int, int]:
@@ -135,14 +143,15 @@ def _infill_parser() -> argparse.ArgumentParser:
         description="Infill at one cursor of FILE (prefix = the text before it, suffix = the text after it) "
                     "and print the infill on stdout and its timings on stderr.")
     _add_model_arguments(parser, required=True)
-    parser.add_argument("file", type=Path, metavar="FILE")
+    parser.add_argument("file", type=_user_path, metavar="FILE")
     parser.add_argument("--line", type=int, required=True, help="cursor line, 1-based")
     parser.add_argument("--column", type=int, required=True, help="cursor column in characters, 1-based")
     parser.add_argument("--max-tokens", type=int, default=64, help="span length in tokens (default 64)")
     parser.add_argument("--steps", type=int,
                         help="denoising steps (default: the fast path's; one per token with --exact)")
     parser.add_argument("--alg", choices=["origin", "maskgit_plus", "topk_margin", "entropy", "threshold"],
-                        help="reveal rule (default: threshold on the fast path, entropy with --exact)")
+                        help="reveal order (default entropy); the fast path also reveals, each pass, every "
+                             "position at least 0.9 sure")
     parser.add_argument("--exact", action="store_true",
                         help="CoDA's reference loop (no cache, one token per step by default) instead of the fast path")
     return parser
@@ -203,6 +212,13 @@ def _remote_spec(args: argparse.Namespace) -> ModelSpec:
 
 
 def _start_lsp(args: argparse.Namespace, spec: ModelSpec) -> int:
+    from coda_lsp.syntax import GrammarMissing, check_grammars
+
+    try:
+        check_grammars()
+    except GrammarMissing as exc:
+        print(f"coda-lsp: {exc}", file=sys.stderr)
+        return 2
     _configure_logging(args.log_level, args.log_file)
     from coda_lsp.server import build_server
     from coda_lsp.settings import Settings
@@ -232,7 +248,8 @@ def _serve_http(args: argparse.Namespace) -> int:
     failure one line and exit 2 (1 for a bad checkpoint); then listen while the model loads in the background."""
     missing = [name for name in SERVE_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        print(f"coda-lsp serve: install coda-lsp[serve] (missing {', '.join(missing)})", file=sys.stderr)
+        print(f"coda-lsp serve: the serve extra is not installed (missing {', '.join(missing)}): {SERVE_INSTALL}",
+              file=sys.stderr)
         return 2
     try:
         api_key = _read_key(args.api_key_file) if args.api_key_file else None
@@ -309,11 +326,11 @@ def _ray_backend(args: argparse.Namespace, model: Path) -> BackendFactory:
         raise ValueError(f"--device {args.device} needs --gpus-per-replica: Ray hides the GPUs from replicas "
                          "that reserve none")
     if importlib.util.find_spec("ray") is None:
-        raise ValueError("--ray needs Ray Serve: install coda-lsp[cluster]")
+        raise ValueError(f"--ray needs Ray Serve, the cluster extra: {CLUSTER_INSTALL}")
     try:
         from coda_lsp.backends.ray import ClusterOptions, backend_factory
     except ImportError as exc:  # ray without its serve extra
-        raise ValueError(f"--ray needs Ray Serve: install coda-lsp[cluster] ({exc})") from None
+        raise ValueError(f"--ray needs Ray Serve, the cluster extra: {CLUSTER_INSTALL} ({exc})") from None
     options = ClusterOptions(replicas=args.replicas or 1, autoscale=args.autoscale,
                              gpus_per_replica=args.gpus_per_replica or 0.0,
                              cpus_per_replica=1.0 if args.cpus_per_replica is None else args.cpus_per_replica,

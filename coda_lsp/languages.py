@@ -10,7 +10,9 @@ from dataclasses import dataclass
 class LanguageInfo:
     """What the server needs to know about one language; every language-specific rule reads it from here."""
 
-    grammar: str                      # tree-sitter-language-pack parser name
+    grammar: str                      # tree-sitter grammar name
+    grammar_module: str               # the Python module (one PyPI package per grammar) that holds it
+    grammar_function: str             # that module's function returning the grammar's language pointer
     extensions: tuple[str, ...]
     line_comment: str
     uses_braces: bool                 # blocks are `{ ... }` (False: Python's indented blocks after ':')
@@ -39,7 +41,7 @@ _JS = dict(
 )
 
 PYTHON = LanguageInfo(
-    grammar="python", extensions=(".py", ".pyi"), line_comment="#", uses_braces=False, block_opener=":",
+    grammar="python", grammar_module="tree_sitter_python", grammar_function="language", extensions=(".py", ".pyi"), line_comment="#", uses_braces=False, block_opener=":",
     block_types=frozenset({"block"}),
     owner_types=frozenset({"function_definition", "for_statement", "while_statement", "if_statement",
                            "elif_clause", "else_clause", "with_statement", "try_statement", "except_clause",
@@ -48,11 +50,14 @@ PYTHON = LanguageInfo(
     placeholder=re.compile(r"^(pass|\.\.\.|raise NotImplementedError(\(.*\))?|#.*\bTODO\b.*)$"),
     default_indent="    ",
 )
-JAVASCRIPT = LanguageInfo(grammar="javascript", extensions=(".js", ".mjs", ".cjs", ".jsx"), **_JS)
-TYPESCRIPT = LanguageInfo(grammar="typescript", extensions=(".ts", ".mts", ".cts"), **_JS)
-TSX = LanguageInfo(grammar="tsx", extensions=(".tsx",), **_JS)
+JAVASCRIPT = LanguageInfo(grammar="javascript", grammar_module="tree_sitter_javascript", grammar_function="language",
+                          extensions=(".js", ".mjs", ".cjs", ".jsx"), **_JS)
+TYPESCRIPT = LanguageInfo(grammar="typescript", grammar_module="tree_sitter_typescript",
+                          grammar_function="language_typescript", extensions=(".ts", ".mts", ".cts"), **_JS)
+TSX = LanguageInfo(grammar="tsx", grammar_module="tree_sitter_typescript", grammar_function="language_tsx",
+                   extensions=(".tsx",), **_JS)
 GO = LanguageInfo(
-    grammar="go", extensions=(".go",), line_comment="//", uses_braces=True, block_opener="{",
+    grammar="go", grammar_module="tree_sitter_go", grammar_function="language", extensions=(".go",), line_comment="//", uses_braces=True, block_opener="{",
     block_types=frozenset({"block"}),
     owner_types=frozenset({"function_declaration", "method_declaration", "func_literal", "for_statement",
                            "if_statement", "expression_switch_statement"}),
@@ -61,7 +66,7 @@ GO = LanguageInfo(
     default_indent="\t",
 )
 RUST = LanguageInfo(
-    grammar="rust", extensions=(".rs",), line_comment="//", uses_braces=True, block_opener="{",
+    grammar="rust", grammar_module="tree_sitter_rust", grammar_function="language", extensions=(".rs",), line_comment="//", uses_braces=True, block_opener="{",
     block_types=frozenset({"block"}),
     owner_types=frozenset({"function_item", "closure_expression", "for_expression", "while_expression",
                            "loop_expression", "if_expression", "else_clause"}),

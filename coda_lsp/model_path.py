@@ -19,17 +19,21 @@ class ModelNotFound(ValueError):
 
 
 def resolve_model(value: str, env: Mapping[str, str] = os.environ) -> Path:
-    """The checkpoint folder `value` means: an existing path as it is; otherwise a hub id's snapshot of its
-    `main` revision in the local cache. A path that does not exist and is no hub id comes back unchanged, so
-    the loader reports it with the file it looked for."""
+    """The checkpoint folder `value` means: an existing path as it is (`~` expanded); otherwise a hub id's
+    snapshot of its `main` revision in the local cache. A path that does not exist and is no hub id comes back
+    absolute, so the loader's error names the folder it looked for."""
     path = Path(value).expanduser()
-    if path.exists() or not _HUB_ID.fullmatch(value):
+    if path.exists():
         return path
+    if not _HUB_ID.fullmatch(value):
+        return path.absolute()
     cache = hub_cache_dir(env)
     snapshot = cached_snapshot(cache, value)
     if snapshot is None:
-        raise ModelNotFound(f"{value} is neither a folder nor downloaded into the Hugging Face cache at {cache}; "
-                            f"download it first with `huggingface-cli download {value}` (or `hf download {value}`)")
+        # `models/coda-tiny` run from another directory reads as a hub id too: the folder comes first
+        raise ModelNotFound(f"no model folder {path.absolute()}, and no {value} downloaded into the Hugging Face "
+                            f"cache at {cache}; a hub model: download it first with `huggingface-cli download "
+                            f"{value}` (or `hf download {value}`)")
     return snapshot
 
 

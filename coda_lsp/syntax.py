@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import tree_sitter_language_pack
+from tree_sitter import Language, Parser
 
-from coda_lsp.languages import LanguageInfo
+from coda_lsp.languages import LANGUAGES, LanguageInfo
 from coda_lsp.text import indent_width, is_closers_only, leading_whitespace
 
 
@@ -30,13 +31,35 @@ class BlockSlot:
     closer_indent: str | None  # braces: indentation put back before '}'; None for Python
 
 
+class GrammarMissing(RuntimeError):
+    """A language's grammar package is not installed (a broken install); the message names the package."""
+
+
+def new_parser(language: LanguageInfo) -> Parser:
+    """A tree-sitter parser of the language's grammar, from its own package (tree-sitter-python, ...)."""
+    try:
+        module = importlib.import_module(language.grammar_module)
+    except ImportError:
+        package = language.grammar_module.replace("_", "-")
+        raise GrammarMissing(f"the tree-sitter grammar for {language.grammar} is not installed: pip install "
+                             f"{package} (a dependency of coda-lsp: reinstall it)") from None
+    return Parser(Language(getattr(module, language.grammar_function)()))
+
+
+def check_grammars() -> None:
+    """Raise GrammarMissing for the first language whose grammar cannot be loaded: a server should say so when
+    it starts, not on the first completion in that language."""
+    for language in LANGUAGES.values():
+        _parser(language)
+
+
 @cache
-def _parser(grammar: str) -> Any:
-    return tree_sitter_language_pack.get_parser(grammar)
+def _parser(language: LanguageInfo) -> Parser:
+    return new_parser(language)
 
 
 def parse(language: LanguageInfo, source: bytes) -> Any:
-    return _parser(language.grammar).parse(source)
+    return _parser(language).parse(source)
 
 
 def has_errors(language: LanguageInfo, text: str) -> bool:
@@ -195,7 +218,5 @@ def _indented_slot(language: LanguageInfo, owner: Any, block: Any, source: bytes
 
 
 def _is_docstring(node: Any) -> bool:
-    if node.type == "string":
-        return True
     return node.type == "expression_statement" and node.named_child_count == 1 and \
         node.named_children[0].type == "string"

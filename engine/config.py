@@ -103,7 +103,7 @@ def load_config(folder: Path) -> ModelConfig:
     """Read and validate `folder/config.json`; every failure is one CheckpointError naming the file."""
     path = Path(folder) / "config.json"
     if not path.is_file():
-        raise CheckpointError(path, "file not found")
+        raise CheckpointError(folder, "not a CoDA checkpoint folder (Hugging Face format): it has no config.json")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

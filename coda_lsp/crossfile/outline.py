@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import tree_sitter_language_pack
+from tree_sitter import Parser
 
 from coda_lsp.languages import LanguageInfo
+from coda_lsp.syntax import new_parser
 from coda_lsp.text import leading_whitespace
 
 # A class, struct or interface shown whole is cut after this many lines: the budget holds a few hundred tokens.
@@ -64,7 +65,7 @@ class FileOutline:
 def outline(language: LanguageInfo, text: str) -> FileOutline:
     """The outline of `text`; a file with syntax errors still yields every definition tree-sitter recovers."""
     source = text.encode("utf-8", "replace")
-    root = _parser(language.grammar).parse(source).root_node
+    root = _parser(language).parse(source).root_node
     reader = _Reader(source, language.grammar)
     definitions = tuple(reader.definitions(root))
     imports = tuple(reader.imports(root))
@@ -74,19 +75,27 @@ def outline(language: LanguageInfo, text: str) -> FileOutline:
 _PARSERS = threading.local()
 
 
-def _parser(grammar: str) -> Any:
+def _parser(language: LanguageInfo) -> Parser:
     """A parser of this thread's own: the index is built off the event loop, whose completions parse with
     coda_lsp.syntax's parsers meanwhile, and a tree-sitter parser must not be used by two threads at once."""
     parsers = getattr(_PARSERS, "by_grammar", None)
     if parsers is None:
         parsers = _PARSERS.by_grammar = {}
-    if grammar not in parsers:
-        parsers[grammar] = tree_sitter_language_pack.get_parser(grammar)
-    return parsers[grammar]
+    if language.grammar not in parsers:
+        parsers[language.grammar] = new_parser(language)
+    return parsers[language.grammar]
 
 
 def _text(source: bytes, node: Any) -> str:
     return source[node.start_byte:node.end_byte].decode("utf-8", "replace")
+
+
+def _expression_of(node: Any) -> Any:
+    """The expression a one-expression statement holds (Python's `x = 1` and docstrings are statements around
+    an assignment or a string), else the node itself."""
+    if node.type == "expression_statement" and node.named_child_count == 1:
+        return node.named_children[0]
+    return node
 
 
 def _short(line: str) -> str:
@@ -140,9 +149,7 @@ class _Reader:
         """Python: the first line of the docstring that opens `body`."""
         if body is None or not body.named_child_count:
             return None
-        first = body.named_children[0]
-        if first.type == "expression_statement" and first.named_child_count == 1:
-            first = first.named_children[0]
+        first = _expression_of(body.named_children[0])
         if first.type != "string":
             return None
         text = _text(self.source, first)
@@ -215,7 +222,7 @@ class _Reader:
             yield from self.go_values(node)
         elif kind in ("lexical_declaration", "variable_declaration"):
             yield from self.js_values(shown, node)
-        elif kind in ("assignment", "expression_statement"):
+        elif kind == "expression_statement":
             yield from self.python_assignment(node)
 
     def function_view_from(self, shown: Any, node: Any) -> str:
@@ -245,6 +252,7 @@ class _Reader:
             target = member.child_by_field_name("definition") if member.type == "decorated_definition" else member
             if target is None:
                 continue
+            target = _expression_of(target)
             indent = self.indent_of(target)
             member_name = target.child_by_field_name("name")
             if target.type in ("function_definition", "method_definition", "method_signature",
@@ -252,8 +260,7 @@ class _Reader:
                 view = self.function_view(target, indent)
                 members.append(view)
                 methods.append((_text(self.source, member_name), target, view))
-            elif target.type in ("assignment", "expression_statement", "public_field_definition",
-                                 "field_definition") and _text(self.source, target).count("\n") == 0:
+            elif target.type in ("assignment", "public_field_definition", "field_definition") and _text(self.source, target).count("\n") == 0:
                 members.append(indent + _short(_text(self.source, target)))
         lines = [header] if self.is_python else [header + " {"]
         if doc:
@@ -316,11 +323,10 @@ class _Reader:
                 first = _short(_text(self.source, shown).split("\n")[0])
                 yield self.make(name, "constant", shown, self.with_comment(shown, first))
 
-    def python_assignment(self, node: Any) -> Iterator[Definition]:
-        if node.type == "expression_statement":
-            node = node.named_children[0] if node.named_child_count == 1 else None
-            if node is None or node.type != "assignment":
-                return
+    def python_assignment(self, statement: Any) -> Iterator[Definition]:
+        node = _expression_of(statement)
+        if node.type != "assignment":
+            return
         left = node.child_by_field_name("left")
         if left is not None and left.type == "identifier":
             yield self.make(_text(self.source, left), "constant", node,

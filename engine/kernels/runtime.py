@@ -15,7 +15,6 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 try:
@@ -108,6 +107,8 @@ class QuietInterpretedKernel:
         self.kernel = kernel
 
     def __getitem__(self, grid: tuple[int, ...]) -> Callable[..., None]:
+        import numpy as np  # the interpreter's own arrays; the runtime install has neither triton nor numpy
+
         launch = self.kernel[grid]
 
         def quiet_launch(*args: Any, **kwargs: Any) -> None:

@@ -34,9 +34,27 @@ def test_an_existing_folder_wins_over_a_hub_id(tmp_path: Path, monkeypatch: pyte
     assert resolve_model("owner/name", {"HF_HUB_CACHE": str(tmp_path / "empty")}) == Path("owner/name")
 
 
-def test_a_missing_path_that_is_no_hub_id_is_left_to_the_loader(tmp_path: Path) -> None:
+def test_a_missing_path_that_is_no_hub_id_is_left_to_the_loader(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     missing = tmp_path / "no" / "such" / "model"
     assert resolve_model(str(missing), {}) == missing
+    monkeypatch.chdir(tmp_path)  # relative: made absolute, so the loader's error names the folder it looked at
+    assert resolve_model("./no/such/model", {}) == missing
+
+
+def test_home_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "models" / "coda").mkdir(parents=True)
+    assert resolve_model("~/models/coda", {}) == tmp_path / "models" / "coda"
+
+
+def test_a_missing_relative_folder_shaped_like_a_hub_id_names_the_folder_first(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelNotFound) as error:
+        resolve_model("models/coda-tiny", {"HF_HUB_CACHE": str(tmp_path / "hub")})
+    assert str(error.value).startswith(f"no model folder {tmp_path / 'models' / 'coda-tiny'}, and no "
+                                       f"models/coda-tiny downloaded into the Hugging Face cache at {tmp_path / 'hub'}")
 
 
 def test_a_hub_id_not_downloaded_names_the_download_command(tmp_path: Path) -> None:

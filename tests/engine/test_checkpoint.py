@@ -111,7 +111,8 @@ def truncate(path: Path, keep: int) -> None:
 
 BAD_CASES = {
     "missing folder": (lambda f: shutil.rmtree(f), "model folder not found"),
-    "missing config": (lambda f: (f / "config.json").unlink(), "config.json: file not found"),
+    "missing config": (lambda f: (f / "config.json").unlink(),
+                       r"not a CoDA checkpoint folder \(Hugging Face format\): it has no config\.json"),
     "invalid config json": (lambda f: (f / "config.json").write_text("{nope"), "not valid JSON"),
     "unknown model_type": (lambda f: edit_config(f, model_type="llama"), "unknown model_type 'llama'"),
     "impossible shape": (lambda f: edit_config(f, num_key_value_heads=3), "not a multiple"),

@@ -33,7 +33,7 @@ def test_without_the_serve_extra_it_says_what_to_install(capsys: pytest.CaptureF
                                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "fastapi", None)
     assert main(["serve", "--model", str(tmp_path)]) == 2
-    assert "install coda-lsp[serve]" in _one_line(capsys.readouterr().err)
+    assert "pip install '.[serve]' in coda-lsp's clone" in _one_line(capsys.readouterr().err)
 
 
 def test_a_non_loopback_host_needs_a_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -59,9 +59,20 @@ def test_remote_arguments_are_checked(capsys: pytest.CaptureFixture[str], tmp_pa
         assert words in _one_line(capsys.readouterr().err)
 
 
+def test_key_file_and_model_paths_expand_the_home_folder(capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # an editor's argument list reaches the server with no shell to expand `~`
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".coda-key").write_text("secret\n")
+    (tmp_path / "not-a-checkpoint").mkdir()
+    argv = ["serve", "--model", "~/not-a-checkpoint", "--host", "0.0.0.0", "--api-key-file", "~/.coda-key"]
+    assert main(argv) == 1  # the key was read: the next check, the model folder's config.json, is what fails
+    assert f"{tmp_path / 'not-a-checkpoint'}: not a CoDA checkpoint folder" in _one_line(capsys.readouterr().err)
+
+
 def test_a_wrong_model_or_device_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                              short_checkpoint: Path) -> None:
-    for model, words in ((tmp_path / "missing", "model folder not found"), (tmp_path, "config.json")):
+    for model, words in ((tmp_path / "missing", "model folder not found"), (tmp_path, "it has no config.json")):
         assert main(["serve", "--model", str(model)]) == 1
         assert words in _one_line(capsys.readouterr().err)
     assert main(["serve", "--model", str(short_checkpoint), "--device", "tpu"]) == 2
@@ -78,7 +89,7 @@ def test_ray_arguments_are_checked_before_ray_starts(capsys: pytest.CaptureFixtu
         assert words in _one_line(capsys.readouterr().err)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     assert main(model + ["--ray", "--replicas", "2"]) == 2
-    assert "install coda-lsp[cluster]" in _one_line(capsys.readouterr().err)
+    assert "pip install '.[cluster]' in coda-lsp's clone" in _one_line(capsys.readouterr().err)
     with pytest.raises(SystemExit) as exit_:
         main(model + ["--ray", "--autoscale", "3:1"])
     assert exit_.value.code == 2 and "MIN <= MAX" in capsys.readouterr().err

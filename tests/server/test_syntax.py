@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from coda_lsp.languages import GO, JAVASCRIPT, PYTHON, RUST, TYPESCRIPT, LanguageInfo, language_for
-from coda_lsp.syntax import analyse_scope, find_block_slot, first_error_row, has_errors
+from coda_lsp.languages import GO, JAVASCRIPT, LANGUAGES, PYTHON, RUST, TYPESCRIPT, LanguageInfo, language_for
+from coda_lsp.syntax import (GrammarMissing, analyse_scope, check_grammars, find_block_slot, first_error_row,
+                             has_errors, new_parser)
+
+
+def test_every_language_has_its_grammar() -> None:
+    check_grammars()
+    for language in LANGUAGES.values():
+        assert new_parser(language).parse(b"x").root_node is not None
+
+
+def test_a_missing_grammar_is_one_line_naming_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tree_sitter_go", None)  # what import sees for a package not installed
+    with pytest.raises(GrammarMissing, match=r"^the tree-sitter grammar for go is not installed: pip install "
+                                             r"tree-sitter-go \(a dependency of coda-lsp: reinstall it\)$"):
+        new_parser(GO)
+
+
+def test_the_server_will_not_start_without_a_grammar() -> None:
+    script = ("import sys; sys.modules['tree_sitter_rust'] = None; from coda_lsp.cli import main; "
+              "sys.exit(main(['--stdio']))")
+    result = subprocess.run([sys.executable, "-c", script], stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("coda-lsp: the tree-sitter grammar for rust is not installed: pip install "
+                                     "tree-sitter-rust (a dependency of coda-lsp: reinstall it)")
 
 
 def _scope(language: LanguageInfo, text: str):

@@ -1,5 +1,7 @@
 /** coda.* settings -> how to launch the server and the `coda` object it is sent; pure (no vscode import). */
 
+import * as os from 'os';
+
 import manifest from '../package.json';
 
 /** What reads settings: vscode's WorkspaceConfiguration for section "coda", or a stand-in in tests. */
@@ -53,12 +55,12 @@ export const SERVER_SETTINGS: readonly string[] = Object.keys(manifest.contribut
 /** The launch settings; StartFailure names the first one of the wrong type or form. */
 export function readLaunchSettings(config: ConfigurationLike): LaunchSettings {
     const launch = {
-        command: text(config, 'server.command'),
-        python: text(config, 'server.python'),
+        command: expandHome(text(config, 'server.command')),
+        python: expandHome(text(config, 'server.python')),
         tcp: text(config, 'server.tcp'),
         remote: text(config, 'remote.url'),
-        remoteApiKeyFile: text(config, 'remote.apiKeyFile'),
-        model: text(config, 'model'),
+        remoteApiKeyFile: expandHome(text(config, 'remote.apiKeyFile')),
+        model: expandHome(text(config, 'model')),
         device: text(config, 'device') || 'auto',
         dtype: text(config, 'dtype') || 'auto',
     };
@@ -113,6 +115,12 @@ export function serverArguments(launch: LaunchSettings): string[] {
         args.push('--dtype', launch.dtype);
     }
     return args;
+}
+
+/** A leading `~` (alone or before a path separator) as the home folder: settings reach the server as written, and
+ * it is started with no shell to expand them. */
+export function expandHome(value: string, home: string = os.homedir()): string {
+    return value.replace(/^~(?=$|[\\/])/, () => home);
 }
 
 function text(config: ConfigurationLike, key: string): string {

@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import * as os from 'os';
+import * as path from 'path';
 
 import manifest from '../../package.json';
 import {
     CLIENT_SETTINGS,
     SERVER_SETTINGS,
     StartFailure,
+    expandHome,
     inlineCompletionsEnabled,
     readLaunchSettings,
     serverArguments,
@@ -45,6 +48,20 @@ test('with coda.remote.url the server loads no model and gets the URL and key fi
         ['--stdio', '--remote', 'http://gpu-box:8012', '--api-key-file', '/home/me/.coda-key']);
     assert.deepEqual(serverArguments(readLaunchSettings(fakeConfiguration({ 'remote.url': 'https://h/coda' }))),
         ['--stdio', '--remote', 'https://h/coda']);
+});
+
+test('every path setting expands a leading ~ to the home folder', () => {
+    const home = os.homedir();
+    const launch = readLaunchSettings(fakeConfiguration({ 'server.command': '~/.venv/bin/coda-lsp',
+        'server.python': '~/.venv', 'remote.apiKeyFile': '~/.coda-key', model: '~/models/coda' }));
+    assert.deepEqual([launch.command, launch.python, launch.remoteApiKeyFile, launch.model],
+        [path.join(home, '.venv/bin/coda-lsp'), path.join(home, '.venv'), path.join(home, '.coda-key'),
+            path.join(home, 'models/coda')]);
+    assert.equal(expandHome('~', '/h'), '/h');
+    assert.equal(expandHome('~\\x', 'C:\\Users\\me'), 'C:\\Users\\me\\x');
+    for (const unchanged of ['~other/x', 'a/~/b', 'Salesforce/CoDA-v0-Instruct', '']) {
+        assert.equal(expandHome(unchanged, '/h'), unchanged);
+    }
 });
 
 test('a launch setting of the wrong type or form names that setting', () => {
