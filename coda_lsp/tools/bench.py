@@ -8,7 +8,10 @@ Python source (the standard library's `email` package: the same code whatever ve
   in one open document: consecutive requests share almost all of their context;
 - accept: someone going on by accepting: a request where single-line's is, then up to ACCEPTS times: read the
   shown completion for READ_MS, accept it (insert it at the cursor), ask again at its end. The table splits the
-  first requests from those after an accept.
+  first requests from those after an accept;
+- focus: the first keystroke in a document the user just opened: the document is opened, its cursor sent as
+  coda/didFocus (as the VS Code extension and the Neovim config do), LOOK_MS later a character is typed there
+  and completed. --warm-on-focus off measures the same without the canvas prepared ahead.
 No answer of single-line, multi-line and typing comes from the completion cache: every request is at a new cursor
 with text not seen before. Documents are opened under their paths in a copy of that package (the workspace: the
 original lies in a folder git ignores, which the index skips), with TABS other modules open as tabs; --cross-file on|off sets coda.crossFile, so the two runs differ only in the
@@ -56,6 +59,7 @@ class Workspace:
 _ASSIGNMENT = re.compile(r"^(\s*)([A-Za-z_][\w.]*) = \S")
 _OPENER = re.compile(r"^\s*(def|if|for|while|with|class) .*:$")
 READ_MS, ACCEPTS = 400, 10
+LOOK_MS = 1000  # between a document's focus and its first keystroke
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,33 @@ async def run_accepts(model: Path, workspace: Workspace, samples: list[Sample], 
     return {"client": first_ms, "after": after_ms, "status": await stop_client(client)}
 
 
+async def run_focus(model: Path, workspace: Workspace, samples: list[Sample], options: dict[str, Any],
+                    device: str, dtype: str | None) -> dict[str, Any]:
+    """Per sample: open the document, send its cursor as coda/didFocus, wait LOOK_MS, type one character there and
+    time its completion."""
+    client = await start_client(model, workspace, options, device, dtype)
+    client_ms = []
+    for sample in samples:
+        uri = sample.source.as_uri()
+        line = sample.text.split("\n")[sample.position.line]
+        typed, position = _inserted(sample.text, sample.position, line[sample.position.character:][:1] or " ")
+        client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+            uri=uri, language_id="python", version=0, text=sample.text)))
+        client.protocol.notify("coda/didFocus", {"textDocument": {"uri": uri},
+                                                 "position": {"line": sample.position.line,
+                                                              "character": sample.position.character}})
+        await asyncio.sleep(LOOK_MS / 1000)
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=1),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text=typed)]))
+        started = time.perf_counter()
+        await inline(client, uri, position)
+        client_ms.append((time.perf_counter() - started) * 1000)
+        client.text_document_did_close(types.DidCloseTextDocumentParams(
+            text_document=types.TextDocumentIdentifier(uri=uri)))
+    return {"client": client_ms, "status": await stop_client(client)}
+
+
 def _inserted(text: str, position: types.Position, inserted: str) -> tuple[str, types.Position]:
     """`text` with `inserted` at `position` (ASCII text: UTF-16 units are characters), and the end of it."""
     lines = text.split("\n")
@@ -248,11 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="coda.steps (default: the server's)")
     parser.add_argument("--debounce-ms", type=int, help="coda.debounceMs (default: the server's; part of the latency)")
     parser.add_argument("--exact", action="store_true", help="coda.exact: CoDA's reference loop, for comparison")
-    parser.add_argument("--kinds", nargs="+", choices=["single-line", "multi-line", "typing", "accept"],
+    parser.add_argument("--kinds", nargs="+", choices=["single-line", "multi-line", "typing", "accept", "focus"],
                         default=["single-line", "multi-line", "typing"],
-                        help="kinds of request to measure (default: all but accept)")
+                        help="kinds of request to measure (default: all but accept and focus)")
     parser.add_argument("--prefetch-next", choices=["on", "off"],
                         help="coda.prefetchNext: prepare the completion after an accept (default: the server's, on)")
+    parser.add_argument("--warm-on-focus", choices=["on", "off"],
+                        help="coda.warmOnFocus: prepare a focused cursor's context (default: the server's, on)")
     parser.add_argument("--cross-file", choices=["on", "off"], default="on",
                         help="coda.crossFile: snippets of the other modules before the prefix (default on)")
     parser.add_argument("--device", default="auto")
@@ -262,17 +295,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pygls").setLevel(logging.ERROR)  # the client ignores the server's logMessages, quietly
     given = {"maxTokens": args.max_tokens, "singleLineTokens": args.single_line_tokens, "steps": args.steps,
              "debounceMs": args.debounce_ms, "exact": args.exact or None, "crossFile": args.cross_file == "on",
-             "prefetchNext": None if args.prefetch_next is None else args.prefetch_next == "on"}
+             "prefetchNext": None if args.prefetch_next is None else args.prefetch_next == "on",
+             "warmOnFocus": None if args.warm_on_focus is None else args.warm_on_focus == "on"}
     options = {key: value for key, value in given.items() if value is not None}
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else
                                _default_model(args.preset, args.tokenizer_dir, Path(scratch)))
         workspace = Workspace.copy_of(PACKAGE, Path(scratch))
         kinds = {"single-line": single_line_samples, "multi-line": multi_line_samples, "typing": typing_samples,
-                 "accept": lambda folder, count: single_line_samples(folder, -(-count // (ACCEPTS + 1)))}
+                 "accept": lambda folder, count: single_line_samples(folder, -(-count // (ACCEPTS + 1))),
+                 "focus": single_line_samples}
         results = {}
+        runs = {"accept": run_accepts, "focus": run_focus}
         for kind in args.kinds:
-            run = run_accepts if kind == "accept" else run_kind
+            run = runs.get(kind, run_kind)
             samples = kinds[kind](workspace, args.requests)
             results[kind] = asyncio.run(run(model, workspace, samples, options, args.device, args.dtype))
     _print_table(model, args, results)
@@ -285,7 +321,8 @@ def _print_table(model: Path, args: argparse.Namespace, results: dict[str, dict[
     trigger = status["settings"]["trigger"]
     print(f"coda-lsp bench: {model} on {status['device']} ({status['dtype']}); "
           + ", ".join(f"{key} {value}" for key, value in generation.items())
-          + f", debounce_ms {trigger['debounce_ms']}, cross_file {status['settings']['cross_file']['enabled']} "
+          + f", debounce_ms {trigger['debounce_ms']}, prefetch_next {trigger['prefetch_next']}, warm_on_focus "
+          f"{trigger['warm_on_focus']}, cross_file {status['settings']['cross_file']['enabled']} "
           f"({plain(status['crossFile'])['numFiles']} files indexed); times in ms")
     header = ("kind", "n", "request p50", "request p95", "engine p50", "engine p95", "outside engine p50",
               "outside engine p95")
