@@ -57,8 +57,8 @@ vscode-e2e: extension
 demo: $(USER_STAMP)
 	$(BIN)/python -m coda_lsp.tools.demo --model $(MODEL)
 
-# Reproduces models/coda-tiny from the installed machine's own code (about 110 minutes on 2 CPU cores), then
-# measures it on HumanEval-infilling and writes the scores into its model card.
+# Reproduces models/coda-tiny from the installed machine's own code, then measures it on HumanEval-infilling and
+# writes the scores into its model card (about 2 hours on 2 CPU cores: 115 minutes of training, 8 of harness).
 default-model: $(DEV_STAMP)
 	$(BIN)/python -m coda_training.recipe --out $(MODEL)
 	$(EVAL) --output $(MODEL)/eval-single-line.json --markdown $(MODEL)/EVAL-single-line.md & variable=$$!; \
