@@ -144,10 +144,20 @@ def label(name: str, shape: PassShape) -> str:
     return f"int8 ({', '.join(kernels)})"
 
 
+# Each format's estimated pass, once per process: `auto` and an explicit format's warning then agree.
+MEASURED_PASS_MS: dict[tuple[str, PassShape], float] = {}
+
+
 def estimated_pass_ms(name: str, shape: PassShape, to_beat_ms: float = math.inf) -> float:
     """A denoising pass's products in format `name`, estimated from two timed ones: a window through a
     layer's MLP-sized product (four of those a layer) and the masked rows through a slice of the head. A format
     whose first window shows it cannot beat `to_beat_ms` is timed once a product (timing.fastest_ms)."""
+    if (name, shape) not in MEASURED_PASS_MS:
+        MEASURED_PASS_MS[name, shape] = timed_pass_ms(name, shape, to_beat_ms)
+    return MEASURED_PASS_MS[name, shape]
+
+
+def timed_pass_ms(name: str, shape: PassShape, to_beat_ms: float) -> float:
     generator = torch.Generator().manual_seed(0)
     layer = torch.randn(shape.intermediate, shape.hidden, generator=generator) * 0.02
     window = torch.randn(WINDOW_ROWS, shape.hidden, generator=generator)

@@ -62,7 +62,8 @@ class Int8Kernel(Protocol):
         """`pack`'s result -> the [out, in] int8 weights."""
 
     def multiply(self, codes: torch.Tensor, packed: object) -> torch.Tensor:
-        """(M, in) fp32 whole numbers within +-levels -> (M, out) fp32 codes @ weights.T (int32 sums)."""
+        """(M, in) fp32 whole numbers within +-levels -> (M, out) codes @ weights.T, int32 or fp32 (exact int32
+        sums in fp32)."""
 
 
 class IntMMKernel:
@@ -78,7 +79,7 @@ class IntMMKernel:
         return packed
 
     def multiply(self, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-        return torch._int_mm(codes.to(torch.int8), packed.t()).float()
+        return torch._int_mm(codes.to(torch.int8), packed.t())
 
 
 class FbgemmKernel:
@@ -159,9 +160,9 @@ class Int8Linear(nn.Module):
         if rows.shape[0] <= FINE_ROWS:
             residual, finer = quantize_residual(rows, codes, step, levels)
             first, second = self.kernel.multiply(torch.cat([codes, residual]), self.packed).split(rows.shape[0])
-            out = first.mul_(step).addcmul_(second, finer)
+            out = torch.mul(first, step).addcmul_(second, finer)  # int32 sums become fp32 in these passes
         else:
-            out = self.kernel.multiply(codes, self.packed).mul_(step)
+            out = torch.mul(self.kernel.multiply(codes, self.packed), step)
         return out.mul_(self.scale).to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
 
