@@ -10,9 +10,10 @@ A product of at most FINE_ROWS rows (a fast-path window, the head's masked rows:
 quantizes each activation row twice: the row, then what its codes missed, at a step 2 * levels times finer (so
 the residual spans the same codes). Both go through one product of twice the rows and are joined in float:
 about 15-bit activations with 127 levels, 13-bit with 63. On the shipped model's harness (first 100
-single-line problems, greedy answers against fp32) one code per entry everywhere kept 54 identical, two in the
-thin products 92; single codes with a scale per 32 entries 72 (docs/engine.md has these and their commands). A
-cold canvas's first pass keeps one code: there the int8 product's speed is most of a cold request.
+single-line problems, greedy answers against fp32) one code per entry everywhere kept 54 identical, one
+7-bit code with a scale per 32 entries 49, two in the thin products 96 with 127 levels and 88 with 63
+(docs/engine.md has these and their commands). A cold canvas's first pass keeps one code: there the int8
+product's speed is most of a cold request.
 
 The kernels (KERNELS) are kept where a probe product comes out exact, and each layer shape gets the fastest of
 them on a window, timed at load:
@@ -204,7 +205,7 @@ def kernel_unavailable_reason(kernel: Int8Kernel) -> str | None:
     codes[0], codes[1] = kernel.levels, -kernel.levels
     try:
         product = kernel.multiply(codes, kernel.pack(weight))
-    except (RuntimeError, NotImplementedError) as exc:
+    except (RuntimeError, NotImplementedError, AttributeError) as exc:  # AttributeError: a torch without the op
         return f"{kernel.name} does not run here ({str(exc).splitlines()[0] if str(exc) else repr(exc)})"
     if not torch.equal(product.double(), codes.double() @ weight.double().t()):
         return f"{kernel.name} gave a wrong product on this CPU"
