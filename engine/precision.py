@@ -30,7 +30,7 @@ FORMAT_NAMES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16", "int8")
 SHORT_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "int8": "int8"}
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 INT8_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
-SHOWN_FLAGS = ("avx2", "avx512f") + INT8_FLAGS + NATIVE_BF16_FLAGS  # what the reason says the CPU has
+SHOWN_FLAGS = ("avx2", "fma", "avx512f") + INT8_FLAGS + NATIVE_BF16_FLAGS  # what the reason says the CPU has
 # The masked rows a pass projects onto the vocabulary head, timed on a slice of it (TIMED_CHANNELS columns).
 HEAD_ROWS = 16
 

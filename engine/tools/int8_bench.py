@@ -34,14 +34,14 @@ from pathlib import Path
 
 import torch
 
-from coda_engine.quantize import (FbgemmKernel, Int8Linear, quantize_rows, quantized_engine, runnable_kernels)
+from coda_engine.precision import SHOWN_FLAGS, cpu_flags
+from coda_engine.quantize import FbgemmKernel, Int8Linear, quantize_rows, quantized_engine, runnable_kernels
 from coda_engine.timing import LOSING_FACTOR
 
 log = logging.getLogger("coda_engine.tools.int8_bench")
 
 AVX2_EMULATION = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
                   "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
-SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16")
 # CoDA-v0's products as (name, in, out): hidden 2048, intermediate 6144, 16 query and 8 key-value heads of 128.
 PRODUCTS = (("q/o 2048->2048", 2048, 2048), ("k/v 2048->1024", 2048, 1024), ("gate/up 2048->6144", 2048, 6144),
             ("down 6144->2048", 6144, 2048), ("head 2048->151936", 2048, 151936))
@@ -168,17 +168,13 @@ def fbgemm_kernel_answering() -> str:
 
 def header(args: argparse.Namespace) -> list[str]:
     """The machine, the settings and the emulation, as the lines above the table."""
-    model = "unknown CPU"
-    flags: set[str] = set()
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.partition(":")[2].strip()
-            if line.startswith("flags") and not flags:
-                flags = set(line.partition(":")[2].split())
+    models = [line.partition(":")[2].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+              if line.startswith("model name")]
+    flags = cpu_flags()
     emulation = {name: os.environ[name] for name in AVX2_EMULATION if name in os.environ}
-    return [f"{model}; flags: {', '.join(flag for flag in SHOWN_FLAGS if flag in flags) or 'none shown'}; "
+    return [f"{models[0] if models else 'unknown CPU'}; flags: "
+            f"{', '.join(flag for flag in SHOWN_FLAGS if flag in flags) or 'none of ' + ', '.join(SHOWN_FLAGS)}; "
             f"torch {torch.__version__}, ATen capability {torch.backends.cpu.get_cpu_capability()}",
             f"emulation: {' '.join(f'{k}={v}' for k, v in emulation.items()) or 'none (the CPU as it is)'}; "
             f"{fbgemm_kernel_answering()}",
@@ -232,12 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         print("coda_engine.tools.int8_bench: --threads, --repeats, --pass-repeats and --weight-sets must be >= 1",
               file=sys.stderr)
         return 2
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    if args.clock == "thread" and torch.get_num_threads() != 1:
+    if args.clock == "thread" and (args.threads or torch.get_num_threads()) != 1:
         print("coda_engine.tools.int8_bench: --clock thread needs --threads 1 (other threads' work is not counted)",
               file=sys.stderr)
         return 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     clock = time.thread_time if args.clock == "thread" else time.perf_counter
     lines = header(args)
     found = candidates()

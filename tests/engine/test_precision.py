@@ -48,7 +48,7 @@ def test_auto_takes_the_fastest_measured_format_whatever_the_flags_say(monkeypat
     with caplog.at_level(logging.INFO, logger="coda_engine"):
         chosen = resolve_precision("auto", torch.device("cpu"), load_config(SHIPPED_MODEL))
     assert chosen.name == "int8" and chosen.compute == torch.float32
-    assert chosen.reason.startswith("auto on a CPU with avx2: int8 was fastest for this model's shapes "
+    assert chosen.reason.startswith("auto on a CPU with avx2, fma: int8 was fastest for this model's shapes "
                                     "(estimated pass: float32 900 ms, bfloat16 2400 ms, int8 (")
     assert chosen.reason.endswith(") 500 ms)") and f"weights: {chosen.reason}" in caplog.messages
 

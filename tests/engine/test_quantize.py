@@ -218,3 +218,22 @@ def test_int8_where_it_cannot_run_and_unknown_formats_are_one_line_errors() -> N
         resolve_precision("fp8", torch.device("cpu"))
     assert resolve_precision(None, torch.device("cpu")).name == "float32"
     assert resolve_precision("auto", torch.device("cuda")).name == "bfloat16"
+
+
+def test_the_int8_bench_table_gives_each_candidate_beside_fp32_from_the_same_rounds() -> None:
+    from coda_engine.tools.int8_bench import format_table
+
+    table = format_table(["fp32", "int8 fbgemm", "int8pack"],
+                         [("down 6144->2048, 57 rows", {"fp32": 20.0, "int8 fbgemm": 8.0}),
+                          ("window pass", {"fp32": 2000.0, "int8 fbgemm": 1000.0, "int8pack": 4000.0})])
+    assert table.splitlines() == ["| product, rows | fp32 | int8 fbgemm | int8pack |", "|---|---:|---:|---:|",
+                                  "| down 6144->2048, 57 rows | 20.00 | 8.00 (2.50x) | - |",
+                                  "| window pass | 2000.00 | 1000.00 (2.00x) | 4000.00 (0.50x) |"]
+
+
+def test_the_int8_bench_refuses_thread_cpu_time_over_several_threads(capsys) -> None:
+    from coda_engine.tools.int8_bench import main
+
+    assert main(["--clock", "thread", "--threads", "2"]) == 2
+    assert capsys.readouterr().err == ("coda_engine.tools.int8_bench: --clock thread needs --threads 1 (other threads' "
+                                       "work is not counted)\n")
