@@ -151,7 +151,7 @@ MEASURED_PASS_MS: dict[tuple[str, PassShape], float] = {}
 def estimated_pass_ms(name: str, shape: PassShape, to_beat_ms: float = math.inf) -> float:
     """A denoising pass's products in format `name`, estimated from two timed ones: a window through a
     layer's MLP-sized product (four of those a layer) and the masked rows through a slice of the head. A format
-    whose first window shows it cannot beat `to_beat_ms` is timed once a product (timing.fastest_ms)."""
+    whose first window shows it cannot beat `to_beat_ms` is timed twice a product (timing.fastest_ms)."""
     if (name, shape) not in MEASURED_PASS_MS:
         MEASURED_PASS_MS[name, shape] = timed_pass_ms(name, shape, to_beat_ms)
     return MEASURED_PASS_MS[name, shape]
