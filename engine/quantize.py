@@ -39,7 +39,7 @@ from typing import Iterator, Protocol
 import torch
 from torch import nn
 
-from .timing import fastest_ms
+from .timing import LOSING_FACTOR, fastest_ms
 
 log = logging.getLogger("coda_engine")
 
@@ -231,9 +231,14 @@ def fastest_kernel(in_features: int, out_features: int) -> Int8Kernel:
     return timed_fastest_kernel(in_features, min(out_features, TIMED_CHANNELS))
 
 
+# Kernels over timing.LOSING_FACTOR times slower than another on some shape (a scalar fallback): not timed on
+# the layer shapes after it, whose timing would only make loading slow.
+LOST_KERNELS: set[Int8Kernel] = set()
+
+
 @functools.cache
 def timed_fastest_kernel(in_features: int, out_features: int) -> Int8Kernel:
-    kernels = runnable_kernels()
+    kernels = [kernel for kernel in runnable_kernels() if kernel not in LOST_KERNELS]
     if not kernels:
         raise RuntimeError(f"no int8 kernel runs here: {int8_unavailable_reason()}")
     if len(kernels) == 1:
@@ -242,6 +247,7 @@ def timed_fastest_kernel(in_features: int, out_features: int) -> Int8Kernel:
     for kernel in kernels:
         timings[kernel] = window_ms(kernel, in_features, out_features, min(timings.values(), default=math.inf))
     fastest = min(timings, key=timings.__getitem__)
+    LOST_KERNELS.update(kernel for kernel, ms in timings.items() if ms > LOSING_FACTOR * timings[fastest])
     log.info("int8 kernel for %d -> %d products: %s (a %d-row window took %s)", in_features, out_features,
              fastest.name, WINDOW_ROWS, ", ".join(f"{kernel.name} {ms:.2f} ms" for kernel, ms in timings.items()))
     return fastest

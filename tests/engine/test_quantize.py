@@ -122,12 +122,34 @@ def test_each_layer_shape_gets_the_kernel_that_timed_fastest(monkeypatch, caplog
         pytest.skip("one int8 kernel runs here")
     slowest_first = {kernel: 10.0 * (len(kernels) - index) for index, kernel in enumerate(kernels)}
     monkeypatch.setattr(quantize, "window_ms", lambda kernel, *shape: slowest_first[kernel])
+    monkeypatch.setattr(quantize, "LOST_KERNELS", set())
     quantize.timed_fastest_kernel.cache_clear()
     try:
         with caplog.at_level("INFO", logger="coda_engine"):
             assert Int8Linear.from_float(torch.randn(24, 16)).kernel is kernels[-1]
             assert quantize.fastest_kernel(16, 10**6) is kernels[-1]
         assert caplog.records[0].getMessage().startswith(f"int8 kernel for 16 -> 24 products: {kernels[-1].name} (")
+    finally:
+        quantize.timed_fastest_kernel.cache_clear()
+
+
+def test_a_kernel_that_lost_by_far_on_one_shape_is_not_timed_on_the_next(monkeypatch) -> None:
+    kernels = runnable_kernels()
+    if len(kernels) < 2:
+        pytest.skip("one int8 kernel runs here")
+    timed = []
+
+    def window_ms(kernel: quantize.Int8Kernel, *shape: object) -> float:
+        timed.append(kernel)
+        return 1.0 if kernel is kernels[0] else 100.0  # the others: a scalar fallback
+
+    monkeypatch.setattr(quantize, "window_ms", window_ms)
+    monkeypatch.setattr(quantize, "LOST_KERNELS", set())
+    quantize.timed_fastest_kernel.cache_clear()
+    try:
+        assert quantize.fastest_kernel(16, 24) is kernels[0] and timed == list(kernels)
+        timed.clear()
+        assert quantize.fastest_kernel(24, 16) is kernels[0] and timed == []
     finally:
         quantize.timed_fastest_kernel.cache_clear()
 
