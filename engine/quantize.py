@@ -39,6 +39,7 @@ from typing import Iterator, Protocol
 import torch
 from torch import nn
 
+from .errors import one_line
 from .timing import LOSING_FACTOR, fastest_ms
 
 log = logging.getLogger("coda_engine")
@@ -206,7 +207,7 @@ def kernel_unavailable_reason(kernel: Int8Kernel) -> str | None:
     try:
         product = kernel.multiply(codes, kernel.pack(weight))
     except (RuntimeError, NotImplementedError, AttributeError) as exc:  # AttributeError: a torch without the op
-        return f"{kernel.name} does not run here ({str(exc).splitlines()[0] if str(exc) else repr(exc)})"
+        return f"{kernel.name} does not run here ({one_line(exc, typed=True)})"
     if not torch.equal(product.double(), codes.double() @ weight.double().t()):
         return f"{kernel.name} gave a wrong product on this CPU"
     return None
