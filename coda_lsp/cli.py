@@ -165,8 +165,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser, *, required: bool) -> 
     parser.add_argument("--device", default="auto",
                         help="auto (CUDA when present, else cpu), cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16", "int8"], default="auto",
-                        help="weights' format (default auto: bf16 on CUDA; on a CPU the fastest of fp32, native "
-                             "bf16 and int8, measured at load); int8 quantizes every linear layer at load (CPU)")
+                        help="weights' format (default auto: bf16 on CUDA; on a CPU the fastest of fp32, bf16 and "
+                             "int8, measured at load); int8 quantizes every linear layer at load (CPU)")
 
 
 def _serve(args: argparse.Namespace) -> int:

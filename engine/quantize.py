@@ -1,37 +1,125 @@
 """int8 weights for CPU serving: each linear layer's weight quantized at load, activations quantized per call.
 
 Weights: per output channel (a row of the [out, in] matrix), symmetric, scale = max |w| / 127. Activations:
-per row (token), symmetric, at every call. The product runs on int8 with int32 sums (torch._int_mm), then each
-entry is scaled back by its row's and its channel's scales. This is the
-recipe of torchao's int8 dynamic-activation, int8-weight config, written out because it is these few lines.
+per row (token), symmetric, at every call, to whole-number codes within +-`levels` of the kernel. A kernel
+multiplies the codes by the int8 weights with int32 sums; each entry is then scaled back by its row's and its
+channel's scales (torchao's int8 dynamic-activation, int8-weight recipe, written out because it is these few
+lines).
 
 A product of at most FINE_ROWS rows (a fast-path window, the head's masked rows: the passes that decide tokens)
-quantizes each activation row twice: the row, then what its int8 copy missed, at a step 2^shift times finer.
-Both go through one product of twice the rows (a thin product's cost is mostly reading the weights once), and
-the two int32 results are joined as first * 2^shift + second, in int32: `shift` is the largest (at most 8)
-that cannot overflow for the layer's input width, 8 at 384 inputs, 6 at 2048, 4 at 6144. That is 12- to
-16-bit activations.
-Measured on the shipped model's harness (first 100 single-line problems, greedy answers against fp32): one
-int8 copy everywhere 54 identical; int8 weights with fp32 activations 93; two copies in every product 93,
-in the thin ones only 93, in the wide ones only 49. A cold canvas's first pass (its context's keys, read by
-every later pass) keeps one copy: there the int8 product's speed is most of a cold request.
+quantizes each activation row twice: the row, then what its codes missed, at a step 2 * levels times finer (so
+the residual spans the same codes). Both go through one product of twice the rows and are joined in float:
+about 15-bit activations with 127 levels, 13-bit with 63. On the shipped model's harness (first 100
+single-line problems, greedy answers against fp32) one code per entry everywhere kept 54 identical, one
+7-bit code with a scale per 32 entries 49, two in the thin products 96 with 127 levels and 88 with 63
+(docs/engine.md has these and their commands). A cold canvas's first pass keeps one code: there the int8
+product's speed is most of a cold request.
 
-Why per-row activations rather than torch's fbgemm / oneDNN dynamic linear, which is faster (measured on this
-project's 2-core VNNI machine, 57 rows by a 2048 x 6144 weight: 1.6 ms against 3.9, fp32 13 ms): that one
-quantizes a whole activation matrix with one scale, so one outlier channel, common in LLM activations, coarsens
-every other entry. With three channels at 50x the rest, its relative error was 14-28 % against 8-11 % here.
+The kernels (KERNELS) are kept where a probe product comes out exact, and each layer shape gets the fastest of
+them on a window, timed at load:
+- torch._int_mm, oneDNN's s8 x s8 GEMM: fast with VNNI or AMX, a slow fallback without.
+- fbgemm's packed per-channel int8 linear (torch.ops.quantized): it has AVX2 kernels, which without VNNI add
+  pairs of u8 x s8 products in saturating int16. So its codes are 7-bit, 63 levels around a zero point of 64:
+  a pair then stays within 2 * 127 * 127 < 2^15, on every CPU.
+Why not torch's dynamic linear (fbgemm / oneDNN): it quantizes a whole activation matrix with one scale, so one
+outlier channel, common in LLM activations, coarsens every other entry (14-28 % relative error against 8-11 %
+per row, measured with three channels at 50x the rest).
 Attention, norms, embeddings and the confidence computation stay in floating point.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import math
+import warnings
+from typing import Iterator, Protocol
 
 import torch
 from torch import nn
 
+from .errors import one_line
+from .timing import LOSING_FACTOR, fastest_ms
+
+log = logging.getLogger("coda_engine")
+
 INT8_MAX = 127
 FINE_ROWS = 128  # products this thin get two-level activations (see above)
+# What a kernel is timed on at load: a fast-path window (57 rows) through the layer's weight, or through this
+# many of its output channels where it has more (the vocabulary head: the cost per channel is what matters).
+WINDOW_ROWS, TIMED_CHANNELS = 64, 16384
+
+
+class Int8Kernel(Protocol):
+    """An int8 matrix product: `levels` bounds the activation codes it multiplies exactly."""
+
+    name: str
+    levels: int
+
+    def pack(self, weight_int8: torch.Tensor) -> object:
+        """[out, in] int8 weights -> what `multiply` takes."""
+
+    def unpack(self, packed: object) -> torch.Tensor:
+        """`pack`'s result -> the [out, in] int8 weights."""
+
+    def multiply(self, codes: torch.Tensor, packed: object) -> torch.Tensor:
+        """(M, in) fp32 whole numbers within +-levels -> (M, out) codes @ weights.T, int32 or fp32 (exact int32
+        sums in fp32)."""
+
+
+class IntMMKernel:
+    """torch._int_mm on the int8 weights as they are: [out, in] row-major, multiplied as its transpose, a
+    column-major [in, out] operand, which _int_mm takes without a copy."""
+
+    name, levels = "_int_mm", INT8_MAX
+
+    def pack(self, weight_int8: torch.Tensor) -> torch.Tensor:
+        return weight_int8
+
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        return packed
+
+    def multiply(self, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        return torch._int_mm(codes.to(torch.int8), packed.t())
+
+
+class FbgemmKernel:
+    """fbgemm's int8 linear on weights packed for it (a copy: the int8 tensor is not kept beside it). It takes
+    fp32 activations with one scale and zero point and quantizes them itself: with scale 1 and zero point 64,
+    whole-number codes within +-63 become exactly code + 64, the 7-bit u8 range."""
+
+    name, levels = "fbgemm", 63
+    zero_point = 64
+
+    def pack(self, weight_int8: torch.Tensor) -> object:
+        channels = weight_int8.shape[0]
+        with warnings.catch_warnings(), quantized_engine("fbgemm"):
+            warnings.simplefilter("ignore", UserWarning)  # torch 2.13 marks quantized tensors as deprecated
+            weight = torch._make_per_channel_quantized_tensor(
+                weight_int8, torch.ones(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.long), 0)
+            return torch.ops.quantized.linear_prepack(weight, None)
+
+    def unpack(self, packed: object) -> torch.Tensor:
+        return torch.ops.quantized.linear_unpack(packed)[0].int_repr()
+
+    def multiply(self, codes: torch.Tensor, packed: object) -> torch.Tensor:
+        return torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(codes, 1.0, self.zero_point, packed)
+
+
+# fbgemm first: it has AVX2 kernels on every x86 CPU, so a scalar-fallback _int_mm loses after one timed run.
+KERNELS: tuple[Int8Kernel, ...] = (FbgemmKernel(), IntMMKernel())
+
+
+@contextlib.contextmanager
+def quantized_engine(name: str) -> Iterator[None]:
+    """torch's quantized engine set to `name` (it decides how linear_prepack packs), then restored."""
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = name
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,88 +130,136 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Int8Linear(nn.Module):
-    """y = x W^T with W held as int8 rows and fp32 scales (no bias: CoDA's linear layers have none).
+    """y = x W^T with W held as int8 rows and fp32 scales (no bias: CoDA's linear layers have none), multiplied
+    by `kernel` (default: the fastest here for this shape, see fastest_kernel)."""
 
-    `weight_int8` is [out, in] row-major and is multiplied as its transpose, a column-major [in, out] operand,
-    which _int_mm takes without a copy (and multiplies one row by faster: 0.37 against 1.1 ms, 2048 x 6144)."""
-
-    def __init__(self, weight_int8: torch.Tensor, scale: torch.Tensor) -> None:
+    def __init__(self, weight_int8: torch.Tensor, scale: torch.Tensor, kernel: Int8Kernel | None = None) -> None:
         super().__init__()
         if weight_int8.dtype != torch.int8 or weight_int8.dim() != 2 or scale.shape != weight_int8.shape[:1]:
             raise ValueError(f"Int8Linear takes int8 [out, in] weights and [out] scales, got {weight_int8.dtype} "
                              f"{tuple(weight_int8.shape)} and {tuple(scale.shape)}")
-        self.register_buffer("weight_int8", weight_int8)
-        self.register_buffer("scale", scale.float())
         self.out_features, self.in_features = weight_int8.shape
-        self.residual_shift = residual_shift(self.in_features)
+        self.kernel = kernel or fastest_kernel(self.in_features, self.out_features)
+        self.register_buffer("scale", scale.float())
+        packed = self.kernel.pack(weight_int8)
+        if isinstance(packed, torch.Tensor):
+            self.register_buffer("packed", packed)
+        else:
+            self.packed = packed
 
     @classmethod
-    def from_float(cls, weight: torch.Tensor) -> "Int8Linear":
-        return cls(*quantize_rows(weight))
+    def from_float(cls, weight: torch.Tensor, kernel: Int8Kernel | None = None) -> "Int8Linear":
+        return cls(*quantize_rows(weight), kernel)
+
+    @property
+    def weight_int8(self) -> torch.Tensor:
+        return self.kernel.unpack(self.packed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).float()
-        quantized, row_scale = quantize_activations(rows)
+        levels = self.kernel.levels
+        codes, step = quantize_activations(rows, levels)
         if rows.shape[0] <= FINE_ROWS:
-            residual, row_scale = quantize_residual(rows, quantized, row_scale, self.residual_shift)
-            first, second = torch._int_mm(torch.cat([quantized, residual]), self.weight_int8.t()).split(
-                rows.shape[0])  # (M, out) int32 each
-            product = torch.add(second, first, alpha=2 ** self.residual_shift)
+            residual, finer = quantize_residual(rows, codes, step, levels)
+            first, second = self.kernel.multiply(torch.cat([codes, residual]), self.packed).split(rows.shape[0])
+            out = torch.mul(first, step).addcmul_(second, finer)  # int32 sums become fp32 in these passes
         else:
-            product = torch._int_mm(quantized, self.weight_int8.t())  # (M, out) int32
-        out = product.float().mul_(row_scale).mul_(self.scale)
-        return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+            out = torch.mul(self.kernel.multiply(codes, self.packed), step)
+        return out.mul_(self.scale).to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
 
-def quantize_activations(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(M, in) fp32 -> (int8 (M, in), fp32 (M, 1) scales), each row symmetric to its own largest entry."""
-    row_scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / INT8_MAX
-    return torch.round(rows / row_scale).to(torch.int8), row_scale
+def quantize_activations(rows: torch.Tensor, levels: int = INT8_MAX) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, in) fp32 -> (fp32 whole-number codes within +-levels (M, in), fp32 (M, 1) steps), each row symmetric
+    to its own largest entry."""
+    step = rows.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / levels
+    return torch.round(rows / step), step
 
 
-def residual_shift(in_features: int) -> int:
-    """The largest shift <= 8 for which first * 2^shift + second, two int32 sums of `in_features` int8 x int8
-    terms, cannot overflow int32."""
-    largest_sum = INT8_MAX * INT8_MAX * in_features
-    shift = 8
-    while shift > 0 and largest_sum * (2 ** shift + 1) > torch.iinfo(torch.int32).max:
-        shift -= 1
-    return shift
+def quantize_residual(rows: torch.Tensor, codes: torch.Tensor, step: torch.Tensor,
+                      levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `codes` * `step` missed of `rows` (at most half a step) as codes within +-levels at a step 2 * levels
+    times finer, and that finer step: rows ~ codes * step + residual * finer."""
+    finer = step / (2 * levels)
+    residual = torch.round((rows - codes * step) / finer).clamp_(-levels, levels)
+    return residual, finer
 
 
-def quantize_residual(rows: torch.Tensor, quantized: torch.Tensor, row_scale: torch.Tensor,
-                      shift: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """What `quantized` * `row_scale` missed of `rows` (at most half a step), as int8 at a step 2^shift times
-    finer, and that finer step: rows ~ (quantized * 2^shift + residual) * finer step."""
-    finer = row_scale / 2 ** shift
-    residual = torch.round((rows - quantized.float() * row_scale) / finer).clamp(-INT8_MAX, INT8_MAX)
-    return residual.to(torch.int8), finer
-
-
-def reference_int8_linear(x: torch.Tensor, weight_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Int8Linear's result in float64 from the same quantized operands: what the int8 kernel must equal."""
+def reference_int8_linear(x: torch.Tensor, weight_int8: torch.Tensor, scale: torch.Tensor,
+                          levels: int = INT8_MAX) -> torch.Tensor:
+    """Int8Linear's result in float64 from the same quantized operands: what an int8 kernel must equal."""
     rows = x.reshape(-1, x.shape[-1]).float()
-    quantized, row_scale = quantize_activations(rows)
-    activations = quantized.double() * row_scale.double()
+    codes, step = quantize_activations(rows, levels)
+    activations = codes.double() * step.double()
     if rows.shape[0] <= FINE_ROWS:
-        residual, finer = quantize_residual(rows, quantized, row_scale, residual_shift(rows.shape[1]))
+        residual, finer = quantize_residual(rows, codes, step, levels)
         activations += residual.double() * finer.double()
     out = (activations @ weight_int8.double().t()) * scale.double()
     return out.reshape(*x.shape[:-1], weight_int8.shape[0])
 
 
+def kernel_unavailable_reason(kernel: Int8Kernel) -> str | None:
+    """None where `kernel` multiplies exactly on this CPU (a probe product against its exact result, with the
+    largest codes against the largest weights, where a saturating sum would show); else one line why not."""
+    weight = (torch.arange(24 * 16) % (2 * INT8_MAX + 1) - INT8_MAX).to(torch.int8).reshape(24, 16)
+    weight[0], weight[1] = INT8_MAX, -INT8_MAX
+    codes = (torch.arange(6 * 16) % (2 * kernel.levels + 1) - kernel.levels).float().reshape(6, 16)
+    codes[0], codes[1] = kernel.levels, -kernel.levels
+    try:
+        product = kernel.multiply(codes, kernel.pack(weight))
+    except (RuntimeError, NotImplementedError, AttributeError) as exc:  # AttributeError: a torch without the op
+        return f"{kernel.name} does not run here ({one_line(exc, typed=True)})"
+    if not torch.equal(product.double(), codes.double() @ weight.double().t()):
+        return f"{kernel.name} gave a wrong product on this CPU"
+    return None
+
+
+@functools.cache
+def runnable_kernels() -> tuple[Int8Kernel, ...]:
+    return tuple(kernel for kernel in KERNELS if kernel_unavailable_reason(kernel) is None)
+
+
 @functools.cache
 def int8_unavailable_reason() -> str | None:
-    """None where this CPU runs int8 products (torch._int_mm on the CPU, checked by one small product against
-    its exact result); else one line saying why not."""
-    try:
-        a = torch.arange(-64, 64, dtype=torch.int8).reshape(8, 16)
-        b = torch.arange(16 * 8, dtype=torch.int8).reshape(8, 16).t()
-        if not torch.equal(torch._int_mm(a, b), a.int() @ b.int()):
-            return "torch._int_mm gave a wrong product on this CPU"
-    except (RuntimeError, NotImplementedError) as exc:
-        return f"this torch has no CPU int8 matrix product ({str(exc).splitlines()[0] if str(exc) else exc!r})"
-    return None
+    """None where some int8 kernel runs on this CPU; else one line saying why none does."""
+    if runnable_kernels():
+        return None
+    return "; ".join(str(kernel_unavailable_reason(kernel)) for kernel in KERNELS)
+
+
+def fastest_kernel(in_features: int, out_features: int) -> Int8Kernel:
+    """The runnable kernel that multiplies a window by an [out, in] weight fastest here (timed once per shape,
+    with at most TIMED_CHANNELS outputs)."""
+    return timed_fastest_kernel(in_features, min(out_features, TIMED_CHANNELS))
+
+
+# Kernels over timing.LOSING_FACTOR times slower than another on some shape (a scalar fallback): not timed on
+# the layer shapes after it, whose timing would only make loading slow.
+LOST_KERNELS: set[Int8Kernel] = set()
+
+
+@functools.cache
+def timed_fastest_kernel(in_features: int, out_features: int) -> Int8Kernel:
+    kernels = [kernel for kernel in runnable_kernels() if kernel not in LOST_KERNELS]
+    if not kernels:
+        raise RuntimeError(f"no int8 kernel runs here: {int8_unavailable_reason()}")
+    if len(kernels) == 1:
+        return kernels[0]
+    timings: dict[Int8Kernel, float] = {}
+    for kernel in kernels:
+        timings[kernel] = window_ms(kernel, in_features, out_features, min(timings.values(), default=math.inf))
+    fastest = min(timings, key=timings.__getitem__)
+    LOST_KERNELS.update(kernel for kernel, ms in timings.items() if ms > LOSING_FACTOR * timings[fastest])
+    log.info("int8 kernel for %d -> %d products: %s (a %d-row window took %s)", in_features, out_features,
+             fastest.name, WINDOW_ROWS, ", ".join(f"{kernel.name} {ms:.2f} ms" for kernel, ms in timings.items()))
+    return fastest
+
+
+def window_ms(kernel: Int8Kernel, in_features: int, out_features: int, to_beat_ms: float = math.inf) -> float:
+    """A window of WINDOW_ROWS rows through an Int8Linear of this shape on `kernel`, in ms (timing.fastest_ms)."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(out_features, in_features, generator=generator) * 0.02
+    window = torch.randn(WINDOW_ROWS, in_features, generator=generator)
+    return fastest_ms(Int8Linear.from_float(weight, kernel), window, to_beat_ms)
 
 
 def quantize_linears(model: nn.Module) -> None:

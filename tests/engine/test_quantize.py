@@ -1,9 +1,12 @@
-"""int8 weights: the quantizer and Int8Linear against float64, loading a checkpoint in int8, `auto`'s choice."""
+"""int8 weights: the quantizer, Int8Linear on each kernel against float64 (the AVX2 one included), loading a
+checkpoint in int8. `auto`'s choice is in test_precision.py."""
 
 from __future__ import annotations
 
 import json
-import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,14 +14,24 @@ import torch
 from safetensors.torch import save_file
 
 from coda_engine import CheckpointError, Engine
-from coda_engine import checkpoint, precision
-from coda_engine.precision import candidate_formats, fastest_cpu_precision, resolve_precision
-from coda_engine.quantize import (FINE_ROWS, Int8Linear, quantize_activations, quantize_rows,
-                                  reference_int8_linear)
+from coda_engine import checkpoint, quantize
+from coda_engine.precision import resolve_precision
+from coda_engine.quantize import (FINE_ROWS, KERNELS, Int8Linear, kernel_unavailable_reason, quantize_activations,
+                                  quantize_rows, reference_int8_linear, runnable_kernels)
+from coda_engine.tools.int8_bench import AVX2_EMULATION
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "coda-tiny"
 CODE = ("def mean(values):\n    total = 0\n    for value in values:\n        total += value\n"
         "    return total / len(values)\n")
+KERNEL_NAMES = [kernel.name for kernel in KERNELS]
+
+
+def kernel_named(name: str) -> quantize.Int8Kernel:
+    kernel = next(kernel for kernel in KERNELS if kernel.name == name)
+    reason = kernel_unavailable_reason(kernel)
+    if reason is not None:
+        pytest.skip(reason)
+    return kernel
 
 
 def test_rows_quantize_to_their_own_scale_within_half_a_step() -> None:
@@ -31,32 +44,45 @@ def test_rows_quantize_to_their_own_scale_within_half_a_step() -> None:
     assert bool((error <= scale[:, None] / 2 * (1 + 1e-5)).all())
 
 
+@pytest.mark.parametrize("kernel_name", KERNEL_NAMES)
 @pytest.mark.parametrize("shape", [(1, 64), (5, 64), (2, 3, 64), (FINE_ROWS + 1, 64)])
-def test_int8_linear_equals_its_float64_reference_and_approximates_the_float_product(shape) -> None:
+def test_int8_linear_equals_its_float64_reference_and_approximates_the_float_product(kernel_name, shape) -> None:
+    kernel = kernel_named(kernel_name)
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(96, 64, generator=generator) * 0.05
     x = torch.randn(*shape, generator=generator)
-    layer = Int8Linear.from_float(weight)
+    layer = Int8Linear.from_float(weight, kernel)
     out = layer(x)
     assert out.shape == (*shape[:-1], 96) and out.dtype == torch.float32
-    reference = reference_int8_linear(x, layer.weight_int8, layer.scale)
+    reference = reference_int8_linear(x, layer.weight_int8, layer.scale, kernel.levels)
     torch.testing.assert_close(out.double(), reference, rtol=1e-5, atol=1e-5)
     exact = x.double() @ weight.double().t()
     assert float((out.double() - exact).norm() / exact.norm()) < 0.02
 
 
-def test_activation_rows_quantize_to_their_own_scale_within_half_a_step() -> None:
+@pytest.mark.parametrize("kernel_name", KERNEL_NAMES)
+def test_a_kernel_holds_the_weights_it_was_given(kernel_name) -> None:
+    kernel = kernel_named(kernel_name)
+    weight_int8, scale = quantize_rows(torch.randn(40, 24))
+    layer = Int8Linear(weight_int8, scale, kernel)
+    assert layer.kernel is kernel and torch.equal(layer.weight_int8, weight_int8) and torch.equal(layer.scale, scale)
+
+
+@pytest.mark.parametrize("levels", [127, 63])
+def test_activation_rows_quantize_to_their_own_scale_within_half_a_step(levels) -> None:
     rows = torch.randn(6, 80) * torch.logspace(-4, 2, 6)[:, None]
     rows[2] = 0.0
-    quantized, scale = quantize_activations(rows)
-    assert quantized.dtype == torch.int8 and scale.shape == (6, 1) and bool(torch.isfinite(scale).all())
-    assert bool((quantized[2] == 0).all())
-    assert bool(((rows - quantized.float() * scale).abs() <= scale / 2 * (1 + 1e-5)).all())
+    codes, step = quantize_activations(rows, levels)
+    assert step.shape == (6, 1) and bool(torch.isfinite(step).all()) and bool((codes == codes.round()).all())
+    assert int(codes.abs().max()) == levels and bool((codes[2] == 0).all())
+    assert bool(((rows - codes * step).abs() <= step / 2 * (1 + 1e-5)).all())
 
 
-def test_thin_products_quantize_activations_twice_and_come_out_closer_to_the_weights_product() -> None:
+@pytest.mark.parametrize("kernel_name", KERNEL_NAMES)
+def test_thin_products_quantize_activations_twice_and_come_out_closer_to_the_weights_product(kernel_name) -> None:
+    kernel = kernel_named(kernel_name)
     generator = torch.Generator().manual_seed(1)
-    layer = Int8Linear.from_float(torch.randn(96, 64, generator=generator) * 0.05)
+    layer = Int8Linear.from_float(torch.randn(96, 64, generator=generator) * 0.05, kernel)
     x = torch.randn(FINE_ROWS + 1, 64, generator=generator)
     # Against the int8 weights' own float product: what is left is the activations' rounding.
     weights_product = x.double() @ (layer.weight_int8.double() * layer.scale.double()[:, None]).t()
@@ -66,6 +92,97 @@ def test_thin_products_quantize_activations_twice_and_come_out_closer_to_the_wei
 
     thin, wide = layer(x[:FINE_ROWS]), layer(x)
     assert error(thin, slice(FINE_ROWS)) < error(wide[:FINE_ROWS], slice(FINE_ROWS)) / 50
+
+
+def test_a_kernel_that_saturates_or_fails_is_not_used() -> None:
+    class Saturating:
+        """Sums in int16 and clamps there, as u8 x s8 pair sums without VNNI do past 2^15."""
+
+        name, levels = "saturating", 127
+
+        def pack(self, weight_int8: torch.Tensor) -> torch.Tensor:
+            return weight_int8
+
+        def multiply(self, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+            return (codes @ packed.float().t()).clamp(-2**15, 2**15 - 1)
+
+    class Missing(Saturating):
+        name = "missing"
+
+        def multiply(self, codes: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("no kernel for this CPU\nsecond line")
+
+    assert kernel_unavailable_reason(Saturating()) == "saturating gave a wrong product on this CPU"
+    assert kernel_unavailable_reason(Missing()) == "missing does not run here (no kernel for this CPU)"
+
+
+def test_each_layer_shape_gets_the_kernel_that_timed_fastest(monkeypatch, caplog) -> None:
+    kernels = runnable_kernels()
+    if len(kernels) < 2:
+        pytest.skip("one int8 kernel runs here")
+    slowest_first = {kernel: 10.0 * (len(kernels) - index) for index, kernel in enumerate(kernels)}
+    monkeypatch.setattr(quantize, "window_ms", lambda kernel, *shape: slowest_first[kernel])
+    monkeypatch.setattr(quantize, "LOST_KERNELS", set())
+    quantize.timed_fastest_kernel.cache_clear()
+    try:
+        with caplog.at_level("INFO", logger="coda_engine"):
+            assert Int8Linear.from_float(torch.randn(24, 16)).kernel is kernels[-1]
+            assert quantize.fastest_kernel(16, 10**6) is kernels[-1]
+        assert caplog.records[0].getMessage().startswith(f"int8 kernel for 16 -> 24 products: {kernels[-1].name} (")
+    finally:
+        quantize.timed_fastest_kernel.cache_clear()
+
+
+def test_a_kernel_that_lost_by_far_on_one_shape_is_not_timed_on_the_next(monkeypatch) -> None:
+    kernels = runnable_kernels()
+    if len(kernels) < 2:
+        pytest.skip("one int8 kernel runs here")
+    timed = []
+
+    def window_ms(kernel: quantize.Int8Kernel, *shape: object) -> float:
+        timed.append(kernel)
+        return 1.0 if kernel is kernels[0] else 100.0  # the others: a scalar fallback
+
+    monkeypatch.setattr(quantize, "window_ms", window_ms)
+    monkeypatch.setattr(quantize, "LOST_KERNELS", set())
+    quantize.timed_fastest_kernel.cache_clear()
+    try:
+        assert quantize.fastest_kernel(16, 24) is kernels[0] and timed == list(kernels)
+        timed.clear()
+        assert quantize.fastest_kernel(24, 16) is kernels[0] and timed == []
+    finally:
+        quantize.timed_fastest_kernel.cache_clear()
+
+
+AVX2_CHECK = """
+import torch
+from coda_engine.quantize import Int8Linear, reference_int8_linear, runnable_kernels
+from coda_engine.tools.int8_bench import fbgemm_kernel_answering
+print(fbgemm_kernel_answering())
+assert "fbgemm" in [kernel.name for kernel in runnable_kernels()]
+generator = torch.Generator().manual_seed(0)
+weight = torch.randn(96, 2048, generator=generator) * 0.05
+weight[:2] = 1.0  # channels at +127 everywhere: every pair sum at its largest
+for kernel in runnable_kernels():  # _int_mm too where it is exact here
+    for rows in (1, 57, 129):
+        x = torch.randn(rows, 2048, generator=generator)
+        x[0] = 3.0  # a row at its largest code everywhere
+        layer = Int8Linear.from_float(weight, kernel)
+        reference = reference_int8_linear(x, layer.weight_int8, layer.scale, kernel.levels)
+        torch.testing.assert_close(layer(x).double(), reference, rtol=1e-5, atol=1e-5)
+print("ok")
+"""
+
+
+def test_the_fbgemm_kernel_is_exact_on_its_avx2_code_too() -> None:
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        pytest.skip("this torch has no fbgemm")
+    # fbgemm picks its kernels from the CPU once per process: a fresh one, with its AVX2 kernels forced.
+    completed = subprocess.run([sys.executable, "-c", AVX2_CHECK], capture_output=True, text=True, timeout=120,
+                               env={**os.environ, **AVX2_EMULATION})
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.splitlines() == [
+        "fbgemm answers with AVX2-class kernels (u8 x s8 pairs saturate in int16)", "ok"]
 
 
 def test_a_checkpoint_loads_in_int8_a_chunk_at_a_time(tiny_checkpoint: Path, monkeypatch) -> None:
@@ -125,32 +242,20 @@ def test_int8_where_it_cannot_run_and_unknown_formats_are_one_line_errors() -> N
     assert resolve_precision("auto", torch.device("cuda")).name == "bfloat16"
 
 
-def test_auto_picks_among_what_the_flags_allow_by_timing(monkeypatch) -> None:
-    assert candidate_formats(frozenset()) == ["float32"]
-    assert candidate_formats(frozenset({"avx512_bf16"})) == ["float32", "bfloat16"]
-    assert candidate_formats(frozenset({"avx512_vnni", "amx_bf16"})) == ["float32", "bfloat16", "int8"]
-    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512f"}))
-    fastest_cpu_precision.cache_clear()
-    try:
-        only_fp32 = resolve_precision("auto", torch.device("cpu"))
-        assert only_fp32.name == "float32" and only_fp32.reason.startswith(
-            "auto on a CPU with neither native bf16 nor int8: float32 was fastest")
-        monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
-        fastest_cpu_precision.cache_clear()
-        chosen = resolve_precision("auto", torch.device("cpu"))
-        assert chosen.name in ("float32", "int8") and "float32 " in chosen.reason and "int8 " in chosen.reason
-    finally:
-        fastest_cpu_precision.cache_clear()
+def test_the_int8_bench_table_gives_each_candidate_beside_fp32_from_the_same_rounds() -> None:
+    from coda_engine.tools.int8_bench import format_table
+
+    table = format_table(["fp32", "int8 fbgemm", "int8pack"],
+                         [("down 6144->2048, 57 rows", {"fp32": 20.0, "int8 fbgemm": 8.0}),
+                          ("window pass", {"fp32": 2000.0, "int8 fbgemm": 1000.0, "int8pack": 4000.0})])
+    assert table.splitlines() == ["| product, rows | fp32 | int8 fbgemm | int8pack |", "|---|---:|---:|---:|",
+                                  "| down 6144->2048, 57 rows | 20.00 | 8.00 (2.50x) | - |",
+                                  "| window pass | 2000.00 | 1000.00 (2.00x) | 4000.00 (0.50x) |"]
 
 
-def test_bf16_asked_for_where_it_is_emulated_warns_once(monkeypatch, caplog) -> None:
-    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
-    precision.warn_if_bf16_is_emulated.cache_clear()
-    try:
-        with caplog.at_level(logging.WARNING, logger="coda_engine"):
-            assert resolve_precision("bf16", torch.device("cpu")).name == "bfloat16"
-            resolve_precision("bf16", torch.device("cpu"))
-        warnings = [record.getMessage() for record in caplog.records]
-        assert len(warnings) == 1 and warnings[0].startswith("bf16 on a CPU without AMX or AVX512-BF16 is emulated")
-    finally:
-        precision.warn_if_bf16_is_emulated.cache_clear()
+def test_the_int8_bench_refuses_thread_cpu_time_over_several_threads(capsys) -> None:
+    from coda_engine.tools.int8_bench import main
+
+    assert main(["--clock", "thread", "--threads", "2"]) == 2
+    assert capsys.readouterr().err == ("coda_engine.tools.int8_bench: --clock thread needs --threads 1 (other threads' "
+                                       "work is not counted)\n")
