@@ -8,7 +8,11 @@ code prints; nothing points at the project's private history.
 
 from __future__ import annotations
 
+import argparse
+import ast
 import functools
+import importlib
+import importlib.util
 import json
 import os
 import re
@@ -76,8 +80,8 @@ NOT_RUN_HERE: dict[str, str] = {
     "coda-train ": "the tiny training run: minutes on 2 shared cores, writing runs/tiny/ in the clone; "
                    "tests/training covers each step",
 }
-# Commands the docs name whose --help is third-party's, run but not searched for flags.
-FOREIGN = {"pytest", "venv", "hf"}
+# Commands the docs name whose --help is another project's: run, but not searched for flags.
+FOREIGN = {("python", "-m", "pytest"), ("python", "-m", "venv"), ("hf", "download")}
 # User-facing docs never point at this project's private notes or history.
 PRIVATE = re.compile(r"\.\./shared|/work/|\bissue[- ]?\d+|\bissues? \d+|\bcommit [0-9a-f]{7}|\bsession \d|"
                      r"table above still|before these changes|this session|last session", re.IGNORECASE)
@@ -167,8 +171,8 @@ def reason_not_run(command: str) -> str | None:
 
 # --- commands named anywhere, their --help and their flags
 
-COMMAND = re.compile(r"(?<![\w/.-])(?:\S*/)?(?:python(?:3(?:\.\d+)?)? -m ([A-Za-z_][\w.]*)|(coda-lsp)(?: (serve|infill)\b)?"
-                     r"|(coda-train)(?: ([a-z][a-z-]*))?|(hf) (download))(?![\w.-])")
+COMMAND = re.compile(r"(?<![\w/.-])(?:\S*/)?(?:python(?:3(?:\.\d+)?)? -m ([A-Za-z_][\w.]*)"
+                     r"|(coda-lsp)(?: (serve|infill)\b)?|(coda-train)(?: ([a-z][a-z-]*))?|(hf) (download))(?![\w.-])")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*(?![\w.-])")
 
 
@@ -216,22 +220,13 @@ NAMED = named_commands()
 @pytest.mark.parametrize("command", sorted(NAMED), ids=" ".join)
 def test_each_named_command_has_help_and_the_flags_the_docs_pass(command: tuple[str, ...]) -> None:
     if command[0] == "python":
-        assert importlib_spec(command[2]), f"python -m {command[2]}: no such module ({NAMED[command][0][0]})"
+        assert importlib.util.find_spec(command[2]), f"python -m {command[2]}: no such module ({NAMED[command][0][0]})"
     text = help_text(command)
-    if command[-1] in FOREIGN:
+    if command in FOREIGN:
         return
     unknown = sorted({f"{flag} ({where})" for where, rest in NAMED[command] for flag in FLAG.findall(rest)
                       if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text)})
     assert not unknown, f"{' '.join(command)} --help does not know {unknown}"
-
-
-def importlib_spec(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def test_make_targets_the_docs_name_exist() -> None:
@@ -257,11 +252,15 @@ def test_every_not_run_entry_matches_a_line() -> None:
 
 @pytest.mark.parametrize("where, command, earlier", RUNNABLE, ids=[where for where, _, _ in RUNNABLE])
 def test_each_shell_line_runs(where: str, command: str, earlier: tuple[str, ...], tmp_path: Path) -> None:
-    if command.startswith("make ") and subprocess.run(["make", "-q", ".venv/.installed-serve"], cwd=ROOT).returncode:
+    # A user's shell: no make of ours around it (`make test` runs this), a home of its own, the venv first on PATH.
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    environment.update(HOME=str(tmp_path), PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    if command.startswith("make ") and subprocess.run(["make", "-q", ".venv/.installed-serve"], cwd=ROOT,
+                                                      env=environment).returncode:
         pytest.skip(f"{command} would install .venv first (`make install` has not run in this checkout)")
     # Assignments earlier in the block (TOK=...) hold for the lines after them, as in one shell.
     assignments = [line for line in earlier if re.fullmatch(r"[A-Z_]+=\S+", line)]
-    environment = {**os.environ, "HOME": str(tmp_path), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     script = "\n".join(["set -e", *assignments, command])
     result = subprocess.run(["bash", "-c", script], cwd=ROOT, env=environment, capture_output=True, text=True,
                             timeout=240)
@@ -271,7 +270,9 @@ def test_each_shell_line_runs(where: str, command: str, earlier: tuple[str, ...]
 # --- other snippets
 
 def test_json_snippets_parse_and_name_real_settings() -> None:
-    for block in fenced_blocks("json"):
+    blocks = fenced_blocks("json")
+    assert blocks
+    for block in blocks:
         try:
             value = json.loads(block.text)
         except json.JSONDecodeError as exc:
@@ -346,9 +347,6 @@ def test_elisp_snippets_balance_and_name_real_settings() -> None:
 
 
 def test_python_snippets_compile_and_import() -> None:
-    import ast
-    import importlib
-
     for block in fenced_blocks("python"):
         tree = ast.parse(block.text, filename=block.where())
         for node in ast.walk(tree):
@@ -426,7 +424,8 @@ def test_make_default_model_has_one_duration_everywhere() -> None:
 
 # --- settings tables
 
-BEGIN = "<!-- settings: generated from coda_lsp/settings.py and vscode-client/package.json by `python -m tests.test_docs` -->"
+BEGIN = ("<!-- settings: generated from coda_lsp/settings.py and vscode-client/package.json by "
+         "`python -m tests.test_docs` -->")
 END = "<!-- end of generated settings -->"
 # The extension's own settings and the coda-lsp flag each one becomes (none: how the extension starts it).
 FLAGS = {"server.tcp": "--tcp", "model": "--model", "remote.url": "--remote", "remote.apiKeyFile": "--api-key-file",
@@ -495,7 +494,8 @@ def test_every_flag_of_the_vscode_table_is_coda_lsps() -> None:
 
 # --- troubleshooting
 
-SOURCES = [*(ROOT / "coda_lsp").rglob("*.py"), *(ROOT / "engine").rglob("*.py"), *(ROOT / "vscode-client" / "src").glob("*.ts")]
+SOURCES = [*(ROOT / "coda_lsp").rglob("*.py"), *(ROOT / "engine").rglob("*.py"),
+           *(ROOT / "vscode-client" / "src").glob("*.ts")]
 PREFIXES = ("coda-lsp serve: ", "coda-lsp infill: error: ", "coda-lsp: ")
 
 
@@ -508,7 +508,7 @@ def source_text() -> str:
 
 def troubleshooting_messages() -> list[str]:
     section = README.read_text(encoding="utf-8").split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
-    return [match for match in re.findall(r"^\| `([^`]+)`", section, re.MULTILINE)]
+    return re.findall(r"^\| `([^`]+)`", section, re.MULTILINE)
 
 
 def test_troubleshooting_quotes_what_the_code_says() -> None:
@@ -553,8 +553,6 @@ def test_troubleshooting_covers_what_a_wrong_command_line_prints(tmp_path: Path)
 
 
 if __name__ == "__main__":
-    import argparse
-
     argparse.ArgumentParser(prog="python -m tests.test_docs",
                             description="Rewrite README.md's settings tables from coda_lsp/settings.py and "
                                         "vscode-client/package.json.").parse_args()
