@@ -108,10 +108,14 @@ class WorkspaceIndex:
         self.memo: dict[Any, Any] = {}
         self._attribute_files: dict[str, Counter[str]] = {}  # module key -> name -> files using `module.name`
         self._folder_names = frozenset(folder.name for folder in self.folders)
+        self._folder_of: dict[Path, Path | None] = {}
 
     def folder_of(self, path: Path) -> Path | None:
-        """The workspace folder holding `path` (symlinks resolved), or None: such files are never read."""
-        return next((folder for folder in self.folders if is_inside(path, folder)), None)
+        """The workspace folder holding `path` (symlinks resolved), or None: such files are never read.
+        Remembered: resolving a path costs a system call per part, and every request asks."""
+        if path not in self._folder_of:
+            self._folder_of[path] = next((folder for folder in self.folders if is_inside(path, folder)), None)
+        return self._folder_of[path]
 
     def relative(self, path: Path) -> str | None:
         folder = self.folder_of(path)

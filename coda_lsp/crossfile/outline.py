@@ -7,6 +7,7 @@ import threading
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import tree_sitter
@@ -52,7 +53,7 @@ class Import:
     name: str | None      # None: the whole module (import x, import *, a Go package, a namespace import)
     alias: str | None     # the local name, when there is one
 
-    @property
+    @cached_property  # read for every import on every request
     def module_names(self) -> frozenset[str]:
         """The local names a whole-module import may bind: its alias, or each part of its path (`os`, `path`
         of `import os.path`; a Go package's last path part is its name)."""
@@ -79,12 +80,12 @@ class FileOutline:
     uses: ImportUses | None = None  # where the file uses what it imports (only for an editor's buffer)
     has_errors: bool = False        # tree-sitter recovered from a syntax error: the outline may lack parts
 
-    @property
+    @cached_property
     def all_imports(self) -> tuple[Import, ...]:
         """Every import the file's own code can name, module-level first."""
         return self.imports + self.local_imports
 
-    @property
+    @cached_property
     def module_aliases(self) -> frozenset[str]:
         """Local names of whole-module imports: `nx` of `import networkx as nx`; `os`, `path` of `import os.path`."""
         return frozenset(name for imp in self.all_imports for name in imp.module_names)

@@ -4,6 +4,7 @@ package's own files), or, as a guess the imports cannot confirm, by name anywher
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 
 from coda_lsp.crossfile.index import IndexedFile, WorkspaceIndex
@@ -39,14 +40,8 @@ def imported_definitions(name: str, current: IndexedFile, index: WorkspaceIndex)
 def attribute_definitions(base: str, name: str, current: IndexedFile, index: WorkspaceIndex) -> Iterator[Found]:
     """`base.name` where `base` is what the file imports: a module imported whole (`nx` of `import networkx
     as nx`) or a submodule imported by name (`core` of `from jax._src import core`, `b` of `use crate::a::b`)."""
-    for imp in current.outline.all_imports:
-        if base in imp.module_names:
-            module: str | None = imp.module
-        elif imp.name is not None and (imp.alias or imp.name) == base:
-            module = _submodule(imp, current.language.grammar)
-        else:
-            continue
-        for file in index.module_files(current, module) if module is not None else ():
+    for module in _modules_by_base(current).get(base, ()):
+        for file in index.module_files(current, module):
             yield from exported(file, name, current, index)
 
 
@@ -89,6 +84,19 @@ def definitions_by_name(name: str, current: IndexedFile, index: WorkspaceIndex) 
     found.sort(key=lambda item: (-_shared_folders(item[0].relative, current.relative), item[0].relative,
                                  item[1].container is not None))
     return found[:MAX_BY_NAME]
+
+
+@lru_cache(maxsize=16)  # per file version (IndexedFile hashes by identity): asked for every `base.name`
+def _modules_by_base(file: IndexedFile) -> dict[str, tuple[str, ...]]:
+    """Local name -> the modules it may stand for: a module imported whole, or a submodule imported by name."""
+    found: dict[str, list[str]] = {}
+    for imp in file.outline.all_imports:
+        for base in imp.module_names:
+            found.setdefault(base, []).append(imp.module)
+        submodule = _submodule(imp, file.language.grammar) if imp.name is not None else None
+        if submodule is not None:
+            found.setdefault(imp.alias or str(imp.name), []).append(submodule)
+    return {base: tuple(modules) for base, modules in found.items()}
 
 
 def _submodule(imp: Import, grammar: str) -> str | None:
