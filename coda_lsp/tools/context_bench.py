@@ -44,7 +44,7 @@ from coda_lsp.context import TokenCounter
 from coda_lsp.crossfile.discovery import list_source_files
 from coda_lsp.crossfile.identifiers import line_identifiers
 from coda_lsp.crossfile.index import IndexedFile, build_batch
-from coda_lsp.crossfile.outline import Definition
+from coda_lsp.crossfile.outline import Definition, FileOutline, outline
 from coda_lsp.crossfile.service import CrossFile
 from coda_lsp.documents import DocumentStore
 from coda_lsp.settings import Settings
@@ -144,9 +144,15 @@ def _index_into(cross_file: CrossFile, repo: Path, max_files: int, max_bytes: in
 
 
 @dataclass(frozen=True)
+class Use:
+    name: str
+    base: str | None      # `base` of `base.name`; None for a plain name
+    is_call: bool         # a plain name called: `f(...)`, `new F(...)`
+
+
+@dataclass(frozen=True)
 class CodeUses:
-    uses: dict[int, list[str]]    # line -> the names its code uses
-    calls: dict[int, list[str]]   # line -> the names it calls directly (`f(...)`, `new F(...)`), a subset
+    uses: dict[int, list[Use]]    # line -> the names its code uses, in source order
     import_lines: frozenset[int]  # lines of import statements
 
 
@@ -159,51 +165,105 @@ def sample_cases(cross_file: CrossFile, num_cases: int, rng: random.Random) -> t
     for file in files:
         if len(uses) >= num_cases and len(imported) >= num_cases:
             break
-        own = {d.name for d in file.outline.definitions}
+        text = file.path.read_text(encoding="utf-8")
+        imports = _Imports(cross_file, file, outline(file.language, text, with_uses=True))
         code = code_uses(file)
         found = []
-        for number, names in code.uses.items():
-            for name in names:
-                target = _unique_definition(cross_file, file, name) if name not in own else None
-                if target is not None:
-                    found.append(Case(file, number, name, target))
-                    break
+        for number, line_uses in code.uses.items():
+            target = next((target for use in line_uses if (target := imports.target(use)) is not None), None)
+            if target is not None:
+                found.append(Case(file, number, target[1].name, target))
         rng.shuffle(found)
         uses.extend(found[:MAX_CASES_PER_FILE])
-        calls = imported_calls(cross_file, file, code, own)
+        calls = imported_calls(imports, text.split("\n"), code)
         rng.shuffle(calls)
         imported.extend(calls[:MAX_CASES_PER_FILE])
     return uses[:num_cases], imported[:num_cases]
 
 
-def imported_calls(cross_file: CrossFile, file: IndexedFile, code: CodeUses, own: set[str]) -> list[Case]:
-    """Call sites of a name the file imports by that name, defined at top level in exactly one other file and
-    not named on the WINDOW_ABOVE lines above or WINDOW_BELOW below: nothing near the cursor points at it."""
-    by_name = {imp.name for imp in file.outline.imports if imp.name is not None and imp.alias in (None, imp.name)}
-    lines = file.path.read_text(encoding="utf-8").split("\n")
+def imported_calls(imports: _Imports, lines: list[str], code: CodeUses) -> list[Case]:
+    """Call sites of a name the file imports by that name at its top, defined at top level in exactly one other
+    file and not named again on the WINDOW_ABOVE lines above or WINDOW_BELOW below: nothing near the cursor points
+    at it."""
     cases = []
-    for number, names in code.calls.items():
+    for number, line_uses in code.uses.items():
         window = [n for n in range(max(0, number - WINDOW_ABOVE), min(len(lines), number + 1 + WINDOW_BELOW))
                   if n != number and n not in code.import_lines]
         nearby = {word for n in window for word in line_identifiers(lines[n])}
-        for name in names:
-            if name in by_name and name not in own and name not in nearby:
-                target = _unique_definition(cross_file, file, name)
-                if target is not None:
-                    cases.append(Case(file, number, name, target))
-                    break
+        for use in line_uses:
+            target = imports.target(use) if use.is_call and use.name in imports.top_named else None
+            if target is not None and use.name not in nearby:
+                cases.append(Case(imports.file, number, use.name, target))
+                break
     return cases
 
 
+class _Imports:
+    """Which uses of a file are cases: a name defined at top level in exactly one other file, in the module (or
+    package) that the file's import of it names: `f` of `from m import f`, `nx.f` of `import networkx as nx`,
+    `core.f` of `from jax._src import core`; in Go, a name of the file's own package. A name the file binds
+    otherwise (a local, a module alias, an import from outside the repository that shares a name with one of
+    its definitions, such as `np.nan` beside a `nan` stub) is no case."""
+
+    def __init__(self, cross_file: CrossFile, file: IndexedFile, buffer: FileOutline) -> None:
+        self.cross_file, self.file = cross_file, file
+        self.own = {d.name for d in file.outline.definitions}
+        self.named = {imp.alias or imp.name: imp for imp in buffer.all_imports if imp.name is not None}
+        self.top_named = {imp.alias or imp.name for imp in buffer.imports
+                          if imp.name is not None and imp.alias in (None, imp.name)}
+        self.whole = {local: imp.module for imp in buffer.all_imports for local in imp.module_names}
+        # `import m` and `from m import *` read alike; either may bring a plain name in Python
+        self.unaliased = [imp.module for imp in buffer.all_imports if imp.name is None and imp.alias is None]
+
+    def target(self, use: Use) -> tuple[IndexedFile, Definition] | None:
+        if use.name in self.own or (use.base is None and use.name in self.whole):
+            return None
+        found = _unique_definition(self.cross_file, self.file, use.name)
+        if found is None:
+            return None
+        places = self.places(use)
+        return found if any(_holds(place, found[0].relative) for place in places) else None
+
+    def places(self, use: Use) -> list[str]:
+        """Where `use` may be defined: module files (`a/b.py`) and packages (`a/`, `` for the whole folder)."""
+        if use.base is not None and use.base in self.whole:
+            return self.module_places(self.whole[use.base])
+        if use.base is not None and use.base in self.named:
+            imp = self.named[use.base]
+            separator = "::" if self.file.language.grammar == "rust" else "."
+            prefix = imp.module if imp.module.endswith(".") else imp.module + separator
+            return self.module_places(prefix + str(imp.name))
+        if use.base is not None:
+            return []
+        if use.name in self.named:
+            return self.module_places(self.named[use.name].module)
+        if self.file.language.grammar == "go":
+            return [self.file.relative.rpartition("/")[0] + "/"]
+        if self.file.language.grammar == "python":
+            return [place for module in self.unaliased for place in self.module_places(module)]
+        return []
+
+    def module_places(self, module: str) -> list[str]:
+        places = []
+        for found in self.cross_file.index.module_files(self.file, module):
+            folder, _, name = found.relative.rpartition("/")
+            is_package = name.rsplit(".", 1)[0] in ("__init__", "index", "mod") or found.language.grammar == "go"
+            places.append(f"{folder}/" if is_package and folder else "" if is_package else found.relative)
+        return places
+
+
+def _holds(place: str, relative: str) -> bool:
+    return place == "" or relative == place or (place.endswith("/") and relative.startswith(place))
+
+
 def code_uses(file: IndexedFile) -> CodeUses:
-    """The names each line's code uses (tree-sitter identifiers outside strings, comments and imports; a
-    definition's own name is no use, nor a name the file binds itself: a local variable, parameter or keyword
-    argument that shares its name with another file's definition) and calls. Lines holding an import or a
-    definition header are left out."""
+    """The names each line's code uses: tree-sitter identifiers outside strings, comments and imports, plain or
+    as the attribute of a plain name (`nx.path_graph`; `G.nodes` too, which no import explains); a definition's
+    own name is no use, nor a name the file binds itself (a local variable, parameter or keyword argument that
+    shares its name with another file's definition). Lines holding an import or a definition header are left
+    out."""
     source = file.path.read_bytes()
-    modules = file.outline.module_aliases
-    uses: dict[int, list[str]] = {}
-    calls: dict[int, list[str]] = {}
+    uses: dict[int, list[Use]] = {}
     skipped_lines: set[int] = set()
     import_lines: set[int] = set()
     bound: set[str] = set()
@@ -222,29 +282,26 @@ def code_uses(file: IndexedFile) -> CodeUses:
             elif parent is not None and parent.type in _BINDINGS and \
                     (_BINDINGS[parent.type] is None or parent.child_by_field_name(_BINDINGS[parent.type]) == node):
                 bound.add(name)
-            elif _is_use(node, source, modules):
-                uses.setdefault(node.start_point[0], []).append(name)
-                if parent is not None and parent.type in _CALLS and \
-                        parent.child_by_field_name(_CALLS[parent.type]) == node:
-                    calls.setdefault(node.start_point[0], []).append(name)
+            elif (use := _use(node, name, source)) is not None:
+                uses.setdefault(node.start_point[0], []).append(use)
             continue
-        stack.extend(node.children)
-
-    def kept(table: dict[int, list[str]]) -> dict[int, list[str]]:
-        return {line: [name for name in names if name not in bound]
-                for line, names in sorted(table.items()) if line not in skipped_lines | import_lines}
-    return CodeUses(kept(uses), kept(calls), frozenset(import_lines))
+        stack.extend(reversed(node.children))  # source order: a line's first use is its first name
+    kept = {line: [use for use in line_uses if use.name not in bound and use.base not in bound]
+            for line, line_uses in sorted(uses.items()) if line not in skipped_lines | import_lines}
+    return CodeUses({line: line_uses for line, line_uses in kept.items() if line_uses}, frozenset(import_lines))
 
 
-def _is_use(node: Any, source: bytes, modules: frozenset[str]) -> bool:
-    """An identifier names something of another file unless it is the attribute of an object: `G.nodes` is
-    G's `nodes`, not a top-level `nodes` elsewhere; `nx.path_graph` of a module alias is a use."""
+def _use(node: Any, name: str, source: bytes) -> Use | None:
     parent = node.parent
     fields = _ATTRIBUTE_FIELDS.get(parent.type) if parent is not None else None
     if fields is None or parent.child_by_field_name(fields[0]) != node:
-        return True
+        is_call = parent is not None and parent.type in _CALLS and \
+            parent.child_by_field_name(_CALLS[parent.type]) == node
+        return Use(name, None, is_call)
     base = parent.child_by_field_name(fields[1])
-    return base is not None and source[base.start_byte:base.end_byte].decode() in modules
+    if base is None or base.type != "identifier":
+        return None  # `a.b.name`, `f().name`: what it is an attribute of is no name the imports explain
+    return Use(name, source[base.start_byte:base.end_byte].decode(), False)
 
 
 def _unique_definition(cross_file: CrossFile, file: IndexedFile, name: str) -> tuple[IndexedFile, Definition] | None:

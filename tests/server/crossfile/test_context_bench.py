@@ -61,6 +61,28 @@ def test_the_two_case_sets(tmp_path: Path) -> None:
     assert [case.name for case in imported] == ["cents"]
 
 
+def test_a_case_is_defined_where_the_file_s_import_of_it_says(tmp_path: Path) -> None:
+    files = {
+        "pkg/__init__.py": "from .core import *\n",
+        "pkg/core.py": "def make() -> int:\n    return 1\n",
+        "pkg/stubs.py": "nan = float('nan')\n\n\ndef helper() -> None:\n    pass\n",
+        "pkg/util/__init__.py": "",
+        "pkg/util/text.py": "def title(s: str) -> str:\n    return s\n",
+        "pkg/app.py": ("import numpy as np\nimport pkg\nfrom .util import text\nfrom .core import helper\n\n"
+                       "a = pkg.make()\nb = np.nan\nc = text.title('x')\nd = helper()\n"),
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    cross_file = CrossFile(DocumentStore())
+    _index_into(cross_file, tmp_path / "pkg", 100, 1 << 20)
+    uses, _ = sample_cases(cross_file, 10, random.Random(0))
+    # `pkg.make` is defined in the package `import pkg` names, `text.title` in the submodule imported by name;
+    # `np.nan` is numpy's, not stubs.py's, and `helper` is imported from core.py, which does not define it
+    assert sorted((case.line, case.name, case.target[0].relative) for case in uses) == [
+        (5, "make", "core.py"), (7, "title", "util/text.py")]
+
+
 def test_the_held_out_rule_takes_the_largest_pure_python_packages_never_tuned_on(tmp_path: Path) -> None:
     def package(name: str, num_files: int, compiled: bool = False) -> None:
         for number in range(num_files):
