@@ -63,6 +63,15 @@ class Import:
             return frozenset({self.alias})
         return frozenset(part for part in re.split(r"[./:@-]+", self.module) if part)
 
+    def submodule(self, grammar: str) -> str | None:
+        """The module path of `from pkg import mod`, a named import that may be a submodule; None for a
+        whole-module import, or where a language's named imports never are (JS, Go)."""
+        if self.name is None:
+            return None
+        if grammar == "python":
+            return f"{self.module}{self.name}" if self.module.endswith(".") else f"{self.module}.{self.name}"
+        return f"{self.module}::{self.name}" if grammar == "rust" else None
+
 
 @dataclass(frozen=True)
 class FileOutline:
@@ -71,8 +80,8 @@ class FileOutline:
     # JS / TS `export { a as b } from "./m"` (Import("./m", "a", "b")) and `export * from "./m"`: names the
     # file passes on without binding them itself
     reexports: tuple[Import, ...] = ()
-    # module of a whole-module import -> the names the file uses as `alias.name`: over the workspace, which of
-    # a module's names its importers use most
+    # module of a whole-module import, or a named import that may be a submodule -> the names the file uses as
+    # `alias.name`: over the workspace, which of a module's names its importers use most
     module_attributes: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # Imports inside functions (Python modules import there to avoid import cycles): they bind names for the
     # file's own code, not for files importing it. Read, like `uses`, only for an editor's buffer (see outline).
@@ -101,6 +110,7 @@ class ImportUses:
     attributes: Mapping[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
 
 
+_IDENTIFIER_AT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # an identifier, and the attribute after it when there is one: `nx.path_graph`, `fs::read`
 _NAME_AND_ATTRIBUTE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:[ \t]*(?:\.|::)[ \t]*([A-Za-z_][A-Za-z0-9_]*))?")
 
@@ -115,7 +125,7 @@ def outline(language: LanguageInfo, text: str, with_uses: bool = False) -> FileO
     definitions = tuple(reader.definitions(root))
     imports = tuple(reader.imports(root))
     reexports = tuple(reader.reexports(root))
-    file_outline = FileOutline(definitions, imports, reexports, module_attributes(text, imports),
+    file_outline = FileOutline(definitions, imports, reexports, module_attributes(text, imports, language.grammar),
                                has_errors=root.has_error)
     if not with_uses:
         return file_outline
@@ -123,16 +133,24 @@ def outline(language: LanguageInfo, text: str, with_uses: bool = False) -> FileO
     return replace(file_outline, uses=import_uses(text, file_outline, reader.import_lines))
 
 
-def module_attributes(text: str, imports: tuple[Import, ...]) -> dict[str, frozenset[str]]:
-    """The names the file uses of each module it imports whole. One search for the aliases alone (a search
-    for every identifier, as `import_uses` does for a buffer, would cost a fifth of the index build)."""
+def module_attributes(text: str, imports: tuple[Import, ...], grammar: str) -> dict[str, frozenset[str]]:
+    """The names the file uses of each module it imports (`nx.Graph`, `logging.get_logger` of `from .utils
+    import logging`). `str.find` per alias: a regular expression over every identifier, as `import_uses` runs
+    for a buffer, would add a fifth to the whole index build."""
     module_of = {local: imp.module for imp in imports for local in imp.module_names}
-    if not module_of:
-        return {}
-    aliases = "|".join(map(re.escape, sorted(module_of, key=len, reverse=True)))
+    module_of.update((imp.alias or str(imp.name), module) for imp in imports
+                     if (module := imp.submodule(grammar)) is not None)
     found: dict[str, set[str]] = {}
-    for match in re.finditer(rf"\b({aliases})[ \t]*(?:\.|::)[ \t]*([A-Za-z_][A-Za-z0-9_]*)", text):
-        found.setdefault(module_of[match.group(1)], set()).add(match.group(2))
+    for alias, module in module_of.items():
+        for separator in ("::", ".") if grammar == "rust" else (".",):
+            key = alias + separator
+            start = text.find(key)
+            while start >= 0:
+                before = text[start - 1] if start else " "
+                name = _IDENTIFIER_AT.match(text, start + len(key))
+                if name is not None and not (before.isalnum() or before in "_."):  # `x.nx.a` is not nx's
+                    found.setdefault(module, set()).add(name.group())
+                start = text.find(key, start + len(key))
     return {module: frozenset(names) for module, names in found.items()}
 
 

@@ -93,20 +93,10 @@ def _modules_by_base(file: IndexedFile) -> dict[str, tuple[str, ...]]:
     for imp in file.outline.all_imports:
         for base in imp.module_names:
             found.setdefault(base, []).append(imp.module)
-        submodule = _submodule(imp, file.language.grammar) if imp.name is not None else None
+        submodule = imp.submodule(file.language.grammar)
         if submodule is not None:
             found.setdefault(imp.alias or str(imp.name), []).append(submodule)
     return {base: tuple(modules) for base, modules in found.items()}
-
-
-def _submodule(imp: Import, grammar: str) -> str | None:
-    """The module path of `from pkg import mod` (a name that may be a submodule), None where a language's
-    named imports never are."""
-    if grammar == "python":
-        return f"{imp.module}{imp.name}" if imp.module.endswith(".") else f"{imp.module}.{imp.name}"
-    if grammar == "rust":
-        return f"{imp.module}::{imp.name}"
-    return None
 
 
 def _source_name(imp: Import) -> str | None:

@@ -1,8 +1,8 @@
 """python -m coda_lsp.tools.context_bench REPO...: cross-file context hit rate, tokens, index cost and per-request time.
 
-On each repository (a folder, copied to a temporary folder first: a package inside an ignored virtual environment
-is invisible to its enclosing repository's `git ls-files`): build the workspace index as the server does, then
-sample two sets of lines.
+On each repository (a folder, copied into a temporary workspace folder first, as a checkout holds its package: a
+package inside an ignored virtual environment is invisible to its enclosing repository's `git ls-files`): build
+the workspace index as the server does, then sample two sets of lines.
 - "All uses": lines whose code uses a name defined at top level in exactly one other file of the repository and
   not in the line's own file (tree-sitter identifiers outside strings and comments; import and definition lines
   left out; not a name the file binds itself, such as a local `data` or a keyword argument `data=`, which only
@@ -479,10 +479,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for repo in repos:
         with tempfile.TemporaryDirectory() as scratch:
-            copy = Path(scratch) / repo.resolve().name
+            # the workspace holds the folder, as a checkout holds its package: `import pkg` names pkg/
+            workspace = Path(scratch) / repo.resolve().name
+            copy = workspace / repo.resolve().name
             shutil.copytree(repo, copy, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             logger.info("indexing %s (copied to %s)", repo, copy)
-            result = bench_repo(copy, settings, counter, args.cases, args.tabs, args.seed, args.repeat)
+            result = bench_repo(workspace, settings, counter, args.cases, args.tabs, args.seed, args.repeat)
             results.append(replace(result, repo=Path(*repo.resolve().parts[-2:])))  # e.g. npm/lib, not lib
     print_table(results, settings)
     return 0

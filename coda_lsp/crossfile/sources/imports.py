@@ -72,11 +72,14 @@ def _scores(current: IndexedFile, uses: ImportUses, line: int) -> dict[Candidate
 
 
 def _add_popular(scores: dict[Candidate, float], current: IndexedFile, index: WorkspaceIndex) -> None:
-    """For each module the file imports whole, the names of it the most files of the workspace use, after every
-    name the file uses itself: `nx.Graph` is a good guess in a file of `import networkx as nx`."""
-    for imp in current.outline.all_imports:
-        popular = index.popular_attributes(current, imp.module, POPULAR_NAMES) if imp.name is None else []
-        base = min(imp.module_names, default=imp.module)  # any of them leads attribute_definitions to the module
+    """For each module the file imports (whole, or a submodule by name), the names of it the most files of the
+    workspace use, after every name the file uses itself: `nx.Graph` is a good guess in a file of `import
+    networkx as nx`, `logging.get_logger` in one of `from .utils import logging`."""
+    for imp in current.outline.imports:
+        module = imp.module if imp.name is None else imp.submodule(current.language.grammar)
+        popular = index.popular_attributes(current, module, POPULAR_NAMES) if module is not None else []
+        # any of a whole-module import's names leads attribute_definitions back to its module
+        base = min(imp.module_names, default=imp.module) if imp.name is None else imp.alias or str(imp.name)
         for name, num_files in popular:
             scores.setdefault((base, name), POPULAR_WEIGHT * num_files / popular[0][1])
 

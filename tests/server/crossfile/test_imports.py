@@ -226,3 +226,18 @@ def test_a_buffer_that_stops_parsing_keeps_its_outline_until_it_parses_again(tmp
     cross_file.reindex_text(doc.uri, fixed, 1 << 20)
     now = cross_file.index.get(cross_file.path_of(doc.uri))
     assert now is not kept and now is not None and Import("app.util", "unused_elsewhere", None) in now.outline.imports
+
+
+def test_a_submodule_imported_by_name_offers_the_names_the_workspace_uses_most(tmp_path: Path) -> None:
+    files = {
+        "lib/utils/log.py": "def get_logger(name: str) -> object:\n    return name\n\n\ndef level() -> int:\n"
+                            "    return 0\n",
+        "lib/a.py": "from .utils import log\n\nlogger = log.get_logger(__name__)\n",
+        "lib/models/b.py": "from ..utils import log\n\nlogger = log.get_logger(__name__)\nlog.level()\n",
+        "lib/c.py": f"from .utils import log\n\n{CURSOR}\n",
+    }
+    workspace = _workspace(tmp_path, files, "lib/c.py")
+    assert _imported(workspace) == ["lib/utils/log.py:1 def get_logger(name: str) -> object: ...",
+                                    "lib/utils/log.py:5 def level() -> int: ..."]
+    b = workspace.cross_file.index.get(tmp_path / "shop" / "lib" / "models" / "b.py")
+    assert b is not None and b.outline.module_attributes == {"..utils.log": frozenset({"get_logger", "level"})}
