@@ -60,10 +60,11 @@ class CrossFileSettings:
     format: CrossFileFormat = "comment"  # "comment": a path comment heads each snippet; "qwen": <|file_sep|> path
     # Tokens each source may use before the lower ones had theirs, filled in priority order within the share;
     # afterwards the sources, again in order, may use what the others left. 0 turns a source off.
-    definition_tokens: int = 192   # (a) definitions of names used near the cursor, from other files
-    edit_tokens: int = 96          # (b) ranges edited recently in other files
-    similar_tokens: int = 128      # (c) windows of open documents similar to the code before the cursor
-    extra_tokens: int = 128        # (d) input_extra chunks of an HTTP request
+    definition_tokens: int = 64    # (a) definitions of names used near the cursor, from other files
+    import_tokens: int = 128       # (b) signatures of the names the file imports, by how near and often they are used
+    edit_tokens: int = 64          # (c) ranges edited recently in other files
+    similar_tokens: int = 128      # (d) windows of open documents similar to the code before the cursor
+    extra_tokens: int = 128        # (e) input_extra chunks of an HTTP request
     max_files: int = 5000          # files read per workspace folder (in path order); past it a message says so
     max_file_kb: int = 512         # larger files are not indexed (generated code, data)
     log_prompts: bool = False      # log every prompt's parts (snippet paths, lines, scores, tokens) at info
@@ -168,6 +169,7 @@ _KEYS: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
     "crossFileShare": ("cross_file", "share", _float_in(0.0, 0.9)),
     "crossFileFormat": ("cross_file", "format", _one_of(CROSS_FILE_FORMATS)),
     "crossFileDefinitionTokens": ("cross_file", "definition_tokens", _int_in(0, 8192)),
+    "crossFileImportTokens": ("cross_file", "import_tokens", _int_in(0, 8192)),
     "crossFileEditTokens": ("cross_file", "edit_tokens", _int_in(0, 8192)),
     "crossFileSimilarTokens": ("cross_file", "similar_tokens", _int_in(0, 8192)),
     "crossFileExtraTokens": ("cross_file", "extra_tokens", _int_in(0, 8192)),

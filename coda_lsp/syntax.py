@@ -36,14 +36,20 @@ class GrammarMissing(RuntimeError):
 
 
 def new_parser(language: LanguageInfo) -> Parser:
-    """A tree-sitter parser of the language's grammar, from its own package (tree-sitter-python, ...)."""
+    """A tree-sitter parser of the language's grammar."""
+    return Parser(grammar_language(language.grammar))
+
+
+def grammar_language(grammar: str) -> Language:
+    """A grammar by its name, from its own package (tree-sitter-python, ...); GrammarMissing names the package."""
+    language = next(info for info in LANGUAGES.values() if info.grammar == grammar)
     try:
         module = importlib.import_module(language.grammar_module)
     except ImportError:
         package = language.grammar_module.replace("_", "-")
-        raise GrammarMissing(f"the tree-sitter grammar for {language.grammar} is not installed: pip install "
+        raise GrammarMissing(f"the tree-sitter grammar for {grammar} is not installed: pip install "
                              f"{package} (a dependency of coda-lsp: reinstall it)") from None
-    return Parser(Language(getattr(module, language.grammar_function)()))
+    return Language(getattr(module, language.grammar_function)())
 
 
 def check_grammars() -> None:

@@ -207,7 +207,7 @@ def kernel_unavailable_reason(kernel: Int8Kernel) -> str | None:
     try:
         product = kernel.multiply(codes, kernel.pack(weight))
     except (RuntimeError, NotImplementedError, AttributeError) as exc:  # AttributeError: a torch without the op
-        return f"{kernel.name} does not run here ({one_line(exc, typed=True)})"
+        return f"{kernel.name} does not run here ({one_line(exc)})"
     if not torch.equal(product.double(), codes.double() @ weight.double().t()):
         return f"{kernel.name} gave a wrong product on this CPU"
     return None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 import posixpath
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -43,6 +45,13 @@ class IndexedFile:
         """This file's definitions of `name` (a method may share its name with a function), in file order."""
         return self._by_name.get(name, ())
 
+    @cached_property
+    def exports(self) -> tuple[frozenset[str], tuple[Import, ...], tuple[Import, ...]]:
+        """What other files' imports can see of this one: its top-level names, its imports and re-exports.
+        Typing in a function body leaves it the same, so lookups through the file stay remembered."""
+        names = frozenset(d.name for d in self.outline.definitions if d.container is None)
+        return names, self.outline.imports, self.outline.reexports
+
 
 def uri_to_path(uri: str) -> Path | None:
     parsed = urlparse(uri)
@@ -56,11 +65,12 @@ def family_of(language: LanguageInfo) -> str:
 
 
 def index_file(path: Path, folder: Path, max_bytes: int, text: str | None = None) -> IndexedFile | Refusal:
-    """The outline of one file (read from disk unless the editor's `text` is given). Parsing never raises:
-    tree-sitter recovers from syntax errors, and a file it cannot read is a Refusal."""
+    """The outline of one file (read from disk unless the editor's `text` is given, then with its import uses).
+    Parsing never raises: tree-sitter recovers from syntax errors, and a file it cannot read is a Refusal."""
     language = language_for("", path.name)
     if language is None:
         return Refusal("not a supported language")
+    is_buffer = text is not None  # an editor's buffer: completions happen in it, so its import uses are wanted
     if text is None:
         read = read_source(path, folder, max_bytes)
         if isinstance(read, Refusal):
@@ -69,7 +79,7 @@ def index_file(path: Path, folder: Path, max_bytes: int, text: str | None = None
     elif len(text.encode("utf-8", "surrogatepass")) > max_bytes:
         return Refusal(f"over the {max_bytes}-byte cap")
     try:
-        file_outline = outline(language, text)
+        file_outline = outline(language, text, with_uses=is_buffer)
     except (ValueError, RuntimeError) as exc:
         return Refusal(f"does not parse: {exc}")
     return IndexedFile(path, path.relative_to(folder).as_posix(), language, file_outline)
@@ -82,6 +92,8 @@ def _module_keys(file: IndexedFile) -> Iterator[str]:
     parts = parts[:-1] if file.language.grammar == "go" or stem in _FOLDER_MODULES else parts[:-1] + [stem]
     for start in range(len(parts)):
         yield "/".join(parts[start:])
+    if not parts:
+        yield ""  # the workspace folder is itself a package: `from . import x` at its top, `import pkg` in it
 
 
 class WorkspaceIndex:
@@ -92,27 +104,37 @@ class WorkspaceIndex:
         self.files: dict[Path, IndexedFile] = {}
         self._by_name: dict[str, set[Path]] = {}
         self._by_module: dict[str, set[Path]] = {}
-        self.memo: dict[Any, Any] = {}  # lookups the sources remember until the next add or remove
+        # Lookups the sources remember (by path and name, never holding an outline) until a file's exports change.
+        self.memo: dict[Any, Any] = {}
+        self._attribute_files: dict[str, Counter[str]] = {}  # module key -> name -> files using `module.name`
+        self._folder_names = frozenset(folder.name for folder in self.folders)
+        self._folder_of: dict[Path, Path | None] = {}
 
     def folder_of(self, path: Path) -> Path | None:
-        """The workspace folder holding `path` (symlinks resolved), or None: such files are never read."""
-        return next((folder for folder in self.folders if is_inside(path, folder)), None)
+        """The workspace folder holding `path` (symlinks resolved), or None: such files are never read.
+        Remembered: resolving a path costs a system call per part, and every request asks."""
+        if path not in self._folder_of:
+            self._folder_of[path] = next((folder for folder in self.folders if is_inside(path, folder)), None)
+        return self._folder_of[path]
 
     def relative(self, path: Path) -> str | None:
         folder = self.folder_of(path)
         return path.resolve().relative_to(folder).as_posix() if folder is not None else None
 
     def add(self, file: IndexedFile) -> None:
-        self.remove(file.path)
-        self.memo.clear()
+        old = self.files.get(file.path)
+        self.remove(file.path, keep_memo=old is not None and old.exports == file.exports)
         self.files[file.path] = file
         for definition in file.outline.definitions:
             self._by_name.setdefault(definition.name, set()).add(file.path)
         for key in _module_keys(file):
             self._by_module.setdefault(key, set()).add(file.path)
+        for module, names in file.outline.module_attributes.items():
+            self._attribute_files.setdefault(self._module_key(file, module), Counter()).update(names)
 
-    def remove(self, path: Path) -> None:
-        self.memo.clear()
+    def remove(self, path: Path, keep_memo: bool = False) -> None:
+        if not keep_memo:
+            self.memo.clear()
         old = self.files.pop(path, None)
         if old is None:
             return
@@ -120,6 +142,15 @@ class WorkspaceIndex:
             _discard(self._by_name, definition.name, path)
         for key in _module_keys(old):
             _discard(self._by_module, key, path)
+        for module, names in old.outline.module_attributes.items():
+            key = self._module_key(old, module)
+            counts = self._attribute_files[key]
+            counts.subtract(names)
+            for name in names:
+                if counts[name] <= 0:
+                    del counts[name]
+            if not counts:
+                del self._attribute_files[key]
 
     def get(self, path: Path) -> IndexedFile | None:
         return self.files.get(path)
@@ -133,17 +164,37 @@ class WorkspaceIndex:
     def num_files_defining(self, name: str) -> int:
         return len(self._by_name.get(name, ()))
 
+    def popular_attributes(self, importer: IndexedFile, module: str, count: int) -> list[tuple[str, int]]:
+        """The `count` names of `module` that the most other files use as `alias.name`, with those numbers of
+        files. The importer's own uses are left out: what the user types in it must not change its prompt."""
+        counts = self._attribute_files.get(self._module_key(importer, module))
+        if not counts:
+            return []
+        own = importer.outline.module_attributes.get(module, frozenset())
+        others = ((name, num_files - (name in own)) for name, num_files in counts.items())
+        return [item for item in heapq.nlargest(count, others, key=lambda item: (item[1], item[0])) if item[1] > 0]
+
     def module_files(self, importer: IndexedFile, module: str) -> list[IndexedFile]:
-        """The workspace files an import's module names, most specific first; [] for a package from outside."""
+        """The workspace files an import's module names, most specific first; [] for a package from outside.
+        Remembered: a request asks for the same few modules once per name it resolves."""
+        memo_key = ("module", importer.path, module)
+        if memo_key not in self.memo:
+            self.memo[memo_key] = self._module_paths(importer, module)
+        return [self.files[path] for path in self.memo[memo_key]]
+
+    def _module_paths(self, importer: IndexedFile, module: str) -> list[Path]:
         key = self._module_key(importer, module)
         paths = self._by_module.get(key, set())
         if not paths and not module.startswith("."):
             # The workspace folder may sit inside the import path's root: a Go module path, or a Python
-            # package opened as the folder itself (`import pkg.mod` from inside pkg/). Its longest tail decides.
+            # package opened as the folder itself (`import pkg.mod` from inside pkg/). Its longest tail decides;
+            # the package itself (`import pkg` inside pkg/) is the folder's own __init__.
             parts = key.split("/")
-            paths = next((self._by_module[tail] for start in range(1, len(parts))
-                          if (tail := "/".join(parts[start:])) in self._by_module), set())
-        return [self.files[path] for path in sorted(paths) if self.files[path].family == importer.family]
+            tails = ["/".join(parts[start:]) for start in range(1, len(parts))]
+            if parts[0] in self._folder_names:
+                tails.append("")
+            paths = next((self._by_module[tail] for tail in tails if tail in self._by_module), set())
+        return [path for path in sorted(paths) if self.files[path].family == importer.family]
 
     def _module_key(self, importer: IndexedFile, module: str) -> str:
         here = posixpath.dirname(importer.relative)

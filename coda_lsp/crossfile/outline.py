@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from bisect import bisect_right
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any, NamedTuple
 
-from tree_sitter import Parser
+import tree_sitter
 
 from coda_lsp.languages import LanguageInfo
-from coda_lsp.syntax import new_parser
+from coda_lsp.syntax import grammar_language, new_parser
 from coda_lsp.text import leading_whitespace
 
 # A class, struct or interface shown whole is cut after this many lines: the budget holds a few hundred tokens.
@@ -34,6 +36,13 @@ class Definition:
     end_line: int         # 0-based, inclusive
     text: str             # the signature view, in the file's own syntax and indentation
     container: str | None = None  # the class / impl / receiver type of a method
+    # The view without doc lines, a class by its header and constructor only: how to call it, in fewer tokens.
+    # None when it is the same as `text`.
+    brief: str | None = None
+
+    @property
+    def brief_text(self) -> str:
+        return self.brief if self.brief is not None else self.text
 
 
 @dataclass(frozen=True)
@@ -44,38 +53,149 @@ class Import:
     name: str | None      # None: the whole module (import x, import *, a Go package, a namespace import)
     alias: str | None     # the local name, when there is one
 
+    @cached_property  # read for every import on every request
+    def module_names(self) -> frozenset[str]:
+        """The local names a whole-module import may bind: its alias, or each part of its path (`os`, `path`
+        of `import os.path`; a Go package's last path part is its name)."""
+        if self.name is not None:
+            return frozenset()
+        if self.alias:
+            return frozenset({self.alias})
+        return frozenset(part for part in re.split(r"[./:@-]+", self.module) if part)
+
+    def submodule(self, grammar: str) -> str | None:
+        """The module path of `from pkg import mod`, a named import that may be a submodule; None for a
+        whole-module import, or where a language's named imports never are (JS, Go)."""
+        if self.name is None:
+            return None
+        if grammar == "python":
+            return f"{self.module}{self.name}" if self.module.endswith(".") else f"{self.module}.{self.name}"
+        return f"{self.module}::{self.name}" if grammar == "rust" else None
+
 
 @dataclass(frozen=True)
 class FileOutline:
     definitions: tuple[Definition, ...]
     imports: tuple[Import, ...]
+    # JS / TS `export { a as b } from "./m"` (Import("./m", "a", "b")) and `export * from "./m"`: names the
+    # file passes on without binding them itself
+    reexports: tuple[Import, ...] = ()
+    # module of a whole-module import, or a named import that may be a submodule -> the names the file uses as
+    # `alias.name`: over the workspace, which of a module's names its importers use most
+    module_attributes: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Imports inside functions (Python modules import there to avoid import cycles): they bind names for the
+    # file's own code, not for files importing it. Read, like `uses`, only for an editor's buffer (see outline).
+    local_imports: tuple[Import, ...] = ()
+    uses: ImportUses | None = None  # where the file uses what it imports (only for an editor's buffer)
+    has_errors: bool = False        # tree-sitter recovered from a syntax error: the outline may lack parts
 
-    @property
+    @cached_property
+    def all_imports(self) -> tuple[Import, ...]:
+        """Every import the file's own code can name, module-level first."""
+        return self.imports + self.local_imports
+
+    @cached_property
     def module_aliases(self) -> frozenset[str]:
         """Local names of whole-module imports: `nx` of `import networkx as nx`; `os`, `path` of `import os.path`."""
-        aliases: set[str] = set()
-        for imp in self.imports:
-            if imp.name is None and imp.alias:
-                aliases.add(imp.alias)
-            elif imp.name is None:
-                aliases.update(part for part in re.split(r"[./:@-]+", imp.module) if part)
-        return frozenset(aliases)
+        return frozenset(name for imp in self.all_imports for name in imp.module_names)
 
 
-def outline(language: LanguageInfo, text: str) -> FileOutline:
-    """The outline of `text`; a file with syntax errors still yields every definition tree-sitter recovers."""
+@dataclass(frozen=True)
+class ImportUses:
+    """The lines (0-based, ascending) where a file uses what it imports, import statements left out."""
+
+    names: Mapping[str, tuple[int, ...]] = field(default_factory=dict)   # local name of a named import
+    # (base, x) of `base.x` / `base::x` where base is an imported name: `nx.path_graph`, `core.Primitive` of
+    # `from jax._src import core`, `fs::read`
+    attributes: Mapping[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
+
+
+_IDENTIFIER_AT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# an identifier, and the attribute after it when there is one: `nx.path_graph`, `fs::read`
+_NAME_AND_ATTRIBUTE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:[ \t]*(?:\.|::)[ \t]*([A-Za-z_][A-Za-z0-9_]*))?")
+
+
+def outline(language: LanguageInfo, text: str, with_uses: bool = False) -> FileOutline:
+    """The outline of `text`; a file with syntax errors still yields every definition tree-sitter recovers.
+    `with_uses` is for a file completions happen in (an editor's buffer), not for the thousands of files a
+    workspace index reads from disk: it adds the imports inside functions and where each import is used."""
     source = text.encode("utf-8", "replace")
     root = _parser(language).parse(source).root_node
     reader = _Reader(source, language.grammar)
     definitions = tuple(reader.definitions(root))
     imports = tuple(reader.imports(root))
-    return FileOutline(definitions, imports)
+    reexports = tuple(reader.reexports(root))
+    file_outline = FileOutline(definitions, imports, reexports, module_attributes(text, imports, language.grammar),
+                               has_errors=root.has_error)
+    if not with_uses:
+        return file_outline
+    file_outline = replace(file_outline, local_imports=tuple(reader.local_imports(root)))
+    return replace(file_outline, uses=import_uses(text, file_outline, reader.import_lines))
+
+
+def module_attributes(text: str, imports: tuple[Import, ...], grammar: str) -> dict[str, frozenset[str]]:
+    """The names the file uses of each module it imports (`nx.Graph`, `logging.get_logger` of `from .utils
+    import logging`). `str.find` per alias: a regular expression over every identifier, as `import_uses` runs
+    for a buffer, would add a fifth to the whole index build."""
+    module_of = {local: imp.module for imp in imports for local in imp.module_names}
+    module_of.update((imp.alias or str(imp.name), module) for imp in imports
+                     if (module := imp.submodule(grammar)) is not None)
+    found: dict[str, set[str]] = {}
+    for alias, module in module_of.items():
+        for separator in ("::", ".") if grammar == "rust" else (".",):
+            key = alias + separator
+            start = text.find(key)
+            while start >= 0:
+                before = text[start - 1] if start else " "
+                name = _IDENTIFIER_AT.match(text, start + len(key))
+                if name is not None and not (before.isalnum() or before in "_."):  # `x.nx.a` is not nx's
+                    found.setdefault(module, set()).add(name.group())
+                start = text.find(key, start + len(key))
+    return {module: frozenset(names) for module, names in found.items()}
+
+
+def import_uses(text: str, file_outline: FileOutline, import_lines: set[int]) -> ImportUses:
+    """One regular-expression pass over the text (strings and comments included: a name in a docstring is
+    a weak hint, and telling them apart would need the tree walked in Python, ten times slower)."""
+    named = {imp.alias or imp.name for imp in file_outline.all_imports if imp.name is not None}
+    bases = named | file_outline.module_aliases
+    line_ends = [match.start() for match in re.finditer("\n", text)]
+    names: dict[str, list[int]] = {}
+    attributes: dict[tuple[str, str], list[int]] = {}
+
+    def add(table: dict[Any, list[int]], key: Any, line: int) -> None:
+        lines = table.setdefault(key, [])
+        if not lines or lines[-1] != line:
+            lines.append(line)
+    for match in _NAME_AND_ATTRIBUTE.finditer(text):
+        name, attribute = match.group(1), match.group(2)
+        if name not in bases:
+            continue
+        line = bisect_right(line_ends, match.start() - 1)
+        if line in import_lines:
+            continue
+        if name in named:
+            add(names, name, line)
+        if attribute is not None:
+            add(attributes, (name, attribute), line)
+    return ImportUses({k: tuple(v) for k, v in names.items()}, {k: tuple(v) for k, v in attributes.items()})
 
 
 _PARSERS = threading.local()
+# The import statements a language may write inside a function, as a tree-sitter query.
+_NESTED_IMPORTS = {"python": "[(import_statement) (import_from_statement)] @import",
+                   "rust": "(use_declaration) @import"}
+_FUNCTIONS = frozenset({"function_definition", "function_item"})
+_QUERIES: dict[str, Any] = {}  # compiled queries are read-only: one per grammar serves every thread
 
 
-def _parser(language: LanguageInfo) -> Parser:
+def _query(grammar: str, pattern: str) -> Any:
+    if grammar not in _QUERIES:
+        _QUERIES[grammar] = tree_sitter.Query(grammar_language(grammar), pattern)
+    return _QUERIES[grammar]
+
+
+def _parser(language: LanguageInfo) -> tree_sitter.Parser:
     """A parser of this thread's own: the index is built off the event loop, whose completions parse with
     coda_lsp.syntax's parsers meanwhile, and a tree-sitter parser must not be used by two threads at once."""
     parsers = getattr(_PARSERS, "by_grammar", None)
@@ -84,6 +204,14 @@ def _parser(language: LanguageInfo) -> Parser:
     if language.grammar not in parsers:
         parsers[language.grammar] = new_parser(language)
     return parsers[language.grammar]
+
+
+class _View(NamedTuple):
+    """A definition's text, and the same without its doc lines (and, for a class, without its members but
+    the constructor)."""
+
+    text: str
+    brief: str
 
 
 def _text(source: bytes, node: Any) -> str:
@@ -98,6 +226,22 @@ def _expression_of(node: Any) -> Any:
     return node
 
 
+def _one_line(header: str) -> str:
+    """A header of one parameter per line on one line (the brief view: each line break and indent is a token or
+    two); left as it is when a line holds a comment, which would swallow the rest."""
+    lines = header.split("\n")
+    if len(lines) == 1 or any("#" in line or "//" in line for line in lines[:-1]):
+        return header
+    joined = lines[0]
+    for line in lines[1:]:
+        part = line.strip()
+        if part.startswith((")", "]", "}", ">")):
+            joined = joined.removesuffix(",") + part  # `b=2,\n)`: the trailing comma goes with the break
+        else:
+            joined += part if joined.endswith(("(", "[", "{", "<")) else " " + part
+    return joined
+
+
 def _short(line: str) -> str:
     return line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS] + "..."
 
@@ -109,6 +253,7 @@ class _Reader:
         self.source = source
         self.grammar = grammar
         self.is_python = grammar == "python"
+        self.import_lines: set[int] = set()   # lines of the import statements read (filled by `imports`)
 
     # ---- text helpers ----------------------------------------------------------------------------------------
 
@@ -152,25 +297,28 @@ class _Reader:
         first = _expression_of(body.named_children[0])
         if first.type != "string":
             return None
-        text = _text(self.source, first)
+        text = _text(self.source, first).lstrip("rRbBuUfF")  # r"""...""": the prefix says nothing
         quote = text[:3] if text[:3] in ('"""', "'''") else text[:1]
-        line = text.split("\n")[0].rstrip()
-        return _short(line if line.endswith(quote) and len(line) > len(quote) else line + quote)
+        content = text[len(quote):].removesuffix(quote)
+        # `"""` alone on its line, then the text: the first line that says something
+        line = next((stripped for line in content.split("\n") if (stripped := line.strip())), None)
+        return _short(f"{quote}{line}{quote}") if line else None
 
-    def function_view(self, node: Any, indent: str) -> str:
+    def function_view(self, node: Any, indent: str) -> _View:
         """A function or method: its header and the first docstring / comment line, the body elided."""
         body = node.child_by_field_name("body")
         header = indent + self.header(node, body)
+        brief_header = _one_line(header)
         if self.is_python:
             doc = self.docstring(body)
             body_indent = indent + "    "
-            if doc:
-                return f"{header}\n{body_indent}{doc}"
             # a comment after the colon would swallow a same-line `...`
-            return f"{header}\n{body_indent}..." if "#" in header.rsplit(":", 1)[-1] else f"{header} ..."
+            elided = f"\n{body_indent}..." if "#" in header.rsplit(":", 1)[-1] else " ..."
+            return _View(f"{header}\n{body_indent}{doc}" if doc else header + elided, brief_header + elided)
         doc = self.doc_comment(node)
-        view = f"{header} {{ ... }}" if body is not None else header
-        return f"{indent}{doc}\n{view}" if doc else view
+        bare = f"{header} {{ ... }}" if body is not None else header
+        return _View(f"{indent}{doc}\n{bare}" if doc else bare,
+                     f"{brief_header} {{ ... }}" if body is not None else brief_header)
 
     # ---- definitions -----------------------------------------------------------------------------------------
 
@@ -225,29 +373,28 @@ class _Reader:
         elif kind == "expression_statement":
             yield from self.python_assignment(node)
 
-    def function_view_from(self, shown: Any, node: Any) -> str:
+    def function_view_from(self, shown: Any, node: Any) -> _View:
         if shown is node:
             return self.function_view(node, "")
         # export function f(...) { ... }: the header runs from `export` to the function's body
-        body = node.child_by_field_name("body")
-        doc = self.doc_comment(shown)
-        view = f"{self.header(shown, body)} {{ ... }}"
-        return f"{doc}\n{view}" if doc else view
+        return self.with_comment(shown, f"{self.header(shown, node.child_by_field_name('body'))} {{ ... }}")
 
-    def with_comment(self, node: Any, view: str) -> str:
+    def with_comment(self, node: Any, view: str) -> _View:
         doc = None if self.is_python else self.doc_comment(node)
-        return f"{doc}\n{view}" if doc else view
+        return _View(f"{doc}\n{view}" if doc else view, view)
 
-    def make(self, name: str, kind: str, node: Any, text: str, container: str | None = None) -> Definition:
-        return Definition(name, kind, node.start_point[0], node.end_point[0], text, container)
+    def make(self, name: str, kind: str, node: Any, view: _View | str, container: str | None = None) -> Definition:
+        text, brief = (view, view) if isinstance(view, str) else view
+        return Definition(name, kind, node.start_point[0], node.end_point[0], text, container,
+                          brief if brief != text else None)
 
     def class_like(self, name: str, shown: Any, node: Any) -> Iterator[Definition]:
         """A class: header, first doc line and its members' signatures; each method also on its own."""
         body = node.child_by_field_name("body")
         header = self.header(shown, body)
         doc = self.docstring(body) if self.is_python else self.doc_comment(shown)
-        members: list[str] = []
-        methods: list[tuple[str, Any, str]] = []
+        members: list[_View] = []
+        methods: list[tuple[str, Any, _View]] = []
         for member in (body.named_children if body is not None else []):
             target = member.child_by_field_name("definition") if member.type == "decorated_definition" else member
             if target is None:
@@ -260,22 +407,36 @@ class _Reader:
                 view = self.function_view(target, indent)
                 members.append(view)
                 methods.append((_text(self.source, member_name), target, view))
-            elif target.type in ("assignment", "public_field_definition", "field_definition") and _text(self.source, target).count("\n") == 0:
-                members.append(indent + _short(_text(self.source, target)))
+            elif target.type in ("assignment", "public_field_definition", "field_definition") \
+                    and _text(self.source, target).count("\n") == 0:
+                line = indent + _short(_text(self.source, target))
+                members.append(_View(line, line))
         lines = [header] if self.is_python else [header + " {"]
         if doc:
             lines = ([header, "    " + doc] if self.is_python else [doc, header + " {"])
-        members.sort(key=lambda view: not any(f"{name}(" in view for name in _CONSTRUCTORS))
-        view_lines = "\n".join(lines + members[:MAX_CLASS_MEMBERS]).split("\n")[:MAX_DEFINITION_LINES]
+        members.sort(key=lambda view: not any(f"{name}(" in view.text for name in _CONSTRUCTORS))
+        view_lines = "\n".join(lines + [m.text for m in members[:MAX_CLASS_MEMBERS]]).split("\n")[:MAX_DEFINITION_LINES]
         if not self.is_python:
             view_lines.append(self.indent_of(shown) + "}")
         if self.is_python and len(view_lines) == 1:
             view_lines[0] += " ..."
-        yield self.make(name, "class", shown, "\n".join(view_lines))
+        yield self.make(name, "class", shown, _View("\n".join(view_lines), self.class_brief(shown, header, members)))
+        opener = header if self.is_python else header + " {"
+        closer = "" if self.is_python else "\n}"
         for method_name, target, view in methods:
-            opener = header if self.is_python else header + " {"
-            closer = "" if self.is_python else "\n}"
-            yield self.make(method_name, "method", target, f"{opener}\n{view}{closer}", name)
+            yield self.make(method_name, "method", target,
+                            _View(f"{opener}\n{view.text}{closer}", f"{opener}\n{view.brief}{closer}"), name)
+
+    def class_brief(self, shown: Any, header: str, members: list[_View]) -> str:
+        """How to make one, without doc lines: the header and the constructor's signature, or, without a
+        constructor (a dataclass, a TypedDict), the first members; `members` has the constructor first."""
+        has_constructor = bool(members) and any(f"{name}(" in members[0].text for name in _CONSTRUCTORS)
+        shown_members = [m.brief for m in members[:1 if has_constructor else MAX_CLASS_MEMBERS]]
+        if not shown_members:
+            return f"{header} ..." if self.is_python else f"{header} {{ ... }}"
+        lines = "\n".join([header if self.is_python else header + " {", *shown_members]).split("\n")
+        lines = lines[:MAX_DEFINITION_LINES]
+        return "\n".join(lines if self.is_python else [*lines, self.indent_of(shown) + "}"])
 
     def rust_block(self, node: Any) -> Iterator[Definition]:
         """A trait is a type with method signatures; an impl block's methods belong to its type."""
@@ -290,9 +451,9 @@ class _Reader:
             if member.type in ("function_item", "function_signature_item") and member_name is not None:
                 indent = self.indent_of(member)
                 view = self.function_view(member, indent)
-                views.append(view)
+                views.append(view.text)
                 yield self.make(_text(self.source, member_name), "method", member,
-                                f"{header} {{\n{view}\n}}", owner)
+                                _View(f"{header} {{\n{view.text}\n}}", f"{header} {{\n{view.brief}\n}}"), owner)
         if is_trait and owner:
             lines = f"{header} {{\n" + "\n".join(views)
             yield self.make(owner, "type", node, self.with_comment(
@@ -337,13 +498,48 @@ class _Reader:
     def imports(self, root: Any) -> Iterator[Import]:
         for node in self.import_candidates(root):
             if node.type == "export_statement" and node.child_by_field_name("source") is not None:
-                continue  # a re-export binds no local name
-            reader = _IMPORT_READERS.get(node.type)
-            if reader is not None:
-                try:
-                    yield from reader(self, node)
-                except (AttributeError, IndexError, TypeError):
-                    continue
+                self.import_lines.update(range(node.start_point[0], node.end_point[0] + 1))
+                continue  # a re-export binds no local name: see `reexports`
+            yield from self.import_statement(node)
+
+    def import_statement(self, node: Any) -> list[Import]:
+        reader = _IMPORT_READERS.get(node.type)
+        try:
+            found = list(reader(self, node)) if reader is not None else []
+        except (AttributeError, IndexError, TypeError):
+            return []
+        if found:
+            self.import_lines.update(range(node.start_point[0], node.end_point[0] + 1))
+        return found
+
+    def local_imports(self, root: Any) -> Iterator[Import]:
+        """Python and Rust imports inside functions, found by a tree-sitter query (in C: walking the whole
+        tree in Python would cost more than the parse)."""
+        pattern = _NESTED_IMPORTS.get(self.grammar)
+        if pattern is None:
+            return
+        captures = tree_sitter.QueryCursor(_query(self.grammar, pattern)).captures(root)
+        for node in sorted((node for nodes in captures.values() for node in nodes), key=lambda n: n.start_byte):
+            if _inside_function(node):
+                yield from self.import_statement(node)
+
+    def reexports(self, root: Any) -> Iterator[Import]:
+        """JS / TS `export { a, b as c } from "m"`, `export * from "m"` (`export * as ns` names no definition)."""
+        for node in root.named_children:
+            source_node = node.child_by_field_name("source") if node.type == "export_statement" else None
+            if source_node is None:
+                continue
+            module = _text(self.source, source_node).strip("'\"`")
+            clause = next((child for child in node.named_children if child.type == "export_clause"), None)
+            if clause is None:
+                if not any(child.type == "namespace_export" for child in node.named_children):
+                    yield Import(module, None, None)
+                continue
+            for spec in clause.named_children:
+                name, alias = spec.child_by_field_name("name"), spec.child_by_field_name("alias")
+                if spec.type == "export_specifier" and name is not None:
+                    yield Import(module, _text(self.source, name),
+                                 _text(self.source, alias) if alias is not None else None)
 
     def import_candidates(self, root: Any) -> Iterator[Any]:
         """Top-level statements; in Python also those inside top-level `if` / `try` blocks, where
@@ -465,6 +661,15 @@ def _comment_ends_above(node: Any, line: int) -> bool:
     """A comment whose last line is `line - 1` (Rust's `///` nodes end at column 0 of the next line)."""
     end_row, end_column = node.end_point
     return "comment" in node.type and (end_row == line - 1 or (end_row == line and end_column == 0))
+
+
+def _inside_function(node: Any) -> bool:
+    parent = node.parent
+    while parent is not None:
+        if parent.type in _FUNCTIONS:
+            return True
+        parent = parent.parent
+    return False
 
 
 def _walk(node: Any) -> Iterator[Any]:

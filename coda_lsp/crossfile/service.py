@@ -12,6 +12,7 @@ from coda_lsp.crossfile.index import IndexedFile, WorkspaceIndex, index_file, ur
 from coda_lsp.crossfile.query import cursor_query
 from coda_lsp.crossfile.snippets import SourceKind
 from coda_lsp.crossfile.sources.definitions import definition_snippets
+from coda_lsp.crossfile.sources.imports import import_snippets
 from coda_lsp.crossfile.sources.input_extra import input_extra_snippets
 from coda_lsp.crossfile.sources.recent_edits import RecentEdits, changed_lines, recent_edit_snippets
 from coda_lsp.crossfile.sources.similar_windows import WindowCache, similar_snippets
@@ -62,13 +63,19 @@ class CrossFile:
     # ---- keeping current -------------------------------------------------------------------------------------
 
     def reindex_text(self, uri: str, text: str, max_bytes: int) -> None:
-        """Index an open document's buffer (the editor's text wins over the disk's)."""
+        """Index an open document's buffer (the editor's text wins over the disk's). A buffer that stops parsing
+        keeps the outline it had while it did: a pause in the middle of `f("ab` would otherwise make tree-sitter
+        lose the definitions and imports after it, and the snippets would change under a line being typed."""
         path = self.path_of(uri)
         folder = self.index.folder_of(path) if path is not None else None
         if path is None or folder is None:
             return
         result = index_file(path, folder, max_bytes, text)
         if isinstance(result, IndexedFile):
+            known = self.index.get(path)
+            if result.outline.has_errors and known is not None and known.outline.uses is not None and \
+                    not known.outline.has_errors:
+                return
             self.index.add(result)
         else:
             logger.debug("not indexed: %s (%s)", path, result.reason)
@@ -123,14 +130,16 @@ class CrossFile:
         open_docs = list(self.documents.documents.values())
         candidates: dict[SourceKind, list[Any]] = {
             "definition": definition_snippets(query, self.index) if settings.definition_tokens else [],
+            "import": import_snippets(query, self.index) if settings.import_tokens else [],
             "recentEdit": recent_edit_snippets(query, self.edits, self.documents.get, self.relative)
             if settings.edit_tokens else [],
             "similar": similar_snippets(query, open_docs, self.windows, self.relative)
             if settings.similar_tokens else [],
             "inputExtra": input_extra_snippets(query, input_extra, relative) if input_extra else [],
         }
-        budgets: dict[SourceKind, int] = {"definition": settings.definition_tokens, "recentEdit": settings.edit_tokens,
-                                          "similar": settings.similar_tokens, "inputExtra": settings.extra_tokens}
+        budgets: dict[SourceKind, int] = {"definition": settings.definition_tokens, "import": settings.import_tokens,
+                                          "recentEdit": settings.edit_tokens, "similar": settings.similar_tokens,
+                                          "inputExtra": settings.extra_tokens}
         folder = self.index.folder_of(path) if path is not None else None
         layout = Layout(settings.format, relative, language.line_comment, folder.name if folder else "workspace")
         return assemble(candidates, budgets, budget, layout, query.local_lines, count_tokens)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-SourceKind = Literal["definition", "recentEdit", "similar", "inputExtra"]
+SourceKind = Literal["definition", "import", "recentEdit", "similar", "inputExtra"]
 # Priority order of the sources: a higher one fills its budget first and its snippets sit nearer the prefix.
-SOURCE_KINDS: tuple[SourceKind, ...] = ("definition", "recentEdit", "similar", "inputExtra")
+SOURCE_KINDS: tuple[SourceKind, ...] = ("definition", "import", "recentEdit", "similar", "inputExtra")
 
 
 def trimmed_lines(lines: list[str], start_line: int) -> tuple[list[str], int]:

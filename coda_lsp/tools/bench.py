@@ -1,21 +1,10 @@
 """python -m coda_lsp.tools.bench: request->response latency p50 / p95 over stdio, and the time spent outside the engine.
 
-Drives the real `coda-lsp` process with pygls' LSP client: one fresh server per kind of completion, on real
-Python source (the standard library's `email` package: the same code whatever version of this project runs):
-- single-line: a cold request right after `name = ` of an assignment, the rest of the line removed;
-- multi-line: a cold request at the end of a line that opens a block;
-- typing: someone writing the rest of such an assignment, one character and one request (awaited) per keystroke,
-  in one open document: consecutive requests share almost all of their context;
-- accept: someone going on by accepting: a request where single-line's is, then up to ACCEPTS times: read the
-  shown completion for READ_MS, accept it (insert it at the cursor), ask again at its end. The table splits the
-  first requests from those after an accept;
-- focus: the first keystroke in a document the user just opened: the document is opened, its cursor sent as
-  coda/didFocus (as the VS Code extension and the Neovim config do), LOOK_MS later a character is typed there
-  and completed. --warm-on-focus off measures the same without the canvas prepared ahead.
-No answer of single-line, multi-line and typing comes from the completion cache: every request is at a new cursor
-with text not seen before. Documents are opened under their paths in a copy of that package (the workspace: the
-original lies in a folder git ignores, which the index skips), with TABS other modules open as tabs; --cross-file on|off sets coda.crossFile, so the two runs differ only in the
-cross-file snippets."""
+Drives the real `coda-lsp` process with pygls' LSP client, one fresh server per kind of request (--kinds), on real
+Python source: the standard library's `email` package (the same code whatever version of this project runs), copied
+into a workspace (the original lies in a folder git ignores, which the index skips) with TABS other modules open as
+tabs; --cross-file on|off sets coda.crossFile, so the two runs differ only in the cross-file snippets. What each kind
+sends, and why no answer comes from the completion cache: docs/benchmarks.md, "What the benchmark tools send"."""
 
 from __future__ import annotations
 
@@ -28,7 +17,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from statistics import quantiles
 from typing import Any
@@ -41,25 +32,21 @@ from coda_lsp.cli import DEFAULT_MODEL
 
 PACKAGE = Path(email.__file__).resolve().parent
 TABS = 3  # the last modules, open in every run: the similar-code source searches them; samples come from the first
+_ASSIGNMENT = re.compile(r"^(\s*)([A-Za-z_][\w.]*) = \S")
+_OPENER = re.compile(r"^\s*(def|if|for|while|with|class) .*:$")
+READ_MS, ACCEPTS = 400, 10  # accept: how long each shown completion is read, and how many are accepted in a row
+LOOK_MS = 1000  # focus: between a document's focus and its first keystroke
 
 
 @dataclass(frozen=True)
 class Workspace:
     folder: Path
-    sources: tuple[Path, ...]
+    sources: tuple[Path, ...]  # sorted: samples come from the first, the last TABS are open as tabs
 
     @classmethod
     def copy_of(cls, package: Path, scratch: Path) -> "Workspace":
         folder = Path(shutil.copytree(package, scratch / package.name, ignore=shutil.ignore_patterns("__pycache__")))
         return cls(folder, tuple(sorted(folder.rglob("*.py"))))
-
-    @property
-    def tabs(self) -> tuple[Path, ...]:
-        return self.sources[-TABS:]
-_ASSIGNMENT = re.compile(r"^(\s*)([A-Za-z_][\w.]*) = \S")
-_OPENER = re.compile(r"^\s*(def|if|for|while|with|class) .*:$")
-READ_MS, ACCEPTS = 400, 10
-LOOK_MS = 1000  # between a document's focus and its first keystroke
 
 
 @dataclass(frozen=True)
@@ -70,37 +57,36 @@ class Sample:
     source: Path   # the module the text comes from: the document's uri
 
 
-def single_line_samples(workspace: Workspace, count: int) -> list[Sample]:
-    """Cursors right after `name = `, the rest of the line removed: the model completes the statement."""
-    samples = []
+def assignments(workspace: Workspace) -> Iterator[tuple[Path, list[str], int, int]]:
+    """(module, its lines, line number, column right after `name = `) of each one-line-started assignment."""
     for source in workspace.sources:
         lines = source.read_text().split("\n")
         for number, line in enumerate(lines):
-            match = _ASSIGNMENT.match(line)
-            if match and len(samples) < count:
-                cut = line[:match.end() - 1]
-                text = "\n".join([*lines[:number], cut, *lines[number + 1:]])
-                samples.append(Sample(text, types.Position(number, len(cut)), len(samples), source))
-    return samples
+            if match := _ASSIGNMENT.match(line):
+                yield source, lines, number, match.end() - 1
+
+
+def with_line(lines: list[str], number: int, line: str) -> str:
+    return "\n".join([*lines[:number], line, *lines[number + 1:]])
+
+
+def single_line_samples(workspace: Workspace, count: int) -> list[Sample]:
+    """Cursors right after `name = `, the rest of the line removed: the model completes the statement."""
+    return [Sample(with_line(lines, number, lines[number][:cut]), types.Position(number, cut), index, source)
+            for index, (source, lines, number, cut) in enumerate(islice(assignments(workspace), count))]
 
 
 def typing_samples(workspace: Workspace, count: int, keystrokes_per_line: int = 6) -> list[Sample]:
     """Keystrokes writing the first characters of assignments' right-hand sides (after `name = `), the rest of
     each line removed, `keystrokes_per_line` in a row per line."""
     samples: list[Sample] = []
-    lines_done = 0
-    for source in workspace.sources:
-        lines = source.read_text().split("\n")
-        for number, line in enumerate(lines):
-            match = _ASSIGNMENT.match(line)
-            if not match or len(samples) >= count:
-                continue
-            cut = match.end() - 1
-            for typed in range(1, min(keystrokes_per_line, len(line) - cut, count - len(samples)) + 1):
-                partial = line[:cut + typed]
-                text = "\n".join([*lines[:number], partial, *lines[number + 1:]])
-                samples.append(Sample(text, types.Position(number, len(partial)), lines_done, source))
-            lines_done += 1
+    for document, (source, lines, number, cut) in enumerate(assignments(workspace)):
+        if len(samples) >= count:
+            break
+        for typed in range(1, min(keystrokes_per_line, len(lines[number]) - cut, count - len(samples)) + 1):
+            partial = lines[number][:cut + typed]
+            samples.append(Sample(with_line(lines, number, partial), types.Position(number, len(partial)), document,
+                                  source))
     return samples
 
 
@@ -115,22 +101,24 @@ def multi_line_samples(workspace: Workspace, count: int) -> list[Sample]:
     return samples
 
 
-async def start_client(model: Path, workspace: Workspace, options: dict[str, Any], device: str,
-                       dtype: str | None) -> LanguageClient:
-    """The real server on `model`, initialized, its model loaded and the workspace's tabs open."""
-    client = LanguageClient("coda-lsp-bench", "0")
-    command = [sys.executable, "-m", "coda_lsp", "--model", str(model), "--device", device, "--log-level", "ERROR"]
-    await client.start_io(*command, *(["--dtype", dtype] if dtype else []))
+async def start_client(model: Path, workspace: Workspace | None = None, options: dict[str, Any] | None = None,
+                       device: str = "cpu", dtype: str | None = None) -> LanguageClient:
+    """The real server on `model`, initialized and its model loaded; the workspace's tabs open."""
+    client = LanguageClient("coda-lsp-tools", "0")
+    await client.start_io(sys.executable, "-m", "coda_lsp", "--model", str(model), "--device", device, "--log-level",
+                          "ERROR", *(["--dtype", dtype] if dtype else []))
     capabilities = types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
-        inline_completion=types.InlineCompletionClientCapabilities()))
+        inline_completion=types.InlineCompletionClientCapabilities(),
+        code_action=types.CodeActionClientCapabilities(
+            resolve_support=types.ClientCodeActionResolveOptions(properties=["edit"]))))
+    folders = [types.WorkspaceFolder(uri=workspace.folder.as_uri(), name=workspace.folder.name)] if workspace else None
     await client.initialize_async(types.InitializeParams(
-        capabilities=capabilities, initialization_options={"coda": options}, root_uri=workspace.folder.as_uri(),
-        workspace_folders=[types.WorkspaceFolder(uri=workspace.folder.as_uri(), name=workspace.folder.name)]))
+        capabilities=capabilities, initialization_options={"coda": options or {}},
+        root_uri=folders[0].uri if folders else None, workspace_folders=folders))
     client.initialized(types.InitializedParams())
     await wait_ready(client)
-    for version, tab in enumerate(workspace.tabs):
-        client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
-            uri=tab.as_uri(), language_id="python", version=version, text=tab.read_text())))
+    for version, tab in enumerate(workspace.sources[-TABS:] if workspace else ()):
+        open_document(client, tab.as_uri(), tab.read_text(), version)
     return client
 
 
@@ -143,12 +131,28 @@ async def stop_client(client: LanguageClient) -> dict[str, Any]:
     return status
 
 
-async def inline(client: LanguageClient, uri: str, position: types.Position) -> list[str]:
+def open_document(client: LanguageClient, uri: str, text: str, version: int = 0) -> None:
+    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+        uri=uri, language_id="python", version=version, text=text)))
+
+
+def change_document(client: LanguageClient, uri: str, text: str, version: int) -> None:
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)]))
+
+
+async def inline(client: LanguageClient, uri: str, position: types.Position,
+                 trigger: types.InlineCompletionTriggerKind = types.InlineCompletionTriggerKind.Automatic,
+                 ) -> tuple[list[str], float]:
+    """The inline completions' texts at `position`, and the client-side ms the request took."""
+    started = time.perf_counter()
     result = await client.text_document_inline_completion_async(types.InlineCompletionParams(
         text_document=types.TextDocumentIdentifier(uri=uri), position=position,
-        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+        context=types.InlineCompletionContext(trigger_kind=trigger)))
     items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
-    return [item.insert_text for item in items if isinstance(item.insert_text, str)]
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    return [item.insert_text for item in items if isinstance(item.insert_text, str)], elapsed_ms
 
 
 async def run_kind(model: Path, workspace: Workspace, samples: list[Sample], options: dict[str, Any], device: str,
@@ -159,19 +163,13 @@ async def run_kind(model: Path, workspace: Workspace, samples: list[Sample], opt
     for index, sample in enumerate(samples):
         uri = sample.source.as_uri()
         if index and samples[index - 1].document == sample.document:
-            client.text_document_did_change(types.DidChangeTextDocumentParams(
-                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=index + 1),
-                content_changes=[types.TextDocumentContentChangeWholeDocument(text=sample.text)]))
+            change_document(client, uri, sample.text, index + 1)
         else:
-            client.text_document_did_open(types.DidOpenTextDocumentParams(
-                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=index + 1,
-                                                     text=sample.text)))
-        started = time.perf_counter()
-        await inline(client, uri, sample.position)
-        client_ms.append((time.perf_counter() - started) * 1000)
+            open_document(client, uri, sample.text, index + 1)
+        client_ms.append((await inline(client, uri, sample.position))[1])
         if index + 1 == len(samples) or samples[index + 1].document != sample.document:
             client.text_document_did_close(types.DidCloseTextDocumentParams(
-                text_document=types.TextDocumentIdentifier(uri=uri)))
+            text_document=types.TextDocumentIdentifier(uri=uri)))
     return {"client": client_ms, "status": await stop_client(client)}
 
 
@@ -181,21 +179,17 @@ async def run_accepts(model: Path, workspace: Workspace, samples: list[Sample], 
     its end. Returns the first requests' and the after-accept requests' client-side timings."""
     client = await start_client(model, workspace, options, device, dtype)
     first_ms, after_ms = [], []
-    for index, sample in enumerate(samples):
+    for sample in samples:
         uri, text, position = sample.source.as_uri(), sample.text, sample.position
-        client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
-            uri=uri, language_id="python", version=0, text=text)))
+        open_document(client, uri, text)
         for accepted in range(ACCEPTS + 1):
-            started = time.perf_counter()
-            shown = await inline(client, uri, position)
-            (after_ms if accepted else first_ms).append((time.perf_counter() - started) * 1000)
+            shown, elapsed_ms = await inline(client, uri, position)
+            (after_ms if accepted else first_ms).append(elapsed_ms)
             if not shown or accepted == ACCEPTS:
                 break
             await asyncio.sleep(READ_MS / 1000)
             text, position = _inserted(text, position, shown[0])
-            client.text_document_did_change(types.DidChangeTextDocumentParams(
-                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=accepted + 1),
-                content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)]))
+            change_document(client, uri, text, accepted + 1)
         client.text_document_did_close(types.DidCloseTextDocumentParams(
             text_document=types.TextDocumentIdentifier(uri=uri)))
     return {"client": first_ms, "after": after_ms, "status": await stop_client(client)}
@@ -208,21 +202,15 @@ async def run_focus(model: Path, workspace: Workspace, samples: list[Sample], op
     client = await start_client(model, workspace, options, device, dtype)
     client_ms = []
     for sample in samples:
-        uri = sample.source.as_uri()
-        line = sample.text.split("\n")[sample.position.line]
-        typed, position = _inserted(sample.text, sample.position, line[sample.position.character:][:1] or " ")
-        client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
-            uri=uri, language_id="python", version=0, text=sample.text)))
+        uri, cursor = sample.source.as_uri(), sample.position
+        line = sample.text.split("\n")[cursor.line]
+        typed, position = _inserted(sample.text, cursor, line[cursor.character:][:1] or " ")
+        open_document(client, uri, sample.text)
         client.protocol.notify("coda/didFocus", {"textDocument": {"uri": uri},
-                                                 "position": {"line": sample.position.line,
-                                                              "character": sample.position.character}})
+                                                 "position": {"line": cursor.line, "character": cursor.character}})
         await asyncio.sleep(LOOK_MS / 1000)
-        client.text_document_did_change(types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=1),
-            content_changes=[types.TextDocumentContentChangeWholeDocument(text=typed)]))
-        started = time.perf_counter()
-        await inline(client, uri, position)
-        client_ms.append((time.perf_counter() - started) * 1000)
+        change_document(client, uri, typed, 1)
+        client_ms.append((await inline(client, uri, position))[1])
         client.text_document_did_close(types.DidCloseTextDocumentParams(
             text_document=types.TextDocumentIdentifier(uri=uri)))
     return {"client": client_ms, "status": await stop_client(client)}
@@ -259,19 +247,14 @@ def _p(values: list[float], q: int) -> float:
     return quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def _default_model(preset: str, tokenizer_dir: Path, folder: Path) -> Path:
-    from coda_engine.presets import write_random_checkpoint
-
-    return write_random_checkpoint(folder / preset, preset=preset, seed=0, tokenizer_dir=tokenizer_dir)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coda_lsp.tools.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, help=f"checkpoint folder (default: {DEFAULT_MODEL} if present, "
                                                     "else a random checkpoint of --preset)")
     parser.add_argument("--preset", default="tiny", choices=["tiny", "small"])
     parser.add_argument("--tokenizer-dir", type=Path, default=CODA_V0_DIR,
-                        help="tokenizer files for a random checkpoint (default: CoDA-v0's, shipped with coda_engine.tools)")
+                        help="tokenizer files for a random checkpoint (default: CoDA-v0's, shipped with "
+                             "coda_engine.tools)")
     parser.add_argument("--requests", type=int, default=30, help="requests per kind (default 30)")
     # Unset options keep the server's defaults, which are what the latency goals are about.
     parser.add_argument("--max-tokens", type=int, help="coda.maxTokens (default: the server's)")
@@ -292,30 +275,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16", "int8"],
                         help="weights' format (default: the server's, auto)")
     args = parser.parse_args(argv)
+    if args.requests < 1:
+        parser.error("--requests must be at least 1")
     logging.getLogger("pygls").setLevel(logging.ERROR)  # the client ignores the server's logMessages, quietly
+    switch = {"on": True, "off": False, None: None}
     given = {"maxTokens": args.max_tokens, "singleLineTokens": args.single_line_tokens, "steps": args.steps,
-             "debounceMs": args.debounce_ms, "exact": args.exact or None, "crossFile": args.cross_file == "on",
-             "prefetchNext": None if args.prefetch_next is None else args.prefetch_next == "on",
-             "warmOnFocus": None if args.warm_on_focus is None else args.warm_on_focus == "on"}
+             "debounceMs": args.debounce_ms, "exact": args.exact or None, "crossFile": switch[args.cross_file],
+             "prefetchNext": switch[args.prefetch_next], "warmOnFocus": switch[args.warm_on_focus]}
     options = {key: value for key, value in given.items() if value is not None}
     with tempfile.TemporaryDirectory() as scratch:
-        model = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else
-                               _default_model(args.preset, args.tokenizer_dir, Path(scratch)))
+        if args.model is None and not DEFAULT_MODEL.is_dir():
+            from coda_engine.presets import write_random_checkpoint  # torch: the client needs it nowhere else
+
+            args.model = write_random_checkpoint(Path(scratch) / args.preset, preset=args.preset, seed=0,
+                                                 tokenizer_dir=args.tokenizer_dir)
+        model = args.model or DEFAULT_MODEL
         workspace = Workspace.copy_of(PACKAGE, Path(scratch))
         kinds = {"single-line": single_line_samples, "multi-line": multi_line_samples, "typing": typing_samples,
                  "accept": lambda folder, count: single_line_samples(folder, -(-count // (ACCEPTS + 1))),
                  "focus": single_line_samples}
-        results = {}
         runs = {"accept": run_accepts, "focus": run_focus}
+        results = {}
         for kind in args.kinds:
-            run = runs.get(kind, run_kind)
             samples = kinds[kind](workspace, args.requests)
+            run = runs.get(kind, run_kind)
             results[kind] = asyncio.run(run(model, workspace, samples, options, args.device, args.dtype))
-    _print_table(model, args, results)
+    _print_table(model, results)
     return 0
 
 
-def _print_table(model: Path, args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
+def _print_table(model: Path, results: dict[str, dict[str, Any]]) -> None:
     status = next(iter(results.values()))["status"]
     generation = status["settings"]["generation"]
     trigger = status["settings"]["trigger"]

@@ -2,8 +2,6 @@
 several threads (each an editor typing: one client, its prefix growing), and one replica killed mid-load. Serve
 starts a replacement; RayBackend sends the killed replica's jobs again. Prints the requests sent, answered,
 refused (503) and failed; the goal is 0 failed.
-
-    python -m coda_lsp.tools.cluster_check [--model models/coda-tiny] [--threads 4] [--requests 40]
 """
 
 from __future__ import annotations
@@ -23,12 +21,11 @@ import uvicorn
 from ray import serve
 
 from coda_engine.params import EngineOptions
-from coda_lsp.cli import LOG_FORMAT
+from coda_lsp.cli import DEFAULT_MODEL, LOG_FORMAT
 from coda_lsp.serve.app import create_app
 from coda_lsp.backends.ray import APP_NAME, ClusterOptions, RayBackend, backend_factory
 from coda_lsp.serve.settings import ServeSettings
 
-MODEL = Path(__file__).resolve().parents[2] / "models" / "coda-tiny"
 SNIPPET = ("def moving_average(values, window):\n    total = sum(values[:window])\n    averages = [total / window]\n"
            "    for i in range(window, len(values)):\n        total += values[i] - values[i - window]\n")
 _REPLICA_PREFIX = f"SERVE_REPLICA::{APP_NAME}#EngineReplica#"  # Serve's actor names (ray.serve._private.common)
@@ -36,7 +33,7 @@ _REPLICA_PREFIX = f"SERVE_REPLICA::{APP_NAME}#EngineReplica#"  # Serve's actor n
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coda_lsp.tools.cluster_check", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=MODEL)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--threads", type=int, default=4, help="clients sending at once (default 4)")
     parser.add_argument("--requests", type=int, default=40, help="requests per client (default 40)")
     parser.add_argument("--n-predict", type=int, default=16)
@@ -55,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         backend: RayBackend = app.state.host.backend
         results = _load(url, backend, args)
         print(f"ready in {ready_s:.1f} s (Ray, 2 replicas loading {args.model.name})")
-        for line in results:
-            print(line)
+        print("\n".join(results))
         print(f"resent by RayBackend after a replica died: {backend.num_retried}")
         print(f"answers by replica: {dict(backend.answers_by_replica)}")
     finally:

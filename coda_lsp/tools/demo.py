@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 
 from lsprotocol import types
-from pygls.lsp.client import LanguageClient
 
-from coda_lsp.tools.bench import plain, wait_ready
 from coda_lsp.cli import DEFAULT_MODEL
+from coda_lsp.tools.bench import inline, open_document, start_client, stop_client
 
 EXAMPLE_URI = "file:///demo/inventory.py"
 # ║ marks the inline-completion cursor; the `pass` body is what "Fill this block" replaces.
@@ -51,49 +50,29 @@ def load(path):
 '''
 
 
-def example_text() -> tuple[str, types.Position]:
+def example_text() -> tuple[str, types.Position, types.Position]:
+    """The example without its cursor mark, the inline-completion cursor, and the start of the `pass` to fill."""
     lines = EXAMPLE.split("\n")
     row = next(i for i, line in enumerate(lines) if "║" in line)
-    column = lines[row].index("║")
-    return EXAMPLE.replace("║", ""), types.Position(line=row, character=column)
-
-
-def pass_position(text: str) -> types.Position:
-    row = next(i for i, line in enumerate(text.split("\n")) if line.strip() == "pass")
-    return types.Position(line=row, character=text.split("\n")[row].index("pass"))
+    fill_row = next(i for i, line in enumerate(lines) if line.strip() == "pass")
+    return (EXAMPLE.replace("║", ""), types.Position(line=row, character=lines[row].index("║")),
+            types.Position(line=fill_row, character=lines[fill_row].index("pass")))
 
 
 async def demo(model: Path, device: str) -> None:
-    text, cursor = example_text()
-    client = LanguageClient("coda-lsp-demo", "0")
+    text, cursor, spot = example_text()
     started = time.perf_counter()
-    await client.start_io(sys.executable, "-m", "coda_lsp", "--model", str(model), "--device", device,
-                          "--log-level", "ERROR")
-    capabilities = types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
-        inline_completion=types.InlineCompletionClientCapabilities(),
-        code_action=types.CodeActionClientCapabilities(
-            resolve_support=types.ClientCodeActionResolveOptions(properties=["edit"]))))
-    await client.initialize_async(types.InitializeParams(capabilities=capabilities))
-    client.initialized(types.InitializedParams())
-    await wait_ready(client)
+    client = await start_client(model, device=device)
     print(f"server ready with {model} in {(time.perf_counter() - started) * 1000:.0f} ms\n")
-    client.text_document_did_open(types.DidOpenTextDocumentParams(
-        text_document=types.TextDocumentItem(uri=EXAMPLE_URI, language_id="python", version=1, text=text)))
-    document = types.TextDocumentIdentifier(uri=EXAMPLE_URI)
+    open_document(client, EXAMPLE_URI, text, version=1)
 
-    asked = time.perf_counter()
-    inline = await client.text_document_inline_completion_async(types.InlineCompletionParams(
-        text_document=document, position=cursor,
-        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
-    items = inline.items if isinstance(inline, types.InlineCompletionList) else (inline or [])
-    print(f"inline completion at line {cursor.line + 1}, column {cursor.character + 1} "
-          f"({(time.perf_counter() - asked) * 1000:.0f} ms):")
-    print(indent(items[0].insert_text if items else "(no suggestion)"))
+    shown, elapsed_ms = await inline(client, EXAMPLE_URI, cursor, types.InlineCompletionTriggerKind.Invoked)
+    print(f"inline completion at line {cursor.line + 1}, column {cursor.character + 1} ({elapsed_ms:.0f} ms):")
+    print(indent(shown[0] if shown else "(no suggestion)"))
 
-    spot = pass_position(text)
     asked = time.perf_counter()
     actions = await client.text_document_code_action_async(types.CodeActionParams(
-        text_document=document, range=types.Range(start=spot, end=spot),
+        text_document=types.TextDocumentIdentifier(uri=EXAMPLE_URI), range=types.Range(start=spot, end=spot),
         context=types.CodeActionContext(diagnostics=[])))
     fill = next((a for a in actions or [] if isinstance(a, types.CodeAction) and "Fill" in a.title), None)
     if fill is None:
@@ -103,10 +82,7 @@ async def demo(model: Path, device: str) -> None:
         edits = [e for changes in (resolved.edit.changes or {}).values() for e in changes] if resolved.edit else []
         print(f"\n{fill.title!r} on `total` ({(time.perf_counter() - asked) * 1000:.0f} ms):")
         print(indent(edits[0].new_text if edits else "(no edit)"))
-    print("\nserver status:", plain(await client.protocol.send_request_async("coda/status", {})))
-    await client.shutdown_async(None)
-    client.exit(None)
-    await client.stop()
+    print("\nserver status:", await stop_client(client))
 
 
 def indent(text: str) -> str:

@@ -1,12 +1,9 @@
 """`python -m coda_lsp.tools.serve_bench`: a real `coda-lsp serve` under 1, 2, 4, ... concurrent llama.vim-shaped clients.
 
-Each client types into its own real file: a cursor at the start of a line's code, then one request per typed
-character (the prefix grows, the rest of the file is the suffix), as llama.vim sends them: POST /infill with
-`id_slot` (a number of its own here, so each has its own cached canvases), `cache_prompt`, greedy, no deadline.
-The same requests are first sent one at a time, client after client, each client's requests in its order: the
-baseline, and the answers the concurrent run (on fresh slots, so each of its requests starts from the same cached
-canvas as in the baseline) must repeat token for token. Prints a table: requests/s, tokens/s, p50/p95/max latency, mean rows
-per shared pass (from /metrics), and whether the answers equal the one-at-a-time ones.
+Each client types one line of its own real file of this repository, one POST /infill per character as llama.vim
+sends them (its own `id_slot`, `cache_prompt`, greedy, no deadline). The same requests are first sent one at a time
+(the baseline, whose answers the concurrent run must repeat token for token), then by all clients at once. The
+method in full: docs/benchmarks.md, "What the benchmark tools send".
 """
 
 from __future__ import annotations
@@ -26,8 +23,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = ROOT / "models" / "coda-tiny"
+from coda_lsp.cli import DEFAULT_MODEL
+
+ROOT = Path(__file__).resolve().parents[2]  # the clone: its source files are what the clients type
 SOURCES = ("coda_lsp", "engine", "training")
 
 
@@ -106,20 +104,15 @@ def rows_per_pass(url: str, key: str | None) -> tuple[float, float]:
     request = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Bearer {key or ''}"})
     with urllib.request.urlopen(request, timeout=30) as response:
         text = response.read().decode()
-    total = count = 0.0
+    found = {"sum": 0.0, "count": 0.0}
     for line in text.splitlines():
-        if line.startswith("#") or "rows_per_pass" not in line:
-            continue
-        name, value = line.rsplit(" ", 1)
-        if name.endswith("_sum"):
-            total = float(value)
-        elif name.endswith("_count"):
-            count = float(value)
-    return total, count
+        if "rows_per_pass" in line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            found[name.rsplit("_", 1)[1]] = float(value)  # ..._sum, ..._count (and ..._bucket{le=...}, unused)
+    return found["sum"], found["count"]
 
 
-def row(label: str, answers: dict[tuple[int, int], Answer], wall_s: float, rows: float,
-        same: str) -> str:
+def row(label: str, answers: dict[tuple[int, int], Answer], wall_s: float, rows: float, same: str) -> str:
     latencies = sorted(a.latency_s * 1000 for a in answers.values())
     p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))]
     tokens = sum(a.tokens for a in answers.values())
@@ -182,12 +175,9 @@ def main(argv: list[str] | None = None) -> int:
             concurrent = workload(clients, args.requests, args.n_predict, first_slot=1000 * (2 * run + 1))
             # One at a time: client after client, each client's requests in order.
             before = rows_per_pass(url, key)
-            alone: dict[tuple[int, int], Answer] = {}
-            wall_alone = 0.0
-            for plan in plans:
-                answers, wall = run_clients(url, [plan], key)
-                alone.update(answers)
-                wall_alone += wall
+            runs = [run_clients(url, [plan], key) for plan in plans]
+            alone = {index: answer for answers, _ in runs for index, answer in answers.items()}
+            wall_alone = sum(wall for _, wall in runs)
             after = rows_per_pass(url, key)
             lines.append(row(f"{clients}, one at a time", alone, wall_alone,
                              (after[0] - before[0]) / max(1.0, after[1] - before[1]), "(baseline)"))

@@ -1,20 +1,19 @@
 """python -m coda_engine.tools.bench: infill latency, passes, tokens/s and peak memory, beside the reference loop and an
 autoregressive model.
 
-The workload is the editor's: a 64-token span between a prefix and a suffix that hold 512 tokens of real code
-together. Rows, all measured in this process on the same canvas and weights, so their ratios are meaningful:
+The workload is the editor's: a --span of masks between a prefix and a suffix that hold --context tokens of real
+code together. Rows, all measured in this process on the same canvas and weights, so their ratios are meaningful:
 - the reference loop: CoDA's loop as published (full vocabulary projection at every position, every step);
 - exact=True: the same tokens, projecting only masked positions;
 - the default fast path: Engine.infill's defaults (block-wise threshold decoding over the key/value cache);
 - an autoregressive baseline: transformers' Qwen3ForCausalLM holding the same weights, causal attention with
   its KV cache, greedy, writing as many tokens after a prompt as long as the whole context.
 
-`--suite cpu` is the CPU suite (bench_cpu.py): the CoDA-v0 shape (or --preset) with random weights, a cold
-request and five keystrokes with cache reuse, in each weight format of --formats, beside the AR baseline in the
-same format. `--suite gpu` is the GPU suite (about 5 minutes on one H100/H200, nothing to download): the CoDA-v0 shape with
-random bf16 weights built on the card, a 1024-token context and a 64-token span, the four rows, then every Triton
-kernel against torch eager with its achieved GB/s beside the card's measured copy bandwidth. It needs the
-tokenizer files (--tokenizer-dir) and transformers.
+`--suite cpu` (bench_cpu.py): the CoDA-v0 shape (or --preset) with random weights, a cold request and five
+keystrokes with cache reuse, in each weight format of --formats, beside the AR baseline in the same format.
+`--suite gpu` (about 5 minutes on one H100/H200, nothing to download): the CoDA-v0 shape with random bf16 weights
+built on the card, the four rows, then every Triton kernel against torch eager with its achieved GB/s beside the
+card's measured copy bandwidth. It needs the tokenizer files (--tokenizer-dir) and transformers.
 """
 
 from __future__ import annotations
@@ -63,24 +62,12 @@ class Row:
     num_tokens: int
     peak_mib: float
 
-    @property
-    def tokens_per_forward(self) -> float:
-        return self.num_tokens / max(self.num_forward_passes, 1)
 
-    @property
-    def tokens_per_s(self) -> float:
-        return self.num_tokens / (self.latency_ms / 1000)
-
-
-def resident_mib() -> float:
-    """The process's current resident set (VmRSS) in MiB."""
-    return _status_kib("VmRSS") / 1024
-
-
-def _status_kib(field: str) -> int:
+def status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS: resident now, VmHWM: its peak) in MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
-            return int(line.split()[1])
+            return int(line.split()[1]) / 1024
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
@@ -93,7 +80,7 @@ def peak_memory_probe(device: torch.device) -> tuple[Callable[[], None], Callabl
         # Writing 5 to clear_refs resets VmHWM (the peak RSS) to the current RSS (Linux >= 4.0).
         Path("/proc/self/clear_refs").write_text("5")
 
-    return reset, lambda: _status_kib("VmHWM") / 1024
+    return reset, lambda: status_mib("VmHWM")
 
 
 def code_context(engine: Engine, context_tokens: int, span: int) -> tuple[torch.Tensor, int]:
@@ -115,16 +102,16 @@ Run = Callable[[], int]  # one timed run; returns its forward passes
 def measure(device: torch.device, run: Run, repeats: int) -> tuple[float, int, float]:
     """Median latency (ms) over `repeats` runs after one warm-up, forward passes, and peak memory (MiB)."""
     reset, read = peak_memory_probe(device)
+    # The engine's device, not the current one (cuda:0 unless told).
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     run()
     reset()
     times, passes = [], 0
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)  # the engine's device, not the current one (cuda:0 unless told)
+        sync()
         started = time.perf_counter()
         passes = run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync()
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times), passes, read()
 
@@ -137,8 +124,7 @@ def loop_run(engine: Engine, canvas: torch.Tensor, params: SamplingParams, logit
 def fast_run(engine: Engine, canvas: torch.Tensor, span: tuple[int, int], params: InfillParams) -> Run:
     """Engine.infill's fast path on this canvas with `params`, with the learned pad tail."""
     width = span[1] - span[0]
-    fillers = tuple(sorted(engine.tokenizer.filler_token_ids))
-    tail = PadTail(fillers, engine.tokenizer.pad_token_id)
+    tail = PadTail(tuple(sorted(engine.tokenizer.filler_token_ids)), engine.tokenizer.pad_token_id)
     return lambda: denoise_blockwise(engine.model, canvas, span, engine.mask_token_id, fast_sampling(params, width),
                                      min(params.block_size, width), params.cache, reveal_bar=params.reveal_bar,
                                      pad_tail=tail, use_kernels=engine.kernels.use_triton).num_forward_passes
@@ -171,25 +157,23 @@ def run_rows(engine: Engine, context_tokens: int, span: int, params: InfillParam
              float_model: CodaModel | None = None) -> list[Row]:
     steps, policy, block_size = params.num_steps(span), params.cache, params.block_size
     canvas, start = code_context(engine, context_tokens, span)
-    variants: list[tuple[str, Run | None, int]] = [
+    variants: list[tuple[str, Run | None]] = [
         (f"reference loop (full logits), entropy, {steps} steps",
-         loop_run(engine, canvas, SamplingParams(steps, "entropy"), reference_logits), span),
+         loop_run(engine, canvas, SamplingParams(steps, "entropy"), reference_logits)),
         (f"exact=True (masked-position logits), entropy, {steps} steps",
-         loop_run(engine, canvas, SamplingParams(steps, "entropy"), masked_logits), span),
+         loop_run(engine, canvas, SamplingParams(steps, "entropy"), masked_logits)),
         (f"{'default ' if policy == DEFAULT.cache else ''}fast path: cache ({policy.refresh} refresh, margin "
          f"{policy.margin}), blocks of {min(block_size, span)}, {params.alg} + threshold {params.reveal_bar}, "
-         f"{steps} steps, {engine.kernels.name} kernels",
-         fast_run(engine, canvas, (start, start + span), params), span),
+         f"{steps} steps, {engine.kernels.name} kernels", fast_run(engine, canvas, (start, start + span), params)),
         (f"autoregressive Qwen3 + KV cache, greedy, {span} tokens after {context_tokens}",
-         autoregressive_run(engine, canvas[:, :context_tokens].clone(), span, float_model), span),
+         autoregressive_run(engine, canvas[:, :context_tokens].clone(), span, float_model)),
     ]
     rows = []
-    for name, run, tokens in variants:
-        if run is None:
-            continue
-        log.info("measuring: %s", name)
-        latency, passes, peak = measure(engine.device, run, repeats)
-        rows.append(Row(name, latency, passes, tokens, peak))
+    for name, run in variants:
+        if run is not None:
+            log.info("measuring: %s", name)
+            latency, passes, peak = measure(engine.device, run, repeats)
+            rows.append(Row(name, latency, passes, span, peak))
     return rows
 
 
@@ -199,7 +183,7 @@ def load_row(path: Path, device: str, dtype: str | None) -> tuple[Engine, str]:
     config, tokenizer = load_config(folder), load_tokenizer(folder)
     precision = resolve_precision(dtype, target, config)
     reset, read = peak_memory_probe(target)
-    before = resident_mib() if target.type == "cpu" else 0.0
+    before = status_mib("VmRSS") if target.type == "cpu" else 0.0
     reset()
     started = time.perf_counter()
     model = load_model(folder, config, target, precision)
@@ -224,9 +208,10 @@ def format_table(rows: list[Row]) -> str:
              "| vs autoregressive |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         versus_ar = f"{autoregressive.latency_ms / row.latency_ms:.2f}x" if autoregressive else "-"
-        lines.append(f"| {row.name} | {row.latency_ms:.1f} | {row.num_forward_passes} | {row.tokens_per_forward:.2f} "
-                     f"| {row.tokens_per_s:.1f} | {row.peak_mib:.0f} | {base.latency_ms / row.latency_ms:.2f}x "
-                     f"| {versus_ar} |")
+        lines.append(f"| {row.name} | {row.latency_ms:.1f} | {row.num_forward_passes} "
+                     f"| {row.num_tokens / max(row.num_forward_passes, 1):.2f} "
+                     f"| {row.num_tokens / (row.latency_ms / 1000):.1f} | {row.peak_mib:.0f} "
+                     f"| {base.latency_ms / row.latency_ms:.2f}x | {versus_ar} |")
     return "\n".join(lines)
 
 
@@ -266,15 +251,13 @@ def gpu_suite(args: argparse.Namespace) -> int:
           f"{args.steps} steps")
     print(format_table(rows))
     if engine.kernels.use_triton:
-        print()
-        print(format_kernel_table(benchmark_kernels(device)))
+        print("\n" + format_kernel_table(benchmark_kernels(device)))
     return 0
 
 
 def cpu_suite_main(args: argparse.Namespace) -> int:
     formats = [name.strip() for name in args.formats.split(",") if name.strip()]
-    unknown = [name for name in formats if name not in FORMAT_NAMES]
-    if unknown or not formats:
+    if not formats or any(name not in FORMAT_NAMES for name in formats):
         raise ValueError(f"--formats takes {', '.join(FORMAT_NAMES)}; got {args.formats!r}")
     with tempfile.TemporaryDirectory(prefix="coda-bench-") as scratch:
         path = checkpoint_for(args, Path(scratch))
@@ -333,7 +316,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--context", type=int, help="tokens of code around the span (default 512; gpu suite 1024)")
     parser.add_argument("--span", type=int, default=64, help="tokens to infill")
     parser.add_argument("--steps", type=int, default=16, help="denoising steps of every diffusion row")
-    parser.add_argument("--block-size", type=int, default=DEFAULT.block_size, help="fast path's block (default %(default)s)")
+    parser.add_argument("--block-size", type=int, default=DEFAULT.block_size,
+                        help="fast path's block (default %(default)s)")
     parser.add_argument("--refresh", choices=REFRESH_RULES, default=DEFAULT.cache.refresh,
                         help="fast path's cache refresh rule (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -364,10 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError) as exc:
         print(f"coda_engine.tools.bench: {exc}", file=sys.stderr)
         return 1
-    name = args.model or f"preset {args.preset}"
-    print(f"{name}: {engine.config.num_parameters / 1e6:.1f} M parameters on {engine.device} "
-          f"({engine.precision.name}); "
-          f"{args.span}-token span in {args.context} tokens of context, {args.steps} steps")
+    print(f"{args.model or 'preset ' + args.preset}: {engine.config.num_parameters / 1e6:.1f} M parameters on "
+          f"{engine.device} ({engine.precision.name}); {args.span}-token span in {args.context} tokens of context, "
+          f"{args.steps} steps")
     print(load_summary)
     print(format_table(rows))
     return 0

@@ -1,14 +1,10 @@
 """The CPU suite's llama.cpp row: the same weights as a Q8_0 GGUF, the same workload, through llama-cpp-python.
 
 Optional: it runs only where `llama_cpp` imports (llama-cpp-python builds from source, about 20 minutes on 2
-cores) and a GGUF of the benchmarked checkpoint exists. To make one, llama-cpp-python's sdist carries the
-converter (`vendor/llama.cpp/convert_hf_to_gguf.py`, with `gguf-py` beside it); `to_gguf` runs it on a copy of
-the checkpoint's folder whose config names Qwen3ForCausalLM, the architecture CoDA's weights have (the converter
-does not know CoDA's own name). The converter needs transformers, which the test extra has, and sentencepiece.
-
-What is measured is what an AR infill server does (bench_cpu's AR rows): cold, the whole prompt (prefix then
-suffix tokens, as the suite's AR baseline) and 24 greedy tokens; typing, the prompt kept up to the end of the
-prefix and the suffix evaluated again, then the 24 tokens.
+cores) and a GGUF of the benchmarked checkpoint exists. llama-cpp-python's sdist carries the converter
+(`vendor/llama.cpp/convert_hf_to_gguf.py`, `gguf-py` beside it; it needs transformers and sentencepiece); `to_gguf`
+runs it on a copy of the checkpoint's folder whose config names Qwen3ForCausalLM, the architecture CoDA's weights
+have (the converter does not know CoDA's own name).
 """
 
 from __future__ import annotations
@@ -47,8 +43,9 @@ def to_gguf(checkpoint: Path, converter: Path, out: Path) -> Path:
 
 def llama_cpp_rows(gguf: Path, prefix_ids: list[int], suffix_ids: list[int], threads: int, span: int,
                    keystrokes: int) -> tuple[float, float]:
-    """(cold ms, median typing ms over `keystrokes`) of llama.cpp on `gguf` writing `span` greedy tokens, on the
-    CPU with `threads` threads."""
+    """(cold ms, median typing ms over `keystrokes`) of llama.cpp on `gguf` writing `span` greedy tokens with
+    `threads` CPU threads, as an AR infill server does (bench_cpu's AR rows): cold, the whole prompt (prefix then
+    suffix) is evaluated; typing keeps it up to the end of the prefix and evaluates the suffix again."""
     from llama_cpp import Llama
 
     prompt = prefix_ids + suffix_ids

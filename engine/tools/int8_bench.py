@@ -29,7 +29,6 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -51,24 +50,17 @@ HEAD_MAX_ROWS = 128  # the head projects only a pass's masked rows
 WINDOW_ROWS, LAYERS = 57, 28
 
 Product = Callable[[torch.Tensor], object]
+Build = Callable[[torch.Tensor], Product]  # a way to hold a float [out, in] weight W: W -> (x -> x @ W.T)
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A way to hold a weight and multiply by it: `build` turns a float [out, in] weight into x -> x @ W.T."""
-
-    name: str
-    build: Callable[[torch.Tensor], Product]
-
-
-def candidates() -> list[Candidate]:
+def candidates() -> dict[str, Build]:
     """fp32 first (the baseline), then what runs here."""
-    found = [Candidate("fp32", lambda weight: lambda x: x @ weight.t())]
-    found += [Candidate(f"int8 {kernel.name}", lambda weight, kernel=kernel: Int8Linear.from_float(weight, kernel))
-              for kernel in runnable_kernels()]
-    found.append(Candidate("int8pack", int8pack_product))
+    found: dict[str, Build] = {"fp32": lambda weight: lambda x: x @ weight.t()}
+    for kernel in runnable_kernels():
+        found[f"int8 {kernel.name}"] = lambda weight, kernel=kernel: Int8Linear.from_float(weight, kernel)
+    found["int8pack"] = int8pack_product
     if "fbgemm" in torch.backends.quantized.supported_engines:
-        found.append(Candidate("dynamic", dynamic_product))
+        found["dynamic"] = dynamic_product
     return found
 
 
@@ -105,13 +97,13 @@ def fastest_in_turn(products: dict[str, Product], x: torch.Tensor, repeats: int,
     return {name: seconds * 1000 for name, seconds in best.items()}
 
 
-def product_rows(found: list[Candidate], repeats: int, clock: Callable[[], float]) -> list[tuple[str, dict]]:
+def product_rows(found: dict[str, Build], repeats: int, clock: Callable[[], float]) -> list[tuple[str, dict]]:
     """(label, {candidate: ms}) for each product shape and row count."""
     generator = torch.Generator().manual_seed(0)
     rows_out = []
     for name, in_features, out_features in PRODUCTS:
         weight = torch.randn(out_features, in_features, generator=generator) * 0.02
-        products = {candidate.name: candidate.build(weight) for candidate in found}
+        products = {name: build(weight) for name, build in found.items()}
         for rows in ROWS:
             if name.startswith("head") and rows > HEAD_MAX_ROWS:
                 continue
@@ -126,7 +118,7 @@ def product_rows(found: list[Candidate], repeats: int, clock: Callable[[], float
     return rows_out
 
 
-def window_pass_row(found: list[Candidate], kept: set[str], weight_sets: int, repeats: int,
+def window_pass_row(found: dict[str, Build], kept: set[str], weight_sets: int, repeats: int,
                     clock: Callable[[], float]) -> dict[str, float]:
     """ms of a window pass per candidate in `kept`: 57 rows through 28 layers' seven products, the layers'
     weights cycling over `weight_sets` distinct sets (real layers each read their own weights from memory)."""
@@ -134,9 +126,8 @@ def window_pass_row(found: list[Candidate], kept: set[str], weight_sets: int, re
     weights = [[torch.randn(out, in_, generator=generator) * 0.02 for in_, out in LAYER_PRODUCTS]
                for _ in range(weight_sets)]
     inputs = {in_: torch.randn(WINDOW_ROWS, in_, generator=generator) for in_, _ in LAYER_PRODUCTS}
-    passes = {candidate.name: window_pass([[candidate.build(weight) for weight in layer] for layer in weights],
-                                          inputs)
-              for candidate in found if candidate.name in kept}
+    passes = {name: window_pass([[build(weight) for weight in layer] for layer in weights], inputs)
+              for name, build in found.items() if name in kept}
     del weights
     timings = fastest_in_turn(passes, inputs[LAYER_PRODUCTS[0][0]], repeats, clock)
     log.info("window pass: %s", ", ".join(f"{k} {v:.0f} ms" for k, v in timings.items()))
@@ -185,17 +176,13 @@ def header(args: argparse.Namespace) -> list[str]:
 
 def format_table(names: list[str], rows: list[tuple[str, dict]]) -> str:
     """Markdown: a row per product and row count, a column per candidate, ms and fp32's time over it."""
+    def cell(timings: dict[str, float], name: str) -> str:
+        if name not in timings:
+            return "-"
+        return f"{timings[name]:.2f}" + ("" if name == "fp32" else f" ({timings['fp32'] / timings[name]:.2f}x)")
+
     lines = ["| product, rows | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for label, timings in rows:
-        cells = []
-        for name in names:
-            if name not in timings:
-                cells.append("-")
-            elif name == "fp32":
-                cells.append(f"{timings[name]:.2f}")
-            else:
-                cells.append(f"{timings[name]:.2f} ({timings['fp32'] / timings[name]:.2f}x)")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [f"| {label} | " + " | ".join(cell(timings, name) for name in names) + " |" for label, timings in rows]
     return "\n".join(lines)
 
 
@@ -245,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                      window_pass_row(found, kept, args.weight_sets, args.pass_repeats, clock)))
     print("\n".join(lines))
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
-    print(format_table([candidate.name for candidate in found], rows))
+    print(format_table(list(found), rows))
     return 0
 
 

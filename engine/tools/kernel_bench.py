@@ -88,14 +88,9 @@ def format_kernel_table(rows: list[KernelRow]) -> str:
 
 def eager_confidence_stats(logits: torch.Tensor, temperature: float = 0.0) -> tuple[torch.Tensor, ...]:
     """What a torch step computes for the same four outputs: fp32 softmax, argmax or Gumbel-max, top-2, entropy."""
-    z = logits.float()
-    if temperature > 0:
-        z = z / temperature
-        probs = torch.softmax(z, dim=-1)
-        token = torch.argmax(z - torch.log(-torch.log(torch.rand_like(z))), dim=-1)
-    else:
-        probs = torch.softmax(z, dim=-1)
-        token = torch.argmax(z, dim=-1)
+    z = logits.float() / temperature if temperature > 0 else logits.float()
+    probs = torch.softmax(z, dim=-1)
+    token = torch.argmax(z - torch.log(-torch.log(torch.rand_like(z))) if temperature > 0 else z, dim=-1)
     top = torch.topk(probs, 2, dim=-1).values
     return token, probs.gather(-1, token[:, None]), top[:, 0] - top[:, 1], torch.xlogy(probs, probs).sum(dim=-1)
 
@@ -147,59 +142,50 @@ def benchmark_kernels(device: torch.device, num_rows: int = 64, vocab: int = 151
                       dtype: torch.dtype = torch.bfloat16, reveal_rows: int = 8,
                       reveal_length: int = 1024, include_triton: bool = True) -> list[KernelRow]:
     """Rows for confidence_stats (greedy and sampled) and reveal_by_confidence, each beside torch eager
-    (`include_triton=False`: the torch rows only).
-
-    Defaults: one 64-token block of the CoDA vocabulary in bf16 (a denoising step's logits) and eight
-    1024-position rows to reveal in. Raises ValueError without CUDA.
-    """
+    (`include_triton=False`: the torch rows only). Defaults: one 64-token block of the CoDA vocabulary in bf16 (a
+    denoising step's logits) and eight 1024-position rows to reveal in. Raises ValueError without CUDA."""
     device = torch.device(device)
     if device.type != "cuda":
         raise ValueError(f"the kernel benchmark needs a CUDA device, not {device.type}")
-    # Events, streams and graphs belong to the current device: make it the one measured.
-    with on_device(device):
-        return _benchmark_kernels(device, num_rows, vocab, dtype, reveal_rows, reveal_length, include_triton)
+    with on_device(device):  # events, streams and graphs belong to the current device: make it the one measured
+        generator = torch.Generator(device=device).manual_seed(0)
+        copy_gb_per_s = measure_copy_bandwidth(device)
+        log.info("copy bandwidth %.0f GB/s", copy_gb_per_s)
+        rows = []
 
+        def add_row(name: str, shape: str, calls: list[Callable[[], object]], num_bytes: int) -> None:
+            eager_ms, graph_ms = time_both_ways(calls)
+            rows.append(KernelRow(name, shape, eager_ms, graph_ms, num_bytes, copy_gb_per_s))
+            log.info("%s: %.4f ms eager, %.4f ms graph", name, eager_ms, graph_ms)
 
-def _benchmark_kernels(device: torch.device, num_rows: int, vocab: int, dtype: torch.dtype, reveal_rows: int,
-                       reveal_length: int, include_triton: bool) -> list[KernelRow]:
-    generator = torch.Generator(device=device).manual_seed(0)
-    copy_gb_per_s = measure_copy_bandwidth(device)
-    log.info("copy bandwidth %.0f GB/s", copy_gb_per_s)
-    rows = []
+        logits_bytes = num_rows * vocab * dtype.itemsize
+        copies = [(torch.randn(num_rows, vocab, device=device, generator=generator) * 4).to(dtype)
+                  for _ in range(max(1, cdiv(ROTATION_BYTES, logits_bytes)))]
+        confidence_variants: list[tuple[str, Callable[[torch.Tensor], object]]] = [
+            ("confidence_stats triton", lambda logits: confidence_stats(logits)),
+            ("confidence_stats torch eager", lambda logits: eager_confidence_stats(logits)),
+            ("confidence_stats(T=0.8) triton", lambda logits: confidence_stats(logits, temperature=0.8, seed=1)),
+            ("confidence_stats(T=0.8) torch eager", lambda logits: eager_confidence_stats(logits, temperature=0.8)),
+        ]
+        for name, run in confidence_variants:
+            if include_triton or not name.endswith("triton"):
+                add_row(name, f"{num_rows}x{vocab} {str(dtype).removeprefix('torch.')}",
+                        [lambda logits=logits: run(logits) for logits in copies],
+                        confidence_bytes(num_rows, vocab, dtype))
+        del copies
 
-    logits_bytes = num_rows * vocab * dtype.itemsize
-    copies = [(torch.randn(num_rows, vocab, device=device, generator=generator) * 4).to(dtype)
-              for _ in range(max(1, cdiv(ROTATION_BYTES, logits_bytes)))]
-    shape = f"{num_rows}x{vocab} {str(dtype).removeprefix('torch.')}"
-    num_bytes = confidence_bytes(num_rows, vocab, dtype)
-    variants: list[tuple[str, Callable[[torch.Tensor], object]]] = [
-        ("confidence_stats triton", lambda logits: confidence_stats(logits)),
-        ("confidence_stats torch eager", lambda logits: eager_confidence_stats(logits)),
-        ("confidence_stats(T=0.8) triton", lambda logits: confidence_stats(logits, temperature=0.8, seed=1)),
-        ("confidence_stats(T=0.8) torch eager", lambda logits: eager_confidence_stats(logits, temperature=0.8)),
-    ]
-    for name, run in variants:
-        if name.endswith("triton") and not include_triton:
-            continue
-        eager_ms, graph_ms = time_both_ways([lambda logits=logits: run(logits) for logits in copies])
-        rows.append(KernelRow(name, shape, eager_ms, graph_ms, num_bytes, copy_gb_per_s))
-        log.info("%s: %.4f ms eager, %.4f ms graph", name, eager_ms, graph_ms)
-    del copies
-
-    mask_token_id = 151669
-    canvas = torch.full((reveal_rows, reveal_length), mask_token_id, device=device)
-    proposal = torch.randint(0, vocab, (reveal_rows, reveal_length), device=device, generator=generator)
-    confidence = torch.rand(reveal_rows, reveal_length, device=device, generator=generator)
-    quota = torch.full((reveal_rows,), 4, device=device)
-    shape = f"{reveal_rows}x{reveal_length}"
-    reveals = [("reveal_by_confidence triton", reveal_by_confidence)] if include_triton else []
-    for name, reveal in reveals + [("reveal_by_confidence torch eager", reference_reveal_by_confidence)]:
-        # The canvas fills up as calls repeat; the ranking (the cost) does not depend on it.
-        eager_ms, graph_ms = time_both_ways([lambda: reveal(canvas, proposal, confidence, quota, 0.9,
-                                                            mask_token_id)])
-        rows.append(KernelRow(name, shape, eager_ms, graph_ms, reveal_bytes(reveal_rows, reveal_length),
-                              copy_gb_per_s))
-    return rows
+        mask_token_id = 151669
+        canvas = torch.full((reveal_rows, reveal_length), mask_token_id, device=device)
+        proposal = torch.randint(0, vocab, (reveal_rows, reveal_length), device=device, generator=generator)
+        confidence = torch.rand(reveal_rows, reveal_length, device=device, generator=generator)
+        quota = torch.full((reveal_rows,), 4, device=device)
+        reveals = [("reveal_by_confidence triton", reveal_by_confidence)] if include_triton else []
+        for name, reveal in reveals + [("reveal_by_confidence torch eager", reference_reveal_by_confidence)]:
+            # The canvas fills up as calls repeat; the ranking (the cost) does not depend on it.
+            add_row(name, f"{reveal_rows}x{reveal_length}",
+                    [lambda: reveal(canvas, proposal, confidence, quota, 0.9, mask_token_id)],
+                    reveal_bytes(reveal_rows, reveal_length))
+        return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ def test_defaults_overridden_in_order() -> None:
     ({"alg": "beam"}, "coda.alg: 'beam' is not one of"),
     ({"temperatur": 1.0}, "unknown setting coda.temperatur"),
     ({"enabledLanguages": "python"}, "coda.enabledLanguages: expected a list"),
+    ({"crossFileImportTokens": -1}, "coda.crossFileImportTokens: -1 is outside [0, 8192]"),
     ([1, 2], "coda settings must be an object"),
 ])
 def test_bad_values_are_reported_and_ignored(values: object, problem: str) -> None:
@@ -41,3 +42,9 @@ def test_nullable_values() -> None:
 
 def test_none_changes_nothing() -> None:
     assert Settings().merged(None) == (Settings(), [])
+
+
+def test_the_imported_names_source_has_its_own_budget() -> None:
+    settings, problems = Settings().merged({"crossFileImportTokens": 0})
+    assert problems == [] and settings.cross_file.import_tokens == 0  # 0 turns the source off
+    assert Settings().cross_file.import_tokens > 0

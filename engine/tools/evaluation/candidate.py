@@ -51,15 +51,11 @@ def _drop_suffix_echo(text: str, suffix: str) -> str:
     suffix_lines = list(dropwhile(lambda line: not line, (line.rstrip() for line in suffix.splitlines())))
     for start in range(len(lines)):
         tail = [line.rstrip() for line in lines[start:]]
-        if tail[0] and _is_start_of(tail, suffix_lines):
+        num_lines = len(tail)
+        if (tail[0] and num_lines <= len(suffix_lines) and tail[:-1] == suffix_lines[:num_lines - 1]
+                and suffix_lines[num_lines - 1].startswith(tail[-1])):
             return "".join(lines[:start])
     return text
-
-
-def _is_start_of(tail: list[str], suffix_lines: list[str]) -> bool:
-    num_lines = len(tail)
-    return (num_lines <= len(suffix_lines) and tail[:-1] == suffix_lines[:num_lines - 1]
-            and suffix_lines[num_lines - 1].startswith(tail[-1]))
 
 
 def _cut_at_first(text: str, stop_sequences: tuple[str, ...]) -> str:

@@ -12,12 +12,8 @@ class ProgressBar:
     """Thread-safe: executions finish on the pool's threads."""
 
     def __init__(self, total: int, label: str, stream: TextIO = sys.stderr) -> None:
-        self.total = total
-        self.label = label
-        self.num_done = 0
-        self._stream = stream
-        self._started = time.perf_counter()
-        self._lock = threading.Lock()
+        self.total, self.label, self.num_done = total, label, 0
+        self._stream, self._started, self._lock = stream, time.perf_counter(), threading.Lock()
 
     def advance(self, count: int = 1) -> None:
         with self._lock:

@@ -27,23 +27,16 @@ class TaskSummary:
 
 
 def summarize_task(task: TaskName, results: list[ProblemResult], wall_s: float) -> TaskSummary:
-    num_problems = len(results)
+    num_problems = max(len(results), 1)  # the rates of no problems are 0, not a division by zero
     generation_ms = [result.generation_ms for result in results] or [0.0]
     num_passed = sum(result.is_passed for result in results)
     num_exact_match = sum(result.is_exact_match for result in results)
     return TaskSummary(
-        task=task,
-        num_problems=num_problems,
-        num_passed=num_passed,
+        task=task, num_problems=len(results), num_passed=num_passed, num_exact_match=num_exact_match,
         num_timeouts=sum(result.status == "timeout" for result in results),
-        num_exact_match=num_exact_match,
-        pass_at_1=num_passed / num_problems if num_problems else 0.0,
-        exact_match=num_exact_match / num_problems if num_problems else 0.0,
-        generation_ms_p50=statistics.median(generation_ms),
-        generation_ms_mean=statistics.fmean(generation_ms),
-        num_forward_passes_mean=statistics.fmean([r.num_forward_passes for r in results] or [0]),
-        wall_s=wall_s,
-    )
+        pass_at_1=num_passed / num_problems, exact_match=num_exact_match / num_problems,
+        generation_ms_p50=statistics.median(generation_ms), generation_ms_mean=statistics.fmean(generation_ms),
+        num_forward_passes_mean=statistics.fmean([r.num_forward_passes for r in results] or [0]), wall_s=wall_s)
 
 
 def build_report(model_path: str, settings: InfillSettings, device: str, dtype: str,
@@ -74,16 +67,11 @@ def agreement(report: dict[str, Any], other: dict[str, Any]) -> tuple[int, int, 
 def render_markdown(report: dict[str, Any]) -> str:
     """A settings line and one table row per task, from a report made by `build_report`."""
     settings = ", ".join(f"{name}={value}" for name, value in report["settings"].items())
-    lines = [
-        f"model `{report['model']}`; {settings}; total wall {report['wall_s']:.1f} s",
-        "",
-        "| task | problems | pass@1 | passed | exact match | timeouts | gen ms p50 | gen ms mean "
-        "| forward passes mean | wall s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in report["summary"]:
-        lines.append(
-            f"| {row['task']} | {row['num_problems']} | {row['pass_at_1']:.1%} | {row['num_passed']} "
-            f"| {row['exact_match']:.1%} | {row['num_timeouts']} | {row['generation_ms_p50']:.0f} "
-            f"| {row['generation_ms_mean']:.0f} | {row['num_forward_passes_mean']:.1f} | {row['wall_s']:.1f} |")
+    lines = [f"model `{report['model']}`; {settings}; total wall {report['wall_s']:.1f} s", "",
+             "| task | problems | pass@1 | passed | exact match | timeouts | gen ms p50 | gen ms mean "
+             "| forward passes mean | wall s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {row['task']} | {row['num_problems']} | {row['pass_at_1']:.1%} | {row['num_passed']} "
+              f"| {row['exact_match']:.1%} | {row['num_timeouts']} | {row['generation_ms_p50']:.0f} "
+              f"| {row['generation_ms_mean']:.0f} | {row['num_forward_passes_mean']:.1f} | {row['wall_s']:.1f} |"
+              for row in report["summary"]]
     return "\n".join(lines) + "\n"

@@ -113,17 +113,10 @@ def score_generation(problem: Problem, generation: Generation, limits: SandboxLi
     else:
         execution = execute_program(build_program(problem, completion), limits)
     return ProblemResult(
-        task=problem.task,
-        task_id=problem.task_id,
-        completion=completion,
-        raw_text=generation.raw_text,
-        status=execution.status,
-        reason=execution.reason,
-        is_exact_match=is_exact_match(problem, completion),
-        generation_ms=generation.generation_ms,
-        num_forward_passes=generation.num_forward_passes,
-        execution_ms=execution.elapsed_ms,
-    )
+        task=problem.task, task_id=problem.task_id, completion=completion, raw_text=generation.raw_text,
+        status=execution.status, reason=execution.reason, is_exact_match=is_exact_match(problem, completion),
+        generation_ms=generation.generation_ms, num_forward_passes=generation.num_forward_passes,
+        execution_ms=execution.elapsed_ms)
 
 
 def run_task(engine: Engine, problems: list[Problem], settings: InfillSettings, limits: SandboxLimits,

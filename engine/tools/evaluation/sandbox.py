@@ -19,6 +19,7 @@ Limits of this sandbox, by design or by environment:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -148,14 +149,10 @@ def _can_start(isolation: Isolation) -> bool:
 
 
 def _launcher_command(limits: SandboxLimits, isolation: Isolation) -> list[str]:
-    cpu_s = math.ceil(limits.timeout_s) + 1  # CPU time can only trail wall time, so this never fires first
-    rlimits = {
-        "RLIMIT_AS": limits.memory_bytes,
-        "RLIMIT_CPU": cpu_s,
-        "RLIMIT_NPROC": _count_processes_of(isolation.run_as_uid) + limits.num_processes,
-        "RLIMIT_FSIZE": limits.file_size_bytes,
-        "RLIMIT_CORE": 0,
-    }
+    rlimits = {"RLIMIT_AS": limits.memory_bytes,
+               "RLIMIT_CPU": math.ceil(limits.timeout_s) + 1,  # CPU time can only trail wall time: never fires first
+               "RLIMIT_NPROC": _count_processes_of(isolation.run_as_uid) + limits.num_processes,
+               "RLIMIT_FSIZE": limits.file_size_bytes, "RLIMIT_CORE": 0}
     return [sys.executable, "-I", "-S", "-c", _LAUNCHER, json.dumps(rlimits)]
 
 
@@ -163,10 +160,8 @@ def _count_processes_of(uid: int) -> int:
     # RLIMIT_NPROC caps the user's total, so the budget is granted on top of what the user already runs.
     count = 0
     for entry in os.scandir("/proc"):
-        try:
+        with contextlib.suppress(OSError):  # the process ended while we looked
             count += entry.name.isdigit() and entry.stat().st_uid == uid
-        except OSError:  # the process ended while we looked
-            pass
     return count
 
 
@@ -177,16 +172,12 @@ def _run_in_own_session(command: list[str], workdir: Path, output: IO[bytes],
     process = subprocess.Popen(command, cwd=workdir, env=environment, stdin=subprocess.DEVNULL,
                                stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        returncode = process.wait(timeout=timeout_s)
-        is_timeout = False
+        is_timeout, returncode = False, process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        returncode = -signal.SIGKILL
-        is_timeout = True
+        is_timeout, returncode = True, -signal.SIGKILL
     # Also after a normal exit: children the program left running in its group must not outlive it.
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait()
     return is_timeout, returncode
 

@@ -19,7 +19,6 @@ TASK_FILES: dict[TaskName, str] = {
 }
 
 
-
 class TaskDataError(ValueError):
     """A task name, data folder or data file the harness cannot use."""
 
@@ -67,15 +66,9 @@ def load_problems(task: TaskName, data_dir: Path, offset: int = 0, limit: int | 
 
 def _problem_from_record(task: TaskName, record: dict, path: Path) -> Problem:
     try:
-        return Problem(
-            task=task,
-            task_id=record["task_id"],
-            prefix=record["prompt"],
-            # Plain HumanEval has no suffix: the model writes the body after the prompt.
-            suffix=record.get("suffix", ""),
-            canonical_middle=record["canonical_solution"],
-            test=record["test"],
-            entry_point=record["entry_point"],
-        )
+        return Problem(task=task, task_id=record["task_id"], prefix=record["prompt"],
+                       # Plain HumanEval has no suffix: the model writes the body after the prompt.
+                       suffix=record.get("suffix", ""), canonical_middle=record["canonical_solution"],
+                       test=record["test"], entry_point=record["entry_point"])
     except KeyError as error:
         raise TaskDataError(f"{path}: record {record.get('task_id', '?')} lacks field {error}") from None

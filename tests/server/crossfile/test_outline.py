@@ -171,3 +171,70 @@ def test_a_long_signature_keeps_its_first_and_last_lines() -> None:
     [definition] = outline(PYTHON, source).definitions
     assert definition.text == ("def wide(\n    p0: int,\n    p1: int,\n    p2: int,\n    ...\n) -> int:\n"
                                '    """Many parameters."""')
+
+
+def test_brief_views_leave_out_doc_lines_and_all_class_members_but_the_constructor() -> None:
+    source = '''class Circle(Shape):
+    r"""
+    A circle: the docstring's first line that says something is the one shown.
+    """
+
+    def __init__(
+        self,
+        radius: float,
+        centre: tuple[float, float] = (0, 0),
+    ) -> None:
+        self.radius = radius
+
+    def area(self) -> float:
+        return 3.14
+
+
+class Point:
+    """A dataclass: its fields are how to make one."""
+    x: float
+    y: float
+    z: float = 0.0
+
+
+def scale(shape,  # any shape
+          factor):
+    """Scale it."""
+'''
+    found = {d.name: d for d in outline(PYTHON, source).definitions}
+    assert found["Circle"].text.split("\n")[1] == \
+        '    """A circle: the docstring\'s first line that says something is the one shown."""'
+    # one parameter per line is joined into one line, the trailing comma dropped
+    assert found["Circle"].brief_text == ("class Circle(Shape):\n    def __init__(self, radius: float, "
+                                          "centre: tuple[float, float] = (0, 0)) -> None: ...")
+    assert found["__init__"].brief_text == found["Circle"].brief_text
+    assert found["Point"].brief_text == "class Point:\n    x: float\n    y: float"
+    # a comment in the parameters would swallow what follows it on one line: the lines stay
+    assert found["scale"].brief_text == "def scale(shape,  # any shape\n          factor): ..."
+    assert found["area"].brief is None  # no doc line: the brief view is the view
+
+
+def test_typescript_brief_views() -> None:
+    source = '''/** A point. */
+export class Point extends Base {
+  static origin = 0;
+  constructor(
+    public x: number,
+    public y: number,
+  ) {
+    super();
+  }
+  norm(): number {
+    return 0;
+  }
+}
+
+/** Adds. */
+export function add(a: number, b: number): number {
+  return a + b;
+}
+'''
+    found = {d.name: d for d in outline(TYPESCRIPT, source).definitions if d.container is None}
+    assert found["Point"].brief_text == \
+        "export class Point extends Base {\n  constructor(public x: number, public y: number) { ... }\n}"
+    assert found["add"].brief_text == "export function add(a: number, b: number): number { ... }"

@@ -26,7 +26,8 @@ def counter(reference_dir: Path) -> TokenCounter:
 def test_there_is_a_golden_case_per_language_and_source() -> None:
     names = {path.stem for path in CASES}
     assert {"python_imports", "typescript_imports", "go_package", "rust_use", "sources_in_priority_order",
-            "dedup_near_cursor", "input_extra", "python_budget_qwen", "python_reexport"} <= names
+            "dedup_near_cursor", "input_extra", "python_budget_qwen", "python_reexport", "python_imported_names",
+            "typescript_reexports", "go_imported_package", "rust_use_module"} <= names
 
 
 @pytest.mark.parametrize("path", CASES, ids=[f"{p.stem}: {load_case(p)['description']}" for p in CASES])

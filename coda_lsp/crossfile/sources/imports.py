@@ -1,0 +1,110 @@
+"""Source (b): brief signatures of the names the current file imports from the workspace, most likely used first.
+
+The definitions source sees only the names used around the cursor; code often calls a name imported at the top
+and not named again for a hundred lines (`from .utils import (a, b, c)`), and nothing near the cursor points at
+it. This source ranks every name the file imports by its uses in the whole file, the cursor's own line left out:
+1. a name imported by name and not used yet (the user imported it to use it);
+2. the others by their uses, each weighing 1 / (1 + d / USE_DECAY_LINES) at d lines away, with the types the
+   code at the cursor works with (the enclosing function's annotations, its class's bases) as one more use;
+3. for a module imported whole (`import networkx as nx`), the names of it that most files of the workspace use.
+Each shows in its brief view: the signature on one line, no doc line, a class by its constructor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from coda_lsp.crossfile.identifiers import line_identifiers
+from coda_lsp.crossfile.index import IndexedFile, WorkspaceIndex
+from coda_lsp.crossfile.outline import ImportUses
+from coda_lsp.crossfile.query import CursorQuery
+from coda_lsp.crossfile.resolve import Found, attribute_definitions, definitions_by_name, imported_definitions
+from coda_lsp.crossfile.snippets import Snippet
+
+USE_DECAY_LINES = 20     # a use d lines away weighs 1 / (1 + d / USE_DECAY_LINES)
+UNUSED_WEIGHT = 100.0    # an imported name not used elsewhere in the file: first
+ENCLOSING_WEIGHT = 1.0   # a type named in the enclosing function signature or class header: like a use here
+POPULAR_NAMES = 8        # a whole-module import's names offered by how many files of the workspace use them
+POPULAR_WEIGHT = 0.1     # the most used of them: like one use about 180 lines away
+MAX_SNIPPETS = 24
+
+
+# A candidate: the local name of a named import, or (base, name) of `base.name` with `base` an imported module.
+Candidate = str | tuple[str, str]
+
+
+def import_snippets(query: CursorQuery, index: WorkspaceIndex) -> list[Snippet]:
+    current = index.get(query.path) if query.path is not None else None
+    if current is None or current.outline.uses is None:
+        return []
+    scores = _scores(current, current.outline.uses, query.line)
+    _add_popular(scores, current, index)
+    snippets: list[Snippet] = []
+    seen: set[tuple[str, int]] = set()
+    for candidate in sorted(scores, key=lambda key: -scores[key]):
+        for file, definition in _resolve(candidate, current, index):
+            if (file.relative, definition.start_line) in seen:
+                continue
+            seen.add((file.relative, definition.start_line))
+            snippets.append(Snippet("import", file.relative, definition.start_line, definition.end_line,
+                                    round(scores[candidate], 4), definition.brief_text, file.language.line_comment))
+            if len(snippets) >= MAX_SNIPPETS:
+                return snippets
+    return snippets
+
+
+def _scores(current: IndexedFile, uses: ImportUses, line: int) -> dict[Candidate, float]:
+    """Candidate -> its weight: uses by closeness, UNUSED_WEIGHT for a named import not used yet,
+    ENCLOSING_WEIGHT more for a type of the enclosing definitions. Insertion order is import order, which
+    breaks ties (sorting is stable)."""
+    scores: dict[Candidate, float] = {}
+    for imp in current.outline.all_imports:
+        if imp.name is not None:
+            local = imp.alias or imp.name
+            scores[local] = _weight(uses.names.get(local, ()), line) or UNUSED_WEIGHT
+    for attribute, lines in uses.attributes.items():
+        weight = _weight(lines, line)
+        if weight:
+            scores[attribute] = weight
+    for name in _enclosing_names(current, line):
+        if name in scores:
+            scores[name] += ENCLOSING_WEIGHT
+    return scores
+
+
+def _add_popular(scores: dict[Candidate, float], current: IndexedFile, index: WorkspaceIndex) -> None:
+    """For each module the file imports (whole, or a submodule by name), the names of it the most files of the
+    workspace use, after every name the file uses itself: `nx.Graph` is a good guess in a file of `import
+    networkx as nx`, `logging.get_logger` in one of `from .utils import logging`."""
+    for imp in current.outline.imports:
+        module = imp.module if imp.name is None else imp.submodule(current.language.grammar)
+        popular = index.popular_attributes(current, module, POPULAR_NAMES) if module is not None else []
+        # any of a whole-module import's names leads attribute_definitions back to its module
+        base = min(imp.module_names, default=imp.module) if imp.name is None else imp.alias or str(imp.name)
+        for name, num_files in popular:
+            scores.setdefault((base, name), POPULAR_WEIGHT * num_files / popular[0][1])
+
+
+def _weight(lines: Iterable[int], cursor_line: int) -> float:
+    return sum(1.0 / (1.0 + abs(number - cursor_line) / USE_DECAY_LINES) for number in lines if number != cursor_line)
+
+
+def _enclosing_names(current: IndexedFile, line: int) -> set[str]:
+    """Identifiers of the views of the definitions around `line`: a function's parameter annotations and
+    return type; a method's, and its class's header with the bases. The line just after a definition counts
+    as inside it: typing there may extend it, and what is typed must not change the prompt."""
+    names: set[str] = set()
+    for definition in current.outline.definitions:
+        if definition.start_line < line <= definition.end_line + 1:
+            names.update(word for view_line in definition.text.split("\n") for word in line_identifiers(view_line))
+    return names
+
+
+def _resolve(candidate: Candidate, current: IndexedFile, index: WorkspaceIndex) -> list[Found]:
+    if isinstance(candidate, str):
+        return list(imported_definitions(candidate, current, index))
+    base, name = candidate
+    found = list(attribute_definitions(base, name, current, index))
+    if not found and base in current.outline.module_aliases:  # the workspace's own package, imported by name
+        found = [(file, d) for file, d in definitions_by_name(name, current, index) if d.container is None]
+    return found
+
