@@ -12,12 +12,5 @@ from .confidence import ConfidenceStats, confidence_stats, reference_confidence_
 from .reveal import reference_reveal_by_confidence, reveal_by_confidence
 from .runtime import triton_available
 
-__all__ = [
-    "ConfidenceStats",
-    "confidence_stats",
-    "reference_confidence_stats",
-    "reference_reveal_by_confidence",
-    "reference_uniform",
-    "reveal_by_confidence",
-    "triton_available",
-]
+__all__ = ["ConfidenceStats", "confidence_stats", "reference_confidence_stats", "reference_reveal_by_confidence",
+           "reference_uniform", "reveal_by_confidence", "triton_available"]
