@@ -16,10 +16,8 @@ from .config import ModelConfig
 
 @dataclass
 class KVCache:
-    """Keys and values of every canvas position for each layer, (B, kv_heads, L, head_dim), at true positions.
-
-    The model writes the positions it computes into it and attends over all of it; `start` of a forward says
-    where its tokens sit in the canvas (RoPE uses that true index)."""
+    """Keys and values of every canvas position for each layer, (B, kv_heads, L, head_dim), at true positions:
+    a pass writes the positions it computes and attends over all of them."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]

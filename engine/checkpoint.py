@@ -179,26 +179,24 @@ class MappedFiles:
 
 def load_weights(model: torch.nn.Module, folder: Path, *, dtype: torch.dtype, device: torch.device,
                  tie_head_when_absent: bool, column_major: tuple[str, ...] = (), int8: tuple[str, ...] = ()) -> None:
-    """Assign every parameter of a meta-device `model` from the checkpoint, checking names and shapes.
-
-    fp32 tensors bound for fp32 on the CPU stay zero-copy views of the file mapping; anything converted, and the
-    2-D tensors named in `column_major` (CPU only), is copied one tensor at a time and its mapped pages are
-    dropped, so peak memory stays near the result's size. The linear layers' weights named in `int8` (CPU only)
-    are quantized the same way and their nn.Linear replaced by a quantize.Int8Linear.
-    """
+    """Assign every parameter of a meta-device `model` from the checkpoint, checking names and shapes. On the CPU
+    a tensor already in `dtype` stays a zero-copy view of the file mapping; one converted, or 2-D and named in
+    `column_major` (stored transposed), is copied a chunk at a time, and a linear layer's weight named in `int8`
+    is quantized so and its nn.Linear replaced by a quantize.Int8Linear: peak memory stays near the result's."""
     entries = index_checkpoint(folder)
     expected = dict(model.named_parameters())
     tie_head = "lm_head.weight" in expected and "lm_head.weight" not in entries and tie_head_when_absent
     for name, param in expected.items():
-        if name not in entries and not (tie_head and name == "lm_head.weight"):
+        entry = entries.get(name)
+        if entry is None and not (tie_head and name == "lm_head.weight"):
             raise CheckpointError(folder, f"missing tensor {name}")
-        if name in entries and param.is_floating_point() and not entries[name].dtype.is_floating_point:
-            raise CheckpointError(entries[name].file, f"tensor {name} is {str(entries[name].dtype)[6:]}: a quantized "
-                                                      f"checkpoint, which coda-lsp does not read (use the bf16 or "
-                                                      f"fp32 one; --dtype int8 quantizes at load)")
-        if name in entries and tuple(entries[name].shape) != tuple(param.shape):
-            raise CheckpointError(entries[name].file, f"tensor {name} has shape {list(entries[name].shape)}, "
-                                                      f"the config implies {list(param.shape)}")
+        if entry is not None and param.is_floating_point() and not entry.dtype.is_floating_point:
+            raise CheckpointError(entry.file, f"tensor {name} is {str(entry.dtype)[6:]}: a quantized checkpoint, "
+                                              f"which coda-lsp does not read (use the bf16 or fp32 one; --dtype int8 "
+                                              f"quantizes at load)")
+        if entry is not None and tuple(entry.shape) != tuple(param.shape):
+            raise CheckpointError(entry.file, f"tensor {name} has shape {list(entry.shape)}, the config implies "
+                                              f"{list(param.shape)}")
     files = MappedFiles()
     order = sorted((n for n in expected if n in entries), key=lambda n: (entries[n].file, entries[n].start))
     for name in order:

@@ -112,10 +112,8 @@ def denoise(model: CodaModel, canvas: torch.Tensor, mask_token_id: int, params: 
             should_stop: StopCheck | None = None, on_step: StepCallback | None = None,
             suppressed_token_ids: tuple[int, ...] = (), pad_tail: PadTail | None = None) -> DenoiseTrace:
     """Reveal the canvas's masks step by step; raises Cancelled when `should_stop()` turns True between steps.
-
-    `suppressed_token_ids` can never be revealed (used to force a fixed-length span: no pad or end tokens);
-    `pad_tail` lets the span end early (see PadTail); it decodes one row at a time.
-    """
+    `suppressed_token_ids` are never revealed (a fixed-length span: no pad or end tokens); `pad_tail` lets a
+    span end early (see PadTail), one row at a time."""
     if pad_tail is not None and canvas.shape[0] != 1:
         raise ValueError(f"pad_tail decodes one row at a time, got {canvas.shape[0]} rows")
     suppressed = torch.tensor(suppressed_token_ids, dtype=torch.long, device=canvas.device)

@@ -84,8 +84,7 @@ class Scheduler:
 
     def __init__(self, engine: Engine, observer: PassObserver | None = None) -> None:
         options = engine.options
-        self.engine = engine
-        self.observer = observer
+        self.engine, self.observer = engine, observer
         self.max_rows, self.max_queue = options.max_rows, options.max_queue
         self.row_chunk = (default_row_chunk(engine.device, SERVED.block_size, SERVED.cache.margin)
                           if options.row_chunk == "auto" else options.row_chunk)

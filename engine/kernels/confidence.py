@@ -311,16 +311,10 @@ def _check_sampling(logits: torch.Tensor, temperature: float, seed: int, offset:
                          f"{offset!r}")
 
 
-def _num_sms(device: torch.device) -> int:
-    """SMs of a CUDA device; 0 elsewhere (the interpreter runs one program at a time)."""
-    if device.type != "cuda":
-        return 0
-    return _cuda_num_sms(device.index if device.index is not None else torch.cuda.current_device())
-
-
 @functools.cache
-def _cuda_num_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
+def _num_sms(device: torch.device) -> int:
+    """SMs of a tensor's CUDA device (indexed); 0 elsewhere (the interpreter runs one program at a time)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
 
 
 def default_num_splits(num_rows: int, num_blocks: int, num_sms: int) -> int:
