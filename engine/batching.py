@@ -1,9 +1,8 @@
 """Shared forward passes for many infill calls at once (continuous batching across requests).
 
 Each call keeps its own canvas, cache and block-wise state (engine.InfillRun, engine.WarmRun); a shared pass
-asks each run which positions it computes next, runs the model over all of them together
-(CodaModel.forward) and hands every run its own states to reveal from. Calls join and leave between
-passes. The vocabulary head and the sampling stay per run: they are a call's own rows at the shapes it has alone.
+runs the model over every run's next window together and hands each run its own states to reveal from. The
+vocabulary head and the sampling stay per run, at the shapes a call has alone.
 """
 
 from __future__ import annotations
@@ -19,11 +18,9 @@ from .errors import Cancelled
 from .kernels.runtime import on_device
 from .model import CodaModel, Window
 
-# A product's rows are summed in an order its BLAS picks by the product's shape, so without fixed shapes a greedy
-# answer could change with what else shares the pass (MKL, fp32, 2048 x 6144: 1-513 rows gave other bits than the
-# same rows inside a 900-row product). With every product exactly `row_chunk` rows (32, 64 and 128 tried), each
-# row came out the same whatever its neighbours. The chunk is the fast path's window rounded up to 16 rows, so a
-# window alone pads little: block 32 plus a 16-token margin each side plus one is 65 rows, in 80.
+# A BLAS sums a product's rows in an order it picks by the product's shape, so a greedy answer could change with
+# what else shares the pass; products of exactly these many rows keep it (docs/engine.md, Batch-invariant
+# products). The fast path's window (block + a margin each side + 1) rounded up to 16: alone, it pads little.
 def invariant_rows(block_size: int, margin: int) -> int:
     return -(-(block_size + 2 * margin + 1) // 16) * 16
 
@@ -59,12 +56,11 @@ def default_row_chunk(device: torch.device, block_size: int, margin: int) -> int
 
 def shared_pass(model: CodaModel, runs: Sequence[PassRun], row_chunk: int | None,
                 should_stop: Callable[[PassRun], bool] | None = None) -> PassShape:
-    """One forward pass for every run not done, then each run's reveal. With `row_chunk` (batch-invariant
-    mode) a run's first pass, a whole canvas of hundreds of rows, runs as its own products, as it would alone
-    (cutting 456 rows into 64-row products cost 1.7x at CoDA-v0's shape); the later, narrow windows are packed.
-    `should_stop(run)` is asked between layers, of a first pass alone for its run, of the packed windows for all
-    of theirs. A run stopped there is left as it was before the pass (its next pass recomputes the same window
-    in every layer), and is reported in `interrupted`."""
+    """One forward pass for every run not done, then each run's reveal. With `row_chunk` (batch-invariant mode)
+    a run's first pass, a whole canvas, runs as its own products, as it would alone (chunking it costs: see
+    docs/engine.md, Batch-invariant products); the later, narrow windows are packed. `should_stop(run)` is
+    asked between layers, of a first pass for its run, of the packed windows for all of theirs. A run stopped
+    there is left as before the pass and reported in `interrupted`."""
     active = [run for run in runs if not run.done]
     windows = [run.next_window() for run in active]
     pairs = [(run, window) for run, window in zip(active, windows) if window is not None]

@@ -1,9 +1,8 @@
 """The approximate key/value cache of a bidirectional canvas (Fast-dLLM's DualCache) and when to refresh it.
 
-Attention is bidirectional, so every position's keys and values change whenever any token of the canvas changes:
-no cache is exact. The approximation (Fast-dLLM, arXiv 2505.22618) is that positions far from the tokens being
-revealed change little, so their keys and values are computed once over the whole canvas and reused, while only
-the active block's positions are recomputed at each step. No sampling here.
+With bidirectional attention any token's change moves every position's keys and values: no cache is exact.
+Fast-dLLM's approximation (arXiv 2505.22618): positions far from the tokens being revealed change little, so
+their keys and values are computed once and reused, while the active block's are recomputed at each step.
 """
 
 from __future__ import annotations
@@ -17,10 +16,8 @@ from .config import ModelConfig
 
 @dataclass
 class KVCache:
-    """Keys and values of every canvas position for each layer, (B, kv_heads, L, head_dim), at true positions.
-
-    The model writes the positions it computes into it and attends over all of it; `start` of a forward says
-    where its tokens sit in the canvas (RoPE uses that true index)."""
+    """Keys and values of every canvas position for each layer, (B, kv_heads, L, head_dim), at true positions:
+    a pass writes the positions it computes and attends over all of them."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
@@ -53,12 +50,10 @@ class KVCache:
 class CanvasCache:
     """A finished call's canvas and keys and values, kept for the next call.
 
-    As-you-type requests come one keystroke apart: the new canvas holds the same prefix (or the same one less
-    its first lines, when the context window moved down) and the same suffix, shifted by what was typed. Their
-    keys and values are reused (the suffix's rotated to its new positions), so the next call's first pass
-    computes only the region around the cursor. This stretches the cache's approximation across calls: the
-    reused positions last saw the old text at the cursor. Positions the old call's later passes recomputed saw
-    its revealed tokens, so they are never reused."""
+    As-you-type requests come one keystroke apart: the new canvas holds the same prefix (perhaps less its first
+    lines) and suffix, shifted by what was typed, whose keys and values are reused (the suffix's rotated), so the
+    next first pass computes only the region around the cursor; the reused positions last saw the old text
+    there. Positions the old call's later passes recomputed saw its revealed tokens, so they are never reused."""
 
     ids: tuple[int, ...]           # the canvas (its first row)
     span: tuple[int, int]
@@ -108,12 +103,7 @@ def shared_prefix(old: Sequence[int], new: Sequence[int]) -> tuple[int, int]:
 
 def common_length(a: Sequence[int], b: Sequence[int]) -> int:
     """How many leading entries a and b share."""
-    length = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        length += 1
-    return length
+    return next((index for index, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def prefill_from(previous: CanvasCache, ids: Sequence[int], span: tuple[int, int], batch: int,
@@ -159,16 +149,12 @@ class Block:
     steps: int
 
 
-def check_block_size(block_size: int) -> int:
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
-    return block_size
-
-
 def plan_blocks(span_start: int, span_end: int, block_size: int, steps: int) -> list[Block]:
     """Split the span into blocks of `block_size` (the last may be shorter) and share `steps` among them,
     the earlier blocks taking the remainder. Every block needs at least one pass."""
-    starts = list(range(span_start, span_end, check_block_size(block_size)))
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    starts = list(range(span_start, span_end, block_size))
     if steps < len(starts):
         raise ValueError(f"steps ({steps}) must be at least the number of blocks ({len(starts)}): raise steps or "
                          f"block_size")

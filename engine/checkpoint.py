@@ -8,8 +8,10 @@ tensor be a zero-copy view of a private file mapping, and lets each problem be r
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,10 +96,7 @@ def _entry(path: Path, name: str, meta: object, data_start: int, file_size: int)
         begin, end = (int(o) for o in meta["data_offsets"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(path, f"corrupt header entry for {name} ({type(exc).__name__}: {exc})") from None
-    numel = 1
-    for d in shape:
-        numel *= d
-    expected = numel * torch.empty((), dtype=dtype).element_size()
+    expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
     if end - begin != expected or begin < 0:
         raise CheckpointError(path, f"corrupt entry for {name}: {end - begin} bytes for shape {list(shape)}")
     if data_start + end > file_size:
@@ -134,75 +133,70 @@ class MappedFiles:
         flat = torch.frombuffer(mapping, dtype=entry.dtype, count=count, offset=entry.start)
         return flat.view(entry.shape)
 
-    def release(self, file: Path, start: int, end: int) -> None:
-        """Drop the pages of bytes [start, end) from this process once they have been copied elsewhere."""
-        start -= start % mmap.PAGESIZE
-        if end > start:
-            self._maps[file].madvise(mmap.MADV_DONTNEED, start, end - start)
+    def chunks(self, entry: TensorEntry, count: int, unit_bytes: int,
+               working_bytes: int) -> Iterator[tuple[int, int]]:
+        """[first, last) ranges over `count` units of `unit_bytes` in the file, CONVERT_CHUNK_BYTES of
+        `working_bytes` each; after each range is used, its mapped pages are dropped from this process."""
+        step = max(1, CONVERT_CHUNK_BYTES // working_bytes)
+        for first in range(0, count, step):
+            last = min(first + step, count)
+            yield first, last
+            start, end = entry.start + first * unit_bytes, entry.start + last * unit_bytes
+            start -= start % mmap.PAGESIZE
+            if end > start:
+                self._maps[entry.file].madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def converted(self, entry: TensorEntry, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """A copy in `dtype` on `device`, made chunk by chunk so at most one chunk of the source is resident."""
         source = self.tensor(entry).reshape(-1)
         out = torch.empty(source.shape, dtype=dtype, device=device)
-        step = max(1, CONVERT_CHUNK_BYTES // source.element_size())
-        for first in range(0, source.numel(), step):
-            last = min(first + step, source.numel())
+        for first, last in self.chunks(entry, source.numel(), source.element_size(), source.element_size()):
             out[first:last].copy_(source[first:last])
-            self.release(entry.file, entry.start + first * source.element_size(),
-                         entry.start + last * source.element_size())
         return out.view(entry.shape)
 
     def column_major(self, entry: TensorEntry, dtype: torch.dtype) -> torch.Tensor:
-        """A copy of a 2-D tensor in `dtype` on the CPU, stored transposed (column-major): made a chunk of rows
-        at a time, the chunk's mapped pages dropped after it."""
+        """A copy of a 2-D tensor in `dtype` on the CPU, stored transposed (column-major), a chunk of rows at a
+        time."""
         source = self.tensor(entry)
-        rows, row_bytes = source.shape[0], source.shape[1] * source.element_size()
-        out = torch.empty((source.shape[1], rows), dtype=dtype)
-        step = max(1, CONVERT_CHUNK_BYTES // row_bytes)
-        for first in range(0, rows, step):
-            last = min(first + step, rows)
+        out = torch.empty((source.shape[1], source.shape[0]), dtype=dtype)
+        row_bytes = source.shape[1] * source.element_size()
+        for first, last in self.chunks(entry, source.shape[0], row_bytes, row_bytes):
             out[:, first:last].copy_(source[first:last].t())
-            self.release(entry.file, entry.start + first * row_bytes, entry.start + last * row_bytes)
         return out.t()
 
-
     def quantized(self, entry: TensorEntry) -> tuple[torch.Tensor, torch.Tensor]:
-        """A 2-D weight quantized to int8 rows with fp32 scales (quantize.quantize_rows), on the CPU: a chunk of
-        rows at a time, the chunk's mapped pages dropped after it, so what stays is the int8 copy."""
+        """A 2-D weight quantized to int8 rows with fp32 scales (quantize.quantize_rows) on the CPU, a chunk of
+        rows at a time, so what stays is the int8 copy."""
         source = self.tensor(entry)
-        rows, row_bytes = source.shape[0], source.shape[1] * source.element_size()
         weight = torch.empty(source.shape, dtype=torch.int8)
-        scale = torch.empty(rows, dtype=torch.float32)
-        step = max(1, CONVERT_CHUNK_BYTES // (source.shape[1] * 4))  # the chunk is made fp32 to quantize
-        for first in range(0, rows, step):
-            last = min(first + step, rows)
+        scale = torch.empty(source.shape[0], dtype=torch.float32)
+        row_bytes = source.shape[1] * source.element_size()
+        # The chunk is made fp32 to quantize.
+        for first, last in self.chunks(entry, source.shape[0], row_bytes, source.shape[1] * 4):
             weight[first:last], scale[first:last] = quantize_rows(source[first:last])
-            self.release(entry.file, entry.start + first * row_bytes, entry.start + last * row_bytes)
         return weight, scale
 
 
 def load_weights(model: torch.nn.Module, folder: Path, *, dtype: torch.dtype, device: torch.device,
                  tie_head_when_absent: bool, column_major: tuple[str, ...] = (), int8: tuple[str, ...] = ()) -> None:
-    """Assign every parameter of a meta-device `model` from the checkpoint, checking names and shapes.
-
-    fp32 tensors bound for fp32 on the CPU stay zero-copy views of the file mapping; anything converted, and the
-    2-D tensors named in `column_major` (CPU only), is copied one tensor at a time and its mapped pages are
-    dropped, so peak memory stays near the result's size. The linear layers' weights named in `int8` (CPU only)
-    are quantized the same way and their nn.Linear replaced by a quantize.Int8Linear.
-    """
+    """Assign every parameter of a meta-device `model` from the checkpoint, checking names and shapes. On the CPU
+    a tensor already in `dtype` stays a zero-copy view of the file mapping; one converted, or 2-D and named in
+    `column_major` (stored transposed), is copied a chunk at a time, and a linear layer's weight named in `int8`
+    is quantized so and its nn.Linear replaced by a quantize.Int8Linear: peak memory stays near the result's."""
     entries = index_checkpoint(folder)
     expected = dict(model.named_parameters())
     tie_head = "lm_head.weight" in expected and "lm_head.weight" not in entries and tie_head_when_absent
     for name, param in expected.items():
-        if name not in entries and not (tie_head and name == "lm_head.weight"):
+        entry = entries.get(name)
+        if entry is None and not (tie_head and name == "lm_head.weight"):
             raise CheckpointError(folder, f"missing tensor {name}")
-        if name in entries and param.is_floating_point() and not entries[name].dtype.is_floating_point:
-            raise CheckpointError(entries[name].file, f"tensor {name} is {str(entries[name].dtype)[6:]}: a quantized "
-                                                      f"checkpoint, which coda-lsp does not read (use the bf16 or "
-                                                      f"fp32 one; --dtype int8 quantizes at load)")
-        if name in entries and tuple(entries[name].shape) != tuple(param.shape):
-            raise CheckpointError(entries[name].file, f"tensor {name} has shape {list(entries[name].shape)}, "
-                                                      f"the config implies {list(param.shape)}")
+        if entry is not None and param.is_floating_point() and not entry.dtype.is_floating_point:
+            raise CheckpointError(entry.file, f"tensor {name} is {str(entry.dtype)[6:]}: a quantized checkpoint, "
+                                              f"which coda-lsp does not read (use the bf16 or fp32 one; --dtype int8 "
+                                              f"quantizes at load)")
+        if entry is not None and tuple(entry.shape) != tuple(param.shape):
+            raise CheckpointError(entry.file, f"tensor {name} has shape {list(entry.shape)}, the config implies "
+                                              f"{list(param.shape)}")
     files = MappedFiles()
     order = sorted((n for n in expected if n in entries), key=lambda n: (entries[n].file, entries[n].start))
     for name in order:
@@ -226,5 +220,3 @@ def _assign(model: torch.nn.Module, name: str, value: torch.Tensor) -> None:
     module_name, _, leaf = name.rpartition(".")
     module = model.get_submodule(module_name)
     module._parameters[leaf] = torch.nn.Parameter(value, requires_grad=False)
-
-

@@ -72,12 +72,9 @@ class ModelConfig:
         if "head_dim" not in values and "hidden_size" in values and "num_attention_heads" in values:
             values["head_dim"] = values["hidden_size"] // values["num_attention_heads"]
         values.setdefault("num_key_value_heads", values.get("num_attention_heads"))
-        if model_type == "CoDA":
-            # config.json omits tie_word_embeddings and CoDA's class default (True) would silently replace the
-            # trained head; the released checkpoints always store lm_head.weight, so never tie unless asked.
-            values["tie_word_embeddings"] = bool(raw.get("tie_word_embeddings", False))
-        else:
-            values["tie_word_embeddings"] = bool(raw.get("tie_word_embeddings", True))
+        # CoDA's config.json omits tie_word_embeddings and its class default (True) would silently replace the
+        # trained head; the released checkpoints always store lm_head.weight, so CoDA never ties unless asked.
+        values["tie_word_embeddings"] = bool(raw.get("tie_word_embeddings", model_type != "CoDA"))
         required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
         absent = [name for name in required if name not in values]
         if absent:
@@ -86,17 +83,8 @@ class ModelConfig:
 
     def to_hf_dict(self) -> dict[str, Any]:
         """A config.json in CoDA's format, loadable by coda_engine and by the original CoDA code."""
-        out = asdict(self)
-        out.update({
-            "model_type": "CoDA",
-            "architectures": ["CoDALanguageModel"],
-            "hidden_act": "silu",
-            "attention_bias": False,
-            "attention_dropout": 0.0,
-            "rope_scaling": None,
-            "torch_dtype": "float32",
-        })
-        return out
+        return {**asdict(self), "model_type": "CoDA", "architectures": ["CoDALanguageModel"], "hidden_act": "silu",
+                "attention_bias": False, "attention_dropout": 0.0, "rope_scaling": None, "torch_dtype": "float32"}
 
 
 def load_config(folder: Path) -> ModelConfig:
@@ -104,18 +92,24 @@ def load_config(folder: Path) -> ModelConfig:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise CheckpointError(folder, "not a CoDA checkpoint folder (Hugging Face format): it has no config.json")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(path, f"not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(path, "expected a JSON object")
-    if raw.get("quantization_config"):
-        method = raw["quantization_config"].get("quant_method", "unknown") if isinstance(
-            raw["quantization_config"], dict) else "unknown"
+    raw = read_json_object(path)
+    quantization = raw.get("quantization_config")
+    if quantization:
+        method = quantization.get("quant_method", "unknown") if isinstance(quantization, dict) else "unknown"
         raise CheckpointError(path, f"a quantized checkpoint ({method}), which coda-lsp does not read: use the "
                                     f"bf16 or fp32 checkpoint; --dtype int8 quantizes it at load")
     try:
         return ModelConfig.from_hf_dict(raw)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(path, str(exc)) from None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file; CheckpointError naming the file when it is not one."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(path, "expected a JSON object")
+    return value

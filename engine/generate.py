@@ -1,17 +1,14 @@
 """The denoising loop: fill every `<|mask|>` of a canvas in at most `steps` forward passes.
 
-One loop serves both paths; they differ only in how logits for masked positions are computed:
-`reference_logits` runs the full vocabulary projection on every position (what CoDA's code does), while
-`masked_logits` projects only the hidden states that feed a masked position. The loop exits early once no
-mask is left, which changes nothing in the output (a full canvas has nothing left to reveal).
+Two ways to get the masked positions' logits: `reference_logits` projects every position onto the vocabulary
+(as CoDA's code does), `masked_logits` only the hidden states that feed a masked position. The loop exits once
+no mask is left, which changes nothing in the output.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
-
 import torch
 
 from .errors import Cancelled
@@ -74,11 +71,9 @@ class SamplingParams:
 class PadTail:
     """A span that may end early: `token_ids` (pad, end of text) mean "no text here" and may only form its tail.
 
-    The model was trained with such tails, so its probability of a filler at position k is its belief that the
-    span ends at or before k. Revealing fillers one at a time by confidence lets each one raise the next one's
-    probability until the whole span is blank; instead the tail starts at the model's median length,
-    re-estimated at every step from the text written so far, and is written (as `fill_id`) in one go once
-    nothing but the tail is left.
+    A filler's probability at position k is the model's belief that the span ends by k. Revealed one at a time by
+    confidence, each filler would raise the next one's odds until the span is blank; instead the tail starts at
+    the model's median length, re-estimated every step, and is written (as `fill_id`) once nothing else is left.
     """
 
     token_ids: tuple[int, ...]
@@ -94,9 +89,8 @@ class DenoiseTrace:
     tokens_per_step: list[int] = field(default_factory=list)
 
 
-class LogitsAtMasks(Protocol):
-    def __call__(self, model: CodaModel, canvas: torch.Tensor, is_masked: torch.Tensor) -> torch.Tensor:
-        """(B, L) canvas, (B, L) mask flags -> (num_masked, V) logits, in row-major order of the masks."""
+# (B, L) canvas, (B, L) mask flags -> (num_masked, V) logits, in row-major order of the masks.
+LogitsAtMasks = Callable[[CodaModel, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def reference_logits(model: CodaModel, canvas: torch.Tensor, is_masked: torch.Tensor) -> torch.Tensor:
@@ -118,10 +112,8 @@ def denoise(model: CodaModel, canvas: torch.Tensor, mask_token_id: int, params: 
             should_stop: StopCheck | None = None, on_step: StepCallback | None = None,
             suppressed_token_ids: tuple[int, ...] = (), pad_tail: PadTail | None = None) -> DenoiseTrace:
     """Reveal the canvas's masks step by step; raises Cancelled when `should_stop()` turns True between steps.
-
-    `suppressed_token_ids` can never be revealed (used to force a fixed-length span: no pad or end tokens);
-    `pad_tail` lets the span end early (see PadTail); it decodes one row at a time.
-    """
+    `suppressed_token_ids` are never revealed (a fixed-length span: no pad or end tokens); `pad_tail` lets a
+    span end early (see PadTail), one row at a time."""
     if pad_tail is not None and canvas.shape[0] != 1:
         raise ValueError(f"pad_tail decodes one row at a time, got {canvas.shape[0]} rows")
     suppressed = torch.tensor(suppressed_token_ids, dtype=torch.long, device=canvas.device)
@@ -161,14 +153,13 @@ def filler_probability(logits: torch.Tensor, fillers: torch.Tensor) -> torch.Ten
 
 def settle_tail(region: torch.Tensor, is_masked: torch.Tensor, probability: torch.Tensor, pad_tail: PadTail,
                 last: bool, later: torch.Tensor | None = None) -> torch.Tensor:
-    """The pad-tail rule, for both loops: (B, n) bool, the tail of `region` (B, n positions of the span, in
-    place), with `probability` (B, n) each masked position's filler probability (see PadTail).
+    """The pad-tail rule, for both loops: (B, n) bool, the tail of `region` (B, n positions of the span, written
+    in place), given `probability` (B, n), each masked position's filler probability (see PadTail).
 
-    The tail starts at the first mask after the region's last written token that the model expects to be a
-    filler: the median of its belief about where the span ends. Text cannot follow a pad, so the rest goes with
-    it. Once nothing but the tail is masked, or at the last step, the tail (and `later`, the span's positions
-    after the region, all still masked) is written as fill. The caller forbids fillers at the masks before the
-    tail (tail's complement among `is_masked`)."""
+    The tail starts at the first mask after the region's last written token whose filler probability passes the
+    median, and runs to the end (text cannot follow a pad). Once nothing but the tail is masked, or at the last
+    step, it is written as fill, with `later` (the span's still masked positions after the region). The caller
+    forbids fillers at the masks before the tail."""
     after_text = (~is_masked).flip(1).cumsum(dim=1).flip(1) == 0
     starts = is_masked & after_text & (probability > TAIL_PROBABILITY)
     # Every position from a start on is a mask (no text after it), so spreading the start right is the tail.
@@ -200,10 +191,7 @@ def reveal_step(x: torch.Tensor, is_masked: torch.Tensor, logits: torch.Tensor, 
                 mask_token_id: int, params: SamplingParams, generator: torch.Generator | None,
                 revealable: torch.Tensor | None = None) -> None:
     """Write this step's revealed tokens into `x` in place, only at `revealable` masks (default: all of them).
-
-    The schedule's quota counts every mask, so a span whose tail is held back still reveals its text at the
-    pace of the full span and ends in fewer passes.
-    """
+    The quota counts every mask, so a span whose tail is held back reveals its text at the full span's pace."""
     revealable = is_masked if revealable is None else revealable
     if params.alg == "origin":
         _reveal_random(x, is_masked, logits, step, times, mask_token_id, params, generator, revealable)

@@ -97,10 +97,8 @@ class Attention(nn.Module):
             asked = width if asking is None else len(window.asking())
             keys, values = window.cache.keys[layer], window.cache.values[layer]  # (B, kv_heads, canvas, head_dim)
             end = window.start + width
-            keys[:, :, window.start:end] = k[token:token + batch * width].view(batch, width, kv_heads,
-                                                                               head_dim).transpose(1, 2)
-            values[:, :, window.start:end] = v[token:token + batch * width].view(batch, width, kv_heads,
-                                                                                 head_dim).transpose(1, 2)
+            keys[:, :, window.start:end] = k[token:token + batch * width].unflatten(0, (batch, width)).transpose(1, 2)
+            values[:, :, window.start:end] = v[token:token + batch * width].unflatten(0, (batch, width)).transpose(1, 2)
             q_window = q[query:query + batch * asked].view(batch, asked, heads, head_dim).transpose(1, 2)
             # Every position attends to every other one: the canvas is denoised as a whole, not left to right.
             out = F.scaled_dot_product_attention(q_window, keys, values, is_causal=False,
@@ -168,24 +166,21 @@ class CodaModel(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
     @property
-    def compute_dtype(self) -> torch.dtype:
-        """The activations' dtype (the embeddings'; linear layers may hold int8 weights, see quantize.py)."""
+    def compute_dtype(self) -> torch.dtype:  # the embeddings': linear layers may hold int8 weights
+
         return self.model.embed_tokens.weight.dtype
 
     def forward(self, windows: Sequence[Window], row_chunk: int | None = None,
                 should_stop: StopCheck | None = None) -> list[torch.Tensor]:
-        """One forward pass over one or more canvases' windows (a single window is a pass of one; several are
-        continuous batching across requests): every window's tokens go through the linear layers as rows of one
-        matrix, so the weights are read once for all of them, while attention runs per canvas over its own cache.
-        Returns each window's (B, len(rows), hidden) final-normed states. A window covering its whole canvas
-        (start 0, rows all) over a fresh cache is the plain forward pass.
+        """One forward pass over one or more canvases' windows -> each window's (B, len(rows), hidden) final-normed
+        states. Every window's tokens go through the linear layers as rows of one matrix, so the weights are read
+        once for all of them; attention runs per canvas over its own cache. A whole canvas (start 0, rows all)
+        over a fresh cache is the plain forward pass. The last layer computes only the rows asked for: the
+        others' keys and values are all that later passes read.
 
-        `row_chunk`: multiply in products of exactly that many rows (the last one padded), so that a window's states
-        never depend on what else shares the pass; None: one product per layer, whose rows a BLAS may block (and so
-        round) differently as their number changes. The last layer computes only the rows asked for: the others'
-        keys and values are all that later passes read. `should_stop` is asked between layers: a pass over a long
-        canvas is seconds on a CPU, and a newer keystroke should not wait for it (raises Cancelled; the layers not
-        run leave the caches' windows incomplete, so the caller must not keep them)."""
+        `row_chunk`: products of exactly that many rows (in_row_chunks), so a window's states never depend on what
+        else shares the pass; None: one product per layer. `should_stop` is asked between layers, since a pass over
+        a long canvas is seconds on a CPU (raises Cancelled; the caches' windows are then incomplete)."""
         for window in windows:
             if window.start < 0 or window.start + window.ids.shape[1] > window.cache.length:
                 raise ValueError(f"positions [{window.start}, {window.start + window.ids.shape[1]}) lie outside "

@@ -1,11 +1,9 @@
 """The format a model's weights are served in (fp32, bf16, fp16, int8), and `auto`'s choice for a CPU.
 
-Flags say what instructions exist, not what is fastest: on this project's 2-core Xeon with both AVX512-BF16 and
-VNNI, a 57 x 2048 by 2048 x 6144 product took 9.2 ms in fp32, 9.9 in bf16 and 1.3-1.9 in int8, and without
-VNNI torch's int8 product is a slow fallback while fbgemm's is not (docs/engine.md). So `auto` times every
+Flags say what instructions exist, not what is fastest (docs/engine.md, Weight formats), so `auto` times every
 format that runs on the model's own shapes, once at load, and takes the fastest; the flags only order the
-candidates (the first of equal times wins). CUDA gets bf16, as CoDA's own serving does. An explicit bf16 or int8
-that measures slower than fp32 here gets one warning with the measured times.
+candidates. CUDA gets bf16, as CoDA's own serving does. An explicit bf16 or int8 that measures slower than fp32
+here gets one warning with the measured times.
 """
 
 from __future__ import annotations
@@ -119,11 +117,10 @@ def candidate_formats(flags: frozenset[str]) -> list[str]:
 def fastest_cpu_precision(shape: PassShape) -> Precision:
     """Time each candidate format on `shape`'s products and keep the fastest (the first of equal times)."""
     flags = cpu_flags()
-    formats = candidate_formats(flags)
     timings: dict[str, float] = {}
-    for name in formats:
+    for name in candidate_formats(flags):
         timings[name] = estimated_pass_ms(name, shape, min(timings.values(), default=math.inf))
-    best = min(formats, key=timings.__getitem__)
+    best = min(timings, key=timings.__getitem__)
     reason = auto_reason(best, timings, shape, [flag for flag in SHOWN_FLAGS if flag in flags])
     log.info("weights: %s", reason)
     return Precision(best, torch.float32 if best == "int8" else FLOAT_FORMATS[best], reason)
@@ -152,12 +149,8 @@ def estimated_pass_ms(name: str, shape: PassShape, to_beat_ms: float = math.inf)
     """A denoising pass's products in format `name`, estimated from two timed ones: a window through a
     layer's MLP-sized product (four of those a layer) and the masked rows through a slice of the head. A format
     whose first window shows it cannot beat `to_beat_ms` is timed twice a product (timing.fastest_ms)."""
-    if (name, shape) not in MEASURED_PASS_MS:
-        MEASURED_PASS_MS[name, shape] = timed_pass_ms(name, shape, to_beat_ms)
-    return MEASURED_PASS_MS[name, shape]
-
-
-def timed_pass_ms(name: str, shape: PassShape, to_beat_ms: float) -> float:
+    if (name, shape) in MEASURED_PASS_MS:
+        return MEASURED_PASS_MS[name, shape]
     generator = torch.Generator().manual_seed(0)
     layer = torch.randn(shape.intermediate, shape.hidden, generator=generator) * 0.02
     window = torch.randn(WINDOW_ROWS, shape.hidden, generator=generator)
@@ -167,7 +160,8 @@ def timed_pass_ms(name: str, shape: PassShape, to_beat_ms: float) -> float:
     head = torch.randn(min(shape.vocab, TIMED_CHANNELS), shape.hidden, generator=generator) * 0.02
     rows = torch.randn(HEAD_ROWS, shape.hidden, generator=generator)
     head_ms = fastest_ms(product(name, head), rows, 0.0 if lost else math.inf)
-    return shape.layers * 4 * layer_ms + head_ms * shape.vocab / head.shape[0]
+    MEASURED_PASS_MS[name, shape] = shape.layers * 4 * layer_ms + head_ms * shape.vocab / head.shape[0]
+    return MEASURED_PASS_MS[name, shape]
 
 
 def product(name: str, weight: torch.Tensor):

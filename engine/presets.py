@@ -36,13 +36,8 @@ def random_state_dict(config: ModelConfig, seed: int, dtype: torch.dtype = torch
     with torch.device("meta"):
         shapes = {name: p.shape for name, p in CodaModel(config).named_parameters()}
     generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, shape in shapes.items():
-        if name.endswith("norm.weight"):
-            state[name] = torch.ones(shape, dtype=dtype)
-        else:
-            state[name] = (torch.randn(shape, generator=generator) * INIT_STD).to(dtype)
-    return state
+    return {name: torch.ones(shape, dtype=dtype) if name.endswith("norm.weight")
+            else (torch.randn(shape, generator=generator) * INIT_STD).to(dtype) for name, shape in shapes.items()}
 
 
 def write_checkpoint(folder: Path, config: ModelConfig, state: dict[str, torch.Tensor], tokenizer_dir: Path,

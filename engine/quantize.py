@@ -1,30 +1,13 @@
 """int8 weights for CPU serving: each linear layer's weight quantized at load, activations quantized per call.
 
-Weights: per output channel (a row of the [out, in] matrix), symmetric, scale = max |w| / 127. Activations:
-per row (token), symmetric, at every call, to whole-number codes within +-`levels` of the kernel. A kernel
-multiplies the codes by the int8 weights with int32 sums; each entry is then scaled back by its row's and its
-channel's scales (torchao's int8 dynamic-activation, int8-weight recipe, written out because it is these few
-lines).
-
-A product of at most FINE_ROWS rows (a fast-path window, the head's masked rows: the passes that decide tokens)
-quantizes each activation row twice: the row, then what its codes missed, at a step 2 * levels times finer (so
-the residual spans the same codes). Both go through one product of twice the rows and are joined in float:
-about 15-bit activations with 127 levels, 13-bit with 63. On the shipped model's harness (first 100
-single-line problems, greedy answers against fp32) one code per entry everywhere kept 54 identical, one
-7-bit code with a scale per 32 entries 49, two in the thin products 96 with 127 levels and 88 with 63
-(docs/engine.md has these and their commands). A cold canvas's first pass keeps one code: there the int8
-product's speed is most of a cold request.
-
-The kernels (KERNELS) are kept where a probe product comes out exact, and each layer shape gets the fastest of
-them on a window, timed at load:
-- torch._int_mm, oneDNN's s8 x s8 GEMM: fast with VNNI or AMX, a slow fallback without.
-- fbgemm's packed per-channel int8 linear (torch.ops.quantized): it has AVX2 kernels, which without VNNI add
-  pairs of u8 x s8 products in saturating int16. So its codes are 7-bit, 63 levels around a zero point of 64:
-  a pair then stays within 2 * 127 * 127 < 2^15, on every CPU.
-Why not torch's dynamic linear (fbgemm / oneDNN): it quantizes a whole activation matrix with one scale, so one
-outlier channel, common in LLM activations, coarsens every other entry (14-28 % relative error against 8-11 %
-per row, measured with three channels at 50x the rest).
-Attention, norms, embeddings and the confidence computation stay in floating point.
+Weights: per output channel, symmetric, scale = max |w| / 127. Activations: per row, symmetric, at every call,
+to whole-number codes within +-`levels` of the kernel; each int32 sum is scaled back by its row's and channel's
+scales (torchao's int8 dynamic-activation, int8-weight recipe, written out because it is these few lines).
+A product of at most FINE_ROWS rows (the passes that decide tokens) quantizes each row twice, the row and then
+what its codes missed at a step 2 * levels finer, in one product of twice the rows: one code per entry lost too
+many greedy answers; a cold first pass keeps one, where int8's speed is most of the request (docs/engine.md,
+int8 kernels). Not torch's dynamic linear: its one scale per matrix lets an outlier channel, common in LLM
+activations, coarsen every entry. Attention, norms, embeddings and the confidence computation stay in float.
 """
 
 from __future__ import annotations
@@ -57,20 +40,16 @@ class Int8Kernel(Protocol):
     name: str
     levels: int
 
-    def pack(self, weight_int8: torch.Tensor) -> object:
-        """[out, in] int8 weights -> what `multiply` takes."""
-
-    def unpack(self, packed: object) -> torch.Tensor:
-        """`pack`'s result -> the [out, in] int8 weights."""
+    def pack(self, weight_int8: torch.Tensor) -> object: ...  # [out, in] int8 weights -> what `multiply` takes
+    def unpack(self, packed: object) -> torch.Tensor: ...  # and back
 
     def multiply(self, codes: torch.Tensor, packed: object) -> torch.Tensor:
-        """(M, in) fp32 whole numbers within +-levels -> (M, out) codes @ weights.T, int32 or fp32 (exact int32
-        sums in fp32)."""
+        """(M, in) fp32 whole numbers within +-levels -> (M, out) codes @ weights.T, int32 or exact sums in fp32."""
 
 
 class IntMMKernel:
-    """torch._int_mm on the int8 weights as they are: [out, in] row-major, multiplied as its transpose, a
-    column-major [in, out] operand, which _int_mm takes without a copy."""
+    """oneDNN's s8 x s8 GEMM (fast with VNNI or AMX, a slow fallback without) on the [out, in] weights as they
+    are: their transpose is a column-major operand, which _int_mm takes without a copy."""
 
     name, levels = "_int_mm", INT8_MAX
 
@@ -85,9 +64,10 @@ class IntMMKernel:
 
 
 class FbgemmKernel:
-    """fbgemm's int8 linear on weights packed for it (a copy: the int8 tensor is not kept beside it). It takes
-    fp32 activations with one scale and zero point and quantizes them itself: with scale 1 and zero point 64,
-    whole-number codes within +-63 become exactly code + 64, the 7-bit u8 range."""
+    """fbgemm's packed per-channel int8 linear (torch.ops.quantized; the int8 tensor is not kept beside it). Its
+    AVX2 kernels, without VNNI, add pairs of u8 x s8 products in saturating int16, so codes are 7-bit: a pair
+    stays within 2 * 127 * 127 < 2^15 on every CPU. It quantizes fp32 activations itself: with scale 1 and
+    zero point 64, whole-number codes within +-63 become exactly code + 64."""
 
     name, levels = "fbgemm", 63
     zero_point = 64
@@ -135,9 +115,6 @@ class Int8Linear(nn.Module):
 
     def __init__(self, weight_int8: torch.Tensor, scale: torch.Tensor, kernel: Int8Kernel | None = None) -> None:
         super().__init__()
-        if weight_int8.dtype != torch.int8 or weight_int8.dim() != 2 or scale.shape != weight_int8.shape[:1]:
-            raise ValueError(f"Int8Linear takes int8 [out, in] weights and [out] scales, got {weight_int8.dtype} "
-                             f"{tuple(weight_int8.shape)} and {tuple(scale.shape)}")
         self.out_features, self.in_features = weight_int8.shape
         self.kernel = kernel or fastest_kernel(self.in_features, self.out_features)
         self.register_buffer("scale", scale.float())

@@ -11,12 +11,9 @@ def timesteps(steps: int, eps: float) -> torch.Tensor:
 
 
 def reveal_quota(num_masked: torch.Tensor, step: int, steps: int, times: torch.Tensor) -> int:
-    """Positions to reveal at `step`: floor(M * (1 - s/t)), and all that remain at the last step.
-
-    `num_masked` is the mask count averaged over the batch (a float32 scalar), so every row reveals the same
-    number. The float32 arithmetic is kept on purpose: with steps == masks it gives the reference's uneven
-    [0, 1, ..., 1, 2] pattern, and token parity with the reference depends on reproducing it.
-    """
+    """Positions to reveal at `step`: floor(M * (1 - s/t)), and all that remain at the last step. `num_masked`
+    is the batch's average mask count (a float32 scalar), so every row reveals as many. float32 on purpose: with
+    steps == masks it gives the reference's uneven [0, 1, ..., 1, 2] pattern, which token parity depends on."""
     if step == steps - 1:
         return int(num_masked)
     t, s = times[step], times[step + 1]
@@ -32,11 +29,8 @@ def reveal_probability(step: int, steps: int, times: torch.Tensor) -> float | to
 
 def threshold_reveal(confidence: torch.Tensor, is_masked: torch.Tensor, threshold: float,
                      min_count: int) -> torch.Tensor:
-    """(B, L) bool: masked positions at or above `threshold`, and per row at least the `min_count` best.
-
-    `min_count` is the schedule's quota, which keeps the number of passes within `steps` while the threshold
-    lets confident steps reveal many tokens at once (Fast-dLLM's parallel decoding).
-    """
+    """(B, L) bool: masked positions at or above `threshold`, and per row at least the `min_count` best (the
+    quota keeps passes within `steps`; the threshold lets confident steps reveal many at once, as Fast-dLLM)."""
     confident = (confidence >= threshold) & is_masked
     row_masks = is_masked.sum(dim=1)
     floor_count = row_masks.clamp(max=max(min_count, 1))

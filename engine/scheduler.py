@@ -1,15 +1,13 @@
 """The scheduler: every job's rows decoded in shared forward passes on one thread (continuous batching), requests
 before work ahead of the user.
 
-Jobs that arrive while others decode join at the next pass and leave when done; each keeps its own canvas, cache
-and sampling state, so a greedy answer is the same whatever else shares its passes (batching.py says why the
-products have fixed shapes on the CPU). Admission keeps at most `max_rows` rows in flight and `max_queue` jobs
-waiting; past that a job is refused (Overloaded). Work ahead of the user (Priority.AHEAD) runs only while no
-request waits or decodes: a request that arrives stops the ahead job's pass between layers (the pass runs again
-later). A job whose `key` equals that of a job in flight joins it, taking the higher
-priority: a request for what is being prepared ahead waits for that work instead of repeating it. Each client's
-finished canvases are kept (CanvasStore), so its next job, which mostly shares the prompt, starts from their keys
-and values; so are the canvases of jobs stopped after their first pass.
+Jobs join at the next pass and leave when done, each with its own canvas, cache and sampling state, so a greedy
+answer is the same whatever else shares its passes (batching.py). Admission keeps at most `max_rows` rows in
+flight and `max_queue` jobs waiting, then refuses (Overloaded). Work ahead of the user (Priority.AHEAD) runs only
+while no request waits or decodes; an arriving request stops its pass between layers (it runs again later). A
+job whose `key` equals one in flight joins it at the higher priority, so a request for what is being prepared
+ahead waits for that work. Each client's finished canvases, and those of jobs stopped after their first pass,
+are kept (CanvasStore): its next job, which mostly shares the prompt, starts from their keys and values.
 """
 
 from __future__ import annotations
@@ -86,8 +84,7 @@ class Scheduler:
 
     def __init__(self, engine: Engine, observer: PassObserver | None = None) -> None:
         options = engine.options
-        self.engine = engine
-        self.observer = observer
+        self.engine, self.observer = engine, observer
         self.max_rows, self.max_queue = options.max_rows, options.max_queue
         self.row_chunk = (default_row_chunk(engine.device, SERVED.block_size, SERVED.cache.margin)
                           if options.row_chunk == "auto" else options.row_chunk)
@@ -280,7 +277,12 @@ class Scheduler:
             self.observer.pass_done(shape.rows, shape.positions)
         for entry in runnable:
             if id(entry.run) in shape.interrupted:
-                self._interrupted(entry)
+                # Its caller went away (nothing half-computed is kept), or a request preempted the work ahead,
+                # whose pass runs again later.
+                if entry.stopped:
+                    self._active.remove(entry)
+                else:
+                    self.ahead.preempted += 1
                 continue
             if entry.run.passes == 1 and not entry.first_pass_ms:
                 entry.first_pass_ms = (time.perf_counter() - entry.admitted) * 1000.0
@@ -289,14 +291,6 @@ class Scheduler:
                 self._finish(entry, deadline=False)
             elif entry.job.on_progress is not None:
                 entry.job.on_progress(self._texts(entry)[0])
-
-    def _interrupted(self, entry: _Entry) -> None:
-        """A pass stopped between layers: its caller went away (nothing half-computed is kept), or a request
-        arrived while it was work ahead, which runs that pass again later."""
-        if entry.stopped:
-            self._active.remove(entry)
-            return
-        self.ahead.preempted += 1
 
     def _pass_failed(self, error: Exception, runnable: list[_Entry]) -> None:
         """A shared pass raised: in the kernels' `auto` mode the runs start again on the torch path; otherwise

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
+from .config import read_json_object
 from .errors import CheckpointError
 
 MASK_TOKEN = "<|mask|>"
@@ -60,9 +60,8 @@ def load_tokenizer(folder: Path) -> Tokenizer:
         except Exception as exc:  # the Rust loader raises a bare Exception on malformed files
             raise CheckpointError(tokenizer_json, f"cannot load tokenizer ({exc})") from None
     vocab, merges = folder / "vocab.json", folder / "merges.txt"
-    for path in (vocab, merges):
-        if not path.is_file():
-            raise CheckpointError(folder, "no tokenizer.json and no vocab.json + merges.txt")
+    if not (vocab.is_file() and merges.is_file()):
+        raise CheckpointError(folder, "no tokenizer.json and no vocab.json + merges.txt")
     return Tokenizer(_build_byte_level_bpe(vocab, merges, _added_tokens(folder)), vocab)
 
 
@@ -71,24 +70,14 @@ def _added_tokens(folder: Path) -> dict[int, tuple[str, bool]]:
     found: dict[int, tuple[str, bool]] = {}
     config_path = folder / "tokenizer_config.json"
     if config_path.is_file():
-        config = _read_json(config_path)
+        config = read_json_object(config_path)
         for token_id, entry in config.get("added_tokens_decoder", {}).items():
             found[int(token_id)] = (entry["content"], bool(entry.get("special", True)))
     added_path = folder / "added_tokens.json"
     if added_path.is_file():
-        for content, token_id in _read_json(added_path).items():
+        for content, token_id in read_json_object(added_path).items():
             found.setdefault(int(token_id), (content, True))
     return found
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(path, f"not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise CheckpointError(path, "expected a JSON object")
-    return value
 
 
 def _build_byte_level_bpe(vocab: Path, merges: Path, added: dict[int, tuple[str, bool]]) -> HFTokenizer:

@@ -1,13 +1,10 @@
 """Which path a denoising step takes, Triton kernels or plain torch: decided once per device, with a probe.
 
-CODA_KERNELS picks the rule (read when a choice is made; the Engine makes one at load):
-- auto (the default): the kernels where they run compiled (CUDA) and a tiny launch of each agrees with its torch
-  reference; torch otherwise, with one logged reason. Triton builds a C helper at its first launch (gcc and
-  Python.h, absent from slim images) and ROCm lacks some of what the kernels use, so "triton imports" does not
-  mean "the kernels run": only a launch tells.
-- triton: the kernels, or a one-line ValueError saying why they cannot run. On a CPU they run under
-  TRITON_INTERPRET=1 (how the tests reach the kernel path).
-- torch: the torch references everywhere.
+CODA_KERNELS picks the rule, read when a choice is made (docs/engine.md, Fast infill). auto (the default): the
+kernels where they run compiled (CUDA) and a tiny launch of each agrees with its torch reference, else torch with
+one logged reason (Triton builds a C helper at its first launch and ROCm lacks some of what the kernels use: only
+a launch tells). triton: the kernels, or a one-line ValueError; on a CPU under TRITON_INTERPRET=1 (the tests).
+torch: the torch references everywhere.
 """
 
 from __future__ import annotations

@@ -2,24 +2,17 @@
 
 A denoising step needs, for each masked position, a proposed token and how sure the model is of it: the token's
 probability (maskgit_plus, threshold), top-1 minus top-2 probability (topk_margin) or negative entropy (entropy).
-Torch reads the (N, 151936) logits five or six times for these (cast, softmax, max, topk, log, sum); the kernel
-reads them once and keeps online statistics in fp32 registers.
+Torch reads the logits five or six times for these; the kernel reads them once, with online statistics in fp32.
 
-Two launches: each row's vocabulary is split over `num_splits` programs (a 64-row step alone would leave half
-an H100's 132 SMs idle), each writing partial statistics; a tiny second kernel merges a row's partials. Sums are
-kept relative to a reference m, the largest logit seen so far (at least finfo(fp32).min, so it is finite):
+Two launches: each row's vocabulary is split over `num_splits` programs (a row a program would leave most SMs
+idle), each writing partial statistics; a tiny second kernel merges a row's partials. Sums are kept relative to
+a reference m, the largest logit seen so far (at least finfo(fp32).min, so it is finite):
     w = max(z - m, -200),  mass = sum exp(w),  shifted = sum exp(w) * w
     p_v = exp(z_v - m) / mass,  sum p log p = shifted / mass - log(mass).
 exp(-200) is 0 in fp32, so -inf entries, finfo.min (suppressed tokens) and anything far below the max weigh
-exactly 0 and add 0 to `shifted` with no NaN from 0 * -inf. m is shared by all lanes of a program and changes
-only when a tile holds a new maximum (a branch taken a few times per row), so the greedy loop costs one exp and
-about 16 instructions per element in sm_90 SASS. 132 SMs issue those for ~4.2 TB/s of bf16: above an H100's
-3.35 TB/s (bandwidth-bound), at the edge of an H200's 4.8. Sampling adds a quarter of a Philox call and two logs
-per element, ~47 instructions: compute-bound, near a third of the bandwidth.
-
-Accuracy, against the float64 reference below: probabilities and margins within 1e-6 absolute + 1e-5 relative,
-negative entropy within 1e-5 absolute + 1e-5 relative (measured ~1e-7 relative over 151936 bf16 columns, where
-torch's own fp32 softmax is off by ~1e-5); tokens identical at T = 0, ties included.
+exactly 0 and add 0 to `shifted` with no NaN from 0 * -inf. m is shared by a program's lanes and changes only
+when a tile holds a new maximum, which keeps the greedy loop bandwidth-bound. Instruction counts and accuracy
+against the float64 reference below: docs/engine.md, Triton kernel design.
 """
 
 from __future__ import annotations
@@ -35,12 +28,9 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Elements per program per loop trip: 16 per thread at 8 warps for 2-byte logits (two 16-byte loads), 8 for fp32.
 BLOCK_V_BY_ELEMENT_SIZE = {2: 4096, 4: 2048}
 NUM_WARPS = 8
-# The greedy loop fits 128 registers a thread (sm_90 SASS, no spills), so two 8-warp programs share an SM, each
-# with two 8 KB tiles in flight (cp.async, PIPELINE_STAGES = 3): 32 KB a SM, what ~4.8 TB/s at ~700 ns of DRAM
-# latency needs over 132 SMs (Little's law). Sampling needs ~165 registers and runs one program a SM.
-GREEDY_MAX_REGISTERS = 128
-PIPELINE_STAGES = 3
-RESIDENT_PROGRAMS_PER_SM = 2
+# Two greedy 8-warp programs share an SM within 128 registers a thread, each with two tiles in flight: the bytes
+# DRAM latency needs in flight (docs/engine.md, Triton kernel design). Sampling needs more and runs one program a SM.
+GREEDY_MAX_REGISTERS, PIPELINE_STAGES, RESIDENT_PROGRAMS_PER_SM = 128, 3, 2
 # The default split makes the grid whole waves of resident programs: a last wave at least this full.
 MIN_LAST_WAVE_FILL = 0.9
 # Rows per merge program: the merge reads 28 bytes per split, a few hundred bytes per row.
@@ -48,10 +38,8 @@ MERGE_BLOCK_ROWS = 16
 # One split's partial statistics: top1, top2, reference, mass, shifted mass, best key (its column apart).
 NUM_PARTIAL_STATS = 6
 # triton.language.random's Philox4x32-10 constants (golden ratio and sqrt(3) - 1 keys, Salmon et al. multipliers).
-PHILOX_KEY_A = 0x9E3779B9
-PHILOX_KEY_B = 0xBB67AE85
-PHILOX_ROUND_A = 0xD2511F53
-PHILOX_ROUND_B = 0xCD9E8D57
+PHILOX_KEY_A, PHILOX_KEY_B = 0x9E3779B9, 0xBB67AE85
+PHILOX_ROUND_A, PHILOX_ROUND_B = 0xD2511F53, 0xCD9E8D57
 PHILOX_ROUNDS = 10
 UINT32_MASK = 0xFFFFFFFF
 # tl.rand's uint32 -> [0, 1) factor: the largest with (2**31 - 1) * factor < 1 in fp32.
@@ -240,12 +228,8 @@ def confidence_stats(logits: torch.Tensor, temperature: float = 0.0, seed: int =
         raise ValueError(f"confidence_stats: {reason}")
     num_rows, vocab_size = logits.shape
     device = logits.device
-    outputs = ConfidenceStats(
-        token=torch.empty(num_rows, dtype=torch.int64, device=device),
-        max_prob=torch.empty(num_rows, dtype=torch.float32, device=device),
-        margin=torch.empty(num_rows, dtype=torch.float32, device=device),
-        neg_entropy=torch.empty(num_rows, dtype=torch.float32, device=device),
-    )
+    outputs = ConfidenceStats(*(torch.empty(num_rows, dtype=dtype, device=device)
+                                for dtype in (torch.int64, torch.float32, torch.float32, torch.float32)))
     if num_rows == 0:
         return outputs
 
@@ -327,16 +311,10 @@ def _check_sampling(logits: torch.Tensor, temperature: float, seed: int, offset:
                          f"{offset!r}")
 
 
-def _num_sms(device: torch.device) -> int:
-    """SMs of a CUDA device; 0 elsewhere (the interpreter runs one program at a time)."""
-    if device.type != "cuda":
-        return 0
-    return _cuda_num_sms(device.index if device.index is not None else torch.cuda.current_device())
-
-
 @functools.cache
-def _cuda_num_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
+def _num_sms(device: torch.device) -> int:
+    """SMs of a tensor's CUDA device (indexed); 0 elsewhere (the interpreter runs one program at a time)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
 
 
 def default_num_splits(num_rows: int, num_blocks: int, num_sms: int) -> int:
@@ -355,13 +333,9 @@ def default_num_splits(num_rows: int, num_blocks: int, num_sms: int) -> int:
 
 def reference_confidence_stats(logits: torch.Tensor, temperature: float = 0.0, seed: int = 0,
                                offset: int | torch.Tensor = 0) -> ConfidenceStats:
-    """Plain torch: the same statistics from a materialised float64 softmax, and at T > 0 the same draws.
-
-    float64 because it is the yardstick: the kernel's blocked fp32 sums are closer to the exact values than
-    torch's own fp32 softmax over 151936 columns (1e-8 vs 1e-5 relative). Tokens come from fp32 logits as in
-    the kernel, with the Gumbel noise from `reference_uniform`, the kernel's Philox stream recomputed in torch,
-    so draws agree with the kernel except where float rounding of the noise (the logs) flips a near-tie.
-    """
+    """Plain torch: the same statistics from a float64 softmax (the yardstick: the kernel's fp32 sums beat torch's
+    fp32 softmax), and at T > 0 the same draws, from fp32 logits and `reference_uniform`'s noise: they agree
+    with the kernel except where rounding of the noise's logs flips a near-tie."""
     _check_logits(logits)
     _check_sampling(logits, temperature, seed, offset)
     z = logits.float()
@@ -388,12 +362,9 @@ def reference_confidence_stats(logits: torch.Tensor, temperature: float = 0.0, s
 
 
 def reference_uniform(seed: int, counters: torch.Tensor, output: torch.Tensor | int = 0) -> torch.Tensor:
-    """`tl.rand4x(seed, counters)[output]` in torch (output 0 is `tl.rand`): Philox4x32-10 of (counter low,
-    counter high, 0, 0) keyed by the seed, output 0-3 of the four words.
-
-    Salmon et al., "Parallel random numbers: as easy as 1, 2, 3" (SC'11), with triton.language.random's
-    constants and its uint32 -> [0, 1) map. uint32 values live in int64 tensors.
-    """
+    """`tl.rand4x(seed, counters)[output]` in torch (output 0 is `tl.rand`): Philox4x32-10 (Salmon et al., SC'11)
+    of (counter low, counter high, 0, 0) keyed by the seed, with triton's constants and [0, 1) map; uint32
+    values live in int64 tensors."""
     c0, c1 = counters & UINT32_MASK, (counters >> 32) & UINT32_MASK
     c2, c3 = torch.zeros_like(c0), torch.zeros_like(c0)
     k0, k1 = seed & UINT32_MASK, (seed >> 32) & UINT32_MASK

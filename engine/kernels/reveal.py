@@ -2,15 +2,13 @@
 
 A denoising step ends by choosing, per row, which masked positions take their proposed token: the `quota`
 most confident (top-k), or every one above a threshold with at least one per row (Fast-dLLM's rule, so a step
-always makes progress). In torch that is a stable sort, a scatter, a where, a copy and a reduction, one launch
-each; here it is one program per row that ranks positions by counting, writes the chosen tokens into the canvas
-in place and stores a per-row done flag on the device. Nothing reads a count back on the host, so the step can
-loop without synchronising and be captured in a CUDA graph.
+always makes progress). In torch that is five launches (sort, scatter, where, copy, reduction); here one program
+per row ranks positions by counting, writes the chosen tokens in place and stores a per-row done flag on the
+device: nothing is read back on the host, so the step can loop unsynchronised and be captured in a CUDA graph.
 
 Ranking: confidence descending, ties to the lower column. A position's rank is the number of revealable
-positions ahead of it, counted in CHUNK-position slices against all BLOCK_L positions at once: L^2 int64
-comparisons per row, ~6 instructions each in sm_90 SASS. A 32-position block is one tile; a 1024-position row
-is ~1M comparisons, an estimated 25 us on its SM (rows run on separate SMs). No sort, no shared memory.
+positions ahead of it, counted in CHUNK-position slices against the whole row: L^2 int64 comparisons per row,
+no sort, no shared memory (its cost: docs/engine.md, Triton kernel design).
 """
 
 from __future__ import annotations
@@ -24,9 +22,8 @@ MAX_ROW_LENGTH = 8192
 # Compare tiles of BLOCK_L x CHUNK hold at most this many elements: 32 per thread at 8 warps.
 MAX_TILE_ELEMENTS = 8192
 NUM_WARPS = 8
-# The canvas is a column slice of a (B, L) canvas whose L changes with every request: specialising on its row
-# stride (divisible by 16 or not) would compile a second variant during some user's completion. The kernel reads
-# a row's few dozen tokens, so the alignment it would prove is worth nothing.
+# The canvas's row stride changes with every request: specialising on it (divisible by 16 or not) would compile a
+# second variant during some user's completion, for an alignment worth nothing on a row's few dozen tokens.
 REVEAL_UNSPECIALIZED = ("canvas_row_stride",)
 
 

@@ -1,10 +1,9 @@
 """Where the Triton kernels can run: triton imported under a guard, each kernel compiled on its first launch.
 
-The CPU runtime install has no triton and the server must start without it, so triton is imported under a guard
-and the kernels (plain functions written in triton.language) are compiled on their first launch. Triton decides
-once, when it is imported, whether kernels run compiled (CUDA) or in its interpreter (TRITON_INTERPRET=1: numpy on
-the host, how the tests run every kernel on CPU); each kernel here is compiled the same way as triton's own
-library functions (tl.rand, ...), or the two could not call each other.
+The CPU runtime install has no triton and the server must start without it. Triton decides once, at its import,
+whether kernels run compiled (CUDA) or in its interpreter (TRITON_INTERPRET=1: numpy on the host, how the tests
+run every kernel on CPU); each kernel here is compiled the way triton's own library functions (tl.rand, ...)
+are, or the two could not call each other.
 """
 
 from __future__ import annotations
@@ -33,11 +32,8 @@ def interpreted() -> bool:
 
 
 def interpreter_active() -> bool:
-    """True when TRITON_INTERPRET=1 is set now and triton runs kernels in its interpreter in this process.
-
-    Triton reads the variable once, at its import (the first import of this package): set it later and
-    triton's own functions stay compiled, which the interpreter cannot call.
-    """
+    """True when TRITON_INTERPRET=1 is set now and was when triton was imported (set later, triton's own
+    functions stay compiled, which the interpreter cannot call)."""
     return triton is not None and os.environ.get("TRITON_INTERPRET") == "1" and interpreted()
 
 
@@ -56,11 +52,8 @@ def on_device(device: torch.device) -> contextlib.AbstractContextManager[Any]:
 
 
 def triton_available(device: torch.device) -> bool:
-    """Whether the Triton kernels may be used for tensors on `device`.
-
-    CUDA with triton importable, or the CPU under the Triton interpreter (tests). Callers choosing a path
-    automatically should also check `device.type == "cuda"`: the interpreter is correct but slow.
-    """
+    """Whether the Triton kernels may be used for tensors on `device`: CUDA, or the CPU under the interpreter
+    (tests; correct but slow, so an automatic choice also checks `device.type == "cuda"`)."""
     device = torch.device(device)
     if triton is None:
         return False
@@ -83,11 +76,9 @@ def unavailable_reason(device: torch.device) -> str | None:
 
 @functools.cache
 def compile_kernel(kernel: Callable[..., None], do_not_specialize: Sequence[str] = ()) -> Any:
-    """`kernel` (a plain Python function written in triton.language) as a launchable Triton kernel.
-
-    Triton compiles a new variant for each class of integer argument it sees (1, divisible by 16, 32- or 64-bit);
-    `do_not_specialize` names arguments whose values vary from call to call (seeds, counters, a canvas's row
-    stride), so their first unusual value does not compile a new variant in the middle of a completion."""
+    """`kernel` (a plain function written in triton.language) as a launchable Triton kernel. Triton compiles a
+    variant for each class of integer argument (1, divisible by 16, 32- or 64-bit): `do_not_specialize` names
+    the arguments that vary from call to call, whose first odd value would compile one mid-completion."""
     assert triton is not None, "launchers check triton_available() first"
     if interpreted():
         from triton.runtime.interpreter import InterpretedFunction
@@ -97,11 +88,8 @@ def compile_kernel(kernel: Callable[..., None], do_not_specialize: Sequence[str]
 
 
 class QuietInterpretedKernel:
-    """An interpreted kernel launched with numpy's floating-point warnings off.
-
-    The interpreter evaluates every lane with numpy, masked-out ones included, so the -inf - -inf and 0 * inf
-    that the kernels compute and then discard with tl.where would each print a RuntimeWarning.
-    """
+    """An interpreted kernel launched with numpy's floating-point warnings off: the interpreter evaluates masked-out
+    lanes too, whose -inf - -inf and 0 * inf the kernels discard with tl.where."""
 
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
@@ -109,13 +97,7 @@ class QuietInterpretedKernel:
     def __getitem__(self, grid: tuple[int, ...]) -> Callable[..., None]:
         import numpy as np  # the interpreter's own arrays; the runtime install has neither triton nor numpy
 
-        launch = self.kernel[grid]
-
-        def quiet_launch(*args: Any, **kwargs: Any) -> None:
-            with np.errstate(all="ignore"):
-                launch(*args, **kwargs)
-
-        return quiet_launch
+        return np.errstate(all="ignore")(self.kernel[grid])
 
 
 def cdiv(numerator: int, denominator: int) -> int:
