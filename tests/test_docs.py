@@ -83,8 +83,9 @@ NOT_RUN_HERE: dict[str, str] = {
 # Commands the docs name whose --help is another project's: run, but not searched for flags.
 FOREIGN = {("python", "-m", "pytest"), ("python", "-m", "venv"), ("hf", "download")}
 # User-facing docs never point at this project's private notes or history.
-PRIVATE = re.compile(r"\.\./shared|/work/|\bissue[- ]?\d+|\bissues? \d+|\bcommit [0-9a-f]{7}|\bsession \d|"
-                     r"table above still|before these changes|this session|last session", re.IGNORECASE)
+PRIVATE = re.compile(r"\.\./shared|/work/|\bissues?[- ]?\d+|\bcommits? [0-9a-f]{7}|\bsession \d|this session|"
+                     r"last session|table above still|before these changes|moved here from|used to sit in|"
+                     r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,12}\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
