@@ -12,7 +12,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pygls.protocol import default_converter
 
 from coda_lsp.documents import Document
-from coda_lsp.features import ensure_current, snapshot
+from coda_lsp.features import ensure_current, show_message, snapshot
 from coda_lsp.items import fill_edit, replace_edit
 from coda_lsp.languages import language_for
 from coda_lsp.server import CodaServer
@@ -80,8 +80,7 @@ async def fill(server: CodaServer, uri: str, range_: types.Range) -> types.Works
     completion = await server.pipeline.complete(view, cursor, server.settings, is_invoked=True)
     ensure_current(server, doc)
     if completion is None or not completion.texts:
-        server.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning,
-                                                           message="coda-lsp: the model wrote nothing usable here"))
+        show_message(server, types.MessageType.Warning, "the model wrote nothing usable here")
         return None
     if slot is not None:
         return fill_edit(completion.texts[0], slot, doc, server.encoding)

@@ -16,6 +16,7 @@ from lsprotocol import types
 from coda_lsp.crossfile.discovery import SOURCE_EXTENSIONS, list_source_files
 from coda_lsp.crossfile.index import build_batch, uri_to_path
 from coda_lsp.documents import Document
+from coda_lsp.features import begin_progress, end_progress, show_message
 from coda_lsp.server import CodaServer
 
 logger = logging.getLogger(__name__)
@@ -29,9 +30,7 @@ WATCH_GLOB = "**/*.{" + ",".join(sorted(ext.lstrip(".") for ext in SOURCE_EXTENS
 def register(server: CodaServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
     def did_save(ls: CodaServer, params: types.DidSaveTextDocumentParams) -> None:
-        doc = ls.documents.get(params.text_document.uri)
-        if doc is not None and _is_active(ls):
-            _reindex_now(ls, doc.uri)
+        _reindex_now(ls, params.text_document.uri)
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def did_change_watched_files(ls: CodaServer, params: types.DidChangeWatchedFilesParams) -> None:
@@ -86,14 +85,16 @@ async def build_index(server: CodaServer) -> None:
     settings = server.settings.cross_file
     cross_file = server.cross_file
     started = time.perf_counter()
-    token = await _begin_progress(server)
+    token = await begin_progress(server, "Indexing the workspace for CoDA", "coda-index")
     try:
         for folder in cross_file.index.folders:
             discovery = await asyncio.to_thread(list_source_files, folder, settings.max_files)
             if discovery.is_truncated:
                 cross_file.is_truncated = True
-                _warn(server, f"indexed the first {settings.max_files} files of {folder} (coda.crossFileMaxFiles); "
-                              "cross-file context will not see the rest")
+                message = (f"indexed the first {settings.max_files} files of {folder} (coda.crossFileMaxFiles); "
+                           "cross-file context will not see the rest")
+                logger.warning(message)
+                show_message(server, types.MessageType.Warning, message)
             paths = discovery.files
             for start in range(0, len(paths), BATCH_FILES):
                 files = await asyncio.to_thread(build_batch, paths[start:start + BATCH_FILES], folder,
@@ -103,17 +104,17 @@ async def build_index(server: CodaServer) -> None:
                         cross_file.index.add(file)
                 _report(server, token, folder, start + BATCH_FILES, len(paths))
     except asyncio.CancelledError:
-        _end(server, token, "cancelled")
+        end_progress(server, token, "cancelled")
         raise
     except Exception as exc:  # an unexpected failure leaves what was indexed; completions go on
         logger.warning("workspace indexing failed: %s", exc)
-        _end(server, token, f"failed: {exc}")
+        end_progress(server, token, f"failed: {exc}")
         cross_file.state = "ready"
         return
     cross_file.build_ms = (time.perf_counter() - started) * 1000
     cross_file.state = "ready"
     logger.info("indexed %d files in %.0f ms", len(cross_file.index), cross_file.build_ms)
-    _end(server, token, f"{len(cross_file.index)} files")
+    end_progress(server, token, f"{len(cross_file.index)} files")
 
 
 async def watch_files(server: CodaServer) -> None:
@@ -132,8 +133,7 @@ async def watch_files(server: CodaServer) -> None:
 
 
 def document_opened(server: CodaServer, doc: Document) -> None:
-    if _is_active(server):
-        _reindex_now(server, doc.uri)
+    _reindex_now(server, doc.uri)
 
 
 def document_changed(server: CodaServer, before: Document, after: Document, changes: Sequence[Any]) -> None:
@@ -167,24 +167,7 @@ def _reindex_now(server: CodaServer, uri: str) -> None:
         server.cross_file.reindex_text(uri, doc.text, server.settings.cross_file.max_file_kb * 1024)
 
 
-def _warn(server: CodaServer, message: str) -> None:
-    logger.warning(message)
-    server.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=f"coda-lsp: {message}"))
-
-
-async def _begin_progress(server: CodaServer) -> str | None:
-    from coda_lsp.features.lifecycle import begin_progress
-
-    return await begin_progress(server, "Indexing the workspace for CoDA", "coda-index")
-
-
 def _report(server: CodaServer, token: str | None, folder: Path, done: int, total: int) -> None:
     if token is not None and total:
         server.work_done_progress.report(token, types.WorkDoneProgressReport(
             message=f"{folder.name}: {min(done, total)}/{total} files", percentage=min(100, done * 100 // total)))
-
-
-def _end(server: CodaServer, token: str | None, message: str) -> None:
-    from coda_lsp.features.lifecycle import end_progress
-
-    end_progress(server, token, message)
