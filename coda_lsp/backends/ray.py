@@ -138,10 +138,6 @@ class EngineReplica:
             self.backend.close()
 
 
-def _wall_deadline(job: InfillJob) -> float | None:
-    return None if job.deadline is None else time.time() + (job.deadline - time.monotonic())
-
-
 def _local_deadline(job: InfillJob, deadline_at: float | None) -> InfillJob:
     if deadline_at is None:
         return job
@@ -189,7 +185,13 @@ def backend_factory(model: Path, options: ClusterOptions,
     owns_ray = connect(num_cpus)
     try:
         if owns_ray:
-            _check_gpus(options)
+            # On this machine alone (a cluster may add nodes), replicas that ask for more GPUs than it has would
+            # wait for them forever.
+            needed = options.gpus_per_replica * (options.autoscale[0] if options.autoscale else options.replicas)
+            available = ray.cluster_resources().get("GPU", 0)
+            if needed > available:
+                raise ValueError(f"the replicas need {needed:g} GPUs (--gpus-per-replica x replicas); this machine "
+                                 f"has {available:g}")
         elif APP_NAME in serve.status().applications:
             raise ValueError(f"the Ray cluster already runs a Serve application {APP_NAME!r} (another `coda-lsp "
                              "serve --ray`, or what a killed one left): stop that server, or delete the "
@@ -294,7 +296,9 @@ class RayBackend:
             self.jobs_in_flight -= 1
 
     async def _send(self, job: InfillJob) -> InfillOutcome:
-        sent, deadline_at = replace(job, on_progress=None), _wall_deadline(job)
+        sent = replace(job, on_progress=None)
+        # on the wall clock: time.monotonic() is per machine
+        deadline_at = None if job.deadline is None else time.time() + (job.deadline - time.monotonic())
         attempt = 0
         while True:
             forwarded: list[tuple[str, ...]] = []
@@ -305,8 +309,11 @@ class RayBackend:
                     answer = await self._stream(sent, deadline_at, job.on_progress, forwarded)
             except Exception as exc:
                 # A stream that has sent text is not sent again: a second run could decide other text.
-                if not _replica_lost(exc) or forwarded or attempt >= self.retries:
-                    raise _as_raised(exc) from None
+                lost = _replica_lost(exc)
+                if not lost or forwarded or attempt >= self.retries:
+                    if lost:  # in one line, not Ray's traceback
+                        raise RuntimeError(f"the replica decoding this request died ({type(exc).__name__})") from None
+                    raise exc from None
                 attempt += 1
                 self.num_retried += 1
                 self._queues.clear()  # the dead replica's gauges; the others report again with their next answer
@@ -389,20 +396,3 @@ def _replica_lost(exc: BaseException) -> bool:
     if isinstance(exc, RayTaskError):
         return isinstance(exc.cause, RayActorError)
     return isinstance(exc, (RayActorError, ReplicaUnavailableError))
-
-
-def _as_raised(exc: Exception) -> Exception:
-    """A lost replica as one line (Ray's message is a traceback); anything else as it is."""
-    if _replica_lost(exc):
-        return RuntimeError(f"the replica decoding this request died ({type(exc).__name__})")
-    return exc
-
-
-def _check_gpus(options: ClusterOptions) -> None:
-    """On this machine alone (a cluster may add nodes), replicas that ask for more GPUs than it has would wait
-    for them forever."""
-    needed = options.gpus_per_replica * (options.autoscale[0] if options.autoscale else options.replicas)
-    available = ray.cluster_resources().get("GPU", 0)
-    if needed > available:
-        raise ValueError(f"the replicas need {needed:g} GPUs (--gpus-per-replica x replicas); this machine has "
-                         f"{available:g}")

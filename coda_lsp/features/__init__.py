@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcContentModified, JsonRpcInvalidParams
 
 from coda_lsp.documents import Document
+from coda_lsp.pipeline import Completion
 from coda_lsp.server import CodaServer
 
 logger = logging.getLogger(__name__)
@@ -32,6 +35,22 @@ def ensure_current(server: CodaServer, doc: Document) -> None:
     if current is None or current.version != doc.version:
         raise JsonRpcContentModified(f"{doc.uri} changed (version {doc.version} -> "
                                      f"{current.version if current else 'closed'}) while completing")
+
+
+async def complete(server: CodaServer, method: str, uri: str, position: types.Position, *, is_invoked: bool,
+                   view: Callable[[Document, int], tuple[Document, int]] | None = None,
+                   ) -> tuple[Document, Completion | None]:
+    """The pipeline's completion for a request (the newest per method and document wins), at the cursor or in
+    the `view` of the document it gives; a completion that needed the model is timed for coda/status."""
+    started = time.perf_counter()
+    server.latest.claim((method, uri))
+    doc, offset = snapshot(server, uri, position)
+    seen, cursor = view(doc, offset) if view else (doc, offset)
+    completion = await server.pipeline.complete(seen, cursor, server.settings, is_invoked=is_invoked)
+    ensure_current(server, doc)
+    if completion is not None and completion.engine_ms:
+        server.latency.record((time.perf_counter() - started) * 1000, completion.engine_ms)
+    return doc, completion
 
 
 def show_message(server: CodaServer, kind: types.MessageType, message: str) -> None:

@@ -4,7 +4,6 @@ Listing is instant (a tree-sitter lookup); the infill runs only when the action 
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from lsprotocol import types
@@ -18,8 +17,6 @@ from coda_lsp.languages import language_for
 from coda_lsp.server import CodaServer
 from coda_lsp.syntax import BlockSlot, find_block_slot
 from coda_lsp.text import detect_indent_unit
-
-logger = logging.getLogger(__name__)
 
 TITLE = "Fill this block with CoDA"
 COMMAND = "coda.fillBlock"

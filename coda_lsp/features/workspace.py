@@ -1,21 +1,19 @@
-"""The workspace index for cross-file context: built in the background after `initialized` (workDoneProgress),
-kept current from didOpen / didChange / didSave / didClose, workspace/didChangeWatchedFiles (registered
-dynamically where the client allows) and workspace/didChangeWorkspaceFolders."""
+"""textDocument/didOpen, didChange, didClose: the document store, kept in sync (incremental). The workspace index
+for cross-file context: built in the background after `initialized` (workDoneProgress), kept current from those
+and didSave, workspace/didChangeWatchedFiles (registered dynamically where the client allows) and
+workspace/didChangeWorkspaceFolders."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from lsprotocol import types
 
 from coda_lsp.crossfile.discovery import SOURCE_EXTENSIONS, list_source_files
 from coda_lsp.crossfile.index import build_batch, uri_to_path
-from coda_lsp.documents import Document
 from coda_lsp.features import begin_progress, end_progress, show_message
 from coda_lsp.server import CodaServer
 
@@ -28,6 +26,30 @@ WATCH_GLOB = "**/*.{" + ",".join(sorted(ext.lstrip(".") for ext in SOURCE_EXTENS
 
 
 def register(server: CodaServer) -> None:
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: CodaServer, params: types.DidOpenTextDocumentParams) -> None:
+        _reindex_now(ls, ls.documents.open(params.text_document).uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: CodaServer, params: types.DidChangeTextDocumentParams) -> None:
+        before = ls.documents.get(params.text_document.uri)
+        after = ls.documents.change(params, ls.encoding)
+        if before is None or after is None or not _is_active(ls):
+            return
+        ls.cross_file.record_change(before, after, params.content_changes)
+        _cancel_reindex(ls, after.uri)
+        ls.reindex_timers[after.uri] = asyncio.get_running_loop().call_later(REINDEX_DELAY_S, _reindex_now, ls,
+                                                                            after.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: CodaServer, params: types.DidCloseTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        ls.documents.close(uri)
+        ls.cross_file.forget_document(uri)
+        _cancel_reindex(ls, uri)
+        if _is_active(ls):
+            ls.cross_file.reindex_disk(uri, ls.settings.cross_file.max_file_kb * 1024)
+
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
     def did_save(ls: CodaServer, params: types.DidSaveTextDocumentParams) -> None:
         _reindex_now(ls, params.text_document.uri)
@@ -132,32 +154,14 @@ async def watch_files(server: CodaServer) -> None:
         logger.warning("client/registerCapability for watched files failed: %s", exc)
 
 
-def document_opened(server: CodaServer, doc: Document) -> None:
-    _reindex_now(server, doc.uri)
+def _is_active(server: CodaServer) -> bool:
+    return server.settings.cross_file.enabled and server.cross_file.state != "off"
 
 
-def document_changed(server: CodaServer, before: Document, after: Document, changes: Sequence[Any]) -> None:
-    if not _is_active(server):
-        return
-    server.cross_file.record_change(before, after, changes)
-    timer = server.reindex_timers.pop(after.uri, None)
-    if timer is not None:
-        timer.cancel()
-    loop = asyncio.get_running_loop()
-    server.reindex_timers[after.uri] = loop.call_later(REINDEX_DELAY_S, _reindex_now, server, after.uri)
-
-
-def document_closed(server: CodaServer, uri: str) -> None:
-    server.cross_file.forget_document(uri)
+def _cancel_reindex(server: CodaServer, uri: str) -> None:
     timer = server.reindex_timers.pop(uri, None)
     if timer is not None:
         timer.cancel()
-    if _is_active(server):
-        server.cross_file.reindex_disk(uri, server.settings.cross_file.max_file_kb * 1024)
-
-
-def _is_active(server: CodaServer) -> bool:
-    return server.settings.cross_file.enabled and server.cross_file.state != "off"
 
 
 def _reindex_now(server: CodaServer, uri: str) -> None:

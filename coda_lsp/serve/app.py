@@ -402,7 +402,13 @@ def _outcome(task: asyncio.Future[Any]) -> InfillOutcome:
 
 async def _unless_gone(request: Request, work: asyncio.Future[Any]) -> bool:
     """Waits for `work` unless the client disconnects first, which cancels it; True when `work` finished."""
-    watcher = asyncio.ensure_future(disconnected(request))
+    async def disconnected() -> None:
+        # The body has been read, so the next ASGI message is the disconnect (uvicorn also sends it once the
+        # response is complete, by when nobody waits for it).
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
     try:
         await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -410,15 +416,6 @@ async def _unless_gone(request: Request, work: asyncio.Future[Any]) -> bool:
         if not work.done():
             work.cancel()
     return work.done() and not work.cancelled()
-
-
-async def disconnected(request: Request) -> None:
-    """Returns once the client closed the connection. The body has been read, so the next ASGI message is the
-    disconnect (uvicorn also sends it once the response is complete, by when nobody waits for it)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 def run(app: FastAPI, host: str, port: int, log_level: str) -> int:
