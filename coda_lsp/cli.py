@@ -187,7 +187,7 @@ def _serve(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level, args.log_file)
     from coda_lsp.server import build_server
     from coda_lsp.settings import Settings
-    from coda_lsp.transport import Utf8RepairingStdin
+    from coda_lsp.protocol import Utf8RepairingStdin
 
     server = build_server(Settings(), spec)
     if args.tcp:

@@ -41,12 +41,7 @@ def completions(outcome: InfillOutcome, stop: Sequence[str], span: int, rows: in
     result = []
     for text, finished_row, tokens in zip(texts, finished, predicted):
         cut, word = cut_at_stop(text, stop)
-        if word:
-            stop_type = "word"
-        elif not finished_row or tokens >= span:
-            stop_type = "limit"
-        else:
-            stop_type = "eos"
+        stop_type = "word" if word else ("limit" if not finished_row or tokens >= span else "eos")
         result.append(Completion(cut, stop_type, word, tokens))
     return result
 
