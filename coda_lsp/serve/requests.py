@@ -72,7 +72,10 @@ def parse_openai(body: Mapping[str, Any], settings: ServeSettings) -> Completion
     prompt = _openai_prompt(body)
     suffix = _field(body, "suffix", "a string", "")
     if not suffix and FIM_PREFIX in prompt and FIM_SUFFIX in prompt and prompt.endswith(FIM_MIDDLE):
-        prompt, suffix = _split_fim(prompt)
+        # `{head}<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>` -> (head + prefix, suffix)
+        head, _, rest = prompt.partition(FIM_PREFIX)
+        prefix, _, fim_suffix = rest.partition(FIM_SUFFIX)
+        prompt, suffix = head + prefix, fim_suffix[:-len(FIM_MIDDLE)]
     max_tokens = _field(body, "max_tokens", "an integer", settings.openai_max_tokens)
     if max_tokens < 0:
         raise bad_field("max_tokens", f"must be >= 0, got {max_tokens}")
@@ -83,13 +86,6 @@ def parse_openai(body: Mapping[str, Any], settings: ServeSettings) -> Completion
         stop=_stop(body, "stop"), seed=_seed(body), stream=_field(body, "stream", "true or false", False),
         model=_field(body, "model", "a string", "") or None,
     )
-
-
-def _split_fim(prompt: str) -> tuple[str, str]:
-    """`{head}<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>` -> (head + prefix, suffix)."""
-    head, _, rest = prompt.partition(FIM_PREFIX)
-    prefix, _, suffix = rest.partition(FIM_SUFFIX)
-    return head + prefix, suffix[:-len(FIM_MIDDLE)]
 
 
 def _openai_prompt(body: Mapping[str, Any]) -> str:
