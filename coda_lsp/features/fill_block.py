@@ -38,8 +38,10 @@ def register(server: CodaServer) -> None:
             return None
         arguments = [doc.uri, _CONVERTER.unstructure(params.range)]
         action = types.CodeAction(title=TITLE, kind=KIND, data={"arguments": arguments, "version": doc.version})
-        if not _supports_lazy_edit(ls):
-            # no resolve support: the client runs the command, which applies the edit itself
+        text_document = ls.client_capabilities.text_document
+        resolve = text_document.code_action.resolve_support if text_document and text_document.code_action else None
+        if not (resolve and "edit" in resolve.properties):
+            # no lazy edits: the client runs the command, which applies the edit itself
             action.command = types.Command(title=TITLE, command=COMMAND, arguments=arguments)
         return [action]
 
@@ -97,13 +99,6 @@ def _slot_view(doc: Document, slot: BlockSlot) -> tuple[Document, int]:
     closer = "" if slot.closer_indent is None else "\n" + slot.closer_indent
     head = doc.text[:slot.start] + "\n" + slot.body_indent
     return Document(doc.uri, doc.language_id, doc.version, head + closer + doc.text[slot.end:]), len(head)
-
-
-def _supports_lazy_edit(server: CodaServer) -> bool:
-    text_document = server.client_capabilities.text_document
-    code_action = text_document.code_action if text_document else None
-    resolve = code_action.resolve_support if code_action else None
-    return bool(resolve and "edit" in resolve.properties)
 
 
 def _arguments(arguments: Any) -> tuple[str, types.Range]:

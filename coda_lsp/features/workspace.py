@@ -124,7 +124,10 @@ async def build_index(server: CodaServer) -> None:
                 for file in files:
                     if not cross_file.has_open_buffer(file.path):
                         cross_file.index.add(file)
-                _report(server, token, folder, start + BATCH_FILES, len(paths))
+                done = min(start + BATCH_FILES, len(paths))
+                if token is not None:
+                    server.work_done_progress.report(token, types.WorkDoneProgressReport(
+                        message=f"{folder.name}: {done}/{len(paths)} files", percentage=done * 100 // len(paths)))
     except asyncio.CancelledError:
         end_progress(server, token, "cancelled")
         raise
@@ -169,9 +172,3 @@ def _reindex_now(server: CodaServer, uri: str) -> None:
     doc = server.documents.get(uri)
     if doc is not None and _is_active(server):
         server.cross_file.reindex_text(uri, doc.text, server.settings.cross_file.max_file_kb * 1024)
-
-
-def _report(server: CodaServer, token: str | None, folder: Path, done: int, total: int) -> None:
-    if token is not None and total:
-        server.work_done_progress.report(token, types.WorkDoneProgressReport(
-            message=f"{folder.name}: {min(done, total)}/{total} files", percentage=min(100, done * 100 // total)))
