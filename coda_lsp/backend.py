@@ -7,10 +7,14 @@ one pass, wherever it runs."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from typing import Any, Protocol
 
 from coda_engine.jobs import InfillJob, InfillOutcome
 from coda_engine.tokenizer import Tokenizer
+
+JOB_DONE = object()  # the end of a progress queue (start_streamed): the job's task is done
 
 
 class BackendUnavailable(Exception):
@@ -28,3 +32,20 @@ class Backend(Protocol):
     async def infill(self, job: InfillJob) -> InfillOutcome: ...
     def describe(self) -> dict[str, Any]: ...  # weights, kernels, queue and work ahead: coda/status, GET /props
     def close(self) -> None: ...
+
+
+def start_streamed(backend: Backend, job: InfillJob) -> tuple[asyncio.Task[InfillOutcome], asyncio.Queue[Any]]:
+    """Start `job` on the event loop's side; each pass's decided texts, sent from the engine's thread, arrive in
+    the queue, then JOB_DONE once the task is done."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def progress(texts: tuple[str, ...]) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, texts)
+        except RuntimeError:  # the loop closed: the server is stopping
+            pass
+
+    task = asyncio.ensure_future(backend.infill(replace(job, on_progress=progress)))
+    task.add_done_callback(lambda _: queue.put_nowait(JOB_DONE))
+    return task, queue

@@ -8,15 +8,18 @@ import asyncio
 import importlib.util
 import ipaddress
 import logging
+import math
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from coda_lsp import __version__
 
 if TYPE_CHECKING:
-    from coda_engine.jobs import InfillJob, PassObserver
+    from coda_engine.jobs import InfillJob
     from coda_engine.params import EngineOptions
     from coda_lsp.backend import Backend
     from coda_lsp.loader import ModelSpec
@@ -116,25 +119,21 @@ def _autoscale(text: str) -> tuple[int, int]:
     return int(low), int(high)
 
 
-def _share(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
+def _bounded(name: str, convert: Callable[[str], Any], low: float, high: float,
+             wanted: str) -> Callable[[str], Any]:
+    """An argparse type: `convert(text)` within [low, high], else `must be {wanted}, got {text}`."""
+    def check(text: str) -> Any:
+        value = convert(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+    check.__name__ = name  # argparse names it in "invalid NAME value"
+    return check
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number (0-65535), got {value}")
-    return value
+_share = _bounded("_share", float, 0, math.inf, "a number >= 0")
+_positive = _bounded("_positive", int, 1, math.inf, "at least 1")
+_port = _bounded("_port", int, 0, 65535, "a port number (0-65535)")
 
 
 def _infill_parser() -> argparse.ArgumentParser:
@@ -169,36 +168,50 @@ def _add_model_arguments(parser: argparse.ArgumentParser, *, required: bool) -> 
                              "int8, measured at load); int8 quantizes every linear layer at load (CPU)")
 
 
+def _refuse(prog: str, reason: object, code: int = 2) -> int:
+    print(f"{prog}: {reason}", file=sys.stderr)
+    return code
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from coda_lsp.loader import ModelSpec
-    from coda_lsp.model_path import ModelNotFound, resolve_model
+    from coda_lsp.syntax import GrammarMissing, check_grammars
 
-    if args.remote is not None or args.api_key_file is not None:
-        try:
-            spec = _remote_spec(args)
-        except ValueError as exc:
-            print(f"coda-lsp: {exc}", file=sys.stderr)
-            return 2
-        return _start_lsp(args, spec)
-    if args.model is None and not DEFAULT_MODEL.is_dir():
-        print(f"coda-lsp: no model at {DEFAULT_MODEL}; pass --model PATH (an HF-format CoDA checkpoint folder)",
-              file=sys.stderr)
-        return 2
     try:
-        model = DEFAULT_MODEL if args.model is None else resolve_model(args.model)
-    except ModelNotFound as exc:
-        print(f"coda-lsp: {exc}", file=sys.stderr)
-        return 2
-    return _start_lsp(args, ModelSpec(model, args.device, args.dtype))
+        spec = _lsp_spec(args)
+        check_grammars()
+        host, _, port = args.tcp.rpartition(":") if args.tcp else ("", "", "")
+        if args.tcp and (not host or not port.isdigit()):
+            raise ValueError(f"--tcp expects HOST:PORT, got {args.tcp!r}")
+    except (ValueError, GrammarMissing) as exc:
+        return _refuse("coda-lsp", exc)
+    _configure_logging(args.log_level, args.log_file)
+    from coda_lsp.server import build_server
+    from coda_lsp.settings import Settings
+    from coda_lsp.protocol import Utf8RepairingStdin
+
+    server = build_server(Settings(), spec)
+    if args.tcp:
+        server.start_tcp(host, int(port))
+        return 0
+    stdout = sys.stdout.buffer
+    # stdout carries the protocol: anything a library prints would corrupt it, so print() goes to stderr
+    sys.stdout = sys.stderr
+    server.start_io(stdin=Utf8RepairingStdin(sys.stdin.buffer), stdout=stdout)
+    return 0
 
 
-def _remote_spec(args: argparse.Namespace) -> ModelSpec:
-    """--remote's ModelSpec; ValueError with one line for a URL that is no http(s) URL, --model beside it, or a
-    key file without --remote or that cannot be read."""
+def _lsp_spec(args: argparse.Namespace) -> ModelSpec:
+    """The model to load, or --remote's server; ValueError with one line for no model, a URL that is no
+    http(s) URL, --model beside it, or a key file without --remote or that cannot be read."""
     from urllib.parse import urlsplit
 
     from coda_lsp.loader import ModelSpec
+    from coda_lsp.model_path import resolve_model
 
+    if args.remote is None and args.api_key_file is None:
+        if args.model is None and not DEFAULT_MODEL.is_dir():
+            raise ValueError(f"no model at {DEFAULT_MODEL}; pass --model PATH (an HF-format CoDA checkpoint folder)")
+        return ModelSpec(DEFAULT_MODEL if args.model is None else resolve_model(args.model), args.device, args.dtype)
     if args.remote is None:
         raise ValueError("--api-key-file goes with --remote URL (`coda-lsp serve` takes its own)")
     if args.model is not None:
@@ -211,81 +224,36 @@ def _remote_spec(args: argparse.Namespace) -> ModelSpec:
     return ModelSpec(Path(), remote=args.remote.rstrip("/"), api_key=key)
 
 
-def _start_lsp(args: argparse.Namespace, spec: ModelSpec) -> int:
-    from coda_lsp.syntax import GrammarMissing, check_grammars
-
-    try:
-        check_grammars()
-    except GrammarMissing as exc:
-        print(f"coda-lsp: {exc}", file=sys.stderr)
-        return 2
-    _configure_logging(args.log_level, args.log_file)
-    from coda_lsp.server import build_server
-    from coda_lsp.settings import Settings
-    from coda_lsp.transport import Utf8RepairingStdin
-
-    server = build_server(Settings(), spec)
-    if args.tcp:
-        host, _, port = args.tcp.rpartition(":")
-        if not host or not port.isdigit():
-            print(f"coda-lsp: --tcp expects HOST:PORT, got {args.tcp!r}", file=sys.stderr)
-            return 2
-        server.start_tcp(host, int(port))
-        return 0
-    stdout = sys.stdout.buffer
-    # stdout carries the protocol: anything a library prints would corrupt it, so print() goes to stderr
-    sys.stdout = sys.stderr
-    server.start_io(stdin=Utf8RepairingStdin(sys.stdin.buffer), stdout=stdout)
-    return 0
-
-
 # What `coda-lsp serve` imports beyond the language server's dependencies (the `serve` extra).
 SERVE_PACKAGES = ("fastapi", "uvicorn", "prometheus_client")
 
 
 def _serve_http(args: argparse.Namespace) -> int:
-    """Check what can be checked before listening (the extra, the key, the address, the model's folder), each
-    failure one line and exit 2 (1 for a bad checkpoint); then listen while the model loads in the background."""
+    """Check what can be checked before listening (the extra, the key, the address, the model's folder, the
+    device), each failure one line and exit 2 (1 for a bad checkpoint); then listen while the model loads in the
+    background."""
     missing = [name for name in SERVE_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        print(f"coda-lsp serve: the serve extra is not installed (missing {', '.join(missing)}): {SERVE_INSTALL}",
-              file=sys.stderr)
-        return 2
-    try:
-        api_key = _read_key(args.api_key_file) if args.api_key_file else None
-    except ValueError as exc:
-        print(f"coda-lsp serve: {exc}", file=sys.stderr)
-        return 2
-    if api_key is None and not args.insecure_no_auth and not _is_loopback(args.host):
-        print(f"coda-lsp serve: --host {args.host} is reachable from other machines; pass --api-key-file FILE "
-              "(or --insecure-no-auth to serve anyone who can reach it)", file=sys.stderr)
-        return 2
+        return _refuse("coda-lsp serve", f"the serve extra is not installed (missing {', '.join(missing)}): "
+                                         f"{SERVE_INSTALL}")
     from coda_engine import CheckpointError
     from coda_engine.config import load_config
-    from coda_lsp.model_path import ModelNotFound, resolve_model
+    from coda_lsp.model_path import resolve_model
 
     try:
+        api_key = _read_key(args.api_key_file) if args.api_key_file else None
+        if api_key is None and not args.insecure_no_auth and not _is_loopback(args.host):
+            raise ValueError(f"--host {args.host} is reachable from other machines; pass --api-key-file FILE "
+                             "(or --insecure-no-auth to serve anyone who can reach it)")
         model = resolve_model(args.model)
         if not model.is_dir():
             raise CheckpointError(model, "model folder not found" if not model.exists() else "not a folder")
         load_config(model)  # the weights load after startup; a wrong folder should not get that far
-    except ModelNotFound as exc:
-        print(f"coda-lsp serve: {exc}", file=sys.stderr)
-        return 2
-    except CheckpointError as exc:
-        print(f"coda-lsp serve: error: {exc}", file=sys.stderr)
-        return 1
-    from coda_engine.engine import resolve_device
-
-    try:
-        if args.ray:
-            load_backend = _ray_backend(args, model)
-        else:
-            resolve_device(args.device)  # with --ray each replica resolves it (this machine may have no GPU)
-            load_backend = _local_backend(args, model)
+        load_backend = _ray_backend(args, model) if args.ray else _local_backend(args, model)
     except ValueError as exc:
-        print(f"coda-lsp serve: {exc}", file=sys.stderr)
-        return 2
+        return _refuse("coda-lsp serve", exc)
+    except CheckpointError as exc:
+        return _refuse("coda-lsp serve", f"error: {exc}", code=1)
     _configure_logging(args.log_level, None)
     from coda_lsp.serve.app import create_app, run
     from coda_lsp.serve.settings import ServeSettings
@@ -305,16 +273,13 @@ def _engine_options(args: argparse.Namespace) -> EngineOptions:
 
 
 def _local_backend(args: argparse.Namespace, model: Path) -> BackendFactory:
+    from coda_engine.engine import resolve_device
+    from coda_lsp.backends.local import LocalBackend
+
+    resolve_device(args.device)  # with --ray each replica resolves it (this machine may have no GPU)
     if args.replicas or args.autoscale or args.gpus_per_replica is not None or args.cpus_per_replica is not None:
         raise ValueError("--replicas, --autoscale, --gpus-per-replica and --cpus-per-replica go with --ray")
-    options = _engine_options(args)
-
-    def load_backend(observer: PassObserver) -> Backend:
-        from coda_lsp.backends.local import LocalBackend
-
-        return LocalBackend.load(model, options, observer)
-
-    return load_backend
+    return partial(LocalBackend.load, model, _engine_options(args))
 
 
 def _ray_backend(args: argparse.Namespace, model: Path) -> BackendFactory:
@@ -417,6 +382,7 @@ def _offset(text: str, line: int, column: int) -> int:
     lines = text.split("\n")
     if not 1 <= line <= len(lines):
         raise ValueError(f"--line {line} is outside the file (1..{len(lines)})")
-    if not 1 <= column <= len(lines[line - 1].rstrip("\r")) + 1:
-        raise ValueError(f"--column {column} is outside line {line} (1..{len(lines[line - 1].rstrip(chr(13))) + 1})")
+    width = len(lines[line - 1].rstrip("\r")) + 1
+    if not 1 <= column <= width:
+        raise ValueError(f"--column {column} is outside line {line} (1..{width})")
     return sum(len(before) + 1 for before in lines[:line - 1]) + column - 1

@@ -64,7 +64,7 @@ class Pipeline:
         self.ahead = AheadCounts()
         self._prepared: dict[str, tuple[str, asyncio.Task[None]]] = {}  # uri -> (job key, its task)
         self._focus: dict[str, asyncio.Task[None]] = {}  # uri -> the pending focus warm-up
-        self._counter: TokenCounter | None = None
+        self.count_tokens: TokenCounter | None = None  # the model's per-line counter, from the first context on
 
     async def complete(self, doc: Document, offset: int, settings: Settings, *,
                        is_invoked: bool) -> Completion | None:
@@ -109,9 +109,8 @@ class Pipeline:
         compute its canvas ahead of the user, so that the first keystroke there starts from it instead of a
         cold first pass over the whole context. A newer focus of the document replaces this one."""
         backend = self.host.backend
-        if backend is None or not backend.works_ahead or not settings.trigger.warm_on_focus:
-            return
-        if settings.generation.exact or not settings.generation.cache_reuse:
+        if backend is None or not backend.works_ahead or not settings.trigger.warm_on_focus or \
+                settings.generation.exact or not settings.generation.cache_reuse:
             return
         previous = self._focus.pop(doc.uri, None)
         if previous is not None:
@@ -184,17 +183,12 @@ class Pipeline:
         except Exception as exc:  # work ahead fails quietly: the request it prepares reports the problem
             logger.debug("preparing the next completion failed: %s", exc)
 
-    @property
-    def count_tokens(self) -> TokenCounter | None:
-        """The model's per-line token counter, once the model has been asked for a context."""
-        return self._counter
-
     def context(self, backend: Backend, doc: Document, offset: int, settings: Settings,
                 explained: bool = True) -> CompletionContext:
         """The context the model sees at `offset`, within the model's positions; `explained`: the one
         coda/explainCompletion shows for the document."""
-        if self._counter is None:
-            self._counter = TokenCounter(backend.tokenizer)
+        if self.count_tokens is None:
+            self.count_tokens = TokenCounter(backend.tokenizer)
         span = max(settings.generation.max_tokens, settings.generation.single_line_tokens)
         room = max(16, backend.max_positions - span - POSITION_SLACK)
         ctx = self._with_cross_file(doc, offset, settings, room)
@@ -208,13 +202,13 @@ class Pipeline:
     def _with_cross_file(self, doc: Document, offset: int, settings: Settings, room: int) -> CompletionContext:
         """The in-file context, after the cross-file snippets took at most their share of the budget: the
         total stays within contextTokens, and the share they leave unused goes to the prefix and suffix."""
-        assert self._counter is not None
+        assert self.count_tokens is not None
         cross = settings.cross_file
         if not cross.enabled or self.cross_file is None:
-            return build_context(doc, offset, settings.context, self._counter, max_context_tokens=room)
+            return build_context(doc, offset, settings.context, self.count_tokens, max_context_tokens=room)
         total = min(settings.context.context_tokens, room)
-        prompt = self.cross_file.prompt(doc, offset, cross, int(total * cross.share), self._counter)
-        ctx = build_context(doc, offset, settings.context, self._counter,
+        prompt = self.cross_file.prompt(doc, offset, cross, int(total * cross.share), self.count_tokens)
+        ctx = build_context(doc, offset, settings.context, self.count_tokens,
                             max_context_tokens=max(16, total - prompt.tokens))
         ctx = replace(ctx, cross_file=prompt)
         if cross.log_prompts:

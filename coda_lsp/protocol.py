@@ -1,14 +1,17 @@
-"""CodaProtocol: pygls' LSP protocol with an InvalidParams answer to unparsable requests and no second
-copy of the documents."""
+"""How the server reads LSP messages: CodaProtocol, pygls' protocol with an InvalidParams answer to unparsable
+requests and no second copy of the documents; Utf8RepairingStdin, stdin with invalid UTF-8 made U+FFFD."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator
-from typing import Any
+from typing import Any, BinaryIO
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.protocol import LanguageServerProtocol, lsp_method
+
+logger = logging.getLogger(__name__)
 
 # Stands for a request that was already answered with an error while it was being parsed.
 _ANSWERED = object()
@@ -51,3 +54,24 @@ class CodaProtocol(LanguageServerProtocol):
     def _user_handler(self, method: str, params: Any) -> Generator[Any, Any, None]:
         if (handler := self.fm.features.get(method)) is not None:
             yield handler, (params,), None
+
+
+class Utf8RepairingStdin:
+    """stdin for pygls' reader, with each message body made valid UTF-8 (bad bytes become U+FFFD). pygls reads
+    the body with read(Content-Length) and json-decodes it as UTF-8; one stray byte in a document would
+    otherwise drop the whole didOpen or request without any answer."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+
+    def readline(self) -> bytes:
+        return self._raw.readline()
+
+    def read(self, size: int) -> bytes:
+        data = self._raw.read(size)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            logger.warning("message body is not valid UTF-8; invalid bytes replaced with U+FFFD")
+            return data.decode("utf-8", "replace").encode("utf-8")
+        return data

@@ -64,11 +64,10 @@ class CodaServer(LanguageServer):
 
 def build_server(settings: Settings, spec: ModelSpec, load_backend: LoadBackend = load_local_backend) -> CodaServer:
     """A server with every feature registered; the model loads after `initialized`."""
-    from coda_lsp.features import (completion, configuration, documents, explain, fill_block, focus, inline,
-                                   lifecycle, status, workspace)
+    from coda_lsp.features import (completion, configuration, explain, fill_block, focus, inline, lifecycle, status,
+                                   workspace)
 
     server = CodaServer(settings, spec, load_backend)
-    for feature in (lifecycle, configuration, documents, workspace, inline, completion, fill_block, focus, status,
-                    explain):
+    for feature in (lifecycle, configuration, workspace, inline, completion, fill_block, focus, status, explain):
         feature.register(server)
     return server

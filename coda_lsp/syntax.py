@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -97,43 +98,36 @@ def analyse_scope(language: LanguageInfo | None, prefix: str, suffix: str, line_
     stripped = line_prefix.rstrip()
     if stripped and stripped[-1] in opener and is_closers_only(line_suffix):
         return Scope(is_multiline=True, indent_floor=cursor_indent + indent_width(indent_unit))
-    if line_suffix.strip() or (language and _in_no_complete_node(language, prefix, suffix)):
+    if line_suffix.strip():
+        return Scope(is_multiline=False, indent_floor=cursor_indent)
+    if language is None:
+        return Scope(is_multiline=not line_prefix.strip(), indent_floor=cursor_indent)
+    source, cursor = (prefix + suffix).encode("utf-8", "replace"), len(prefix.encode("utf-8", "replace"))
+    enclosing = list(_ancestors(parse(language, source).root_node.descendant_for_byte_range(max(0, cursor - 1),
+                                                                                          cursor)))
+    if any(node.type in language.no_complete_types for node in enclosing):
         return Scope(is_multiline=False, indent_floor=cursor_indent)
     if not line_prefix.strip():
-        floor = cursor_indent
-        if language:
-            floor = max(floor, _enclosing_block_indent(language, prefix, suffix))
+        floor = max(cursor_indent, _block_indent(language, enclosing, source, cursor))
         return Scope(is_multiline=True, indent_floor=floor)
     return Scope(is_multiline=False, indent_floor=cursor_indent)
 
 
-def _node_at_cursor(language: LanguageInfo, prefix: str, suffix: str) -> Any:
-    source = (prefix + suffix).encode("utf-8", "replace")
-    cursor = len(prefix.encode("utf-8", "replace"))
-    root = parse(language, source).root_node
-    return root.descendant_for_byte_range(max(0, cursor - 1), cursor), source
-
-
-def _in_no_complete_node(language: LanguageInfo, prefix: str, suffix: str) -> bool:
-    node, _ = _node_at_cursor(language, prefix, suffix)
+def _ancestors(node: Any) -> Iterator[Any]:
+    """`node`, its parent, and so on up to the root."""
     while node is not None:
-        if node.type in language.no_complete_types:
-            return True
+        yield node
         node = node.parent
-    return False
 
 
-def _enclosing_block_indent(language: LanguageInfo, prefix: str, suffix: str) -> int:
+def _block_indent(language: LanguageInfo, enclosing: list[Any], source: bytes, cursor: int) -> int:
     """Indentation of the statements of the innermost block around the cursor (0 at top level): a blank line
     the editor did not indent still belongs to the body it sits in."""
-    node, source = _node_at_cursor(language, prefix, suffix)
-    cursor = len(prefix.encode("utf-8", "replace"))
-    while node is not None:
+    for node in enclosing:
         if node.type in language.block_types and node.named_child_count and node.start_byte < cursor:
             first = node.named_children[0]
             line_start = source.rfind(b"\n", 0, first.start_byte) + 1
             return indent_width(source[line_start:first.start_byte].decode("utf-8", "replace"))
-        node = node.parent
     return 0
 
 
@@ -145,13 +139,11 @@ def find_block_slot(language: LanguageInfo, text: str, offset: int, indent_unit:
     root = parse(language, source).root_node
     # the character before the cursor too: a cursor right after `def f():` touches the function, not the next line
     for start in (cursor, max(0, cursor - 1)):
-        node = root.descendant_for_byte_range(start, start)
-        while node is not None:
+        for node in _ancestors(root.descendant_for_byte_range(start, start)):
             if node.type in language.owner_types:
                 slot = _slot_of_owner(language, node, source, indent_unit)
                 if slot is not None:
                     return slot
-            node = node.parent
     return None
 
 

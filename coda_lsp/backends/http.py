@@ -1,15 +1,10 @@
-"""HttpBackend: jobs answered by a `coda-lsp serve` over its streamed POST /infill (`coda-lsp --remote URL`).
-
-No model is loaded here: context, triggers, debounce, cache, filters and items stay in the language server, and
-each job is one streamed request. Cancelling a job closes its connection, which makes the server drop the job's
-rows. The tokenizer comes from the server (GET /tokenizer), so context budgets are counted as the server counts
-them. The server keeps each client's canvases and reuses them across keystrokes on its own, so a warm-up is not
-sent: a request per keystroke more would double the traffic."""
+"""HttpBackend: jobs answered by a `coda-lsp serve` over its streamed POST /infill (`coda-lsp --remote URL`); the
+design (tokenizer from the server, cancelling closes the connection, no warm-ups): docs/serving.md, "The language
+server as a thin client"."""
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +15,6 @@ from coda_engine.errors import one_line
 from coda_engine.jobs import InfillJob, InfillOutcome, TextCheck
 from coda_engine.tokenizer import Tokenizer
 from coda_lsp.backend import BackendUnavailable
-
-logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 3.0
 # The server queues requests behind other clients' rows; past this without a byte the request is given up.
@@ -66,9 +59,8 @@ class HttpBackend:
         return self
 
     async def infill(self, job: InfillJob) -> InfillOutcome:
-        """One streamed /infill with n_cmpl = the job's rows. The server picks steps, reveal rule, blocks and
-        cache (its settings, not the request's); the first row samples at the job's first temperature, the others
-        at the server's candidate temperature when that is 0."""
+        """One streamed /infill with n_cmpl = the job's rows; decoding is the server's (its settings), the job
+        gives the texts, span, rows, first temperature, seed and stop strings."""
         if job.is_warm_up:
             return _NOTHING
         started = time.perf_counter()
@@ -125,9 +117,8 @@ class HttpBackend:
         self._failing = reason
 
     async def _stream(self, body: dict[str, Any], rows: int, done_when: TextCheck | None) -> list[str]:
-        """Each row's text from the server's native event stream (the decided text as it grows, then a last event
-        per row with stop true). Once `done_when` holds for every row's text the stream is closed: the server
-        drops the rest, as the engine's own done_when ends decoding."""
+        """Each row's text from the server's native event stream; closing it once `done_when` holds for every row
+        makes the server drop the rest, as the engine's own done_when ends decoding."""
         texts, stopped = [""] * rows, [False] * rows
         async with self._client.stream("POST", self.url + "/infill", json=body, headers=self._headers) as response:
             if response.status_code != 200:

@@ -1,16 +1,7 @@
-"""RayBackend (`coda-lsp serve --ray`): the same HTTP app in this process, its jobs decoded by engine replicas on
-Ray Serve.
-
-The FastAPI app (create_app) and uvicorn run here exactly as without --ray; only the Backend differs. RayBackend
-loads the tokenizer and config (for truncation and usage counts) and forwards each InfillJob over a
-DeploymentHandle to an EngineReplica: a Ray Serve replica holding a LocalBackend, each with its own scheduler and
-kept canvases. ClientAffinityRouter sends a client's requests to the replica that holds its cache.
-
-Why not `@serve.ingress(app)` behind Ray's HTTP proxy: the endpoints would run inside Ray's ASGI emulation (a
-proxy actor relaying messages to a replica), where client addresses (the cache key), disconnects (which cancel a
-job), lifespan and logging go through a second code path; here they are uvicorn's, the same as a single server.
-The ingress does little work (parsing, tokenizing the prompt), so one process is not the bottleneck.
-"""
+"""RayBackend (`coda-lsp serve --ray`): the same HTTP app and uvicorn in this process, each InfillJob forwarded
+over a DeploymentHandle to an EngineReplica (a Ray Serve replica holding a LocalBackend); ClientAffinityRouter
+sends a client's requests to the replica that holds its cache. Why not `@serve.ingress(app)`: docs/cluster.md,
+"What runs where"."""
 
 from __future__ import annotations
 
@@ -39,6 +30,7 @@ from coda_engine.tokenizer import load_tokenizer
 from coda_engine.errors import Overloaded, one_line
 from coda_engine.jobs import InfillJob, InfillOutcome, PassObserver, ProgressCallback
 from coda_engine.params import EngineOptions
+from coda_lsp.backend import JOB_DONE, start_streamed
 from coda_lsp.backends.local import LocalBackend
 
 logger = logging.getLogger(__name__)
@@ -112,9 +104,6 @@ class _Recorder:
             return ReplicaAnswer(outcome, error, replica, passes, lookups, self._queue)
 
 
-_DONE = object()  # the end of a replica's progress queue: the job is over
-
-
 class EngineReplica:
     """One engine and its scheduler in a Ray Serve replica. Jobs arrive without their progress callback
     (callables stay in their process) and with their deadline on the wall clock (time.monotonic() is per
@@ -135,17 +124,9 @@ class EngineReplica:
     async def infill_stream(self, job: InfillJob,
                             deadline_at: float | None) -> AsyncIterator[tuple[str, ...] | ReplicaAnswer]:
         """Each pass's decided texts (as the callback would have had them), then the answer."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-
-        def progress(texts: tuple[str, ...]) -> None:  # on the engine's thread
-            loop.call_soon_threadsafe(queue.put_nowait, texts)
-
-        task = asyncio.ensure_future(self.backend.infill(replace(_local_deadline(job, deadline_at),
-                                                                 on_progress=progress)))
-        task.add_done_callback(lambda _: queue.put_nowait(_DONE))
+        task, queue = start_streamed(self.backend, _local_deadline(job, deadline_at))
         try:
-            while (item := await queue.get()) is not _DONE:
+            while (item := await queue.get()) is not JOB_DONE:
                 yield item
             error = task.exception()
             yield self.recorder.answer(None if error else task.result(), error, self.replica)
@@ -155,10 +136,6 @@ class EngineReplica:
     def __del__(self) -> None:  # Serve calls it when it stops the replica, also one whose __init__ failed
         if hasattr(self, "backend"):
             self.backend.close()
-
-
-def _wall_deadline(job: InfillJob) -> float | None:
-    return None if job.deadline is None else time.time() + (job.deadline - time.monotonic())
 
 
 def _local_deadline(job: InfillJob, deadline_at: float | None) -> InfillJob:
@@ -171,18 +148,16 @@ def _local_deadline(job: InfillJob, deadline_at: float | None) -> InfillJob:
 
 
 class ClientAffinityRouter(RequestRouter):
-    """Sends each client's requests to one replica, chosen by rendezvous hashing of the client over the replicas
-    (a replica leaving or joining moves only its share of clients). When that replica already has a full batch
-    in flight (`spill_at` requests), or is full or unreachable, the request goes to the least loaded one: a cache
-    miss costs one full first pass, waiting behind a full batch costs whole requests. Jobs without a client go to
-    the least loaded replica."""
+    """Each client's requests to the replica its rendezvous hash picks, unless that one has `spill_at` requests
+    in flight (docs/cluster.md, "Cache affinity"); jobs without a client to the least loaded replica."""
 
     def initialize_state(self, spill_at: int = 16) -> None:
         self.spill_at = spill_at
 
     async def choose_replicas(self, candidate_replicas: list[RunningReplica],
                               pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:
-        client = _client_of(pending_request)
+        args = pending_request.args if pending_request is not None else ()
+        client = next((arg.client for arg in args if isinstance(arg, InfillJob)), None)
         if client is None or len(candidate_replicas) < 2:
             return [candidate_replicas]
         ranked = sorted(candidate_replicas, key=lambda r: _affinity(client, r.replica_id.unique_id), reverse=True)
@@ -191,12 +166,6 @@ class ClientAffinityRouter(RequestRouter):
             return [ranked]
         # Ranks are tried in order; within a rank Serve picks the shortest queue that is not full.
         return [ranked[:1], ranked[1:]]
-
-
-def _client_of(pending_request: PendingRequest | None) -> str | None:
-    if pending_request is None:
-        return None
-    return next((arg.client for arg in pending_request.args if isinstance(arg, InfillJob)), None)
 
 
 def _affinity(client: str, replica: str) -> int:
@@ -216,7 +185,13 @@ def backend_factory(model: Path, options: ClusterOptions,
     owns_ray = connect(num_cpus)
     try:
         if owns_ray:
-            _check_gpus(options)
+            # On this machine alone (a cluster may add nodes), replicas that ask for more GPUs than it has would
+            # wait for them forever.
+            needed = options.gpus_per_replica * (options.autoscale[0] if options.autoscale else options.replicas)
+            available = ray.cluster_resources().get("GPU", 0)
+            if needed > available:
+                raise ValueError(f"the replicas need {needed:g} GPUs (--gpus-per-replica x replicas); this machine "
+                                 f"has {available:g}")
         elif APP_NAME in serve.status().applications:
             raise ValueError(f"the Ray cluster already runs a Serve application {APP_NAME!r} (another `coda-lsp "
                              "serve --ray`, or what a killed one left): stop that server, or delete the "
@@ -321,19 +296,24 @@ class RayBackend:
             self.jobs_in_flight -= 1
 
     async def _send(self, job: InfillJob) -> InfillOutcome:
-        sent, deadline_at = replace(job, on_progress=None), _wall_deadline(job)
+        sent = replace(job, on_progress=None)
+        # on the wall clock: time.monotonic() is per machine
+        deadline_at = None if job.deadline is None else time.time() + (job.deadline - time.monotonic())
         attempt = 0
         while True:
-            forward = _Forward(job.on_progress)
+            forwarded: list[tuple[str, ...]] = []
             try:
                 if job.on_progress is None:
                     answer = await self._call(sent, deadline_at)
                 else:
-                    answer = await self._stream(sent, deadline_at, forward)
+                    answer = await self._stream(sent, deadline_at, job.on_progress, forwarded)
             except Exception as exc:
                 # A stream that has sent text is not sent again: a second run could decide other text.
-                if not _replica_lost(exc) or forward.used or attempt >= self.retries:
-                    raise _as_raised(exc) from None
+                lost = _replica_lost(exc)
+                if not lost or forwarded or attempt >= self.retries:
+                    if lost:  # in one line, not Ray's traceback
+                        raise RuntimeError(f"the replica decoding this request died ({type(exc).__name__})") from None
+                    raise exc from None
                 attempt += 1
                 self.num_retried += 1
                 self._queues.clear()  # the dead replica's gauges; the others report again with their next answer
@@ -356,13 +336,16 @@ class RayBackend:
             response.cancel()
             raise
 
-    async def _stream(self, job: InfillJob, deadline_at: float | None, forward: _Forward) -> ReplicaAnswer:
+    async def _stream(self, job: InfillJob, deadline_at: float | None, on_progress: ProgressCallback,
+                      forwarded: list[tuple[str, ...]]) -> ReplicaAnswer:
+        """The replica's answer; each pass's texts go to `on_progress` and are noted in `forwarded`."""
         responses = self._streams.infill_stream.remote(job, deadline_at)
         try:
             async for item in responses:
                 if isinstance(item, ReplicaAnswer):
                     return item
-                forward(item)
+                forwarded.append(item)
+                on_progress(item)
         except asyncio.CancelledError:
             responses.cancel()
             raise
@@ -408,38 +391,8 @@ def _deploy_failure(exc: RuntimeError) -> RuntimeError:
     return RuntimeError(f"the replicas did not start: {lines[-1]}") if lines else exc
 
 
-class _Forward:
-    """The job's progress callback, remembering whether it was called."""
-
-    def __init__(self, callback: ProgressCallback | None) -> None:
-        self.callback = callback
-        self.used = False
-
-    def __call__(self, texts: tuple[str, ...]) -> None:
-        self.used = True
-        assert self.callback is not None
-        self.callback(texts)
-
-
 def _replica_lost(exc: BaseException) -> bool:
     """The replica's process died or cannot be reached (and Serve will start another), not the job's fault."""
     if isinstance(exc, RayTaskError):
         return isinstance(exc.cause, RayActorError)
     return isinstance(exc, (RayActorError, ReplicaUnavailableError))
-
-
-def _as_raised(exc: Exception) -> Exception:
-    """A lost replica as one line (Ray's message is a traceback); anything else as it is."""
-    if _replica_lost(exc):
-        return RuntimeError(f"the replica decoding this request died ({type(exc).__name__})")
-    return exc
-
-
-def _check_gpus(options: ClusterOptions) -> None:
-    """On this machine alone (a cluster may add nodes), replicas that ask for more GPUs than it has would wait
-    for them forever."""
-    needed = options.gpus_per_replica * (options.autoscale[0] if options.autoscale else options.replicas)
-    available = ray.cluster_resources().get("GPU", 0)
-    if needed > available:
-        raise ValueError(f"the replicas need {needed:g} GPUs (--gpus-per-replica x replicas); this machine has "
-                         f"{available:g}")

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
 from lsprotocol import types
 from pygls.exceptions import JsonRpcContentModified, JsonRpcInvalidParams
 
 from coda_lsp.documents import Document
+from coda_lsp.pipeline import Completion
 from coda_lsp.server import CodaServer
+
+logger = logging.getLogger(__name__)
 
 
 def snapshot(server: CodaServer, uri: str, position: types.Position) -> tuple[Document, int]:
@@ -26,3 +35,48 @@ def ensure_current(server: CodaServer, doc: Document) -> None:
     if current is None or current.version != doc.version:
         raise JsonRpcContentModified(f"{doc.uri} changed (version {doc.version} -> "
                                      f"{current.version if current else 'closed'}) while completing")
+
+
+async def complete(server: CodaServer, method: str, uri: str, position: types.Position, *, is_invoked: bool,
+                   view: Callable[[Document, int], tuple[Document, int]] | None = None,
+                   ) -> tuple[Document, Completion | None]:
+    """The pipeline's completion for a request (the newest per method and document wins), at the cursor or in
+    the `view` of the document it gives; a completion that needed the model is timed for coda/status."""
+    started = time.perf_counter()
+    server.latest.claim((method, uri))
+    doc, offset = snapshot(server, uri, position)
+    seen, cursor = view(doc, offset) if view else (doc, offset)
+    completion = await server.pipeline.complete(seen, cursor, server.settings, is_invoked=is_invoked)
+    ensure_current(server, doc)
+    if completion is not None and completion.engine_ms:
+        server.latency.record((time.perf_counter() - started) * 1000, completion.engine_ms)
+    return doc, completion
+
+
+def show_message(server: CodaServer, kind: types.MessageType, message: str) -> None:
+    server.window_show_message(types.ShowMessageParams(type=kind, message=f"coda-lsp: {message}"))
+
+
+def param(value: Any, name: str) -> Any:
+    """A field of a custom method's params: pygls hands them over as a dict or as nested objects."""
+    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+
+
+async def begin_progress(server: CodaServer, title: str, token_prefix: str) -> str | None:
+    """A workDoneProgress token, begun; None when the client has no progress bars or refused the token."""
+    window = server.client_capabilities.window
+    if not (window and window.work_done_progress):
+        return None
+    token = f"{token_prefix}-{uuid.uuid4().hex[:8]}"
+    try:
+        await server.work_done_progress.create_async(token)
+    except Exception as exc:  # the client refused the token: go on without a progress bar
+        logger.warning("window/workDoneProgress/create failed: %s", exc)
+        return None
+    server.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=False))
+    return token
+
+
+def end_progress(server: CodaServer, token: str | None, message: str) -> None:
+    if token is not None:
+        server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))

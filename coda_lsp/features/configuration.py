@@ -7,6 +7,7 @@ from typing import Any
 
 from lsprotocol import types
 
+from coda_lsp.features import show_message
 from coda_lsp.server import CodaServer
 
 logger = logging.getLogger(__name__)
@@ -51,5 +52,4 @@ def apply(server: CodaServer, values: Any) -> None:
         workspace.start_indexing(server)
     logger.info("settings: %s", settings)
     for problem in problems:
-        server.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning,
-                                                           message=f"coda-lsp: {problem}"))
+        show_message(server, types.MessageType.Warning, problem)

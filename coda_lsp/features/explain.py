@@ -8,6 +8,7 @@ from typing import Any
 from pygls.exceptions import JsonRpcInvalidParams
 
 from coda_lsp.context import CompletionContext
+from coda_lsp.features import param
 from coda_lsp.server import CodaServer
 
 EXPLAIN = "coda/explainCompletion"
@@ -17,20 +18,11 @@ def register(server: CodaServer) -> None:
     @server.feature(EXPLAIN)
     def explain_completion(ls: CodaServer, params: Any) -> dict[str, Any] | None:
         """Params `{"textDocument": {"uri": ...}}`; null when no completion was asked for that document yet."""
-        ctx = ls.pipeline.last_contexts.get(_uri(params))
+        uri = param(param(params, "textDocument"), "uri")
+        if not isinstance(uri, str):
+            raise JsonRpcInvalidParams(f"{EXPLAIN} expects {{\"textDocument\": {{\"uri\": ...}}}}")
+        ctx = ls.pipeline.last_contexts.get(uri)
         return explain(ctx, ls.pipeline.count_tokens) if ctx is not None else None
-
-
-def _uri(params: Any) -> str:
-    document = _field(params, "textDocument")
-    uri = _field(document, "uri") if document is not None else None
-    if not isinstance(uri, str):
-        raise JsonRpcInvalidParams(f"{EXPLAIN} expects {{\"textDocument\": {{\"uri\": ...}}}}")
-    return uri
-
-
-def _field(value: Any, name: str) -> Any:
-    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
 
 
 def explain(ctx: CompletionContext, count_tokens: Any) -> dict[str, Any]:

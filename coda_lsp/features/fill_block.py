@@ -4,7 +4,6 @@ Listing is instant (a tree-sitter lookup); the infill runs only when the action 
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from lsprotocol import types
@@ -12,14 +11,12 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pygls.protocol import default_converter
 
 from coda_lsp.documents import Document
-from coda_lsp.features import ensure_current, snapshot
+from coda_lsp.features import ensure_current, show_message, snapshot
 from coda_lsp.items import fill_edit, replace_edit
 from coda_lsp.languages import language_for
 from coda_lsp.server import CodaServer
 from coda_lsp.syntax import BlockSlot, find_block_slot
 from coda_lsp.text import detect_indent_unit
-
-logger = logging.getLogger(__name__)
 
 TITLE = "Fill this block with CoDA"
 COMMAND = "coda.fillBlock"
@@ -41,8 +38,10 @@ def register(server: CodaServer) -> None:
             return None
         arguments = [doc.uri, _CONVERTER.unstructure(params.range)]
         action = types.CodeAction(title=TITLE, kind=KIND, data={"arguments": arguments, "version": doc.version})
-        if not _supports_lazy_edit(ls):
-            # no resolve support: the client runs the command, which applies the edit itself
+        text_document = ls.client_capabilities.text_document
+        resolve = text_document.code_action.resolve_support if text_document and text_document.code_action else None
+        if not (resolve and "edit" in resolve.properties):
+            # no lazy edits: the client runs the command, which applies the edit itself
             action.command = types.Command(title=TITLE, command=COMMAND, arguments=arguments)
         return [action]
 
@@ -80,8 +79,7 @@ async def fill(server: CodaServer, uri: str, range_: types.Range) -> types.Works
     completion = await server.pipeline.complete(view, cursor, server.settings, is_invoked=True)
     ensure_current(server, doc)
     if completion is None or not completion.texts:
-        server.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning,
-                                                           message="coda-lsp: the model wrote nothing usable here"))
+        show_message(server, types.MessageType.Warning, "the model wrote nothing usable here")
         return None
     if slot is not None:
         return fill_edit(completion.texts[0], slot, doc, server.encoding)
@@ -101,13 +99,6 @@ def _slot_view(doc: Document, slot: BlockSlot) -> tuple[Document, int]:
     closer = "" if slot.closer_indent is None else "\n" + slot.closer_indent
     head = doc.text[:slot.start] + "\n" + slot.body_indent
     return Document(doc.uri, doc.language_id, doc.version, head + closer + doc.text[slot.end:]), len(head)
-
-
-def _supports_lazy_edit(server: CodaServer) -> bool:
-    text_document = server.client_capabilities.text_document
-    code_action = text_document.code_action if text_document else None
-    resolve = code_action.resolve_support if code_action else None
-    return bool(resolve and "edit" in resolve.properties)
 
 
 def _arguments(arguments: Any) -> tuple[str, types.Range]:

@@ -10,6 +10,7 @@ from typing import Any
 from lsprotocol import types
 from pygls.protocol import default_converter
 
+from coda_lsp.features import param
 from coda_lsp.server import CodaServer
 
 logger = logging.getLogger(__name__)
@@ -21,9 +22,14 @@ _CONVERTER = default_converter()
 def register(server: CodaServer) -> None:
     @server.feature(DID_FOCUS)
     def did_focus(ls: CodaServer, params: Any) -> None:
+        uri, position = param(param(params, "textDocument"), "uri"), param(params, "position")
         try:
-            uri = _field(_field(params, "textDocument"), "uri")
-            position = _CONVERTER.structure(_unstructured(_field(params, "position")), types.Position)
+            if uri is None or position is None:
+                raise ValueError("textDocument.uri or position is missing")
+            # lsprotocol structures dicts; pygls hands a custom notification's params over as nested objects
+            position = _CONVERTER.structure(position if isinstance(position, dict) else
+                                            {name: getattr(position, name) for name in ("line", "character")},
+                                            types.Position)
         except Exception as exc:  # a notification has no answer: a malformed one is logged and dropped
             logger.warning("ignored a malformed %s: %s", DID_FOCUS, exc)
             return
@@ -31,17 +37,3 @@ def register(server: CodaServer) -> None:
         if doc is None:
             return
         ls.pipeline.focus(doc, doc.offset_at(position, ls.encoding), ls.settings)
-
-
-def _field(value: Any, name: str) -> Any:
-    found = value.get(name) if isinstance(value, dict) else getattr(value, name, None)
-    if found is None:
-        raise ValueError(f"{name} is missing")
-    return found
-
-
-def _unstructured(value: Any) -> Any:
-    """pygls hands a custom notification's params over as nested objects; lsprotocol structures dicts."""
-    if isinstance(value, dict):
-        return value
-    return {name: getattr(value, name) for name in ("line", "character")}

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 
 from lsprotocol import types
 
 from coda_engine.errors import one_line
 from coda_lsp.backend import BackendUnavailable
 from coda_lsp.backends.http import HttpBackend
-from coda_lsp.features import configuration, workspace
+from coda_lsp.features import begin_progress, configuration, end_progress, show_message, workspace
 from coda_lsp.server import CodaServer
 
 logger = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ async def load_model(server: CodaServer) -> None:
     if spec.remote is not None:
         await connect_remote(server, spec.remote, spec.api_key)
         return
-    token = await begin_progress(server, f"Loading CoDA model {spec.path.name}")
+    token = await begin_progress(server, f"Loading CoDA model {spec.path.name}", "coda-load")
     _log(server, types.MessageType.Info, f"loading model {spec.path} on {spec.device}")
     generation = server.settings.generation
     spans = (generation.single_line_tokens, generation.max_tokens)
@@ -69,9 +68,7 @@ async def load_model(server: CodaServer) -> None:
     except Exception as exc:  # CheckpointError, OSError, torch errors: all reach the user as one line
         reason = one_line(exc)
         server.host.set_error(reason)
-        _log(server, types.MessageType.Error, f"model failed to load: {reason}")
-        server.window_show_message(types.ShowMessageParams(type=types.MessageType.Error,
-                                                           message=f"coda-lsp: model failed to load: {reason}"))
+        _log(server, types.MessageType.Error, f"model failed to load: {reason}", show=True)
         end_progress(server, token, f"failed: {reason}")
         return
     server.host.set_ready(backend)
@@ -87,7 +84,7 @@ async def connect_remote(server: CodaServer, url: str, api_key: str | None) -> N
     (requests meanwhile get no completion). The user hears once that it is unreachable, at startup or later,
     and the log says when it answers again; the editor keeps working throughout."""
     backend = HttpBackend(url, api_key)
-    token = await begin_progress(server, f"Connecting to coda-lsp serve at {url}")
+    token = await begin_progress(server, f"Connecting to coda-lsp serve at {url}", "coda-load")
     _log(server, types.MessageType.Info, f"connecting to coda-lsp serve at {url}")
     told = False
     while True:
@@ -104,9 +101,7 @@ async def connect_remote(server: CodaServer, url: str, api_key: str | None) -> N
         except Exception as exc:  # a server that answers something else than coda-lsp serve does
             reason = one_line(exc)
             server.host.set_error(reason)
-            _log(server, types.MessageType.Error, f"{url} is not a coda-lsp serve: {reason}")
-            server.window_show_message(types.ShowMessageParams(
-                type=types.MessageType.Error, message=f"coda-lsp: {url} is not a coda-lsp serve: {reason}"))
+            _log(server, types.MessageType.Error, f"{url} is not a coda-lsp serve: {reason}", show=True)
             end_progress(server, token, f"failed: {reason}")
             return
     backend.on_status = lambda reason: _remote_status(server, url, reason)
@@ -126,31 +121,14 @@ def _remote_status(server: CodaServer, url: str, reason: str | None) -> None:
 
 
 def _tell_unreachable(server: CodaServer, url: str, reason: str) -> None:
-    message = f"coda-lsp: the server at {url} does not answer ({reason}); completions resume when it does"
-    _log(server, types.MessageType.Warning, message)
-    server.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=message))
+    _log(server, types.MessageType.Warning, f"the server at {url} does not answer ({reason}); completions resume "
+                                            "when it does", show=True)
 
 
-def _log(server: CodaServer, kind: types.MessageType, message: str) -> None:
+def _log(server: CodaServer, kind: types.MessageType, message: str, show: bool = False) -> None:
+    """Into the log and the client's (window/logMessage); `show`: also in front of the user."""
     level = {types.MessageType.Error: logging.ERROR, types.MessageType.Warning: logging.WARNING}.get(kind, logging.INFO)
     logger.log(level, message)
     server.window_log_message(types.LogMessageParams(type=kind, message=message))
-
-
-async def begin_progress(server: CodaServer, title: str, token_prefix: str = "coda-load") -> str | None:
-    window = server.client_capabilities.window
-    if not (window and window.work_done_progress):
-        return None
-    token = f"{token_prefix}-{uuid.uuid4().hex[:8]}"
-    try:
-        await server.work_done_progress.create_async(token)
-    except Exception as exc:  # the client refused the token: load without a progress bar
-        logger.warning("window/workDoneProgress/create failed: %s", exc)
-        return None
-    server.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=False))
-    return token
-
-
-def end_progress(server: CodaServer, token: str | None, message: str) -> None:
-    if token is not None:
-        server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+    if show:
+        show_message(server, kind, message)

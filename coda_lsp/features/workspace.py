@@ -1,21 +1,20 @@
-"""The workspace index for cross-file context: built in the background after `initialized` (workDoneProgress),
-kept current from didOpen / didChange / didSave / didClose, workspace/didChangeWatchedFiles (registered
-dynamically where the client allows) and workspace/didChangeWorkspaceFolders."""
+"""textDocument/didOpen, didChange, didClose: the document store, kept in sync (incremental). The workspace index
+for cross-file context: built in the background after `initialized` (workDoneProgress), kept current from those
+and didSave, workspace/didChangeWatchedFiles (registered dynamically where the client allows) and
+workspace/didChangeWorkspaceFolders."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from lsprotocol import types
 
 from coda_lsp.crossfile.discovery import SOURCE_EXTENSIONS, list_source_files
 from coda_lsp.crossfile.index import build_batch, uri_to_path
-from coda_lsp.documents import Document
+from coda_lsp.features import begin_progress, end_progress, show_message
 from coda_lsp.server import CodaServer
 
 logger = logging.getLogger(__name__)
@@ -27,11 +26,33 @@ WATCH_GLOB = "**/*.{" + ",".join(sorted(ext.lstrip(".") for ext in SOURCE_EXTENS
 
 
 def register(server: CodaServer) -> None:
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: CodaServer, params: types.DidOpenTextDocumentParams) -> None:
+        _reindex_now(ls, ls.documents.open(params.text_document).uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: CodaServer, params: types.DidChangeTextDocumentParams) -> None:
+        before = ls.documents.get(params.text_document.uri)
+        after = ls.documents.change(params, ls.encoding)
+        if before is None or after is None or not _is_active(ls):
+            return
+        ls.cross_file.record_change(before, after, params.content_changes)
+        _cancel_reindex(ls, after.uri)
+        ls.reindex_timers[after.uri] = asyncio.get_running_loop().call_later(REINDEX_DELAY_S, _reindex_now, ls,
+                                                                            after.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: CodaServer, params: types.DidCloseTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        ls.documents.close(uri)
+        ls.cross_file.forget_document(uri)
+        _cancel_reindex(ls, uri)
+        if _is_active(ls):
+            ls.cross_file.reindex_disk(uri, ls.settings.cross_file.max_file_kb * 1024)
+
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
     def did_save(ls: CodaServer, params: types.DidSaveTextDocumentParams) -> None:
-        doc = ls.documents.get(params.text_document.uri)
-        if doc is not None and _is_active(ls):
-            _reindex_now(ls, doc.uri)
+        _reindex_now(ls, params.text_document.uri)
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def did_change_watched_files(ls: CodaServer, params: types.DidChangeWatchedFilesParams) -> None:
@@ -86,14 +107,16 @@ async def build_index(server: CodaServer) -> None:
     settings = server.settings.cross_file
     cross_file = server.cross_file
     started = time.perf_counter()
-    token = await _begin_progress(server)
+    token = await begin_progress(server, "Indexing the workspace for CoDA", "coda-index")
     try:
         for folder in cross_file.index.folders:
             discovery = await asyncio.to_thread(list_source_files, folder, settings.max_files)
             if discovery.is_truncated:
                 cross_file.is_truncated = True
-                _warn(server, f"indexed the first {settings.max_files} files of {folder} (coda.crossFileMaxFiles); "
-                              "cross-file context will not see the rest")
+                message = (f"indexed the first {settings.max_files} files of {folder} (coda.crossFileMaxFiles); "
+                           "cross-file context will not see the rest")
+                logger.warning(message)
+                show_message(server, types.MessageType.Warning, message)
             paths = discovery.files
             for start in range(0, len(paths), BATCH_FILES):
                 files = await asyncio.to_thread(build_batch, paths[start:start + BATCH_FILES], folder,
@@ -101,19 +124,22 @@ async def build_index(server: CodaServer) -> None:
                 for file in files:
                     if not cross_file.has_open_buffer(file.path):
                         cross_file.index.add(file)
-                _report(server, token, folder, start + BATCH_FILES, len(paths))
+                done = min(start + BATCH_FILES, len(paths))
+                if token is not None:
+                    server.work_done_progress.report(token, types.WorkDoneProgressReport(
+                        message=f"{folder.name}: {done}/{len(paths)} files", percentage=done * 100 // len(paths)))
     except asyncio.CancelledError:
-        _end(server, token, "cancelled")
+        end_progress(server, token, "cancelled")
         raise
     except Exception as exc:  # an unexpected failure leaves what was indexed; completions go on
         logger.warning("workspace indexing failed: %s", exc)
-        _end(server, token, f"failed: {exc}")
+        end_progress(server, token, f"failed: {exc}")
         cross_file.state = "ready"
         return
     cross_file.build_ms = (time.perf_counter() - started) * 1000
     cross_file.state = "ready"
     logger.info("indexed %d files in %.0f ms", len(cross_file.index), cross_file.build_ms)
-    _end(server, token, f"{len(cross_file.index)} files")
+    end_progress(server, token, f"{len(cross_file.index)} files")
 
 
 async def watch_files(server: CodaServer) -> None:
@@ -131,33 +157,14 @@ async def watch_files(server: CodaServer) -> None:
         logger.warning("client/registerCapability for watched files failed: %s", exc)
 
 
-def document_opened(server: CodaServer, doc: Document) -> None:
-    if _is_active(server):
-        _reindex_now(server, doc.uri)
+def _is_active(server: CodaServer) -> bool:
+    return server.settings.cross_file.enabled and server.cross_file.state != "off"
 
 
-def document_changed(server: CodaServer, before: Document, after: Document, changes: Sequence[Any]) -> None:
-    if not _is_active(server):
-        return
-    server.cross_file.record_change(before, after, changes)
-    timer = server.reindex_timers.pop(after.uri, None)
-    if timer is not None:
-        timer.cancel()
-    loop = asyncio.get_running_loop()
-    server.reindex_timers[after.uri] = loop.call_later(REINDEX_DELAY_S, _reindex_now, server, after.uri)
-
-
-def document_closed(server: CodaServer, uri: str) -> None:
-    server.cross_file.forget_document(uri)
+def _cancel_reindex(server: CodaServer, uri: str) -> None:
     timer = server.reindex_timers.pop(uri, None)
     if timer is not None:
         timer.cancel()
-    if _is_active(server):
-        server.cross_file.reindex_disk(uri, server.settings.cross_file.max_file_kb * 1024)
-
-
-def _is_active(server: CodaServer) -> bool:
-    return server.settings.cross_file.enabled and server.cross_file.state != "off"
 
 
 def _reindex_now(server: CodaServer, uri: str) -> None:
@@ -165,26 +172,3 @@ def _reindex_now(server: CodaServer, uri: str) -> None:
     doc = server.documents.get(uri)
     if doc is not None and _is_active(server):
         server.cross_file.reindex_text(uri, doc.text, server.settings.cross_file.max_file_kb * 1024)
-
-
-def _warn(server: CodaServer, message: str) -> None:
-    logger.warning(message)
-    server.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=f"coda-lsp: {message}"))
-
-
-async def _begin_progress(server: CodaServer) -> str | None:
-    from coda_lsp.features.lifecycle import begin_progress
-
-    return await begin_progress(server, "Indexing the workspace for CoDA", "coda-index")
-
-
-def _report(server: CodaServer, token: str | None, folder: Path, done: int, total: int) -> None:
-    if token is not None and total:
-        server.work_done_progress.report(token, types.WorkDoneProgressReport(
-            message=f"{folder.name}: {min(done, total)}/{total} files", percentage=min(100, done * 100 // total)))
-
-
-def _end(server: CodaServer, token: str | None, message: str) -> None:
-    from coda_lsp.features.lifecycle import end_progress
-
-    end_progress(server, token, message)

@@ -17,9 +17,7 @@ def drop_repeated_lines(text: str, ctx: CompletionContext) -> str | None:
     is compared as it will stand in the document, after the text before the cursor."""
     lines = text.split("\n")
     full = [ctx.line_prefix + lines[0], *lines[1:]]
-    lines = lines[:_end_of_first_cycle(full)]
-    lines = [_cut_line_end_repeat(line) for line in lines]
-    return "\n".join(lines)
+    return "\n".join(_LINE_END_REPEAT.sub(r"\1", line) for line in lines[:_end_of_first_cycle(full)])
 
 
 def _end_of_first_cycle(lines: list[str]) -> int:
@@ -31,10 +29,3 @@ def _end_of_first_cycle(lines: list[str]) -> int:
                     and block == lines[start + size:start + 2 * size]:
                 return start + size
     return len(lines)
-
-
-def _cut_line_end_repeat(line: str) -> str:
-    match = _LINE_END_REPEAT.search(line)
-    if match is None:
-        return line
-    return line[:match.start()] + match.group(1)

@@ -15,17 +15,12 @@ def cut_suffix_overlap(text: str, ctx: CompletionContext) -> str | None:
     return _cut_line_suffix_overlap(text, ctx.line_suffix.strip())
 
 
-def _next_lines(suffix: str, count: int) -> list[str]:
-    """The first `count` non-blank lines after the cursor line, stripped."""
-    return [line.strip() for line in suffix.split("\n")[1:] if line.strip()][:count]
-
-
 def _cut_repeated_suffix_lines(text: str, suffix: str) -> str:
     """Cut from the first completion line whose tail (non-blank lines, stripped) equals the suffix's next
     lines, or that equals the next line and is long enough not to match by chance."""
     lines = text.split("\n")
     stripped = [line.strip() for line in lines]
-    below = _next_lines(suffix, len(lines))
+    below = [line.strip() for line in suffix.split("\n")[1:] if line.strip()][:len(lines)]  # the lines after
     if not below:
         return text
     for index in range(len(lines)):

@@ -1,9 +1,6 @@
 """create_app(backend_factory, settings) -> FastAPI: llama-server's /infill, OpenAI's /v1/completions, health,
-models, props and metrics, in front of one Backend that loads in a thread after startup.
-
-Failures never take the server down: a bad request is a 4xx naming its field, a busy backend a 503 with
-Retry-After, anything else a 500 with one line (logged once). A client that goes away cancels its job, which the
-backend stops within one pass."""
+models, props, tokenizer and metrics, in front of one Backend that loads in a thread after startup. No request
+takes the server down (docs/serving.md, "Limits and failures")."""
 
 from __future__ import annotations
 
@@ -17,7 +14,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,13 +23,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from coda_engine.errors import Overloaded, one_line
 from coda_engine.jobs import InfillJob, InfillOutcome, PassObserver
 from coda_lsp import __version__
-from coda_lsp.backend import Backend
+from coda_lsp.backend import JOB_DONE, Backend, start_streamed
 from coda_lsp.context import TokenCounter
 from coda_lsp.serve.errors import ApiError, native_body, openai_body
 from coda_lsp.serve.metrics import CONTENT_TYPE, ServeMetrics
 from coda_lsp.serve.prompt import Prompt, build_prompt
 from coda_lsp.serve.requests import CompletionRequest, parse_infill, parse_openai
-from coda_lsp.serve.responses import (StreamText, completions, dumps, native_result, openai_chunk,
+from coda_lsp.serve.responses import (Completion, StreamText, completions, dumps, native_result, openai_chunk,
                                       openai_result, select_fields)
 from coda_lsp.serve.settings import ServeSettings
 
@@ -41,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 BackendFactory = Callable[[PassObserver], Backend]
 CLIENT_GONE = 499  # nginx's "client closed request": counted in the metrics, never sent
-_FINISHED = object()  # the queue's end marker: the infill task is done
 
 
 class CompactJSON(Response):
@@ -78,9 +73,7 @@ class BackendHost:
             logger.error("the model did not load: %s", self.error)
             logger.debug("load failure", exc_info=True)
             return
-        self.counter = TokenCounter(backend.tokenizer)
-        self.backend = backend
-        self.state = "ready"
+        self.counter, self.backend, self.state = TokenCounter(backend.tokenizer), backend, "ready"
         logger.info("model %s ready in %.1f s", backend.model_name, time.perf_counter() - started)
         if self._closed:  # the server stopped while the model loaded
             backend.close()
@@ -119,36 +112,17 @@ def create_app(backend_factory: BackendFactory, settings: ServeSettings) -> Fast
         return service.error_response(request, ApiError(exc.status_code, f"{request.method} {request.url.path}: "
                                                         f"{exc.detail}"))
 
-    @app.get("/health")
-    @app.get("/v1/health")
-    async def health(request: Request) -> Response:
-        return await service.answer(request, "health", service.health)
-
-    @app.get("/v1/models")
-    @app.get("/models")
-    async def models(request: Request) -> Response:
-        return await service.answer(request, "models", service.models)
-
-    @app.get("/props")
-    async def props(request: Request) -> Response:
-        return await service.answer(request, "props", service.props)
-
-    @app.get("/tokenizer")
-    async def tokenizer(request: Request) -> Response:
-        return await service.answer(request, "tokenizer", service.tokenizer_json)
-
-    @app.get("/metrics")
-    async def prometheus(request: Request) -> Response:
-        return await service.answer(request, "metrics", service.metrics_text)
-
-    @app.post("/infill")
-    async def infill(request: Request) -> Response:
-        return await service.answer(request, "infill", service.infill)
-
-    @app.post("/v1/completions")
-    async def openai_completions(request: Request) -> Response:
-        return await service.answer(request, "completions", service.openai_completions)
-
+    # (method, paths, the endpoint's name in the metrics, its work, whether it needs the API key)
+    routes = (("GET", ("/health", "/v1/health"), "health", service.health, False),
+              ("GET", ("/v1/models", "/models"), "models", service.models, False),
+              ("GET", ("/props",), "props", service.props, True),
+              ("GET", ("/tokenizer",), "tokenizer", service.tokenizer_json, True),
+              ("GET", ("/metrics",), "metrics", service.metrics_text, True),
+              ("POST", ("/infill",), "infill", service.infill, True),
+              ("POST", ("/v1/completions",), "completions", service.openai_completions, True))
+    for method, paths, endpoint, work, needs_key in routes:
+        for path in paths:
+            app.add_api_route(path, service.route(endpoint, work, needs_key), methods=[method])
     return app
 
 
@@ -165,24 +139,28 @@ class Service:
 
     # ---- common to every route -------------------------------------------------------------------------------
 
-    async def answer(self, request: Request, endpoint: str,
-                     work: Callable[[Request], Awaitable[Response]]) -> Response:
-        """`work`'s response, or the error it raised in the route's shape; counted in the metrics (a stream when
-        its last event is out)."""
-        started = time.perf_counter()
-        try:
-            response = await work(request)
-        except ApiError as error:
-            response = self.error_response(request, error)
-        except Exception as exc:  # a bug or a backend failure: one line to the client and the log, never a crash
-            logger.error("%s %s failed: %s", request.method, request.url.path, one_line(exc, typed=True))
-            logger.debug("failure", exc_info=True)
-            response = self.error_response(request, ApiError(500, one_line(exc, typed=True)))
-        if isinstance(response, StreamingResponse):
-            response.body_iterator = self._counted(response.body_iterator, endpoint, started)
-        else:
-            self.metrics.request_done(endpoint, response.status_code, time.perf_counter() - started)
-        return response
+    def route(self, endpoint: str, work: Callable[[Request], Awaitable[Response]],
+              needs_key: bool) -> Callable[[Request], Awaitable[Response]]:
+        """The route's handler: `work`'s response, or the error it raised in the route's shape; counted in the
+        metrics (a stream when its last event is out)."""
+        async def answer(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                if needs_key:
+                    self.authorize(request)
+                response = await work(request)
+            except ApiError as error:
+                response = self.error_response(request, error)
+            except Exception as exc:  # a bug or a backend failure: one line to the client and the log, never a crash
+                logger.error("%s %s failed: %s", request.method, request.url.path, one_line(exc, typed=True))
+                logger.debug("failure", exc_info=True)
+                response = self.error_response(request, ApiError(500, one_line(exc, typed=True)))
+            if isinstance(response, StreamingResponse):
+                response.body_iterator = self._counted(response.body_iterator, endpoint, started)
+            else:
+                self.metrics.request_done(endpoint, response.status_code, time.perf_counter() - started)
+            return response
+        return answer
 
     async def _counted(self, events: Any, endpoint: str, started: float) -> AsyncIterator[Any]:
         status = CLIENT_GONE
@@ -194,10 +172,9 @@ class Service:
             self.metrics.request_done(endpoint, status, time.perf_counter() - started)
 
     def error_response(self, request: Request, error: ApiError) -> Response:
-        body = openai_body(error) if request.url.path.startswith("/v1/") else native_body(error)
         if error.status >= 500:
             logger.debug("%s %s: %d %s", request.method, request.url.path, error.status, error.message)
-        return CompactJSON(body, status_code=error.status, headers=error.headers)
+        return CompactJSON(_error_body(request, error), status_code=error.status, headers=error.headers)
 
     def authorize(self, request: Request) -> None:
         """With a key set: `Authorization: Bearer KEY` (or llama-server's `X-Api-Key`), compared in constant time.
@@ -252,8 +229,7 @@ class Service:
         return CompactJSON({"object": "list", "data": [{"id": backend.model_name, "object": "model",
                                                          "created": self.created, "owned_by": "coda-lsp"}]})
 
-    async def props(self, request: Request) -> Response:
-        self.authorize(request)
+    async def props(self, _: Request) -> Response:
         backend = self.host.ready()
         return CompactJSON({
             "default_generation_settings": {"n_ctx": backend.max_positions, "n_predict": self.settings.max_tokens,
@@ -265,83 +241,75 @@ class Service:
             "build_info": f"coda-lsp {__version__}", "is_sleeping": False,
         })
 
-    async def tokenizer_json(self, request: Request) -> Response:
+    async def tokenizer_json(self, _: Request) -> Response:
         """The model's tokenizer as one tokenizer.json (not llama-server's): `coda-lsp --remote` counts context
         tokens with it exactly as the server will, without a copy of the model."""
-        self.authorize(request)
         backend = self.host.ready()
         if self._tokenizer_json is None:
             self._tokenizer_json = await asyncio.to_thread(backend.tokenizer.backend.to_str)
         return Response(self._tokenizer_json, media_type="application/json")
 
-    async def metrics_text(self, request: Request) -> Response:
-        self.authorize(request)
+    async def metrics_text(self, _: Request) -> Response:
         return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
 
     # ---- completions -----------------------------------------------------------------------------------------
 
     async def infill(self, request: Request) -> Response:
         arrived = time.monotonic()
-        self.authorize(request)
         backend = self.host.ready()
         completion = parse_infill(await self.read_json(request), self.settings)
         prompt, job = await self.job(request, backend, completion, id_slot=completion.id_slot, arrived=arrived)
         id_slot = max(completion.id_slot, 0)
 
         def results(outcome: InfillOutcome) -> list[dict[str, Any]]:
-            answers = completions(outcome, completion.stop, job.max_tokens, len(job.temperatures))
-            self.metrics.predicted(sum(a.tokens_predicted for a in answers))
             return [select_fields(native_result(index, answer, outcome, model=backend.model_name, id_slot=id_slot,
                                                 truncated=prompt.truncated), completion.response_fields)
-                    for index, answer in enumerate(answers)]
+                    for index, answer in enumerate(self.answers(outcome, completion, job))]
 
-        if completion.stream:
-            def event(row: int, delta: str) -> str:
-                return dumps({"index": row, "content": delta, "tokens": [], "stop": False})
+        def event(row: int, delta: str) -> str:
+            return dumps({"index": row, "content": delta, "tokens": [], "stop": False})
 
-            def last(outcome: InfillOutcome, stream: StreamText) -> list[str]:
-                finals = []
-                for row, result in enumerate(results(outcome)):
-                    # the last event carries what the earlier ones did not yet send, with every field
-                    text = result.get("content")
-                    if isinstance(text, str):
-                        result["content"] = stream.rest(row, text)
-                    finals.append(dumps(result))
-                return finals
+        def last(outcome: InfillOutcome, stream: StreamText) -> list[str]:
+            finals = results(outcome)
+            for row, result in enumerate(finals):
+                # the last event carries what the earlier ones did not yet send, with every field
+                if isinstance(result.get("content"), str):
+                    result["content"] = stream.rest(row, result["content"])
+            return [dumps(result) for result in finals]
 
-            # native streams end without `data: [DONE]` (llama-server's TASK_RESPONSE_TYPE_NONE)
-            return await self.stream(request, backend, job, completion, event, last, done=False)
-        outcome = await self.run(request, backend, job)
-        if outcome is None:
-            return Response(status_code=CLIENT_GONE)
-        answer = results(outcome)
-        return CompactJSON(answer[0] if len(answer) == 1 else answer)
+        def whole(outcome: InfillOutcome) -> Any:
+            answer = results(outcome)
+            return answer[0] if len(answer) == 1 else answer
+
+        # native streams end without `data: [DONE]` (llama-server's TASK_RESPONSE_TYPE_NONE)
+        return await self.respond(request, backend, job, completion, event, last, whole, done=False)
 
     async def openai_completions(self, request: Request) -> Response:
-        self.authorize(request)
         backend = self.host.ready()
         completion = parse_openai(await self.read_json(request), self.settings)
         prompt, job = await self.job(request, backend, completion, id_slot=None, arrived=time.monotonic())
         completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         model = completion.model or backend.model_name
-        if completion.stream:
-            def event(row: int, delta: str) -> str:
-                return dumps(openai_chunk(completion_id, created, model, row, delta, None))
 
-            def last(outcome: InfillOutcome, stream: StreamText) -> list[str]:
-                answers = completions(outcome, completion.stop, job.max_tokens, len(job.temperatures))
-                self.metrics.predicted(sum(a.tokens_predicted for a in answers))
-                # finish_reason before [DONE]: Tabby stops at the first non-null one and parses every event
-                return [dumps(openai_chunk(completion_id, created, model, row, stream.rest(row, answer.text),
-                                           answer.finish_reason)) for row, answer in enumerate(answers)]
+        def event(row: int, delta: str) -> str:
+            return dumps(openai_chunk(completion_id, created, model, row, delta, None))
 
-            return await self.stream(request, backend, job, completion, event, last, done=True)
-        outcome = await self.run(request, backend, job)
-        if outcome is None:
-            return Response(status_code=CLIENT_GONE)
+        def last(outcome: InfillOutcome, stream: StreamText) -> list[str]:
+            # finish_reason before [DONE]: Tabby stops at the first non-null one and parses every event
+            return [dumps(openai_chunk(completion_id, created, model, row, stream.rest(row, answer.text),
+                                       answer.finish_reason))
+                    for row, answer in enumerate(self.answers(outcome, completion, job))]
+
+        def whole(outcome: InfillOutcome) -> Any:
+            answers = self.answers(outcome, completion, job)
+            return openai_result(completion_id, created, model, answers, prompt.prompt_tokens)
+
+        return await self.respond(request, backend, job, completion, event, last, whole, done=True)
+
+    def answers(self, outcome: InfillOutcome, completion: CompletionRequest, job: InfillJob) -> list[Completion]:
         answers = completions(outcome, completion.stop, job.max_tokens, len(job.temperatures))
-        self.metrics.predicted(sum(a.tokens_predicted for a in answers))
-        return CompactJSON(openai_result(completion_id, created, model, answers, prompt.prompt_tokens))
+        self.metrics.predicted(sum(answer.tokens_predicted for answer in answers))
+        return answers
 
     async def job(self, request: Request, backend: Backend, completion: CompletionRequest, id_slot: int | None,
                   arrived: float) -> tuple[Prompt, InfillJob]:
@@ -367,50 +335,38 @@ class Service:
                         client=self.client_key(request, id_slot) if completion.cache_prompt else None)
         return prompt, job
 
-    async def run(self, request: Request, backend: Backend, job: InfillJob) -> InfillOutcome | None:
-        """The backend's outcome; None when the client disconnected first, which cancels the job."""
+    async def respond(self, request: Request, backend: Backend, job: InfillJob, completion: CompletionRequest,
+                      event: Callable[[int, str], str], last: Callable[[InfillOutcome, StreamText], list[str]],
+                      whole: Callable[[InfillOutcome], Any], done: bool) -> Response:
+        """The job's answer: `whole(outcome)` as one body, or a stream of `event`s, then the `last` ones, then
+        `data: [DONE]` when `done`; status CLIENT_GONE when the client went away first, which cancels the job."""
+        if completion.stream:
+            return await self.stream(request, backend, job, completion, event, last, done)
         task = asyncio.ensure_future(backend.infill(job))
-        watcher = asyncio.ensure_future(disconnected(request))
-        try:
-            await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-            if not task.done():
-                task.cancel()
-        if not task.done() or task.cancelled():
+        if not await _unless_gone(request, task):
             logger.debug("%s: the client went away; its job was cancelled", request.url.path)
-            return None
-        return _outcome(task)
+            return Response(status_code=CLIENT_GONE)
+        return CompactJSON(whole(_outcome(task)))
 
     async def stream(self, request: Request, backend: Backend, job: InfillJob, completion: CompletionRequest,
                      event: Callable[[int, str], str], last: Callable[[InfillOutcome, StreamText], list[str]],
                      done: bool) -> Response:
-        """Server-sent events of each row's newly decided text (a diffusion model decides tokens in any order;
-        the text up to the first masked position only grows), then the last events from `last`, then
-        `data: [DONE]` when `done`. The response starts once the first pass is over, so that an Overloaded or a
-        failed job is still an HTTP error and not an event."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-
-        def progress(texts: tuple[str, ...]) -> None:  # on the engine's thread
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, texts)
-            except RuntimeError:  # the loop closed: the server is stopping
-                pass
-
-        task = asyncio.ensure_future(backend.infill(replace(job, on_progress=progress)))
-        task.add_done_callback(lambda _: queue.put_nowait(_FINISHED))
-        first = await self._first_item(request, queue, task)
-        if first is None:
+        """Server-sent events of each row's newly decided text (docs/serving.md, "Streaming"). The response starts
+        once the first pass is over, so that an Overloaded or a failed job is still an HTTP error, not an event."""
+        task, queue = start_streamed(backend, job)
+        getter = asyncio.ensure_future(queue.get())
+        if not await _unless_gone(request, getter):
+            task.cancel()
             return Response(status_code=CLIENT_GONE)
-        if first is _FINISHED:
+        first = getter.result()
+        if first is JOB_DONE:
             _outcome(task)  # raises the job's error as an HTTP error
         text = StreamText(len(job.temperatures), completion.stop)
 
         async def events() -> AsyncIterator[str]:
             item = first
             try:
-                while item is not _FINISHED:
+                while item is not JOB_DONE:
                     for row, decided in enumerate(item):
                         if delta := text.delta(row, decided):
                             yield f"data: {event(row, delta)}\n\n"
@@ -420,8 +376,7 @@ class Service:
                 except Exception as exc:  # headers are out: the error becomes an event every client parses
                     error = exc if isinstance(exc, ApiError) else ApiError(500, one_line(exc, typed=True))
                     logger.error("%s: the stream failed: %s", request.url.path, error.message)
-                    body = openai_body(error) if request.url.path.startswith("/v1/") else native_body(error)
-                    finals = [dumps(body)]
+                    finals = [dumps(_error_body(request, error))]
                 for final in finals:
                     yield f"data: {final}\n\n"
                 if done:
@@ -432,18 +387,9 @@ class Service:
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    async def _first_item(self, request: Request, queue: asyncio.Queue[Any], task: asyncio.Future[Any]) -> Any:
-        getter = asyncio.ensure_future(queue.get())
-        watcher = asyncio.ensure_future(disconnected(request))
-        try:
-            await asyncio.wait((getter, watcher), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-        if getter.done():
-            return getter.result()
-        getter.cancel()
-        task.cancel()
-        return None
+
+def _error_body(request: Request, error: ApiError) -> dict[str, Any]:
+    return openai_body(error) if request.url.path.startswith("/v1/") else native_body(error)
 
 
 def _outcome(task: asyncio.Future[Any]) -> InfillOutcome:
@@ -454,13 +400,22 @@ def _outcome(task: asyncio.Future[Any]) -> InfillOutcome:
         raise ApiError(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
 
 
-async def disconnected(request: Request) -> None:
-    """Returns once the client closed the connection. The body has been read, so the next ASGI message is the
-    disconnect (uvicorn also sends it once the response is complete, by when nobody waits for it)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
+async def _unless_gone(request: Request, work: asyncio.Future[Any]) -> bool:
+    """Waits for `work` unless the client disconnects first, which cancels it; True when `work` finished."""
+    async def disconnected() -> None:
+        # The body has been read, so the next ASGI message is the disconnect (uvicorn also sends it once the
+        # response is complete, by when nobody waits for it).
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not work.done():
+            work.cancel()
+    return work.done() and not work.cancelled()
 
 
 def run(app: FastAPI, host: str, port: int, log_level: str) -> int:

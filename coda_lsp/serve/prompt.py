@@ -1,10 +1,6 @@
-"""A request's prefix, suffix and input_extra -> the canvas text, cut to the model's positions as llama-server does.
-
-Room: the model takes `max_positions` canvas positions, of which the span takes `span`. When prefix, suffix and
-cross-file text do not fit, the cross-file text goes first (it is the least sure to matter); then the suffix
-keeps its start and the prefix its end, the prefix owning 3/4 of the room and the suffix 1/4 (llama-server's
-split, server-common.cpp `format_prompt_infill`), a side that needs less than its share leaving the rest to the
-other. Counts are the engine's own: prefix and suffix are encoded separately, as Engine._canvas does."""
+"""A request's prefix, suffix and input_extra -> the canvas text, cut to the model's positions as llama-server does
+(docs/serving.md, "Prompt cutting"; the split is server-common.cpp `format_prompt_infill`'s). Counts are the
+engine's own: prefix and suffix are encoded separately, as Engine._canvas does."""
 
 from __future__ import annotations
 
@@ -44,8 +40,8 @@ def build_prompt(tokenizer: Any, counter: TokenCounter, max_positions: int, span
     truncated = False
     if len(prefix_ids) + len(suffix_ids) > room:
         prefix_room, suffix_room = split_room(room, len(prefix_ids), len(suffix_ids))
-        prefix = _keep_end(tokenizer, prefix_ids, prefix_room)
-        suffix = _keep_start(tokenizer, suffix_ids, suffix_room)
+        prefix = _keep(tokenizer, prefix_ids, prefix_room, from_end=True)
+        suffix = _keep(tokenizer, suffix_ids, suffix_room, from_end=False)
         truncated = True
     cross_file = ""
     if extra:
@@ -57,7 +53,7 @@ def build_prompt(tokenizer: Any, counter: TokenCounter, max_positions: int, span
     text_ids = tokenizer.encode(text)
     suffix_count = len(tokenizer.encode(suffix))
     if len(text_ids) + suffix_count > room:  # the cross-file text and the prefix merged a token less than counted
-        text = canvas_prefix(_keep_end(tokenizer, text_ids, room - suffix_count))
+        text = canvas_prefix(_keep(tokenizer, text_ids, room - suffix_count, from_end=True))
         text_ids = tokenizer.encode(text)
         truncated = True
     return Prompt(text, suffix, len(text_ids) + suffix_count, truncated)
@@ -74,19 +70,13 @@ def split_room(room: int, num_prefix: int, num_suffix: int) -> tuple[int, int]:
     return room - suffix_share, suffix_share
 
 
-def _keep_end(tokenizer: Any, ids: list[int], keep: int) -> str:
-    """The text of the last `keep` tokens, shortened until it encodes to at most `keep` tokens again."""
+def _keep(tokenizer: Any, ids: list[int], keep: int, *, from_end: bool) -> str:
+    """The text of the last (or first) `keep` tokens, shortened until it encodes to at most `keep` tokens again."""
     while keep > 0:
-        text = tokenizer.decode(ids[len(ids) - keep:]).lstrip(REPLACEMENT)
-        if len(tokenizer.encode(text)) <= keep:
-            return text
-        keep -= 1
-    return ""
-
-
-def _keep_start(tokenizer: Any, ids: list[int], keep: int) -> str:
-    while keep > 0:
-        text = tokenizer.decode(ids[:keep]).rstrip(REPLACEMENT)
+        if from_end:
+            text = tokenizer.decode(ids[len(ids) - keep:]).lstrip(REPLACEMENT)
+        else:
+            text = tokenizer.decode(ids[:keep]).rstrip(REPLACEMENT)
         if len(tokenizer.encode(text)) <= keep:
             return text
         keep -= 1

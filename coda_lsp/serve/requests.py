@@ -5,7 +5,7 @@ Every problem is an ApiError 400 that names the field; fields neither API define
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,53 +47,45 @@ class CompletionRequest:
 
 def parse_infill(body: Mapping[str, Any], settings: ServeSettings) -> CompletionRequest:
     """llama-server's /infill (LC README "/infill", server-task.cpp `params_from_json_cmpl`)."""
-    prefix = _string(body, "input_prefix", required=True)
-    suffix = _string(body, "input_suffix", required=True)
-    prompt = _string(body, "prompt", default="")
-    n_predict = _int(body, "n_predict", default=-1)
-    deadline_ms = _number(body, "t_max_predict_ms", default=0.0)
-    num = _int(body, "n_cmpl", default=None)
+    prefix, suffix = _required_string(body, "input_prefix"), _required_string(body, "input_suffix")
+    n_predict = _field(body, "n_predict", "an integer", -1)
+    deadline_ms = _field(body, "t_max_predict_ms", "a number", 0.0)
     return CompletionRequest(
-        prefix=prefix + prompt, suffix=suffix,
+        prefix=prefix + _field(body, "prompt", "a string", ""), suffix=suffix,
         # -1 (llama-server's "unbounded") and any other negative number: our default span
         max_tokens=settings.max_tokens if n_predict < 0 else min(n_predict, settings.max_tokens),
-        temperature=max(0.0, _number(body, "temperature", default=0.0)),
-        num_completions=_count(body, "n_cmpl" if num is not None else "n", settings),
+        temperature=max(0.0, _field(body, "temperature", "a number", 0.0)),
+        num_completions=_count(body, "n" if body.get("n_cmpl") is None else "n_cmpl", settings),
         stop=_stop(body, "stop"),
         seed=_seed(body),
         extra=_extra(body),
-        cache_prompt=_bool(body, "cache_prompt", default=True),
+        cache_prompt=_field(body, "cache_prompt", "true or false", True),
         deadline_ms=deadline_ms if deadline_ms > 0 else None,  # 0 and -1 turn it off (llama-server)
         response_fields=_response_fields(body),
-        stream=_bool(body, "stream", default=False),
-        id_slot=_int(body, "id_slot", default=-1),
+        stream=_field(body, "stream", "true or false", False),
+        id_slot=_field(body, "id_slot", "an integer", -1),
     )
 
 
 def parse_openai(body: Mapping[str, Any], settings: ServeSettings) -> CompletionRequest:
     """OpenAI's legacy completions (openai-python `completion_create_params.py`), with `suffix` for FIM."""
     prompt = _openai_prompt(body)
-    suffix = _string(body, "suffix", default="")
+    suffix = _field(body, "suffix", "a string", "")
     if not suffix and FIM_PREFIX in prompt and FIM_SUFFIX in prompt and prompt.endswith(FIM_MIDDLE):
-        prompt, suffix = _split_fim(prompt)
-    max_tokens = _int(body, "max_tokens", default=settings.openai_max_tokens)
+        # `{head}<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>` -> (head + prefix, suffix)
+        head, _, rest = prompt.partition(FIM_PREFIX)
+        prefix, _, fim_suffix = rest.partition(FIM_SUFFIX)
+        prompt, suffix = head + prefix, fim_suffix[:-len(FIM_MIDDLE)]
+    max_tokens = _field(body, "max_tokens", "an integer", settings.openai_max_tokens)
     if max_tokens < 0:
         raise bad_field("max_tokens", f"must be >= 0, got {max_tokens}")
-    model = _string(body, "model", default="")
     return CompletionRequest(
         prefix=prompt, suffix=suffix, max_tokens=min(max_tokens, settings.max_tokens),
-        temperature=max(0.0, _number(body, "temperature", default=0.0)),
+        temperature=max(0.0, _field(body, "temperature", "a number", 0.0)),
         num_completions=_count(body, "n", settings),
-        stop=_stop(body, "stop"), seed=_seed(body), stream=_bool(body, "stream", default=False),
-        model=model or None,
+        stop=_stop(body, "stop"), seed=_seed(body), stream=_field(body, "stream", "true or false", False),
+        model=_field(body, "model", "a string", "") or None,
     )
-
-
-def _split_fim(prompt: str) -> tuple[str, str]:
-    """`{head}<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>` -> (head + prefix, suffix)."""
-    head, _, rest = prompt.partition(FIM_PREFIX)
-    prefix, _, suffix = rest.partition(FIM_SUFFIX)
-    return head + prefix, suffix[:-len(FIM_MIDDLE)]
 
 
 def _openai_prompt(body: Mapping[str, Any]) -> str:
@@ -108,53 +100,38 @@ def _openai_prompt(body: Mapping[str, Any]) -> str:
 
 # ---- one field each --------------------------------------------------------------------------------------------
 
-_MISSING = object()
+# What a field may be, by the words its error uses; booleans are not numbers.
+_KINDS: dict[str, Callable[[Any], bool]] = {
+    "a string": lambda value: isinstance(value, str),
+    "an integer": lambda value: isinstance(value, int) and not isinstance(value, bool),
+    "a number": lambda value: isinstance(value, (int, float)) and not isinstance(value, bool),
+    "true or false": lambda value: isinstance(value, bool),
+}
 
 
-def _string(body: Mapping[str, Any], name: str, *, required: bool = False, default: str = "") -> str:
-    value = body.get(name, _MISSING)
-    if value is _MISSING or value is None:
-        if required:
-            raise bad_field(name, "is required (a string)")
-        return default
-    if not isinstance(value, str):
-        raise bad_field(name, f"must be a string, got {_json_type(value)}")
-    return value
-
-
-def _int(body: Mapping[str, Any], name: str, *, default: Any) -> Any:
+def _field(body: Mapping[str, Any], name: str, kind: str, default: Any) -> Any:
+    """`body[name]`, or `default` when it is absent or null; a 400 when it is not `kind`."""
     value = body.get(name)
     if value is None:
         return default
-    # JSON has one number type: 128.0 is 128, but 1.5 tokens is not a count; booleans are not numbers
-    if isinstance(value, float) and value.is_integer():
+    # JSON has one number type: 128.0 is 128, but 1.5 tokens is not a count
+    if kind == "an integer" and isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise bad_field(name, f"must be an integer, got {_json_type(value)}")
-    return value
+    if not _KINDS[kind](value):
+        raise bad_field(name, f"must be {kind}, got {_json_type(value)}")
+    return float(value) if kind == "a number" else value
 
 
-def _number(body: Mapping[str, Any], name: str, *, default: float) -> float:
-    value = body.get(name)
+def _required_string(body: Mapping[str, Any], name: str) -> str:
+    value = _field(body, name, "a string", None)
     if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise bad_field(name, f"must be a number, got {_json_type(value)}")
-    return float(value)
-
-
-def _bool(body: Mapping[str, Any], name: str, *, default: bool) -> bool:
-    value = body.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise bad_field(name, f"must be true or false, got {_json_type(value)}")
+        raise bad_field(name, "is required (a string)")
     return value
 
 
 def _count(body: Mapping[str, Any], name: str, settings: ServeSettings) -> int:
     """n / n_cmpl: at least 1, capped by max_completions (each one is a row of the shared batch)."""
-    value = _int(body, name, default=1)
+    value = _field(body, name, "an integer", 1)
     if value < 1:
         raise bad_field(name, f"must be >= 1, got {value}")
     return min(value, settings.max_completions)
@@ -172,7 +149,7 @@ def _stop(body: Mapping[str, Any], name: str) -> tuple[str, ...]:
 
 
 def _seed(body: Mapping[str, Any]) -> int | None:
-    seed = _int(body, "seed", default=None)
+    seed = _field(body, "seed", "an integer", None)
     return seed if seed is not None and seed >= 0 else None  # llama-server: -1 = random
 
 

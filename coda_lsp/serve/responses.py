@@ -1,8 +1,5 @@
-"""InfillOutcome -> llama-server's and OpenAI's response bodies, stop strings, and the text a stream may send.
-
-stop_type, for each completion: "word" when the text was cut at a stop string; "eos" when the model ended the
-span itself (its pad tail came before the span's end); "limit" when the span filled up, or the deadline
-(t_max_predict_ms) came with positions still masked. OpenAI's finish_reason: "length" for "limit", else "stop"."""
+"""InfillOutcome -> llama-server's and OpenAI's response bodies, stop strings, and the text a stream may send
+(stop_type and finish_reason: docs/serving.md, "POST /infill")."""
 
 from __future__ import annotations
 
@@ -44,12 +41,7 @@ def completions(outcome: InfillOutcome, stop: Sequence[str], span: int, rows: in
     result = []
     for text, finished_row, tokens in zip(texts, finished, predicted):
         cut, word = cut_at_stop(text, stop)
-        if word:
-            stop_type = "word"
-        elif not finished_row or tokens >= span:
-            stop_type = "limit"
-        else:
-            stop_type = "eos"
+        stop_type = "word" if word else ("limit" if not finished_row or tokens >= span else "eos")
         result.append(Completion(cut, stop_type, word, tokens))
     return result
 
