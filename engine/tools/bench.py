@@ -259,13 +259,26 @@ def cpu_suite_main(args: argparse.Namespace) -> int:
     formats = [name.strip() for name in args.formats.split(",") if name.strip()]
     if not formats or any(name not in FORMAT_NAMES for name in formats):
         raise ValueError(f"--formats takes {', '.join(FORMAT_NAMES)}; got {args.formats!r}")
+    simulate = reveal_counts(args.reveal_per_pass)
     with tempfile.TemporaryDirectory(prefix="coda-bench-") as scratch:
         path = checkpoint_for(args, Path(scratch))
-        table = cpu_suite(path, formats, with_ar=not args.no_ar, gguf=llama_cpp_gguf(args, path, Path(scratch)))
+        table = cpu_suite(path, formats, with_ar=not args.no_ar, gguf=llama_cpp_gguf(args, path, Path(scratch)),
+                          simulate=simulate)
     print(f"{args.model or 'preset ' + args.preset} on the CPU ({torch.get_num_threads()} threads): "
           f"{PREFIX_TOKENS} + {SUFFIX_TOKENS} tokens of context, a {SPAN_TOKENS}-token span")
     print(table)
     return 0
+
+
+def reveal_counts(text: str | None) -> tuple[int, ...]:
+    """--reveal-per-pass's counts: whole numbers from 1 to the span."""
+    if text is None:
+        return ()
+    counts = [part.strip() for part in text.split(",") if part.strip()]
+    if not counts or not all(part.isdigit() and 1 <= int(part) <= SPAN_TOKENS for part in counts):
+        raise ValueError(f"--reveal-per-pass takes whole numbers from 1 to {SPAN_TOKENS}, comma-separated; "
+                         f"got {text!r}")
+    return tuple(sorted({int(part) for part in counts}))
 
 
 def llama_cpp_gguf(args: argparse.Namespace, path: Path, scratch: Path) -> Path | None:
@@ -302,6 +315,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--formats", default="fp32,bf16,int8,auto",
                         help="cpu suite: weight formats, comma-separated (default %(default)s)")
     parser.add_argument("--no-ar", action="store_true", help="cpu suite: skip the autoregressive rows")
+    parser.add_argument("--reveal-per-pass", metavar="K,...",
+                        help="cpu suite: also a cost simulation revealing exactly K tokens a pass, for each K "
+                             "(e.g. 1,2,3,4), with the K from which coda beats llama.cpp")
     parser.add_argument("--llama-cpp-gguf", type=Path, metavar="GGUF",
                         help="cpu suite: llama.cpp's row on this Q8_0 GGUF of the same weights (needs llama_cpp)")
     parser.add_argument("--llama-cpp-converter", type=Path, metavar="PY",

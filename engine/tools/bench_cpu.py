@@ -15,6 +15,11 @@ rest (sampling and reveal). A second table compares each format's logits at the 
 fp32's: of the cold canvas's first pass, and of a window pass (the block and its margin, over the format's own
 cache), which multiplies thin products like every later pass: the top-1 token's agreement and the mean KL
 divergence KL(fp32 || format).
+
+With `--reveal-per-pass K,...` a third table is a cost simulation, labelled as one: each format decodes the same
+workload revealing exactly K tokens a pass (ceil(24 / K) passes, no confidence bar, no early end), the passes a
+trained model sure of K tokens a pass would run, beside llama.cpp's and AR's rows; it says from which K coda is
+faster than llama.cpp.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from __future__ import annotations
 import gc
 import inspect
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +42,7 @@ from coda_engine.config import load_config
 from coda_engine.engine import Engine, load_model
 from coda_engine.jobs import InfillJob, InfillOutcome
 from coda_engine.model import CodaModel, Window
-from coda_engine.params import InfillParams
+from coda_engine.params import SERVED, InfillParams
 from coda_engine.precision import Precision, resolve_precision
 from coda_engine.scheduler import Scheduler
 from coda_engine.tokenizer import load_tokenizer
@@ -49,17 +55,26 @@ PREFIX_TOKENS, SUFFIX_TOKENS, SPAN_TOKENS, KEYSTROKES = 768, 256, 24, 5
 
 
 @dataclass(frozen=True)
-class FormatRow:
-    """One weight format: diffusion and AR latencies in ms, and where the diffusion passes' time went."""
+class DiffusionTimes:
+    """The cold request and the keystrokes of one decoding rule, in ms and passes."""
 
-    precision: Precision
     cold_ms: float
     cold_passes: int
     typing_ms: float  # median over the keystrokes
-    typing_passes: float
+    typing_passes: float  # mean over the keystrokes
+
+
+@dataclass(frozen=True)
+class FormatRow:
+    """One weight format: diffusion and AR latencies in ms, where the diffusion passes' time went, and the cost
+    simulation's times by tokens revealed a pass."""
+
+    precision: Precision
+    diffusion: DiffusionTimes
     ar_cold_ms: float | None
     ar_typing_ms: float | None
     split: dict[str, float]  # share of the diffusion calls' time: layers, head, rest
+    simulated: dict[int, DiffusionTimes]
 
 
 class PassTimer:
@@ -67,9 +82,13 @@ class PassTimer:
 
     def __init__(self, engine: Engine) -> None:
         self.seconds = {"layers": 0.0, "head": 0.0}
-        model = engine.model
-        model.forward = self._timed(model.forward, "layers")
-        model.lm_head.forward = self._timed(model.lm_head.forward, "head")
+        self._model = engine.model
+        self._model.forward = self._timed(self._model.forward, "layers")
+        self._model.lm_head.forward = self._timed(self._model.lm_head.forward, "head")
+
+    def restore(self) -> None:
+        """The model's own methods again (the instance attributes set above shadow them)."""
+        del self._model.forward, self._model.lm_head.forward
 
     def _timed(self, function: Callable[..., Any], part: str) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -96,25 +115,34 @@ def workload(tokenizer: Any) -> tuple[str, str, str]:
     return prefix, suffix, typed
 
 
-def diffusion_rows(engine: Engine, scheduler: Scheduler) -> tuple[float, int, float, float, dict[str, float]]:
+def reveal_per_pass(tokens: int) -> InfillParams:
+    """The served parameters revealing exactly `tokens` a pass (the last pass the rest): the schedule's quota with
+    the confidence bar off and no early end, so the pass count is the same whatever the weights."""
+    return replace(SERVED, steps=math.ceil(SPAN_TOKENS / tokens), threshold=1.0, variable_length=False)
+
+
+def diffusion_rows(engine: Engine, scheduler: Scheduler, params: InfillParams = SERVED,
+                   client: str = "bench") -> tuple[DiffusionTimes, dict[str, float]]:
     """The cold request and the keystrokes through `scheduler` (the servers' path: each keystroke starts from the
-    last job's kept canvas), and where the passes' time went."""
+    `client`'s last kept canvas), and where the passes' time went."""
     prefix, suffix, typed = workload(engine.tokenizer)
     engine.infill("\n", "", 2, InfillParams(steps=1))  # allocator and thread-pool set-up
     timer = PassTimer(engine)
 
     def timed(text: str) -> tuple[float, InfillOutcome]:
         started = time.perf_counter()
-        outcome = scheduler.submit(InfillJob(text, suffix, SPAN_TOKENS, client="bench")).future.result()
+        outcome = scheduler.submit(InfillJob(text, suffix, SPAN_TOKENS, params, client=client)).future.result()
         return (time.perf_counter() - started) * 1000, outcome
 
     cold_ms, cold = timed(prefix)
     typing = [timed(prefix + typed[:count]) for count in range(1, len(typed) + 1)]
+    timer.restore()
     total_s = (cold_ms + sum(ms for ms, _ in typing)) / 1000
     split = {part: seconds / total_s for part, seconds in timer.seconds.items()}
     split["rest"] = 1 - sum(timer.seconds.values()) / total_s
-    return (cold_ms, cold.passes, statistics.median(ms for ms, _ in typing),
-            statistics.mean(outcome.passes for _, outcome in typing), split)
+    times = DiffusionTimes(cold_ms, cold.passes, statistics.median(ms for ms, _ in typing),
+                           statistics.mean(outcome.passes for _, outcome in typing))
+    return times, split
 
 
 def autoregressive_rows(engine: Engine, float_model: Callable[[], CodaModel] | None
@@ -184,20 +212,23 @@ def agreement(reference: tuple[torch.Tensor, torch.Tensor], logits: tuple[torch.
     return LogitAgreement(precision, (top1[0], top1[1]), (kl[0], kl[1]))
 
 
-def measure_format(path: Path, name: str, with_ar: bool,
-                   reference: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[FormatRow, LogitAgreement | None]:
+def measure_format(path: Path, name: str, with_ar: bool, reference: tuple[torch.Tensor, torch.Tensor] | None,
+                   simulate: tuple[int, ...] = ()) -> tuple[FormatRow, LogitAgreement | None]:
     engine = Engine.from_pretrained(path, dtype=name)
     log.info("measuring %s weights (%s)", engine.precision.name, engine.precision.reason)
     quality = agreement(reference, masked_logits(engine), engine.precision) if reference is not None else None
     scheduler = Scheduler(engine)
     try:
-        cold_ms, cold_passes, typing_ms, typing_passes, split = diffusion_rows(engine, scheduler)
+        diffusion, split = diffusion_rows(engine, scheduler)
+        # Each K its own client: a keystroke starts from its own rule's last canvas, as in the rows above.
+        simulated = {tokens: diffusion_rows(engine, scheduler, reveal_per_pass(tokens), f"bench-k{tokens}")[0]
+                     for tokens in simulate}
     finally:
         scheduler.close()
     config, device = engine.config, engine.device
     float_model = (lambda: load_model(path, config, device, Precision("float32", torch.float32, "")))
     ar_cold, ar_typing = autoregressive_rows(engine, float_model) if with_ar else (None, None)
-    row = FormatRow(engine.precision, cold_ms, cold_passes, typing_ms, typing_passes, ar_cold, ar_typing, split)
+    row = FormatRow(engine.precision, diffusion, ar_cold, ar_typing, split, simulated)
     del engine
     gc.collect()
     return row, quality
@@ -223,13 +254,44 @@ def format_cpu_table(rows: list[FormatRow]) -> str:
     lines = ["| weights | cold ms (passes) | typing ms, median (passes) | AR cold ms | AR typing ms | cold vs AR "
              "| typing vs AR | time in layers / head / rest |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
-        versus = [f"{row.cold_ms / row.ar_cold_ms:.2f}x" if row.ar_cold_ms else "-",
-                  f"{row.typing_ms / row.ar_typing_ms:.2f}x" if row.ar_typing_ms else "-"]
+        times = row.diffusion
         split = " / ".join(f"{100 * row.split[part]:.0f} %" for part in ("layers", "head", "rest"))
-        lines.append(f"| {row.precision.name} | {row.cold_ms:.0f} ({row.cold_passes}) | {row.typing_ms:.0f} "
-                     f"({row.typing_passes:.1f}) | {_ms(row.ar_cold_ms)} | {_ms(row.ar_typing_ms)} | {versus[0]} "
-                     f"| {versus[1]} | {split} |")
+        lines.append(f"| {row.precision.name} | {times.cold_ms:.0f} ({times.cold_passes}) | {times.typing_ms:.0f} "
+                     f"({times.typing_passes:.1f}) | {_ms(row.ar_cold_ms)} | {_ms(row.ar_typing_ms)} "
+                     f"| {_ratio(times.cold_ms, row.ar_cold_ms)} | {_ratio(times.typing_ms, row.ar_typing_ms)} "
+                     f"| {split} |")
     return "\n".join(lines)
+
+
+def format_break_even_table(rows: list[FormatRow], llama_cpp: tuple[float, float] | None) -> str:
+    """The cost simulation's rows, each against AR and llama.cpp, and the smallest K at which coda wins."""
+    cold_cpp, typing_cpp = llama_cpp if llama_cpp is not None else (None, None)
+    lines = ["Cost simulation: exactly K tokens revealed a pass (the passes a model sure of K tokens a pass runs; "
+             "random weights decide nothing here)",
+             "| weights | K | cold ms (passes) | typing ms, median (passes) | cold vs AR | typing vs AR "
+             "| cold vs llama.cpp | typing vs llama.cpp |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    verdicts = []
+    for row in rows:
+        for tokens, times in sorted(row.simulated.items()):
+            lines.append(f"| {row.precision.name} | {tokens} | {times.cold_ms:.0f} ({times.cold_passes}) "
+                         f"| {times.typing_ms:.0f} ({times.typing_passes:.1f}) "
+                         f"| {_ratio(times.cold_ms, row.ar_cold_ms)} | {_ratio(times.typing_ms, row.ar_typing_ms)} "
+                         f"| {_ratio(times.cold_ms, cold_cpp)} | {_ratio(times.typing_ms, typing_cpp)} |")
+        if llama_cpp is not None and row.simulated:
+            verdicts.append(f"{row.precision.name}: cold {_break_even(row, 'cold_ms', cold_cpp)}, typing "
+                            f"{_break_even(row, 'typing_ms', typing_cpp)}")
+    if verdicts:
+        lines.append("Faster than llama.cpp from: " + "; ".join(verdicts))
+    return "\n".join(lines)
+
+
+def _break_even(row: FormatRow, field: str, baseline: float) -> str:
+    winning = [tokens for tokens, times in sorted(row.simulated.items()) if getattr(times, field) <= baseline]
+    return f"K = {winning[0]}" if winning else f"no K up to {max(row.simulated)}"
+
+
+def _ratio(value: float, baseline: float | None) -> str:
+    return f"{value / baseline:.2f}x" if baseline else "-"
 
 
 def _llama_cpp_ms(path: Path, gguf: Path) -> tuple[float, float]:
@@ -244,9 +306,11 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def cpu_suite(path: Path, formats: list[str], with_ar: bool, gguf: Path | None = None) -> str:
-    """The table for each of `formats` (names --dtype takes; `auto` is reported as what it picked), and with
-    `gguf` (the same weights in Q8_0) llama.cpp's row and each format against it."""
+def cpu_suite(path: Path, formats: list[str], with_ar: bool, gguf: Path | None = None,
+              simulate: tuple[int, ...] = ()) -> str:
+    """The table for each of `formats` (names --dtype takes; `auto` is reported as what it picked), with `gguf`
+    (the same weights in Q8_0) llama.cpp's row and each format against it, and with `simulate` the cost
+    simulation's break-even table for those tokens a pass."""
     device = torch.device("cpu")
     llama_cpp = _llama_cpp_ms(path, gguf) if gguf is not None else None  # first: a failure there fails fast
     chosen = resolve_precision("auto", device, load_config(path)) if "auto" in formats else None
@@ -255,19 +319,22 @@ def cpu_suite(path: Path, formats: list[str], with_ar: bool, gguf: Path | None =
     # Compared with fp32's logits: every other format (fp32 against itself would cost a first pass for nothing).
     compared = [name for name in unique if name not in ("fp32", "float32")]
     reference = fp32_masked_logits(path) if compared else None
-    measured = [measure_format(path, name, with_ar, reference if name in compared else None) for name in unique]
+    measured = [measure_format(path, name, with_ar, reference if name in compared else None, simulate)
+                for name in unique]
     rows = [row for row, _ in measured]
     qualities = [quality for _, quality in measured if quality is not None]
     header = f"auto picks {chosen.name}: {chosen.reason}\n" if chosen else ""
     table = header + format_cpu_table(rows)
     if qualities:
         table += "\n\nLogits at the span's masked positions against fp32's:\n" + format_quality_table(qualities)
-    if llama_cpp is None:
-        return table
-    cold_ms, typing_ms = llama_cpp
-    lines = [f"llama.cpp Q8_0 ({gguf.name}, {torch.get_num_threads()} threads): cold {cold_ms:.0f} ms, typing "
-             f"{typing_ms:.0f} ms (median of {KEYSTROKES})", "| weights | cold vs llama.cpp | typing vs llama.cpp |",
-             "|---|---:|---:|"]
-    lines += [f"| {row.precision.name} | {row.cold_ms / cold_ms:.2f}x | {row.typing_ms / typing_ms:.2f}x |"
-              for row in rows]
-    return table + "\n\n" + "\n".join(lines)
+    if llama_cpp is not None:
+        cold_ms, typing_ms = llama_cpp
+        lines = [f"llama.cpp Q8_0 ({gguf.name}, {torch.get_num_threads()} threads): cold {cold_ms:.0f} ms, typing "
+                 f"{typing_ms:.0f} ms (median of {KEYSTROKES})",
+                 "| weights | cold vs llama.cpp | typing vs llama.cpp |", "|---|---:|---:|"]
+        lines += [f"| {row.precision.name} | {_ratio(row.diffusion.cold_ms, cold_ms)} "
+                  f"| {_ratio(row.diffusion.typing_ms, typing_ms)} |" for row in rows]
+        table += "\n\n" + "\n".join(lines)
+    if simulate:
+        table += "\n\n" + format_break_even_table(rows, llama_cpp)
+    return table

@@ -63,3 +63,23 @@ def test_the_cpu_suite_rejects_unknown_formats(capsys) -> None:
     assert main(["--suite", "cpu", "--formats", "fp32,fp8"]) == 1
     assert capsys.readouterr().err.strip() == ("coda_engine.tools.bench: --formats takes auto, fp32, bf16, fp16, int8; "
                                                "got 'fp32,fp8'")
+
+
+def test_the_cost_simulation_reveals_exactly_k_tokens_a_pass(reference_dir, capsys) -> None:
+    from coda_engine.tools.bench import main
+
+    assert main(["--suite", "cpu", "--preset", "tiny", "--formats", "fp32", "--no-ar", "--reveal-per-pass", "4,2",
+                 "--tokenizer-dir", str(reference_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    simulated = [line.split("|") for line in lines[lines.index(next(l for l in lines if l.startswith("Cost"))) + 3:]]
+    # K = 2 and K = 4 in order: 24 tokens in 12 and 6 passes, cold and at every keystroke, whatever the weights.
+    assert [(cells[2].strip(), cells[3].split("(")[1], cells[4].split("(")[1]) for cells in simulated] == [
+        ("2", "12) ", "12.0) "), ("4", "6) ", "6.0) ")]
+
+
+def test_reveal_per_pass_takes_whole_numbers_up_to_the_span(capsys) -> None:
+    from coda_engine.tools.bench import main
+
+    assert main(["--suite", "cpu", "--reveal-per-pass", "0,2"]) == 1
+    assert capsys.readouterr().err.strip() == ("coda_engine.tools.bench: --reveal-per-pass takes whole numbers from "
+                                               "1 to 24, comma-separated; got '0,2'")
