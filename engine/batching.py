@@ -17,12 +17,14 @@ import torch
 from .errors import Cancelled
 from .kernels.runtime import on_device
 from .model import CodaModel, Window
+from .params import CachePolicy
 
 # A BLAS sums a product's rows in an order it picks by the product's shape, so a greedy answer could change with
 # what else shares the pass; products of exactly these many rows keep it (docs/engine.md, Batch-invariant
 # products). The fast path's window (block + a margin each side + 1) rounded up to 16: alone, it pads little.
-def invariant_rows(block_size: int, margin: int) -> int:
-    return -(-(block_size + 2 * margin + 1) // 16) * 16
+def invariant_rows(block_size: int, extra_rows: int) -> int:
+    """The block, the position before it and `extra_rows` more, in whole 16-row products."""
+    return -(-(block_size + extra_rows + 1) // 16) * 16
 
 
 class PassRun(Protocol):
@@ -48,10 +50,10 @@ class PassShape:
     interrupted: frozenset[int] = frozenset()
 
 
-def default_row_chunk(device: torch.device, block_size: int, margin: int) -> int | None:
+def default_row_chunk(device: torch.device, block_size: int, policy: CachePolicy) -> int | None:
     """invariant_rows on the CPU; None (one product per layer) on CUDA, where a shared pass pays because the
     weights are read once for all rows, and fixed-shape products would read them once per chunk."""
-    return invariant_rows(block_size, margin) if device.type == "cpu" else None
+    return invariant_rows(block_size, policy.extra_rows(device.type)) if device.type == "cpu" else None
 
 
 def shared_pass(model: CodaModel, runs: Sequence[PassRun], row_chunk: int | None,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .cache import KVCache, Prefill, plan_blocks
+from .cache import DriftEstimate, KVCache, Prefill, plan_blocks
 from .errors import Cancelled
 from .generate import PadTail, SamplingParams, StepCallback, StopCheck, filler_probability, settle_tail
 from .model import CodaModel, Window
@@ -42,6 +42,7 @@ class BlockwiseTrace:
     num_forward_passes: int = 0
     num_refreshes: int = 0
     tokens_per_step: list[int] = field(default_factory=list)
+    window_rows: list[int] = field(default_factory=list)  # positions each window pass computed (not the first)
     stale: tuple[int, int] = (0, 0)  # positions written after the last pass that computed them from masks
 
     @property
@@ -215,10 +216,14 @@ class BlockwiseRun:
         self._block, self._step = 0, 0
         self._refresh, self._window = False, (0, 0)  # the pass next_window planned
         self._scored = (0, 0)  # the block's positions that pass scores (all of them, unless settled ones skipped)
-        # CachePolicy.skip_settled applies on the CPU only (GPU windows keep static shapes); the block's positions
-        # masked before the last pass, (first, last + 1); None: a new block (or no skipping).
+        # CachePolicy.skip_settled and drifted apply on the CPU only (GPU windows keep static shapes and never
+        # wait for the host); the block's positions masked before the last pass, (first, last + 1); None: a new
+        # block (or no skipping).
         self._skip_settled = policy.skip_settled and x.device.type == "cpu"
         self._unsettled: tuple[int, int] | None = None
+        self._drift = DriftEstimate(x.shape[1]) if policy.drifted and x.device.type == "cpu" else None
+        self._side = policy.side(x.device.type)  # cached positions recomputed each side of the block
+        self._positions: torch.Tensor | None = None  # the pass's positions when not one contiguous run
         self.done = False
 
     @property
@@ -237,21 +242,32 @@ class BlockwiseRun:
             revealed_since=self._revealed_since_refresh, span=self.span[1] - self.span[0])
         # The window starts one position before the block (position i scores token i + 1) and, on a new block's
         # first pass, also covers the finished block, whose last tokens were never computed.
-        window_start = 0 if refresh else max(
-            0, (blocks[index - 1].start if new_block else block.start) - 1 - policy.margin)
-        window_end = x.shape[1] if refresh else min(x.shape[1], block.end + policy.margin)
+        side = self._side
+        window_start = 0 if refresh else max(0, (blocks[index - 1].start if new_block else block.start) - 1 - side)
+        window_end = x.shape[1] if refresh else min(x.shape[1], block.end + side)
         if refresh and self.prefill is not None and trace.num_forward_passes == 0:
             refresh = False
-            window_start = min(self.prefill.window[0], max(0, block.start - 1 - policy.margin))
-            window_end = max(self.prefill.window[1], min(x.shape[1], block.end + policy.margin))
+            window_start = min(self.prefill.window[0], max(0, block.start - 1 - side))
+            window_end = max(self.prefill.window[1], min(x.shape[1], block.end + side))
         scored = (block.start, block.end)
         if self._unsettled is not None and not refresh:
             scored = self._unsettled
-            window_start = max(0, scored[0] - 1 - policy.margin)
-            window_end = min(x.shape[1], scored[1] + policy.margin)
-        self._refresh, self._window, self._scored = refresh, (window_start, window_end), scored
-        return Window(x[:, window_start:window_end], trace.cache, window_start,
-                      slice(scored[0] - 1 - window_start, scored[1] - 1 - window_start))
+            window_start = max(0, scored[0] - 1 - side)
+            window_end = min(x.shape[1], scored[1] + side)
+        # The drifted positions join the window wherever they are; the rows asked for stay one contiguous run.
+        drifted = [] if self._drift is None or refresh or trace.num_forward_passes == 0 else self._drift.stalest(
+            policy.drifted, (max(0, window_start - policy.reach), min(x.shape[1], window_end + policy.reach)),
+            (window_start, window_end))
+        rows = slice(scored[0] - 1 - window_start, scored[1] - 1 - window_start)
+        self._refresh, self._scored = refresh, scored
+        if not drifted:
+            self._window, self._positions = (window_start, window_end), None
+            return Window(x[:, window_start:window_end], trace.cache, window_start, rows)
+        positions = torch.tensor(sorted([*drifted, *range(window_start, window_end)]))
+        before = sum(position < window_start for position in drifted)
+        self._window, self._positions = (int(positions[0]), int(positions[-1]) + 1), positions
+        return Window(x[:, positions], trace.cache, self._window[0], slice(rows.start + before, rows.stop + before),
+                      positions)
 
     def apply(self, hidden: torch.Tensor) -> None:
         """Reveal from the states of the rows next_window asked for (B, scored positions, hidden), then advance."""
@@ -272,15 +288,23 @@ class BlockwiseRun:
             self._stale = (0, x.shape[1]) if refresh else (min(self._stale[0], window[0]),
                                                            max(self._stale[1], window[1]))
             trace.stale = self._stale
+        if trace.num_forward_passes > 0 and not refresh:
+            trace.window_rows.append(len(self._positions) if self._positions is not None else window[1] - window[0])
         trace.num_forward_passes += 1
         trace.num_refreshes += refresh
         self._passes_since_refresh = 1 if refresh else self._passes_since_refresh + 1
         before = (x[:, span_start:span_end] == self.mask_token_id).sum()
+        span_before = x[:, span_start:span_end].clone() if self._drift is not None else None
         reveal_block(self.model, x, hidden, block.start, block.end, span_end, self.mask_token_id, self.params,
                      self.reveal_bar, self._step, block.steps, self._times[block.steps], self.temperatures,
                      self._noise.at_pass(trace.num_forward_passes - 1), self._suppressed, self.pad_tail,
                      self._fillers, self.use_kernels)
         revealed = before - (x[:, span_start:span_end] == self.mask_token_id).sum()
+        if self._drift is not None:
+            self._drift.computed(slice(0, x.shape[1]) if refresh else
+                                 self._positions if self._positions is not None else slice(*window))
+            written = (x[:, span_start:span_end] != span_before).any(dim=0).nonzero().squeeze(1)
+            self._drift.revealed(span_start + written)
         self._revealed_per_pass.append(revealed)
         if policy.refresh == "revealed":
             # The one rule that needs a count on the host; the others never wait for the device.

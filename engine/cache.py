@@ -140,6 +140,39 @@ def prefill_from(previous: CanvasCache, ids: Sequence[int], span: tuple[int, int
     return Prefill(KVCache(keys, values), window, reused, previous.reuses_after(ids))
 
 
+# A token revealed d positions away is taken to move a cached position's keys by 1 / (1 + d / DRIFT_SCALE):
+# bidirectional attention lets it reach the whole canvas, its neighbours most (docs/engine.md, "Fewer rows").
+DRIFT_SCALE = 8.0
+
+
+class DriftEstimate:
+    """How far each canvas position's cached keys and values have likely drifted since they were last computed,
+    in units of one token revealed next to it: every token revealed since adds 1 / (1 + d / DRIFT_SCALE) at
+    distance d. On the host, one estimate for all of a batch's rows (their reveals pooled)."""
+
+    def __init__(self, length: int) -> None:
+        self.drift = torch.zeros(length)
+        self._positions = torch.arange(length, dtype=torch.float32)
+
+    def computed(self, positions: torch.Tensor | slice) -> None:
+        """These positions' keys and values were just computed from the canvas as it is."""
+        self.drift[positions] = 0.0
+
+    def revealed(self, positions: torch.Tensor) -> None:
+        """Tokens were written at these positions (1-D, on the host)."""
+        if positions.numel():
+            distance = (self._positions[None, :] - positions.float()[:, None]).abs()
+            self.drift += (1.0 / (1.0 + distance / DRIFT_SCALE)).sum(dim=0)
+
+    def stalest(self, count: int, within: tuple[int, int], computed: tuple[int, int]) -> list[int]:
+        """Up to `count` positions of [within) outside [computed) (the window already recomputed), most drifted
+        first, leaving out any that has not drifted at all."""
+        drift = self.drift[within[0]:within[1]].clone()
+        drift[max(0, computed[0] - within[0]):max(0, computed[1] - within[0])] = 0.0
+        top = drift.topk(min(count, drift.numel()))
+        return [within[0] + int(i) for value, i in zip(top.values.tolist(), top.indices.tolist()) if value > 0]
+
+
 @dataclass(frozen=True)
 class Block:
     """Canvas positions [start, end) decoded together in `steps` passes."""

@@ -40,6 +40,7 @@ class InfillResult:
     elapsed_ms: float
     tokens_per_step: list[int]
     cache_bytes: int = 0
+    window_rows: tuple[int, ...] = ()  # fast path: positions each window pass computed
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -399,7 +400,7 @@ class Engine:
                 elapsed_ms: float) -> InfillResult:
         written = row[span[0]:span[1]].tolist()
         return InfillResult(self.span_text(written)[0], written, trace.num_forward_passes, elapsed_ms,
-                            trace.tokens_per_step, trace.cache_bytes)
+                            trace.tokens_per_step, trace.cache_bytes, tuple(trace.window_rows))
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
         return None if seed is None else torch.Generator(device=self.device).manual_seed(seed)

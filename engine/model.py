@@ -53,16 +53,29 @@ Linear = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class Window:
-    """One canvas's share of a pass: its (B, W) ids sitting at canvas positions [start, start + W), the cache they
-    are written into and attend over, and the window's positions `rows` whose states are wanted."""
+    """One canvas's share of a pass: its (B, W) ids sitting at canvas positions [start, start + W), or at
+    `positions` (W ascending canvas positions from `start` on, not necessarily adjacent), the cache they are
+    written into and attend over, and the window's columns `rows` whose states are wanted."""
 
     ids: torch.Tensor
     cache: KVCache
     start: int
     rows: slice = field(default_factory=lambda: slice(None))
+    positions: torch.Tensor | None = None
 
     def asking(self) -> range:
         return range(*self.rows.indices(self.ids.shape[1]))
+
+    def canvas_positions(self) -> torch.Tensor:
+        """(W,) the canvas position of each column."""
+        if self.positions is not None:
+            return self.positions
+        return torch.arange(self.start, self.start + self.ids.shape[1], device=self.ids.device)
+
+    @property
+    def end(self) -> int:
+        """One past the last canvas position the window holds."""
+        return int(self.positions[-1]) + 1 if self.positions is not None else self.start + self.ids.shape[1]
 
 
 class Attention(nn.Module):
@@ -96,9 +109,9 @@ class Attention(nn.Module):
             batch, width = window.ids.shape
             asked = width if asking is None else len(window.asking())
             keys, values = window.cache.keys[layer], window.cache.values[layer]  # (B, kv_heads, canvas, head_dim)
-            end = window.start + width
-            keys[:, :, window.start:end] = k[token:token + batch * width].unflatten(0, (batch, width)).transpose(1, 2)
-            values[:, :, window.start:end] = v[token:token + batch * width].unflatten(0, (batch, width)).transpose(1, 2)
+            at = slice(window.start, window.end) if window.positions is None else window.positions
+            keys[:, :, at] = k[token:token + batch * width].unflatten(0, (batch, width)).transpose(1, 2)
+            values[:, :, at] = v[token:token + batch * width].unflatten(0, (batch, width)).transpose(1, 2)
             q_window = q[query:query + batch * asked].view(batch, asked, heads, head_dim).transpose(1, 2)
             # Every position attends to every other one: the canvas is denoised as a whole, not left to right.
             out = F.scaled_dot_product_attention(q_window, keys, values, is_causal=False,
@@ -182,13 +195,13 @@ class CodaModel(nn.Module):
         else shares the pass; None: one product per layer. `should_stop` is asked between layers, since a pass over
         a long canvas is seconds on a CPU (raises Cancelled; the caches' windows are then incomplete)."""
         for window in windows:
-            if window.start < 0 or window.start + window.ids.shape[1] > window.cache.length:
-                raise ValueError(f"positions [{window.start}, {window.start + window.ids.shape[1]}) lie outside "
-                                 f"the cached canvas of {window.cache.length}")
+            if window.start < 0 or window.end > window.cache.length:
+                raise ValueError(f"positions [{window.start}, {window.end}) lie outside the cached canvas of "
+                                 f"{window.cache.length}")
         device = windows[0].ids.device
         x = self.model.embed_tokens(torch.cat([window.ids.reshape(-1) for window in windows]))  # (T, hidden)
-        tables = [rope_tables(torch.arange(w.start, w.start + w.ids.shape[1], device=device), self.config.head_dim,
-                              self.config.rope_theta, x.dtype) for w in windows]
+        tables = [rope_tables(w.canvas_positions(), self.config.head_dim, self.config.rope_theta, x.dtype)
+                  for w in windows]
         cos = torch.cat([c.repeat(w.ids.shape[0], 1) for w, (c, _) in zip(windows, tables)])[:, None]
         sin = torch.cat([s.repeat(w.ids.shape[0], 1) for w, (_, s) in zip(windows, tables)])[:, None]
         asking = _asking_index(windows, device)

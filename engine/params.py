@@ -39,6 +39,14 @@ class CachePolicy:
     # Cached positions on each side of the block recomputed at every pass too: the nearest context is what the
     # block's tokens move most, so a margin buys back most of a refresh's accuracy at a fraction of its cost.
     margin: int = 0
+    # On the CPU, where a window may change shape from pass to pass, `drifted` > 0 replaces the margin: each pass
+    # recomputes the `near` nearest cached positions each side of the block and the `drifted` positions within
+    # `reach` of those whose keys have most likely drifted since they were last computed (cache.DriftEstimate).
+    # A stale position hurts wherever it is, so these buy back more agreement per row than a wide margin does.
+    # GPU windows keep the margin (static shapes).
+    drifted: int = 0
+    near: int = 2
+    reach: int = 32
     # How many calls in a row may start from an earlier call's keys and values (see cache.CanvasCache) before one
     # computes its whole canvas again; 0: every call starts with a full pass.
     reuse: int = 0
@@ -52,11 +60,22 @@ class CachePolicy:
             raise ValueError(f"unknown cache refresh rule {self.refresh!r}; expected one of {', '.join(REFRESH_RULES)}")
         _whole_number("cache refresh every", self.every, 1)
         _whole_number("cache margin", self.margin, 0)
+        _whole_number("cache drifted", self.drifted, 0)
+        _whole_number("cache near", self.near, 0)
+        _whole_number("cache reach", self.reach, 0)
         _whole_number("cache reuse", self.reuse, 0)
         if not 0 < self.revealed_share <= 1:
             raise ValueError(f"cache revealed_share must be in (0, 1], got {self.revealed_share}")
         if not isinstance(self.skip_settled, bool):
             raise ValueError(f"cache skip_settled must be True or False, got {self.skip_settled!r}")
+
+    def side(self, device_type: str) -> int:
+        """Cached positions recomputed each side of the block on this device (the drifted ones aside)."""
+        return self.near if self.drifted and device_type == "cpu" else self.margin
+
+    def extra_rows(self, device_type: str) -> int:
+        """Positions a window pass computes besides the block's on this device."""
+        return 2 * self.side(device_type) + (self.drifted if device_type == "cpu" else 0)
 
     def needs_refresh(self, *, new_block: bool, passes_since: int, revealed_since: int, span: int) -> bool:
         """Whether the next pass recomputes the whole canvas, given what happened since the last refresh."""
@@ -84,16 +103,17 @@ class InfillParams:
 
     The defaults are the fast path's, chosen by measurement on the shipped model's harness (docs/engine.md, "Fast
     infill"): entropy order plus every position at least `threshold` sure, one token a pass at least; blocks of
-    32 left to right over the cache, never refreshed, with a 16-position margin recomputed around the block and,
-    on the CPU, the block's settled positions left out. `exact=True` runs CoDA's reference loop instead: no
-    cache, the given `alg` and `steps` (one token per step by default); it ignores `block_size` and `cache`."""
+    32 left to right over the cache, never refreshed, with a 16-position margin recomputed around the block (on
+    the CPU: 2 each side and the 8 most drifted within reach, and the block's settled positions left out).
+    `exact=True` runs CoDA's reference loop instead: no cache, the given `alg` and `steps` (one token per step by
+    default); it ignores `block_size` and `cache`."""
 
     steps: int | None = None         # passes at most; None: one token a pass (the span's length)
     alg: Algorithm = "entropy"       # reveal order
     threshold: float | None = None   # fast path: also reveal every position at least this sure (None: 0.9, 1.0:
     #                                  off); exact path: the bar of alg "threshold" only
     block_size: int = 32             # fast path: tokens decoded together over the cache (the span, if shorter)
-    cache: CachePolicy = CachePolicy(margin=16, skip_settled=True)
+    cache: CachePolicy = CachePolicy(margin=16, skip_settled=True, drifted=8)
     exact: bool = False
     variable_length: bool = True     # the model may end the span early with a pad tail; False: exactly the span
     window: int | None = None        # reveal among each row's leftmost `window` masks only (None: anywhere)

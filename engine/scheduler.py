@@ -86,7 +86,7 @@ class Scheduler:
         options = engine.options
         self.engine, self.observer = engine, observer
         self.max_rows, self.max_queue = options.max_rows, options.max_queue
-        self.row_chunk = (default_row_chunk(engine.device, SERVED.block_size, SERVED.cache.margin)
+        self.row_chunk = (default_row_chunk(engine.device, SERVED.block_size, SERVED.cache)
                           if options.row_chunk == "auto" else options.row_chunk)
         self.store = CanvasStore(int(options.cache_mb * 2**20))
         self.num_passes = 0

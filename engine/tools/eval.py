@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--margin", type=_count(0), default=None,
                         help=f"fast path's positions recomputed each side of the block (default "
                              f"{DEFAULT.cache.margin})")
+    parser.add_argument("--drifted", type=_count(0), default=None,
+                        help=f"fast path, CPU: instead of the margin, recompute --near positions each side of the "
+                             f"block and this many more whose keys most likely drifted (default "
+                             f"{DEFAULT.cache.drifted}; 0: the margin)")
+    parser.add_argument("--near", type=_count(0), default=None,
+                        help=f"fast path, CPU, with --drifted: positions recomputed each side of the block (default "
+                             f"{DEFAULT.cache.near})")
     parser.add_argument("--keystrokes", type=_count(0), default=0, metavar="N",
                         help="fast path: before each problem, infill at its cursor less its last N..1 characters, "
                              "each call reusing the previous one's cache, as typing does (default 0: no reuse)")
@@ -134,9 +141,12 @@ def _positive_float(text: str) -> float:
 
 def _infill_settings(args: argparse.Namespace) -> InfillSettings:
     """The sampling settings, checked by the engine's own validation before hours of generation start."""
-    if args.exact and (args.block_size is not None or args.keystrokes or args.margin is not None):
-        raise ValueError("--block-size, --margin and --keystrokes are fast-path settings; drop them with --exact")
-    cache = DEFAULT.cache if args.margin is None else replace(DEFAULT.cache, margin=args.margin)
+    cache_flags = {"margin": args.margin, "drifted": args.drifted, "near": args.near}
+    cache_given = any(value is not None for value in cache_flags.values())
+    if args.exact and (args.block_size is not None or args.keystrokes or cache_given):
+        raise ValueError("--block-size, --margin, --drifted, --near and --keystrokes are fast-path settings; drop "
+                         "them with --exact")
+    cache = replace(DEFAULT.cache, **{name: value for name, value in cache_flags.items() if value is not None})
     params = InfillParams(steps=args.steps, alg=args.alg or DEFAULT.alg, threshold=args.threshold,
                           block_size=args.block_size or DEFAULT.block_size, cache=cache, exact=args.exact,
                           variable_length=not args.fixed_length, window=args.window)

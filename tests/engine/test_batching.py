@@ -60,7 +60,7 @@ def test_fixed_shape_products_make_a_window_independent_of_its_neighbours(engine
 
 
 def test_invariant_rows_fit_the_fast_paths_window():
-    assert invariant_rows(32, 16) == 80
+    assert invariant_rows(32, 32) == 80
     assert invariant_rows(8, 0) == 16
 
 

@@ -145,6 +145,47 @@ def test_skipping_settled_positions_under_a_margin_wider_than_the_canvas_changes
     assert skipping.token_ids == wide.token_ids
 
 
+def test_a_window_of_scattered_positions_equals_those_positions_in_a_full_pass(engine):
+    ids = canvas_ids(engine, 12)
+    cache = KVCache.allocate(engine.config, 1, ids.shape[1], engine.device, engine.dtype)
+    full = states(engine, ids, cache)
+    positions = torch.tensor([2, 5, 6, 7, ids.shape[1] - 1])
+    with torch.inference_mode():
+        scattered = engine.model([Window(ids[:, positions], cache, 2, slice(None), positions)])[0]
+    assert torch.allclose(scattered, full[:, positions], atol=1e-5)
+
+
+def test_drifted_positions_everywhere_recompute_everything_like_a_refresh(engine):
+    every_pass = engine.infill(PREFIX, SUFFIX, 12, InfillParams(steps=6, cache=EVERY_PASS))
+    drifted = engine.infill(PREFIX, SUFFIX, 12, InfillParams(steps=6, cache=CachePolicy(drifted=10_000, reach=10_000)))
+    assert drifted.token_ids == every_pass.token_ids
+    assert len(drifted.window_rows) == drifted.num_forward_passes - 1
+    assert set(drifted.window_rows) == {len(canvas_ids(engine, 12)[0])}
+
+
+def test_drifted_positions_are_the_nearest_to_the_reveals_within_reach(engine, monkeypatch):
+    start, span, near, extra = len(engine.tokenizer.encode(PREFIX)), 8, 1, 3
+    windows = []
+    forward = engine.model.forward
+
+    def record(passed, row_chunk=None, should_stop=None):
+        windows.append(passed[0].canvas_positions().tolist())
+        return forward(passed, row_chunk, should_stop)
+
+    monkeypatch.setattr(engine.model, "forward", record)
+    result = engine.infill(PREFIX, SUFFIX, span, InfillParams(steps=span, threshold=1.0, variable_length=False,
+                                                               cache=CachePolicy(near=near, drifted=extra)))
+    block = list(range(start - 1 - near, start + span + near))
+    assert result.window_rows == tuple(len(block) + extra for _ in range(span - 1))
+    outside = [sorted(set(positions) - set(block)) for positions in windows[1:]]
+    # Drift falls with distance from the reveals: the first window pass takes the block's nearest neighbours.
+    assert all(block[0] - extra <= p < block[-1] + 1 + extra for p in outside[0])
+    # Later passes take the ones that have gone longest without, never beyond the reach.
+    reach = CachePolicy().reach
+    assert all(len(o) == extra and all(block[0] - reach <= p < block[-1] + 1 + reach for p in o) for o in outside)
+    assert len({p for o in outside for p in o}) > extra
+
+
 def test_blocks_are_decoded_left_to_right(engine):
     start = len(engine.tokenizer.encode(PREFIX))
     seen = []
@@ -294,6 +335,8 @@ def test_bad_fast_path_arguments_raise_value_error(engine, kwargs, message):
     (dict(refresh="revealed", revealed_share=1.5), r"revealed_share must be in \(0, 1\]"),
     (dict(margin=-1), "margin must be a whole number >= 0"),
     (dict(skip_settled=1), "skip_settled must be True or False"),
+    (dict(drifted=-1), "drifted must be a whole number >= 0"),
+    (dict(near=-1), "near must be a whole number >= 0"),
 ])
 def test_bad_cache_policies_raise_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -319,7 +319,8 @@ def test_keystrokes_with_exact_exit_with_one_line(capsys: pytest.CaptureFixture[
 
     assert main(["--model", "unused", "--exact", "--keystrokes", "2"]) != 0
     assert capsys.readouterr().err == \
-        "error: --block-size, --margin and --keystrokes are fast-path settings; drop them with --exact\n"
+        ("error: --block-size, --margin, --drifted, --near and --keystrokes are fast-path settings; drop them "
+         "with --exact\n")
 
 
 def test_margin_reaches_the_engine_s_cache_policy(capsys: pytest.CaptureFixture[str]) -> None:
@@ -331,4 +332,5 @@ def test_margin_reaches_the_engine_s_cache_policy(capsys: pytest.CaptureFixture[
 
     default = InfillParams().cache
     assert settings().params.cache == default and settings("--margin", "3").params.cache == replace(default, margin=3)
+    assert settings("--drifted", "0", "--near", "2").params.cache == replace(default, drifted=0, near=2)
     assert settings("--max-new-tokens", "12").params.steps == 12  # resolved for the report

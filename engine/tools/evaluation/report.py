@@ -23,6 +23,7 @@ class TaskSummary:
     generation_ms_p50: float
     generation_ms_mean: float
     num_forward_passes_mean: float
+    window_rows_mean: float  # positions a window pass computed, over every window pass of the task (0: none)
     wall_s: float  # generation plus the executions that did not overlap it
 
 
@@ -36,7 +37,8 @@ def summarize_task(task: TaskName, results: list[ProblemResult], wall_s: float) 
         num_timeouts=sum(result.status == "timeout" for result in results),
         pass_at_1=num_passed / num_problems, exact_match=num_exact_match / num_problems,
         generation_ms_p50=statistics.median(generation_ms), generation_ms_mean=statistics.fmean(generation_ms),
-        num_forward_passes_mean=statistics.fmean([r.num_forward_passes for r in results] or [0]), wall_s=wall_s)
+        num_forward_passes_mean=statistics.fmean([r.num_forward_passes for r in results] or [0]),
+        window_rows_mean=statistics.fmean([rows for r in results for rows in r.window_rows] or [0]), wall_s=wall_s)
 
 
 def build_report(model_path: str, settings: InfillSettings, device: str, dtype: str,
@@ -69,9 +71,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     settings = ", ".join(f"{name}={value}" for name, value in report["settings"].items())
     lines = [f"model `{report['model']}`; {settings}; total wall {report['wall_s']:.1f} s", "",
              "| task | problems | pass@1 | passed | exact match | timeouts | gen ms p50 | gen ms mean "
-             "| forward passes mean | wall s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| forward passes mean | window rows mean | wall s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {row['task']} | {row['num_problems']} | {row['pass_at_1']:.1%} | {row['num_passed']} "
               f"| {row['exact_match']:.1%} | {row['num_timeouts']} | {row['generation_ms_p50']:.0f} "
-              f"| {row['generation_ms_mean']:.0f} | {row['num_forward_passes_mean']:.1f} | {row['wall_s']:.1f} |"
+              f"| {row['generation_ms_mean']:.0f} | {row['num_forward_passes_mean']:.1f} "
+              f"| {row.get('window_rows_mean', 0):.1f} | {row['wall_s']:.1f} |"
               for row in report["summary"]]
     return "\n".join(lines) + "\n"

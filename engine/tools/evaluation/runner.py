@@ -50,7 +50,8 @@ class Generation:
     raw_text: str
     generation_ms: float
     num_forward_passes: int
-    error: str | None = None  # why the engine refused the problem (e.g. a canvas longer than the model's positions)
+    error: str | None = None
+    window_rows: tuple[int, ...] = ()  # positions each window pass computed (direct infills only)  # why the engine refused the problem (e.g. a canvas longer than the model's positions)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class ProblemResult:
     generation_ms: float
     num_forward_passes: int
     execution_ms: float
+    window_rows: tuple[int, ...] = ()
 
     @property
     def is_passed(self) -> bool:
@@ -80,7 +82,7 @@ def generate(engine: Engine, problem: Problem, settings: InfillSettings) -> Gene
                                settings.temperature, settings.seed)
     except ValueError as error:
         return Generation("", 0.0, 0, error=str(error))
-    return Generation(result.text, result.elapsed_ms, result.num_forward_passes)
+    return Generation(result.text, result.elapsed_ms, result.num_forward_passes, window_rows=result.window_rows)
 
 
 def _typed(engine: Engine, problem: Problem, settings: InfillSettings) -> Generation:
@@ -116,7 +118,7 @@ def score_generation(problem: Problem, generation: Generation, limits: SandboxLi
         task=problem.task, task_id=problem.task_id, completion=completion, raw_text=generation.raw_text,
         status=execution.status, reason=execution.reason, is_exact_match=is_exact_match(problem, completion),
         generation_ms=generation.generation_ms, num_forward_passes=generation.num_forward_passes,
-        execution_ms=execution.elapsed_ms)
+        execution_ms=execution.elapsed_ms, window_rows=generation.window_rows)
 
 
 def run_task(engine: Engine, problems: list[Problem], settings: InfillSettings, limits: SandboxLimits,
