@@ -263,7 +263,7 @@ def cpu_suite_main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="coda-bench-") as scratch:
         path = checkpoint_for(args, Path(scratch))
         table = cpu_suite(path, formats, with_ar=not args.no_ar, gguf=llama_cpp_gguf(args, path, Path(scratch)),
-                          simulate=simulate)
+                          simulate=simulate, llama_cpp_extra_buffers=not args.llama_cpp_no_extra_buffers)
     print(f"{args.model or 'preset ' + args.preset} on the CPU ({torch.get_num_threads()} threads): "
           f"{PREFIX_TOKENS} + {SUFFIX_TOKENS} tokens of context, a {SPAN_TOKENS}-token span")
     print(table)
@@ -320,6 +320,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(e.g. 1,2,3,4), with the K from which coda beats llama.cpp")
     parser.add_argument("--llama-cpp-gguf", type=Path, metavar="GGUF",
                         help="cpu suite: llama.cpp's row on this Q8_0 GGUF of the same weights (needs llama_cpp)")
+    parser.add_argument("--llama-cpp-no-extra-buffers", action="store_true",
+                        help="cpu suite: llama.cpp without its repacked and AMX weight copies (they crash "
+                             "llama-cpp-python 0.3.36 on AMX Xeons)")
     parser.add_argument("--llama-cpp-converter", type=Path, metavar="PY",
                         help="cpu suite: make that GGUF with llama.cpp's convert_hf_to_gguf.py (from "
                              "llama-cpp-python's sdist: vendor/llama.cpp/convert_hf_to_gguf.py)")

@@ -294,12 +294,12 @@ def _ratio(value: float, baseline: float | None) -> str:
     return f"{value / baseline:.2f}x" if baseline else "-"
 
 
-def _llama_cpp_ms(path: Path, gguf: Path) -> tuple[float, float]:
+def _llama_cpp_ms(path: Path, gguf: Path, extra_buffers: bool) -> tuple[float, float]:
     """llama.cpp's cold and typing ms on the suite's workload, cut by the checkpoint's own tokenizer."""
     tokenizer = load_tokenizer(path)
     prefix, suffix, _ = workload(tokenizer)
     return llama_cpp_rows(gguf, tokenizer.encode(prefix), tokenizer.encode(suffix), torch.get_num_threads(),
-                          SPAN_TOKENS, KEYSTROKES)
+                          SPAN_TOKENS, KEYSTROKES, extra_buffers)
 
 
 def _ms(value: float | None) -> str:
@@ -307,12 +307,13 @@ def _ms(value: float | None) -> str:
 
 
 def cpu_suite(path: Path, formats: list[str], with_ar: bool, gguf: Path | None = None,
-              simulate: tuple[int, ...] = ()) -> str:
+              simulate: tuple[int, ...] = (), llama_cpp_extra_buffers: bool = True) -> str:
     """The table for each of `formats` (names --dtype takes; `auto` is reported as what it picked), with `gguf`
     (the same weights in Q8_0) llama.cpp's row and each format against it, and with `simulate` the cost
     simulation's break-even table for those tokens a pass."""
     device = torch.device("cpu")
-    llama_cpp = _llama_cpp_ms(path, gguf) if gguf is not None else None  # first: a failure there fails fast
+    # First: a failure there fails fast.
+    llama_cpp = _llama_cpp_ms(path, gguf, llama_cpp_extra_buffers) if gguf is not None else None
     chosen = resolve_precision("auto", device, load_config(path)) if "auto" in formats else None
     names = [chosen.name if name == "auto" and chosen else name for name in formats]
     unique = list(dict.fromkeys(names))
@@ -329,8 +330,9 @@ def cpu_suite(path: Path, formats: list[str], with_ar: bool, gguf: Path | None =
         table += "\n\nLogits at the span's masked positions against fp32's:\n" + format_quality_table(qualities)
     if llama_cpp is not None:
         cold_ms, typing_ms = llama_cpp
-        lines = [f"llama.cpp Q8_0 ({gguf.name}, {torch.get_num_threads()} threads): cold {cold_ms:.0f} ms, typing "
-                 f"{typing_ms:.0f} ms (median of {KEYSTROKES})",
+        plain = "" if llama_cpp_extra_buffers else ", no extra buffer types"
+        lines = [f"llama.cpp Q8_0 ({gguf.name}, {torch.get_num_threads()} threads{plain}): cold {cold_ms:.0f} ms, "
+                 f"typing {typing_ms:.0f} ms (median of {KEYSTROKES})",
                  "| weights | cold vs llama.cpp | typing vs llama.cpp |", "|---|---:|---:|"]
         lines += [f"| {row.precision.name} | {_ratio(row.diffusion.cold_ms, cold_ms)} "
                   f"| {_ratio(row.diffusion.typing_ms, typing_ms)} |" for row in rows]

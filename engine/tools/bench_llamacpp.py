@@ -42,16 +42,31 @@ def to_gguf(checkpoint: Path, converter: Path, out: Path) -> Path:
 
 
 def llama_cpp_rows(gguf: Path, prefix_ids: list[int], suffix_ids: list[int], threads: int, span: int,
-                   keystrokes: int) -> tuple[float, float]:
+                   keystrokes: int, extra_buffers: bool = True) -> tuple[float, float]:
     """(cold ms, median typing ms over `keystrokes`) of llama.cpp on `gguf` writing `span` greedy tokens with
     `threads` CPU threads, as an AR infill server does (bench_cpu's AR rows): cold, the whole prompt (prefix then
-    suffix) is evaluated; typing keeps it up to the end of the prefix and evaluates the suffix again."""
+    suffix) is evaluated; typing keeps it up to the end of the prefix and evaluates the suffix again.
+    `extra_buffers` False: the weights as stored, without llama.cpp's repacked or AMX copies (those crash
+    llama-cpp-python 0.3.36 in its first decode on an AMX Xeon)."""
+    import llama_cpp
     from llama_cpp import Llama
 
     prompt = prefix_ids + suffix_ids
-    # A context a whole multiple of 256 tokens: llama.cpp rounds a smaller one down.
-    llm = Llama(model_path=str(gguf), n_ctx=-(-(len(prompt) + span) // 256) * 256, n_batch=len(prompt),
-                n_threads=threads, n_threads_batch=threads, verbose=False)
+    default_params = llama_cpp.llama_model_default_params
+    if not extra_buffers:
+        # Llama() takes no such argument; it starts from these defaults, so they are what can be changed.
+        def without_extra_buffers() -> llama_cpp.llama_model_params:
+            params = default_params()
+            params.use_extra_bufts = False
+            return params
+
+        llama_cpp.llama_cpp.llama_model_default_params = without_extra_buffers
+    try:
+        # A context a whole multiple of 256 tokens: llama.cpp rounds a smaller one down.
+        llm = Llama(model_path=str(gguf), n_ctx=-(-(len(prompt) + span) // 256) * 256, n_batch=len(prompt),
+                    n_threads=threads, n_threads_batch=threads, verbose=False)
+    finally:
+        llama_cpp.llama_cpp.llama_model_default_params = default_params
 
     def write(keep: int) -> float:
         """Keep the cache's first `keep` tokens, evaluate the rest of the prompt, write `span` tokens."""
