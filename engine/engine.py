@@ -24,6 +24,7 @@ from .model import CodaModel, Window
 from .params import EngineOptions, InfillParams
 from .precision import Precision, resolve_precision
 from .quantize import Int8Linear
+from .threads import in_passing_thread
 from .tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger("coda_engine")
@@ -216,9 +217,13 @@ class Engine:
     @classmethod
     def from_pretrained(cls, path: str | Path, options: EngineOptions | None = None, **overrides: Any) -> Engine:
         """Load an HF-format CoDA (or Qwen3) folder; every problem with it raises one CheckpointError. `overrides`
-        replace fields of `options` (EngineOptions: device, dtype, kernels and the scheduler's settings)."""
-        options = replace(options or EngineOptions(), **overrides)
-        folder = Path(path)
+        replace fields of `options` (EngineOptions: device, dtype, kernels and the scheduler's settings). The
+        loading runs on a thread of its own, so the caller's thread never runs torch's parallel kernels (see
+        threads.py)."""
+        return in_passing_thread(lambda: cls._load(Path(path), replace(options or EngineOptions(), **overrides)))
+
+    @classmethod
+    def _load(cls, folder: Path, options: EngineOptions) -> Engine:
         if not folder.is_dir():
             raise CheckpointError(folder, "model folder not found" if not folder.exists() else "not a folder")
         device = resolve_device(options.device)

@@ -45,6 +45,7 @@ from coda_engine.model import CodaModel, Window
 from coda_engine.params import SERVED, InfillParams
 from coda_engine.precision import Precision, resolve_precision
 from coda_engine.scheduler import Scheduler
+from coda_engine.threads import in_passing_thread
 from coda_engine.tokenizer import load_tokenizer
 from coda_engine.tools.autoregressive import qwen3_baseline
 from coda_engine.tools.bench_llamacpp import llama_cpp_rows
@@ -126,7 +127,7 @@ def diffusion_rows(engine: Engine, scheduler: Scheduler, params: InfillParams = 
     """The cold request and the keystrokes through `scheduler` (the servers' path: each keystroke starts from the
     `client`'s last kept canvas), and where the passes' time went."""
     prefix, suffix, typed = workload(engine.tokenizer)
-    engine.infill("\n", "", 2, InfillParams(steps=1))  # allocator and thread-pool set-up
+    scheduler.submit(InfillJob("\n", "", 2, InfillParams(steps=1))).future.result()  # allocator set-up
     timer = PassTimer(engine)
 
     def timed(text: str) -> tuple[float, InfillOutcome]:
@@ -216,7 +217,10 @@ def measure_format(path: Path, name: str, with_ar: bool, reference: tuple[torch.
                    simulate: tuple[int, ...] = ()) -> tuple[FormatRow, LogitAgreement | None]:
     engine = Engine.from_pretrained(path, dtype=name)
     log.info("measuring %s weights (%s)", engine.precision.name, engine.precision.reason)
-    quality = agreement(reference, masked_logits(engine), engine.precision) if reference is not None else None
+    # Everything but the scheduler's jobs on passing threads: the scheduler's must be the only live thread that
+    # runs torch's parallel kernels, as in the servers (coda_engine.threads).
+    quality = (in_passing_thread(lambda: agreement(reference, masked_logits(engine), engine.precision))
+               if reference is not None else None)
     scheduler = Scheduler(engine)
     try:
         diffusion, split = diffusion_rows(engine, scheduler)
@@ -227,7 +231,8 @@ def measure_format(path: Path, name: str, with_ar: bool, reference: tuple[torch.
         scheduler.close()
     config, device = engine.config, engine.device
     float_model = (lambda: load_model(path, config, device, Precision("float32", torch.float32, "")))
-    ar_cold, ar_typing = autoregressive_rows(engine, float_model) if with_ar else (None, None)
+    ar_cold, ar_typing = (in_passing_thread(lambda: autoregressive_rows(engine, float_model)) if with_ar
+                          else (None, None))
     row = FormatRow(engine.precision, diffusion, ar_cold, ar_typing, split, simulated)
     del engine
     gc.collect()
@@ -236,7 +241,7 @@ def measure_format(path: Path, name: str, with_ar: bool, reference: tuple[torch.
 
 def fp32_masked_logits(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     engine = Engine.from_pretrained(path, dtype="fp32")
-    logits = masked_logits(engine)
+    logits = in_passing_thread(lambda: masked_logits(engine))
     del engine
     gc.collect()
     return logits
@@ -314,7 +319,8 @@ def cpu_suite(path: Path, formats: list[str], with_ar: bool, gguf: Path | None =
     device = torch.device("cpu")
     # First: a failure there fails fast.
     llama_cpp = _llama_cpp_ms(path, gguf, llama_cpp_extra_buffers) if gguf is not None else None
-    chosen = resolve_precision("auto", device, load_config(path)) if "auto" in formats else None
+    chosen = (in_passing_thread(lambda: resolve_precision("auto", device, load_config(path))) if "auto" in formats
+              else None)
     names = [chosen.name if name == "auto" and chosen else name for name in formats]
     unique = list(dict.fromkeys(names))
     # Compared with fp32's logits: every other format (fp32 against itself would cost a first pass for nothing).

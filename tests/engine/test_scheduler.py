@@ -328,3 +328,23 @@ def test_the_store_keeps_the_best_match_within_its_budget(engine):
     store.put("you", canvases[0], None)
     assert list(store._entries) == [("you", 4)]
     assert store.best("me", ids, span) is None
+
+
+def test_loading_runs_on_a_thread_that_has_ended_when_it_returns(tiny_checkpoint, monkeypatch) -> None:
+    # The scheduler's thread must be the only live one that ran torch's parallel kernels (coda_engine.threads).
+    from coda_engine import engine as engine_module
+    from coda_engine.errors import CheckpointError
+
+    loaders = []
+    load_model = engine_module.load_model
+
+    def recording(*args, **kwargs):
+        loaders.append(threading.current_thread())
+        return load_model(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "load_model", recording)
+    Engine.from_pretrained(tiny_checkpoint)
+    (loader,) = loaders
+    assert loader is not threading.current_thread() and not loader.is_alive()
+    with pytest.raises(CheckpointError, match="model folder not found"):  # the loader's errors reach the caller
+        Engine.from_pretrained(tiny_checkpoint / "missing")
