@@ -17,6 +17,14 @@ import torch
 from .errors import Cancelled
 from .kernels.runtime import on_device
 from .model import CodaModel, Window
+from .params import CachePolicy
+
+# A BLAS sums a product's rows in an order it picks by the product's shape, so a greedy answer could change with
+# what else shares the pass; products of exactly these many rows keep it (docs/engine.md, Batch-invariant
+# products). The fast path's window (block + a margin each side + 1) rounded up to 16: alone, it pads little.
+def invariant_rows(block_size: int, extra_rows: int) -> int:
+    """The block, the position before it and `extra_rows` more, in whole 16-row products."""
+    return -(-(block_size + extra_rows + 1) // 16) * 16
 
 
 class PassRun(Protocol):
@@ -42,27 +50,26 @@ class PassShape:
     interrupted: frozenset[int] = frozenset()
 
 
-def default_invariant(device: torch.device) -> bool:
-    """Batch-invariant passes on the CPU, where packing windows shares little (a pass is bound by arithmetic);
-    on CUDA the windows are packed, since a pass costs about one read of the weights whatever its rows."""
-    return device.type == "cpu"
+def default_row_chunk(device: torch.device, block_size: int, policy: CachePolicy) -> int | None:
+    """invariant_rows on the CPU; None (one product per layer) on CUDA, where a shared pass pays because the
+    weights are read once for all rows, and fixed-shape products would read them once per chunk."""
+    return invariant_rows(block_size, policy.extra_rows(device.type)) if device.type == "cpu" else None
 
 
-def shared_pass(model: CodaModel, runs: Sequence[PassRun], invariant: bool,
+def shared_pass(model: CodaModel, runs: Sequence[PassRun], row_chunk: int | None,
                 should_stop: Callable[[PassRun], bool] | None = None) -> PassShape:
-    """One forward pass for every run not done, then each run's reveal. `invariant`: each run's window is a
-    forward of its own, as it would be alone. A BLAS sums a product's rows in an order it picks by the
-    product's shape, so packing another run's rows in could change a greedy answer (docs/engine.md,
-    Batch-invariant products). Otherwise the windows are packed into one forward. `should_stop(run)` is asked
-    between layers, of a run's own forward for it, of the packed windows for all of theirs. A run stopped there
-    is left as before the pass and reported in `interrupted`."""
+    """One forward pass for every run not done, then each run's reveal. With `row_chunk` (batch-invariant mode)
+    a run's first pass, a whole canvas, runs as its own products, as it would alone (chunking it costs: see
+    docs/engine.md, Batch-invariant products); the later, narrow windows are packed. `should_stop(run)` is
+    asked between layers, of a first pass for its run, of the packed windows for all of theirs. A run stopped
+    there is left as before the pass and reported in `interrupted`."""
     active = [run for run in runs if not run.done]
     windows = [run.next_window() for run in active]
     pairs = [(run, window) for run, window in zip(active, windows) if window is not None]
     if not pairs:
         return PassShape(0, 0, 0)
     device = pairs[0][1].ids.device
-    alone = [invariant] * len(pairs)
+    alone = [row_chunk is not None and run.first_pass for run, _ in pairs]
     packed = [pair for pair, by_itself in zip(pairs, alone) if not by_itself]
     interrupted: set[int] = set()
     with on_device(device), torch.inference_mode():
@@ -71,7 +78,7 @@ def shared_pass(model: CodaModel, runs: Sequence[PassRun], invariant: bool,
                 continue
             stop = None if should_stop is None else functools.partial(should_stop, run)
             try:
-                hidden = model([window], stop)[0]
+                hidden = model([window], None, stop)[0]
             except Cancelled:
                 interrupted.add(id(run))
                 continue
@@ -79,7 +86,7 @@ def shared_pass(model: CodaModel, runs: Sequence[PassRun], invariant: bool,
         if packed:
             stop = None if should_stop is None else (lambda: all(should_stop(run) for run, _ in packed))
             try:
-                states = model([w for _, w in packed], stop)
+                states = model([w for _, w in packed], row_chunk, stop)
             except Cancelled:
                 interrupted.update(id(run) for run, _ in packed)
                 states = []

@@ -155,7 +155,7 @@ def run_alone(run: "BlockwiseRun", should_stop: StopCheck | None = None) -> Bloc
                 raise Cancelled(run.trace.num_forward_passes, run.trace)
             # The first pass (a whole cold canvas: seconds on a CPU) also stops between layers; nothing is kept
             # from it then. Later passes are short and stop between passes, keeping their cache.
-            run.apply(run.model([window], should_stop if run.first_pass else None)[0])
+            run.apply(run.model([window], None, should_stop if run.first_pass else None)[0])
     return run.finish()
 
 

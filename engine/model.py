@@ -47,6 +47,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+# y = layer(rows) for (T, in) rows: one product, or fixed-shape ones (in_row_chunks) for batch invariance.
+Linear = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -91,15 +93,15 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
     def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, windows: Sequence[Window], layer: int,
-                asking: torch.Tensor | None) -> torch.Tensor:
+                asking: torch.Tensor | None, linear: Linear) -> torch.Tensor:
         """(T, hidden) normed tokens of every window, packed -> the attention output of the tokens `asking` (flat
         positions; None: all). Every token's keys and values are written into its window's cache, at its true
         position; each window's queries attend over its whole cached canvas, with the shapes it has alone."""
         heads, kv_heads, head_dim = self.num_heads, self.num_kv_heads, self.head_dim
         h_asking = h if asking is None else h[asking]
-        q = self.q_norm(self.q_proj(h_asking).view(-1, heads, head_dim))
-        k = self.k_norm(self.k_proj(h).view(-1, kv_heads, head_dim))
-        v = self.v_proj(h).view(-1, kv_heads, head_dim)
+        q = self.q_norm(linear(self.q_proj, h_asking).view(-1, heads, head_dim))
+        k = self.k_norm(linear(self.k_proj, h).view(-1, kv_heads, head_dim))
+        v = linear(self.v_proj, h).view(-1, kv_heads, head_dim)
         q = apply_rope(q, *((cos, sin) if asking is None else (cos[asking], sin[asking])))
         k = apply_rope(k, cos, sin)
         outputs, token, query = [], 0, 0
@@ -116,7 +118,7 @@ class Attention(nn.Module):
                                                  enable_gqa=heads != kv_heads)
             outputs.append(out.transpose(1, 2).reshape(batch * asked, heads * head_dim))
             token, query = token + batch * width, query + batch * asked
-        return self.o_proj(torch.cat(outputs))
+        return linear(self.o_proj, torch.cat(outputs))
 
 
 class MLP(nn.Module):
@@ -126,8 +128,8 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+    def forward(self, x: torch.Tensor, linear: Linear) -> torch.Tensor:
+        return linear(self.down_proj, F.silu(linear(self.gate_proj, x)) * linear(self.up_proj, x))
 
 
 class Block(nn.Module):
@@ -139,11 +141,11 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, windows: Sequence[Window], layer: int,
-                asking: torch.Tensor | None) -> torch.Tensor:
+                asking: torch.Tensor | None, linear: Linear) -> torch.Tensor:
         """The block's output at the packed tokens `asking` (None: all); every token's keys and values are cached."""
         x = (x if asking is None else x[asking]) + self.self_attn(self.input_layernorm(x), cos, sin, windows, layer,
-                                                                  asking)
-        return x + self.mlp(self.post_attention_layernorm(x))
+                                                                  asking, linear)
+        return x + self.mlp(self.post_attention_layernorm(x), linear)
 
 
 class Backbone(nn.Module):
@@ -154,6 +156,17 @@ class Backbone(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+def in_row_chunks(layer: nn.Module, rows: torch.Tensor, chunk: int | None) -> torch.Tensor:
+    """layer(rows) for (T, in) rows, as products of exactly `chunk` rows each (the last padded with zeros); None:
+    one product. A BLAS picks its blocking, and with it the order of a row's sums, by the shape of the product:
+    fixed shapes make every row's result independent of the others."""
+    if chunk is None or rows.shape[0] == 0:
+        return layer(rows)
+    padding = -rows.shape[0] % chunk
+    padded = F.pad(rows, (0, 0, 0, padding)) if padding else rows
+    return torch.cat([layer(part) for part in padded.split(chunk)])[:rows.shape[0]]
 
 
 class CodaModel(nn.Module):
@@ -170,15 +183,17 @@ class CodaModel(nn.Module):
 
         return self.model.embed_tokens.weight.dtype
 
-    def forward(self, windows: Sequence[Window], should_stop: StopCheck | None = None) -> list[torch.Tensor]:
+    def forward(self, windows: Sequence[Window], row_chunk: int | None = None,
+                should_stop: StopCheck | None = None) -> list[torch.Tensor]:
         """One forward pass over one or more canvases' windows -> each window's (B, len(rows), hidden) final-normed
         states. Every window's tokens go through the linear layers as rows of one matrix, so the weights are read
         once for all of them; attention runs per canvas over its own cache. A whole canvas (start 0, rows all)
         over a fresh cache is the plain forward pass. The last layer computes only the rows asked for: the
         others' keys and values are all that later passes read.
 
-        `should_stop` is asked between layers, since a pass over a long canvas is seconds on a CPU (raises
-        Cancelled; the caches' windows are then incomplete)."""
+        `row_chunk`: products of exactly that many rows (in_row_chunks), so a window's states never depend on what
+        else shares the pass; None: one product per layer. `should_stop` is asked between layers, since a pass over
+        a long canvas is seconds on a CPU (raises Cancelled; the caches' windows are then incomplete)."""
         for window in windows:
             if window.start < 0 or window.end > window.cache.length:
                 raise ValueError(f"positions [{window.start}, {window.end}) lie outside the cached canvas of "
@@ -191,11 +206,14 @@ class CodaModel(nn.Module):
         sin = torch.cat([s.repeat(w.ids.shape[0], 1) for w, (_, s) in zip(windows, tables)])[:, None]
         asking = _asking_index(windows, device)
 
+        def linear(layer: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+            return in_row_chunks(layer, rows, row_chunk)
+
         last = len(self.model.layers) - 1
         for index, block in enumerate(self.model.layers):
             if index and should_stop is not None and should_stop():
                 raise Cancelled(0)
-            x = block(x, cos, sin, windows, index, asking if index == last else None)
+            x = block(x, cos, sin, windows, index, asking if index == last else None, linear)
         states = self.model.norm(x).split([w.ids.shape[0] * len(w.asking()) for w in windows])
         return [s.view(w.ids.shape[0], len(w.asking()), x.shape[-1]) for w, s in zip(windows, states)]
 

@@ -73,6 +73,10 @@ class CachePolicy:
         """Cached positions recomputed each side of the block on this device (the drifted ones aside)."""
         return self.near if self.drifted and device_type == "cpu" else self.margin
 
+    def extra_rows(self, device_type: str) -> int:
+        """Positions a window pass computes besides the block's on this device."""
+        return 2 * self.side(device_type) + (self.drifted if device_type == "cpu" else 0)
+
     def needs_refresh(self, *, new_block: bool, passes_since: int, revealed_since: int, span: int) -> bool:
         """Whether the next pass recomputes the whole canvas, given what happened since the last refresh."""
         if self.refresh == "block":
@@ -159,7 +163,7 @@ class EngineOptions:
     max_queue: int = 64              # jobs waiting for rows; past it a job is refused (Overloaded)
     cache_mb: float = 512            # memory for the clients' kept canvases
     warm_span: int = 64              # the span whose canvas a warm-up (max_tokens 0) computes
-    batch_invariant: bool | None = None  # each job's window a forward of its own (batching.py); None: on the CPU
+    row_chunk: int | None | str = "auto"  # batch-invariant products (see batching.py); "auto": on the CPU
 
     def __post_init__(self) -> None:
         _whole_number("max_rows", self.max_rows, 1)

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .batching import default_invariant, shared_pass
+from .batching import default_row_chunk, shared_pass
 from .canvas_store import CanvasStore, StoreKey
 from .engine import Engine, Run
 from .errors import Overloaded, one_line
 from .jobs import InfillJob, InfillOutcome, PassObserver, Priority
+from .params import SERVED
 
 log = logging.getLogger("coda_engine.scheduler")
 
@@ -85,8 +86,8 @@ class Scheduler:
         options = engine.options
         self.engine, self.observer = engine, observer
         self.max_rows, self.max_queue = options.max_rows, options.max_queue
-        self.invariant = (default_invariant(engine.device) if options.batch_invariant is None
-                          else options.batch_invariant)
+        self.row_chunk = (default_row_chunk(engine.device, SERVED.block_size, SERVED.cache)
+                          if options.row_chunk == "auto" else options.row_chunk)
         self.store = CanvasStore(int(options.cache_mb * 2**20))
         self.num_passes = 0
         self.ahead = AheadCounts()
@@ -267,7 +268,7 @@ class Scheduler:
             return entry.stopped and run.first_pass
 
         try:
-            shape = shared_pass(self.engine.model, [entry.run for entry in runnable], self.invariant, should_stop)
+            shape = shared_pass(self.engine.model, [entry.run for entry in runnable], self.row_chunk, should_stop)
         except Exception as exc:
             self._pass_failed(exc, runnable)
             return

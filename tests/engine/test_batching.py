@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from coda_engine import Engine
-from coda_engine.batching import shared_pass
+from coda_engine.batching import invariant_rows, shared_pass
 from coda_engine.cache import KVCache
 from coda_engine.jobs import InfillJob
 from coda_engine.model import Window
@@ -50,12 +50,26 @@ def test_packed_windows_match_each_canvas_computed_alone(engine):
                                                                      b.cache.keys + b.cache.values))
 
 
-def decode_together(engine: Engine, prompts, temperatures=(0.0,), seed=None, invariant=True) -> list[list[list[int]]]:
+def test_fixed_shape_products_make_a_window_independent_of_its_neighbours(engine):
+    together = random_windows(engine, 1)
+    with torch.inference_mode():
+        packed = engine.model(together, row_chunk=32)
+        for index, window in enumerate(random_windows(engine, 1)):
+            alone = engine.model([window], row_chunk=32)[0]
+            assert torch.equal(alone, packed[index])
+
+
+def test_invariant_rows_fit_the_fast_paths_window():
+    assert invariant_rows(32, 32) == 80
+    assert invariant_rows(8, 0) == 16
+
+
+def decode_together(engine: Engine, prompts, temperatures=(0.0,), seed=None, chunk=80) -> list[list[list[int]]]:
     runs = [engine.start(InfillJob(prefix, suffix, 12, InfillParams(), temperatures, seed)) for prefix, suffix in prompts]
     passes = 0
     while not all(run.done for run in runs):
         running = sum(not run.done for run in runs)
-        assert shared_pass(engine.model, runs, invariant).runs == running
+        assert shared_pass(engine.model, runs, chunk).runs == running
         passes += 1
     assert passes == max(run.passes for run in runs)
     return [run.span_rows() for run in runs]
@@ -69,17 +83,16 @@ def test_runs_decoded_in_shared_passes_equal_each_run_decoded_alone(engine):
     assert decode_together(engine, PROMPTS, (0.0, 0.8), seed=3) == sampled_alone
 
 
-def test_a_run_in_invariant_shared_passes_writes_what_engine_infill_writes(engine):
-    # Each window a forward of its own: bit for bit what the direct call computes, whatever shares the pass.
+def test_a_run_alone_in_shared_passes_writes_what_engine_infill_writes(engine):
     prefix, suffix = PROMPTS[0]
-    assert decode_together(engine, PROMPTS)[0] == [engine.infill(prefix, suffix, 12).token_ids]
+    assert decode_together(engine, [PROMPTS[0]], chunk=None)[0][0] == engine.infill(prefix, suffix, 12).token_ids
 
 
 def test_a_warm_run_shares_a_pass_and_keeps_the_canvas_fresh(engine):
     prefix, suffix = PROMPTS[1]
     warm = engine.start(InfillJob(prefix, suffix, 0, InfillParams(cache=CachePolicy(margin=16, reuse=1))))
     infill = engine.start(InfillJob(*PROMPTS[0], 12))
-    shared_pass(engine.model, [warm, infill], True)
+    shared_pass(engine.model, [warm, infill], 80)
     assert warm.done and warm.next_window() is None
     kept = warm.kept()
     ids, _ = engine.layout(prefix, suffix, engine.options.warm_span)

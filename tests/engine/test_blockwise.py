@@ -122,9 +122,9 @@ def test_skipping_settled_positions_recomputes_each_one_the_pass_after_it_was_re
     windows, masks = [], []
     forward = engine.model.forward
 
-    def record(passed, should_stop=None):
+    def record(passed, row_chunk=None, should_stop=None):
         windows.append((passed[0].start, passed[0].start + passed[0].ids.shape[1]))
-        return forward(passed, should_stop)
+        return forward(passed, row_chunk, should_stop)
 
     monkeypatch.setattr(engine.model, "forward", record)
     # window=1 reveals the leftmost mask each pass, so the settled positions grow from the block's start.
@@ -168,9 +168,9 @@ def test_drifted_positions_are_the_nearest_to_the_reveals_within_reach(engine, m
     windows = []
     forward = engine.model.forward
 
-    def record(passed, should_stop=None):
+    def record(passed, row_chunk=None, should_stop=None):
         windows.append(passed[0].canvas_positions().tolist())
-        return forward(passed, should_stop)
+        return forward(passed, row_chunk, should_stop)
 
     monkeypatch.setattr(engine.model, "forward", record)
     result = engine.infill(PREFIX, SUFFIX, span, InfillParams(steps=span, threshold=1.0, variable_length=False,
@@ -211,9 +211,9 @@ def test_refresh_rules_decide_the_full_passes(engine, policy, refreshes):
     counted = []
     original = engine.model.forward
 
-    def spy(windows, should_stop=None):
+    def spy(windows, row_chunk=None, should_stop=None):
         counted.append(windows[0].ids.shape[1] == windows[0].cache.length)
-        return original(windows, should_stop)
+        return original(windows, row_chunk, should_stop)
 
     engine.model.forward = spy
     try:
