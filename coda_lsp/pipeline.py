@@ -88,6 +88,9 @@ class Pipeline:
             self.ahead.answered += is_prepared
             return Completion(cached, ctx, 0.0)
         job = infill_job(ctx, settings.generation, num_candidates, key.digest)
+        # Cycling starts from the ghost text already shown here: the greedy row of a batch of candidates can
+        # come out otherwise (other shapes, other roundings, another cache to start from).
+        shown = self.cache.get(cache_key(ctx, 1, settings.generation)) if num_candidates > 1 else None
         warm_ms = 0.0
         if is_prepared:  # being prepared ahead: join it (the scheduler raises its priority) rather than wait
             self.ahead.answered += 1
@@ -99,7 +102,7 @@ class Pipeline:
             logger.debug("no completion at %s:%d: %s", doc.uri, offset, exc)
             return None
         self.num_engine_calls += 1
-        texts = self._keep(key, outcome, ctx)
+        texts = self._keep(key, outcome, ctx, shown[:1] if shown else ())
         if texts and settings.trigger.prefetch_next and backend.works_ahead and not settings.generation.exact:
             self._prepare_next(backend, doc, ctx, texts[0], settings)
         return Completion(texts, ctx, outcome.prompt_ms + outcome.predicted_ms + warm_ms)
@@ -149,10 +152,12 @@ class Pipeline:
             return 0.0
         return warm.prompt_ms
 
-    def _keep(self, key: CacheKey, outcome: InfillOutcome, ctx: CompletionContext) -> tuple[str, ...]:
-        """The outcome's texts after the filters, distinct, best first, and cached under `key`."""
-        filtered = (run_filters(raw, ctx) for raw in outcome.texts)
-        texts = tuple(dict.fromkeys(text for text in filtered if text))  # dict: distinct, order kept
+    def _keep(self, key: CacheKey, outcome: InfillOutcome, ctx: CompletionContext,
+              first: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """The outcome's texts after the filters, distinct, best first, and cached under `key`; `first` stands
+        for as many leading (greedy) rows."""
+        filtered = (run_filters(raw, ctx) for raw in outcome.texts[len(first):])
+        texts = tuple(dict.fromkeys(text for text in (*first, *filtered) if text))  # dict: distinct, order kept
         self.cache.put(key, texts)
         return texts
 
@@ -237,8 +242,11 @@ def invoked_candidates(backend: Backend, settings: GenerationSettings) -> int:
 
 
 def cache_key(ctx: CompletionContext, num_candidates: int, settings: GenerationSettings) -> CacheKey:
-    """Everything that changes the answer. The snippets are part of what the model reads, so part of the key."""
-    return CacheKey(f"{ctx.language_id}|{num_candidates}|{settings}|{ctx.cross_file.text}", ctx.prefix, ctx.suffix)
+    """Everything that changes the answer. The snippets are part of what the model reads, so part of the key; the
+    candidate settings only where there are candidates (the user's number is `num_candidates` itself)."""
+    answer = replace(settings, num_candidates=None,
+                     candidate_temperature=settings.candidate_temperature if num_candidates > 1 else 0.0)
+    return CacheKey(f"{ctx.language_id}|{num_candidates}|{answer}|{ctx.cross_file.text}", ctx.prefix, ctx.suffix)
 
 
 def infill_job(ctx: CompletionContext, settings: GenerationSettings, num_candidates: int,

@@ -35,6 +35,7 @@ class CodaServer(LanguageServer):
         self.default_settings = settings
         self.initialization_settings = settings   # defaults < initializationOptions
         self.settings = settings                  # ... < workspace/configuration
+        self.configured = asyncio.Event()         # set once `initialized` has pulled the client's settings
         self.load_backend = load_backend
         self.documents = DocumentStore()
         self.host = ModelHost(spec)

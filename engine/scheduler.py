@@ -110,6 +110,9 @@ class Scheduler:
                     entry.priority = job.priority
                     self.ahead.joined += 1
             else:
+                # Withdrawn jobs leave the queue here too, not only between passes: a flood of requests that are
+                # cancelled as fast as they come must not fill it while a long pass runs.
+                self._waiting = [waiting for waiting in self._waiting if not waiting.stopped]
                 if len(self._waiting) >= self.max_queue:
                     raise Overloaded(self._retry_after_s())
                 entry = _Entry(job, job.priority, next(self._order))

@@ -270,25 +270,16 @@ def test_each_shell_line_runs(where: str, command: str, earlier: tuple[str, ...]
 
 # --- other snippets
 
-def test_json_snippets_parse_and_name_real_settings() -> None:
-    blocks = fenced_blocks("json")
+@pytest.mark.parametrize("language,parse,error", [("json", json.loads, json.JSONDecodeError),
+                                                   ("toml", tomllib.loads, tomllib.TOMLDecodeError)])
+def test_settings_snippets_parse_and_name_real_settings(language, parse, error) -> None:
+    blocks = fenced_blocks(language)
     assert blocks
     for block in blocks:
         try:
-            value = json.loads(block.text)
-        except json.JSONDecodeError as exc:
-            pytest.fail(f"{block.where(exc.lineno - 1)}: not JSON: {exc}")
-        check_settings(value, block.where())
-
-
-def test_toml_snippets_parse_and_name_real_settings() -> None:
-    blocks = fenced_blocks("toml")
-    assert blocks
-    for block in blocks:
-        try:
-            value = tomllib.loads(block.text)
-        except tomllib.TOMLDecodeError as exc:
-            pytest.fail(f"{block.where()}: not TOML: {exc}")
+            value = parse(block.text)
+        except error as exc:  # JSON's errors have a line, TOML's do not
+            pytest.fail(f"{block.where(getattr(exc, 'lineno', 1) - 1)}: not {language.upper()}: {exc}")
         check_settings(value, block.where())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -14,8 +15,10 @@ from pygls.exceptions import JsonRpcContentModified, JsonRpcInvalidParams
 from coda_lsp.documents import Document
 from coda_lsp.pipeline import Completion
 from coda_lsp.server import CodaServer
+from coda_lsp.settings import Settings
 
 logger = logging.getLogger(__name__)
+CONFIGURATION_WAIT_S = 5.0  # how long a request may wait for the client's settings after the handshake
 
 
 def snapshot(server: CodaServer, uri: str, position: types.Position) -> tuple[Document, int]:
@@ -46,11 +49,23 @@ async def complete(server: CodaServer, method: str, uri: str, position: types.Po
     server.latest.claim((method, uri))
     doc, offset = snapshot(server, uri, position)
     seen, cursor = view(doc, offset) if view else (doc, offset)
-    completion = await server.pipeline.complete(seen, cursor, server.settings, is_invoked=is_invoked)
+    completion = await server.pipeline.complete(seen, cursor, await settings(server), is_invoked=is_invoked)
     ensure_current(server, doc)
     if completion is not None and completion.engine_ms:
         server.latency.record((time.perf_counter() - started) * 1000, completion.engine_ms)
     return doc, completion
+
+
+async def settings(server: CodaServer) -> Settings:
+    """The settings a request runs with: the client's, once `initialized` has pulled them. A request sent right
+    after the handshake would otherwise run with the defaults (a different span, a different answer). A client
+    that never sends `initialized` is waited for once."""
+    if not server.configured.is_set():
+        try:
+            await asyncio.wait_for(server.configured.wait(), CONFIGURATION_WAIT_S)
+        except TimeoutError:
+            server.configured.set()
+    return server.settings
 
 
 def show_message(server: CodaServer, kind: types.MessageType, message: str) -> None:

@@ -11,7 +11,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pygls.protocol import default_converter
 
 from coda_lsp.documents import Document
-from coda_lsp.features import ensure_current, show_message, snapshot
+from coda_lsp.features import ensure_current, settings, show_message, snapshot
 from coda_lsp.items import fill_edit, replace_edit
 from coda_lsp.languages import language_for
 from coda_lsp.server import CodaServer
@@ -76,7 +76,7 @@ async def fill(server: CodaServer, uri: str, range_: types.Range) -> types.Works
     else:
         view, cursor = Document(doc.uri, doc.language_id, doc.version, doc.text[:start] + doc.text[end:]), start
     # An explicit request for a whole block: sample alternatives and keep the first that survives the filters.
-    completion = await server.pipeline.complete(view, cursor, server.settings, is_invoked=True)
+    completion = await server.pipeline.complete(view, cursor, await settings(server), is_invoked=True)
     ensure_current(server, doc)
     if completion is None or not completion.texts:
         show_message(server, types.MessageType.Warning, "the model wrote nothing usable here")

@@ -37,6 +37,7 @@ def register(server: CodaServer) -> None:
         # The load starts first: pulling configuration waits on the client, loading does not need it.
         ls.load_task = asyncio.create_task(load_model(ls))
         await configuration.pull(ls)
+        ls.configured.set()
         # After the pull, so that `crossFile: false` from the client's settings means nothing is ever read.
         workspace.start_indexing(ls)
         await workspace.watch_files(ls)

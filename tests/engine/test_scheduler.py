@@ -122,6 +122,20 @@ def test_a_full_queue_refuses_with_retry_after(engine):
         scheduler.close()
 
 
+def test_withdrawn_jobs_leave_the_queue_at_once(engine):
+    # A flood of requests cancelled as fast as they come, while one long job runs, never fills the queue.
+    scheduler = Scheduler(Engine(engine.model, engine.tokenizer, engine.path, EngineOptions(max_rows=1, max_queue=1)))
+    try:
+        first = scheduler.submit(InfillJob(*PROMPTS[0], 64))
+        wait_until(lambda: scheduler.rows_in_flight == 1)
+        for prompt in PROMPTS[1:]:
+            scheduler.submit(InfillJob(*prompt, 8)).cancel()
+        last = scheduler.submit(InfillJob(*PROMPTS[1], 8))
+        assert first.future.result(TIMEOUT_S).texts and last.future.result(TIMEOUT_S).texts
+    finally:
+        scheduler.close()
+
+
 def test_a_caller_that_goes_away_leaves_before_the_next_pass(scheduler):
     ticket = scheduler.submit(InfillJob(*PROMPTS[0], 64, client="gone"))
     wait_until(lambda: scheduler.rows_in_flight == 1 and scheduler.num_passes > 0)

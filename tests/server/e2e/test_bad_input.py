@@ -139,7 +139,7 @@ async def test_flood_of_requests_with_cancellations(session: Session) -> None:
     elapsed = time.perf_counter() - started
     errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
     assert all(isinstance(error, JsonRpcException) and error.code in (REQUEST_CANCELLED, CONTENT_MODIFIED)
-               for error in errors), errors[:3]
+               for error in errors), [e for e in errors if not (isinstance(e, JsonRpcException) and e.code in (REQUEST_CANCELLED, CONTENT_MODIFIED))][:3]
     assert not isinstance(outcomes[-1], BaseException)  # the newest request wins
     assert elapsed < 30
     assert (await status(session.client))["state"] == "ready"
