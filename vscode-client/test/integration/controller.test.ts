@@ -23,7 +23,10 @@ before(() => {
     process.env.HF_HUB_CACHE = checkpoints.hubCache;  // what the extension's server process inherits
     process.env.HF_HUB_OFFLINE = '1';
 });
-after(() => controller?.stopClient());
+after(async () => {
+    await controller?.stopClient();
+    if (checkpoints) fs.rmSync(checkpoints.root, { recursive: true, force: true });
+});
 
 async function until(condition: () => boolean, what: string, timeoutMs = 60_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;

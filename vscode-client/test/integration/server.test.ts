@@ -37,6 +37,11 @@ before(() => {
     checkpoints = writeCheckpoints();
     scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'coda-vscode-scratch-'));
 });
+after(() => {
+    for (const folder of [checkpoints?.root, scratch]) {
+        if (folder) fs.rmSync(folder, { recursive: true, force: true });
+    }
+});
 
 function withCache(hubCache: string): NodeJS.ProcessEnv {
     return { ...process.env, HF_HUB_CACHE: hubCache, HF_HUB_OFFLINE: '1' };

@@ -41,6 +41,7 @@ export const HUB_REPO_ID = 'coda-tests/CoDA-tiny-random';
 export const FAST_SETTINGS = { maxTokens: 12, singleLineTokens: 8, steps: 4, debounceMs: 0, contextTokens: 512 };
 
 export interface Checkpoints {
+    root: string;      // the temporary folder holding both, for the tests to remove
     folder: string;    // the tiny checkpoint
     hubCache: string;  // a Hugging Face cache (HF_HUB_CACHE) holding it as HUB_REPO_ID
 }
@@ -60,7 +61,7 @@ export function writeCheckpoints(): Checkpoints {
     if (result.status !== 0) {
         throw new Error(`writing the tiny checkpoint failed: ${result.stderr || result.error}`);
     }
-    return { folder: path.join(out, 'ckpt'), hubCache: path.join(out, 'hub') };
+    return { root: out, folder: path.join(out, 'ckpt'), hubCache: path.join(out, 'hub') };
 }
 
 /** A server process started from `settings` and connected, not yet initialised, plus what it sent. */

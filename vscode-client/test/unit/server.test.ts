@@ -33,6 +33,7 @@ test('a virtual environment folder means its interpreter', () => {
     assert.equal(interpreterOf(venv, 'linux'), path.join(venv, 'bin', 'python'));
     assert.equal(interpreterOf(venv, 'win32'), path.join(venv, 'Scripts', 'python.exe'));
     assert.equal(interpreterOf('/usr/bin/python3', 'linux'), '/usr/bin/python3');
+    fs.rmSync(venv, { recursive: true, force: true });
 });
 
 test('a malformed host:port names coda.server.tcp', () => {
