@@ -87,10 +87,11 @@ class Pipeline:
         if cached is not None:
             self.ahead.answered += is_prepared
             return Completion(cached, ctx, 0.0)
-        job = infill_job(ctx, settings.generation, num_candidates, key.digest)
-        # Cycling starts from the ghost text already shown here: the greedy row of a batch of candidates can
-        # come out otherwise (other shapes, other roundings, another cache to start from).
-        shown = self.cache.get(cache_key(ctx, 1, settings.generation)) if num_candidates > 1 else None
+        # Cycling starts from the ghost text already shown here, and only the other candidates are decoded: the
+        # greedy row of a batch could come out otherwise (other shapes, other roundings, another cache).
+        shown = (self.cache.get(cache_key(ctx, 1, settings.generation), count=False) or ())[:1] \
+            if num_candidates > 1 else ()
+        job = infill_job(ctx, settings.generation, num_candidates, key.digest, greedy=not shown)
         warm_ms = 0.0
         if is_prepared:  # being prepared ahead: join it (the scheduler raises its priority) rather than wait
             self.ahead.answered += 1
@@ -102,7 +103,7 @@ class Pipeline:
             logger.debug("no completion at %s:%d: %s", doc.uri, offset, exc)
             return None
         self.num_engine_calls += 1
-        texts = self._keep(key, outcome, ctx, shown[:1] if shown else ())
+        texts = self._keep(key, outcome, ctx, shown)
         if texts and settings.trigger.prefetch_next and backend.works_ahead and not settings.generation.exact:
             self._prepare_next(backend, doc, ctx, texts[0], settings)
         return Completion(texts, ctx, outcome.prompt_ms + outcome.predicted_ms + warm_ms)
@@ -154,9 +155,8 @@ class Pipeline:
 
     def _keep(self, key: CacheKey, outcome: InfillOutcome, ctx: CompletionContext,
               first: tuple[str, ...] = ()) -> tuple[str, ...]:
-        """The outcome's texts after the filters, distinct, best first, and cached under `key`; `first` stands
-        for as many leading (greedy) rows."""
-        filtered = (run_filters(raw, ctx) for raw in outcome.texts[len(first):])
+        """`first`, then the outcome's texts after the filters, distinct, best first, and cached under `key`."""
+        filtered = (run_filters(raw, ctx) for raw in outcome.texts)
         texts = tuple(dict.fromkeys(text for text in (*first, *filtered) if text))  # dict: distinct, order kept
         self.cache.put(key, texts)
         return texts
@@ -250,15 +250,17 @@ def cache_key(ctx: CompletionContext, num_candidates: int, settings: GenerationS
 
 
 def infill_job(ctx: CompletionContext, settings: GenerationSettings, num_candidates: int,
-               key: str | None) -> InfillJob:
+               key: str | None, greedy: bool = True) -> InfillJob:
     """The job of a completion at `ctx`. The first candidate uses the configured temperature; the others sample
-    at `candidate_temperature` from fixed seeds, so a repeated request gets the same alternatives. Decoding stops
+    at `candidate_temperature` from fixed seeds, so a repeated request gets the same alternatives (`greedy`
+    False: those alternatives only, the first being known already; its key says so). Decoding stops
     once every candidate's text so far already decides what the filters keep: a single-line completion needs
     nothing after its line break. The document is the client whose kept canvases the job starts from."""
     span = span_tokens(ctx, settings)
-    temperatures = (settings.temperature,) + (settings.candidate_temperature,) * (num_candidates - 1)
+    temperatures = (settings.temperature,) * greedy + (settings.candidate_temperature,) * (num_candidates - 1)
     return InfillJob(model_prefix(ctx, with_cross_file=True), ctx.suffix, span, infill_params(settings, span),
-                     temperatures, seed=0, client=ctx.uri, key=key,
+                     temperatures, seed=0 if greedy else 1, client=ctx.uri,
+                     key=key if greedy or key is None else f"{key}:alternatives",
                      done_when=lambda text: scope_is_complete(text, ctx))
 
 

@@ -293,17 +293,17 @@ class BlockwiseRun:
         trace.num_forward_passes += 1
         trace.num_refreshes += refresh
         self._passes_since_refresh = 1 if refresh else self._passes_since_refresh + 1
-        before = (x[:, span_start:span_end] == self.mask_token_id).sum()
-        span_before = x[:, span_start:span_end].clone() if self._drift is not None else None
+        masked_before = x[:, span_start:span_end] == self.mask_token_id
         reveal_block(self.model, x, hidden, block.start, block.end, span_end, self.mask_token_id, self.params,
                      self.reveal_bar, self._step, block.steps, self._times[block.steps], self.temperatures,
                      self._noise.at_pass(trace.num_forward_passes - 1), self._suppressed, self.pad_tail,
                      self._fillers, self.use_kernels)
-        revealed = before - (x[:, span_start:span_end] == self.mask_token_id).sum()
+        masked_after = x[:, span_start:span_end] == self.mask_token_id
+        revealed = masked_before.sum() - masked_after.sum()
         if self._drift is not None:
             self._drift.computed(slice(0, x.shape[1]) if refresh else
                                  self._positions if self._positions is not None else slice(*window))
-            written = (x[:, span_start:span_end] != span_before).any(dim=0).nonzero().squeeze(1)
+            written = (masked_before & ~masked_after).any(dim=0).nonzero().squeeze(1)
             self._drift.revealed(span_start + written)
         self._revealed_per_pass.append(revealed)
         if policy.refresh == "revealed":

@@ -237,7 +237,11 @@ class Engine:
         and thread-pool set-up: one tiny infill. On the kernel path it is Triton compiling each kernel variant
         at its first launch (1-2 s each): for each span length a completion will use, one greedy and one
         sampled row, one pass per block, launch every variant such a completion does (block widths, greedy and
-        sampled confidence). A failure there falls back as any call's does (see the class)."""
+        sampled confidence). A failure there falls back as any call's does (see the class). On a thread of its
+        own, as loading is (see threads.py)."""
+        in_passing_thread(lambda: self._warm_up(spans, candidate_temperature))
+
+    def _warm_up(self, spans: Sequence[int], candidate_temperature: float) -> None:
         if not self.kernels.use_triton:
             self.infill("\n", "", 2, InfillParams(steps=1))
             return

@@ -29,8 +29,9 @@ log = logging.getLogger("coda_engine")
 
 INT8_MAX = 127
 FINE_ROWS = 128  # products this thin get two-level activations (see above)
-# What a kernel is timed on at load: a fast-path window (57 rows) through the layer's weight, or through this
-# many of its output channels where it has more (the vocabulary head: the cost per channel is what matters).
+# What a kernel is timed on at load: about a fast-path window (48 rows in the CPU's products, 80 with a 16-position
+# margin) through the layer's weight, or through this many of its output channels where it has more (the
+# vocabulary head: the cost per channel is what matters).
 WINDOW_ROWS, TIMED_CHANNELS = 64, 16384
 
 

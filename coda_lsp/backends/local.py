@@ -11,7 +11,6 @@ from coda_engine import Engine
 from coda_engine.jobs import InfillJob, InfillOutcome, PassObserver
 from coda_engine.params import EngineOptions
 from coda_engine.scheduler import Scheduler
-from coda_engine.threads import in_passing_thread
 
 
 class LocalBackend:
@@ -32,15 +31,10 @@ class LocalBackend:
              spans: Sequence[int] = (24, 64), candidate_temperature: float = 0.8) -> LocalBackend:
         """Load the model (a one-line CheckpointError on a bad folder) and warm it up for these spans: the
         first job would otherwise pay for allocator set-up (hundreds of ms on a CPU) and, on a GPU, for
-        compiling the Triton kernels (seconds), which belong to loading. Both on a thread that ends with them,
-        so that the scheduler's is the only thread running torch's parallel kernels (coda_engine.threads)."""
-
-        def load() -> Engine:
-            engine = Engine.from_pretrained(model, options)
-            engine.warm_up(spans, candidate_temperature)
-            return engine
-
-        return cls(in_passing_thread(load), observer)
+        compiling the Triton kernels (seconds), which belong to loading."""
+        engine = Engine.from_pretrained(model, options)
+        engine.warm_up(spans, candidate_temperature)
+        return cls(engine, observer)
 
     async def infill(self, job: InfillJob) -> InfillOutcome:
         """The job's outcome, decoded beside whatever else is in flight. Raises Overloaded when the queue is
