@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import posixpath
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -85,15 +85,21 @@ def index_file(path: Path, folder: Path, max_bytes: int, text: str | None = None
     return IndexedFile(path, path.relative_to(folder).as_posix(), language, file_outline)
 
 
-def _module_keys(file: IndexedFile) -> Iterator[str]:
-    """Every '/'-joined tail of the file's module path: a/b/c.py -> c, b/c, a/b/c; a Go file is its folder."""
+def _module_keys(file: IndexedFile, is_package: Callable[[Path], bool]) -> tuple[str, ...]:
+    """The '/'-joined tails of the file's module path that an import may name: a/b/c.py -> c, b/c, a/b/c (a
+    package may sit under src/ or in a monorepo's folders); a Go file is its folder. A Python tail must start at
+    an import root, a folder that is no package itself: inside jax/ (a package), jax/numpy/ is `jax.numpy`, and
+    `import numpy` is NumPy's, not it."""
     parts = file.relative.split("/")
     stem = parts[-1].rsplit(".", 1)[0]
     parts = parts[:-1] if file.language.grammar == "go" or stem in _FOLDER_MODULES else parts[:-1] + [stem]
-    for start in range(len(parts)):
-        yield "/".join(parts[start:])
     if not parts:
-        yield ""  # the workspace folder is itself a package: `from . import x` at its top, `import pkg` in it
+        return ("",)  # the workspace folder is itself a package: `from . import x` at its top, `import pkg` in it
+    starts = range(len(parts))
+    if file.language.grammar == "python":
+        root = file.path.parents[file.relative.count("/")]
+        starts = [start for start in starts if start == 0 or not is_package(root.joinpath(*parts[:start]))]
+    return tuple("/".join(parts[start:]) for start in starts)
 
 
 class WorkspaceIndex:
@@ -109,6 +115,8 @@ class WorkspaceIndex:
         self._attribute_files: dict[str, Counter[str]] = {}  # module key -> name -> files using `module.name`
         self._folder_names = frozenset(folder.name for folder in self.folders)
         self._folder_of: dict[Path, Path | None] = {}
+        self._keys_of: dict[Path, tuple[str, ...]] = {}  # a file's module keys, as they were when it was added
+        self._is_package: dict[Path, bool] = {}
 
     def folder_of(self, path: Path) -> Path | None:
         """The workspace folder holding `path` (symlinks resolved), or None: such files are never read.
@@ -121,13 +129,20 @@ class WorkspaceIndex:
         folder = self.folder_of(path)
         return path.resolve().relative_to(folder).as_posix() if folder is not None else None
 
+    def is_package(self, folder: Path) -> bool:
+        """Whether a folder holds an __init__.py (or a stub of one); remembered, as every file below asks."""
+        if folder not in self._is_package:
+            self._is_package[folder] = any((folder / name).is_file() for name in ("__init__.py", "__init__.pyi"))
+        return self._is_package[folder]
+
     def add(self, file: IndexedFile) -> None:
         old = self.files.get(file.path)
         self.remove(file.path, keep_memo=old is not None and old.exports == file.exports)
         self.files[file.path] = file
         for definition in file.outline.definitions:
             self._by_name.setdefault(definition.name, set()).add(file.path)
-        for key in _module_keys(file):
+        self._keys_of[file.path] = _module_keys(file, self.is_package)
+        for key in self._keys_of[file.path]:
             self._by_module.setdefault(key, set()).add(file.path)
         for module, names in file.outline.module_attributes.items():
             self._attribute_files.setdefault(self._module_key(file, module), Counter()).update(names)
@@ -140,7 +155,7 @@ class WorkspaceIndex:
             return
         for definition in old.outline.definitions:
             _discard(self._by_name, definition.name, path)
-        for key in _module_keys(old):
+        for key in self._keys_of.pop(path, ()):
             _discard(self._by_module, key, path)
         for module, names in old.outline.module_attributes.items():
             key = self._module_key(old, module)

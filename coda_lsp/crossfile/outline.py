@@ -108,11 +108,15 @@ class ImportUses:
     # (base, x) of `base.x` / `base::x` where base is an imported name: `nx.path_graph`, `core.Primitive` of
     # `from jax._src import core`, `fs::read`
     attributes: Mapping[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
+    # the lines where a key of `names` or `attributes` is called: `grow(...)`, `nx.path_graph(...)`; a name
+    # whose member is called (`Sharding.get_replicated(...)`) counts as called too
+    calls: Mapping[str | tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
 
 
 _IDENTIFIER_AT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # an identifier, and the attribute after it when there is one: `nx.path_graph`, `fs::read`
-_NAME_AND_ATTRIBUTE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:[ \t]*(?:\.|::)[ \t]*([A-Za-z_][A-Za-z0-9_]*))?")
+_NAME_AND_ATTRIBUTE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:[ \t]*(?:\.|::)[ \t]*([A-Za-z_][A-Za-z0-9_]*))?"
+                                 r"([ \t]*\()?")
 
 
 def outline(language: LanguageInfo, text: str, with_uses: bool = False) -> FileOutline:
@@ -162,13 +166,14 @@ def import_uses(text: str, file_outline: FileOutline, import_lines: set[int]) ->
     line_ends = [match.start() for match in re.finditer("\n", text)]
     names: dict[str, list[int]] = {}
     attributes: dict[tuple[str, str], list[int]] = {}
+    calls: dict[str | tuple[str, str], list[int]] = {}
 
     def add(table: dict[Any, list[int]], key: Any, line: int) -> None:
         lines = table.setdefault(key, [])
         if not lines or lines[-1] != line:
             lines.append(line)
     for match in _NAME_AND_ATTRIBUTE.finditer(text):
-        name, attribute = match.group(1), match.group(2)
+        name, attribute, is_call = match.group(1), match.group(2), match.group(3) is not None
         if name not in bases:
             continue
         line = bisect_right(line_ends, match.start() - 1)
@@ -178,7 +183,9 @@ def import_uses(text: str, file_outline: FileOutline, import_lines: set[int]) ->
             add(names, name, line)
         if attribute is not None:
             add(attributes, (name, attribute), line)
-    return ImportUses({k: tuple(v) for k, v in names.items()}, {k: tuple(v) for k, v in attributes.items()})
+        for key in ((name,) if attribute is None else (name, (name, attribute))) if is_call else ():
+            add(calls, key, line)
+    return ImportUses(*({k: tuple(v) for k, v in table.items()} for table in (names, attributes, calls)))
 
 
 _PARSERS = threading.local()

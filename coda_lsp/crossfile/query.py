@@ -34,6 +34,9 @@ class CursorQuery:
     attribute_bases: dict[str, frozenset[str]]  # name -> what it is an attribute of (`nx` of `nx.path`)
     window_ids: frozenset[str]       # identifier set of the code just before (and after) the cursor
     local_lines: frozenset[str]      # stripped non-blank lines of the neighbourhood, for deduplication
+    # identifiers of the neighbourhood's lines that follow a line naming what the line above the cursor names:
+    # code repeats itself (a sync and an async method, a test per case), and what followed there may follow here
+    echo_names: frozenset[str]
 
 
 def cursor_query(doc: Document, offset: int, language: LanguageInfo, path: Path | None) -> CursorQuery:
@@ -62,13 +65,19 @@ def cursor_query(doc: Document, offset: int, language: LanguageInfo, path: Path 
     weights: dict[str, float] = {}
     local_lines = set()
     bases: dict[str, set[str]] = {}
+    above = frozenset(line_identifiers(text_of(line - 1))) if line > 0 else frozenset()
+    echo: set[str] = set()
     for number in nearest_first(NEIGHBOURHOOD_LINES, NEIGHBOURHOOD_LINES):
         text = text_of(number)
         if stripped := text.strip():
             local_lines.add(stripped)
         weight = 1.0 / (1.0 + abs(number - line) / USE_DECAY_LINES)
-        for name in line_identifiers(text):
+        names = line_identifiers(text)
+        for name in names:
             weights[name] = weights.get(name, 0.0) + weight
+        if above and number - 1 != line and number > 0 and \
+                frozenset(line_identifiers(text_of(number - 1))) == above:
+            echo.update(names)
         for base, name in line_attributes(text):
             bases.setdefault(name, set()).add(base)
     return CursorQuery(
@@ -76,7 +85,7 @@ def cursor_query(doc: Document, offset: int, language: LanguageInfo, path: Path 
         near_names=_ordered_names(text_of(n) for n in near),
         neighbour_names=tuple(weights), use_weights=weights,
         attribute_bases={name: frozenset(found) for name, found in bases.items()},
-        window_ids=identifier_set(window), local_lines=frozenset(local_lines))
+        window_ids=identifier_set(window), local_lines=frozenset(local_lines), echo_names=frozenset(echo))
 
 
 def _ordered_names(lines: Iterable[str]) -> tuple[str, ...]:

@@ -45,6 +45,26 @@ def attribute_definitions(base: str, name: str, current: IndexedFile, index: Wor
             yield from exported(file, name, current, index)
 
 
+def one_each(found: list[Found]) -> list[Found]:
+    """One definition of each name and module: a module's stub (`x.pyi`) stands for it (`x.py`), as for type
+    checkers, and of a function's `@overload`s and its implementation the last, the implementation, stays."""
+    def module_of(file: IndexedFile) -> str:
+        return file.relative.rsplit(".", 1)[0]
+    stubbed = {module_of(file) for file, _ in found if file.relative.endswith(".pyi")}
+    kept: dict[tuple[str, str, str], Found] = {}
+    for file, definition in found:
+        if file.relative.endswith(".py") and module_of(file) in stubbed:
+            continue
+        kept[(module_of(file), definition.container or "", definition.name)] = (file, definition)
+    return list(kept.values())
+
+
+def places_module(base: str, current: IndexedFile, index: WorkspaceIndex) -> bool:
+    """Whether `base` stands for a module of the workspace: `nx` of `import networkx as nx` inside networkx,
+    not `np` of `import numpy as np`, whose names the workspace's files must not stand in for."""
+    return any(index.module_files(current, module) for module in _modules_by_base(current).get(base, ()))
+
+
 def exported(file: IndexedFile, name: str, current: IndexedFile, index: WorkspaceIndex,
              depth: int = 0) -> Iterator[Found]:
     """`file`'s top-level definitions of `name`, or, when it only passes the name on (a package's `__init__.py`

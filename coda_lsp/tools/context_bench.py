@@ -26,6 +26,7 @@ import gc
 import logging
 import math
 import random
+import re
 import shutil
 import sys
 import sysconfig
@@ -100,6 +101,7 @@ class CaseResult:
     tokens: int
     first_ms: float         # the first request after the tabs were opened
     context_ms: float       # the fastest of --repeat requests once the tabs' windows are known: a keystroke's cost
+    miss: str = ""          # for --misses: where a missed case was, what it used, and what the prompt held instead
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ def sample_cases(cross_file: CrossFile, num_cases: int, rng: random.Random) -> t
         if len(uses) >= num_cases and len(imported) >= num_cases:
             break
         text = file.path.read_text(encoding="utf-8")
-        imports = _Imports(cross_file, file, outline(file.language, text, with_uses=True))
+        imports = _Imports(cross_file, file, outline(file.language, text, with_uses=True), text)
         code = code_uses(file)
         found = []
         for number, line_uses in code.uses.items():
@@ -201,22 +203,29 @@ def imported_calls(imports: _Imports, lines: list[str], code: CodeUses) -> list[
 class _Imports:
     """Which uses of a file are cases: a name defined at top level in exactly one other file, in the module (or
     package) that the file's import of it names: `f` of `from m import f`, `nx.f` of `import networkx as nx`,
-    `core.f` of `from jax._src import core`; in Go, a name of the file's own package. A name the file binds
-    otherwise (a local, a module alias, an import from outside the repository that shares a name with one of
-    its definitions, such as `np.nan` beside a `nan` stub) is no case."""
+    `core.f` of `from jax._src import core`; in Go, a name of the file's own package; in Python, a plain name
+    of a star import's module. A name the file binds otherwise (a local, a module alias, a submodule imported by
+    name such as `config` of `from jax._src import config` beside a `config` object in it, an import from outside
+    the repository that shares a name with one of its definitions, such as `np.nan` beside a `nan` stub) is no
+    case."""
 
-    def __init__(self, cross_file: CrossFile, file: IndexedFile, buffer: FileOutline) -> None:
+    def __init__(self, cross_file: CrossFile, file: IndexedFile, buffer: FileOutline, text: str) -> None:
         self.cross_file, self.file = cross_file, file
         self.own = {d.name for d in file.outline.definitions}
         self.named = {imp.alias or imp.name: imp for imp in buffer.all_imports if imp.name is not None}
         self.top_named = {imp.alias or imp.name for imp in buffer.imports
                           if imp.name is not None and imp.alias in (None, imp.name)}
         self.whole = {local: imp.module for imp in buffer.all_imports for local in imp.module_names}
-        # `import m` and `from m import *` read alike; either may bring a plain name in Python
-        self.unaliased = [imp.module for imp in buffer.all_imports if imp.name is None and imp.alias is None]
+        self.submodules = {local for local, imp in self.named.items()
+                           if (module := imp.submodule(file.language.grammar)) is not None
+                           and cross_file.index.module_files(file, module)}
+        # `import m` and `from m import *` read alike in the outline; only the star brings m's plain names
+        self.starred = [imp.module for imp in buffer.all_imports if imp.name is None and imp.alias is None and
+                        (file.language.grammar != "python" or
+                         re.search(rf"from\s+{re.escape(imp.module)}\s+import\s+\*", text))]
 
     def target(self, use: Use) -> tuple[IndexedFile, Definition] | None:
-        if use.name in self.own or (use.base is None and use.name in self.whole):
+        if use.name in self.own or (use.base is None and (use.name in self.whole or use.name in self.submodules)):
             return None
         found = _unique_definition(self.cross_file, self.file, use.name)
         if found is None:
@@ -240,7 +249,7 @@ class _Imports:
         if self.file.language.grammar == "go":
             return [self.file.relative.rpartition("/")[0] + "/"]
         if self.file.language.grammar == "python":
-            return [place for module in self.unaliased for place in self.module_places(module)]
+            return [place for module in self.starred for place in self.module_places(module)]
         return []
 
     def module_places(self, module: str) -> list[str]:
@@ -344,7 +353,11 @@ def run_case(cross_file: CrossFile, store: DocumentStore, case: Case, tabs: list
     target_file, definition = case.target
     is_hit = any(p.snippet.path == target_file.relative and
                  p.snippet.start_line <= definition.start_line <= p.snippet.end_line for p in prompt.snippets)
-    return CaseResult(is_hit, is_stable, prompt.tokens, timings[0], min(timings[1:]))
+    miss = "" if is_hit else (
+        f"{case.file.relative}:{case.line + 1}: {case.name} -> {target_file.relative}:{definition.start_line + 1}"
+        f" | {original.strip()} | " + ", ".join(f"{p.snippet.kind} {p.snippet.path}:{p.snippet.start_line + 1}"
+                                                for p in prompt.snippets))
+    return CaseResult(is_hit, is_stable, prompt.tokens, timings[0], min(timings[1:]), miss)
 
 
 def _item(file: IndexedFile, text: str, version: int = 1) -> types.TextDocumentItem:
@@ -448,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--share", type=float, default=0.25, help="coda.crossFileShare (default 0.25)")
     parser.add_argument("--format", choices=["comment", "qwen"], default="comment", help="coda.crossFileFormat")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--misses", type=Path, metavar="FILE",
+                        help="write each missed case to FILE, a line each: the emptied line, the definition it "
+                             "uses, and the snippets the prompt held instead")
     parser.add_argument("--tokenizer-dir", type=Path, default=CODA_V0_DIR,
                         help="the model's tokenizer files (default: CoDA-v0's, shipped with coda_engine.tools)")
     args = parser.parse_args(argv)
@@ -487,6 +503,10 @@ def main(argv: list[str] | None = None) -> int:
             result = bench_repo(workspace, settings, counter, args.cases, args.tabs, args.seed, args.repeat)
             results.append(replace(result, repo=Path(*repo.resolve().parts[-2:])))  # e.g. npm/lib, not lib
     print_table(results, settings)
+    if args.misses is not None:
+        args.misses.write_text("".join(f"{r.repo.as_posix()} {kind}: {x.miss}\n" for r in results
+                                       for kind, cases in (("all", r.uses), ("imported", r.imported))
+                                       for x in cases if x.miss), encoding="utf-8")
     return 0
 
 

@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 from coda_lsp.crossfile.index import IndexedFile, WorkspaceIndex
 from coda_lsp.crossfile.query import CursorQuery
-from coda_lsp.crossfile.resolve import Found, attribute_definitions, definitions_by_name, imported_definitions
+from coda_lsp.crossfile.resolve import (Found, attribute_definitions, definitions_by_name, imported_definitions,
+                                       one_each, places_module)
 from coda_lsp.crossfile.snippets import Snippet
 
 MAX_SNIPPETS = 24  # more than a share of a few hundred tokens can hold; resolving stops there
@@ -31,7 +32,8 @@ def definition_snippets(query: CursorQuery, index: WorkspaceIndex) -> list[Snipp
     near_set = set(near)
     modules = current.outline.module_aliases
     imported_bases = {name: bases & imported for name, bases in query.attribute_bases.items() if bases & imported}
-    of_module = {name for name, bases in query.attribute_bases.items() if bases & modules}
+    of_module = {name for name, bases in query.attribute_bases.items()
+                 if any(places_module(base, current, index) for base in bases & modules)}
     through_imports = sorted((name for name in query.neighbour_names if name not in own_names and
                               (name in imported or name in near_set or name in imported_bases)),
                              key=lambda name: -weights.get(name, 0.0))
@@ -46,7 +48,7 @@ def definition_snippets(query: CursorQuery, index: WorkspaceIndex) -> list[Snipp
     seen: set[tuple[str, int]] = set()
     for tier in tiers:
         for name, resolve in tier:
-            for file, definition in resolve():
+            for file, definition in one_each(resolve()):
                 if (file.relative, definition.start_line) in seen:
                     continue
                 seen.add((file.relative, definition.start_line))

@@ -4,8 +4,11 @@ The definitions source sees only the names used around the cursor; code often ca
 and not named again for a hundred lines (`from .utils import (a, b, c)`), and nothing near the cursor points at
 it. This source ranks every name the file imports by its uses in the whole file, the cursor's own line left out:
 1. a name imported by name and not used yet (the user imported it to use it);
-2. the others by their uses, each weighing 1 / (1 + d / USE_DECAY_LINES) at d lines away, with the types the
-   code at the cursor works with (the enclosing function's annotations, its class's bases) as one more use;
+2. the others by their uses, each weighing 1 / (1 + d / USE_DECAY_LINES) at d lines away, a name the file never
+   calls (a type in annotations, a constant) NOT_CALLED_WEIGHT of that: what a line needs from another file is
+   most often the parameters of what it calls, while a type's or constant's name is all its uses show; the types
+   the code at the cursor works with (the enclosing function's annotations, its class's bases) count as one
+   more use;
 3. for a module imported whole (`import networkx as nx`), the names of it that most files of the workspace use.
 Each shows in its brief view: the signature on one line, no doc line, a class by its constructor."""
 
@@ -17,11 +20,14 @@ from coda_lsp.crossfile.identifiers import line_identifiers
 from coda_lsp.crossfile.index import IndexedFile, WorkspaceIndex
 from coda_lsp.crossfile.outline import ImportUses
 from coda_lsp.crossfile.query import CursorQuery
-from coda_lsp.crossfile.resolve import Found, attribute_definitions, definitions_by_name, imported_definitions
+from coda_lsp.crossfile.resolve import (Found, attribute_definitions, definitions_by_name, imported_definitions,
+                                       one_each, places_module)
 from coda_lsp.crossfile.snippets import Snippet
 
 USE_DECAY_LINES = 20     # a use d lines away weighs 1 / (1 + d / USE_DECAY_LINES)
 UNUSED_WEIGHT = 100.0    # an imported name not used elsewhere in the file: first
+NOT_CALLED_WEIGHT = 0.25  # a use of a name the file never calls
+ECHO_WEIGHT = 2.0        # a name that followed, elsewhere, a line like the one above the cursor: as two uses at it
 ENCLOSING_WEIGHT = 1.0   # a type named in the enclosing function signature or class header: like a use here
 POPULAR_NAMES = 8        # a whole-module import's names offered by how many files of the workspace use them
 POPULAR_WEIGHT = 0.1     # the most used of them: like one use about 180 lines away
@@ -37,11 +43,14 @@ def import_snippets(query: CursorQuery, index: WorkspaceIndex) -> list[Snippet]:
     if current is None or current.outline.uses is None:
         return []
     scores = _scores(current, current.outline.uses, query.line)
+    for candidate in scores:
+        if (candidate if isinstance(candidate, str) else candidate[1]) in query.echo_names:
+            scores[candidate] += ECHO_WEIGHT
     _add_popular(scores, current, index)
     snippets: list[Snippet] = []
     seen: set[tuple[str, int]] = set()
     for candidate in sorted(scores, key=lambda key: -scores[key]):
-        for file, definition in _resolve(candidate, current, index):
+        for file, definition in one_each(_resolve(candidate, current, index)):
             if (file.relative, definition.start_line) in seen:
                 continue
             seen.add((file.relative, definition.start_line))
@@ -53,16 +62,16 @@ def import_snippets(query: CursorQuery, index: WorkspaceIndex) -> list[Snippet]:
 
 
 def _scores(current: IndexedFile, uses: ImportUses, line: int) -> dict[Candidate, float]:
-    """Candidate -> its weight: uses by closeness, UNUSED_WEIGHT for a named import not used yet,
-    ENCLOSING_WEIGHT more for a type of the enclosing definitions. Insertion order is import order, which
-    breaks ties (sorting is stable)."""
+    """Candidate -> its weight: uses by closeness (less for a name never called), UNUSED_WEIGHT for a named
+    import not used yet, ENCLOSING_WEIGHT more for a type of the enclosing definitions. Insertion order is
+    import order, which breaks ties (sorting is stable)."""
     scores: dict[Candidate, float] = {}
     for imp in current.outline.all_imports:
         if imp.name is not None:
             local = imp.alias or imp.name
-            scores[local] = _weight(uses.names.get(local, ()), line) or UNUSED_WEIGHT
+            scores[local] = _weight(uses, local, uses.names.get(local, ()), line) or UNUSED_WEIGHT
     for attribute, lines in uses.attributes.items():
-        weight = _weight(lines, line)
+        weight = _weight(uses, attribute, lines, line)
         if weight:
             scores[attribute] = weight
     for name in _enclosing_names(current, line):
@@ -84,8 +93,11 @@ def _add_popular(scores: dict[Candidate, float], current: IndexedFile, index: Wo
             scores.setdefault((base, name), POPULAR_WEIGHT * num_files / popular[0][1])
 
 
-def _weight(lines: Iterable[int], cursor_line: int) -> float:
-    return sum(1.0 / (1.0 + abs(number - cursor_line) / USE_DECAY_LINES) for number in lines if number != cursor_line)
+def _weight(uses: ImportUses, candidate: Candidate, lines: Iterable[int], cursor_line: int) -> float:
+    closeness = sum(1.0 / (1.0 + abs(number - cursor_line) / USE_DECAY_LINES)
+                    for number in lines if number != cursor_line)
+    is_called = any(number != cursor_line for number in uses.calls.get(candidate, ()))
+    return closeness if is_called else NOT_CALLED_WEIGHT * closeness
 
 
 def _enclosing_names(current: IndexedFile, line: int) -> set[str]:
@@ -104,7 +116,8 @@ def _resolve(candidate: Candidate, current: IndexedFile, index: WorkspaceIndex) 
         return list(imported_definitions(candidate, current, index))
     base, name = candidate
     found = list(attribute_definitions(base, name, current, index))
-    if not found and base in current.outline.module_aliases:  # the workspace's own package, imported by name
+    if not found and base in current.outline.module_aliases and places_module(base, current, index):
+        # the workspace's own package, imported by name, passing the name on in ways not followed
         found = [(file, d) for file, d in definitions_by_name(name, current, index) if d.container is None]
     return found
 

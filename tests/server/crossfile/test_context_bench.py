@@ -46,6 +46,16 @@ def test_prints_a_row_per_repository(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert all(float(cell) >= 0 for cell in cells[8:])
 
 
+def test_misses_are_written_with_what_the_prompt_held(tmp_path: Path, reference_dir: Path) -> None:
+    folder, misses = _write(tmp_path), tmp_path / "misses.txt"
+    # a share of 8 tokens holds no snippet: every case is a miss
+    assert main([str(folder), "--tokenizer-dir", str(reference_dir), "--tabs", "1", "--repeat", "1",
+                 "--share", "0.008", "--misses", str(misses)]) == 0
+    lines = misses.read_text().splitlines()
+    assert f"{tmp_path.name}/shop all: shop/cart.py:7: with_tax -> shop/tax.py:4 | taxed = with_tax(gross) | " in lines
+    assert len(lines) == 4 and all(" | " in line for line in lines)
+
+
 def test_the_two_case_sets(tmp_path: Path) -> None:
     cross_file = CrossFile(DocumentStore())
     _index_into(cross_file, _write(tmp_path), 100, 1 << 20)
@@ -68,8 +78,10 @@ def test_a_case_is_defined_where_the_file_s_import_of_it_says(tmp_path: Path) ->
         "pkg/stubs.py": "nan = float('nan')\n\n\ndef helper() -> None:\n    pass\n",
         "pkg/util/__init__.py": "",
         "pkg/util/text.py": "def title(s: str) -> str:\n    return s\n",
-        "pkg/app.py": ("import numpy as np\nimport pkg\nfrom .util import text\nfrom .core import helper\n\n"
-                       "a = pkg.make()\nb = np.nan\nc = text.title('x')\nd = helper()\n"),
+        "pkg/settings.py": "settings = {}\n",
+        "pkg/app.py": ("import numpy as np\nimport pkg\nfrom .util import text\nfrom .core import helper\n"
+                       "from . import settings\n\na = pkg.make()\nb = np.nan\nc = text.title('x')\nd = helper()\n"
+                       "e = settings.get('x')\nf = make()\n"),
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -78,9 +90,10 @@ def test_a_case_is_defined_where_the_file_s_import_of_it_says(tmp_path: Path) ->
     _index_into(cross_file, tmp_path / "pkg", 100, 1 << 20)
     uses, _ = sample_cases(cross_file, 10, random.Random(0))
     # `pkg.make` is defined in the package `import pkg` names, `text.title` in the submodule imported by name;
-    # `np.nan` is numpy's, not stubs.py's, and `helper` is imported from core.py, which does not define it
+    # `np.nan` is numpy's, not stubs.py's; `helper` is imported from core.py, which does not define it;
+    # `settings` is the submodule, not the dict in it; `import pkg` binds `pkg` only, not a plain `make`
     assert sorted((case.line, case.name, case.target[0].relative) for case in uses) == [
-        (5, "make", "core.py"), (7, "title", "util/text.py")]
+        (6, "make", "core.py"), (8, "title", "util/text.py")]
 
 
 def test_the_held_out_rule_takes_the_largest_pure_python_packages_never_tuned_on(tmp_path: Path) -> None:

@@ -41,7 +41,8 @@ def test_uses_are_found_for_a_buffer_only_and_leave_the_import_lines_out() -> No
     assert buffer.local_imports == (Import(".deep", "later", None),)
     assert buffer.uses == ImportUses(
         names={"grow": (7, 8), "later": (7,)},  # a comment names it too: a weak hint, kept; line 2 is the import
-        attributes={("nx", "path_graph"): (7,), ("nx", "cycle_graph"): (7,)})
+        attributes={("nx", "path_graph"): (7,), ("nx", "cycle_graph"): (7,)},
+        calls={"grow": (7,), "nx": (7,), ("nx", "path_graph"): (7,), ("nx", "cycle_graph"): (7,)})
 
 
 def test_typescript_reexports_are_read_and_bind_no_local_name() -> None:
@@ -92,6 +93,43 @@ def test_python_an_unused_import_comes_first_then_the_nearest_and_most_used(tmp_
                                     "app/util.py:6 def shrink(items: list) -> list: ..."]
 
 
+def test_a_called_name_outranks_one_only_written_in_annotations(tmp_path: Path) -> None:
+    """Every signature names the types; what the next line needs is what the code calls (openai's resources
+    annotate each method with six types of _types.py and call make_request_options once)."""
+    files = {"app/util.py": PY_UTIL, "app/types.py": "class Headers:\n    pass\n"}
+    methods = "".join(f"def m{i}(h: Headers) -> Headers:\n    return h\n\n\n" for i in range(2))
+    files["app/main.py"] = ("from app.types import Headers\nfrom app.util import shrink\n\n\n"
+                            f"def first(items):\n    return shrink(items)\n\n\n{methods}{CURSOR}\n")
+    # Headers' uses weigh 1.5 to shrink's 0.6; never called, a quarter of that
+    assert _imported(_workspace(tmp_path, files, "app/main.py")) == [
+        "app/util.py:6 def shrink(items: list) -> list: ...", "app/types.py:1 class Headers: ..."]
+
+
+def test_what_followed_a_line_like_the_one_above_the_cursor_comes_first(tmp_path: Path) -> None:
+    """A sync method and its async twin: after `return await self._get(` comes what came after `return
+    self._get(`, though that was further up and the other names are used more (1.8 each to its 0.7, and 2 more
+    for following such a line)."""
+    files = {"app/util.py": PY_UTIL + "\n\ndef path_of(x: str) -> str:\n    return x\n"}
+    busy = "".join(f"        grow(shrink([{i}]), {i})\n" for i in range(2))
+    files["app/main.py"] = (
+        "from app.util import grow, path_of, shrink\n\n\nclass Client:\n    def get(self):\n"
+        "        return self._get(\n            path_of('/a'),\n        )\n\n    async def aget(self):\n"
+        f"{busy}        return await self._get(\n            {CURSOR}\n        )\n")
+    assert _imported(_workspace(tmp_path, files, "app/main.py"))[0] == "app/util.py:15 def path_of(x: str) -> str: ..."
+
+
+def test_a_stub_stands_for_its_module_and_overloads_show_once(tmp_path: Path) -> None:
+    files = {
+        "app/util.py": PY_UTIL,
+        "app/util.pyi": "def grow(items: list, by: int) -> list: ...\n",
+        "app/shapes.py": ("from typing import overload\n\n\n@overload\ndef area(r: int) -> int: ...\n\n\n"
+                          "@overload\ndef area(r: float) -> float: ...\n\n\ndef area(r):\n    return r * r\n"),
+        "app/main.py": f"from app.util import grow\nfrom app.shapes import area\n\ngrow([1], 2)\narea(2)\n{CURSOR}\n",
+    }
+    assert _imported(_workspace(tmp_path, files, "app/main.py")) == [
+        "app/shapes.py:12 def area(r): ...", "app/util.pyi:1 def grow(items: list, by: int) -> list: ..."]
+
+
 def test_the_cursor_line_itself_never_counts(tmp_path: Path) -> None:
     """Typing a name on the cursor's line (and the index re-reading the buffer in a pause) changes nothing."""
     main = "from app.util import grow, shrink\n\nshrink([1])\n" + CURSOR + "\n"
@@ -117,6 +155,17 @@ def test_python_submodules_imported_by_name_local_imports_and_the_folder_as_pack
     # used nearest the cursor
     assert _imported(_workspace(tmp_path, files, "tests/test_core.py")) == [
         "util/text.py:1 def title(s: str) -> str: ...", "core.py:1 def make(size: int) -> list: ..."]
+
+
+def test_a_python_module_path_starts_at_an_import_root(tmp_path: Path) -> None:
+    """Inside a package, pkg/numpy/ is `pkg.numpy`: `import numpy` is NumPy's and brings nothing from it, while
+    a package under src/ (no package itself) is imported by its own name."""
+    files = {
+        "pkg/__init__.py": "", "pkg/numpy/__init__.py": "def where(c: bool) -> int:\n    return 1\n",
+        "src/tools/__init__.py": "", "src/tools/text.py": "def title(s: str) -> str:\n    return s.title()\n",
+        "pkg/app.py": f"import numpy as np\nfrom tools.text import title\n\nnp.where(1)\ntitle('a')\n{CURSOR}\n",
+    }
+    assert _imported(_workspace(tmp_path, files, "pkg/app.py")) == ["src/tools/text.py:1 def title(s: str) -> str: ..."]
 
 
 def test_typescript_reexports_and_default_imports_resolve(tmp_path: Path) -> None:
@@ -163,13 +212,13 @@ def test_the_enclosing_signature_and_class_bases_count(tmp_path: Path) -> None:
     files = {
         "app/base.py": "class Base:\n    def __init__(self, name: str) -> None:\n        self.name = name\n",
         "app/kinds.py": "class Kind:\n    pass\n\n\nclass Other:\n    pass\n",
-        "app/main.py": ("from app.base import Base\nfrom app.kinds import Kind, Other\n\nOther()\nOther()\n\n\n"
-                        "class Thing(Base):\n    def run(self, kind: Kind) -> None:\n"
+        "app/main.py": ("from app.base import Base\nfrom app.kinds import Kind, Other\n\nprint(Other)\n"
+                        "print(Other)\n\n\nclass Thing(Base):\n    def run(self, kind: Kind) -> None:\n"
                         f"        {CURSOR}\n        pass\n"),
     }
     ranked = _imported(_workspace(tmp_path, files, "app/main.py"))
-    # used twice a few lines up, Other would lead (1.6 against 0.95 and 0.91); the parameter's annotation and the
-    # class's base count as one more use at the cursor
+    # used twice a few lines up, Other would lead (0.4 against 0.24 and 0.23, none of them called); the
+    # parameter's annotation and the class's base count as one more use at the cursor
     assert ranked == ["app/kinds.py:1 class Kind: ...", "app/base.py:1 class Base:", "app/kinds.py:5 class Other: ..."]
 
 
