@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import tree_sitter
 
+from coda_lsp.crossfile.identifiers import identifier_set
 from coda_lsp.languages import LanguageInfo
 from coda_lsp.syntax import grammar_language, new_parser
 from coda_lsp.text import leading_whitespace
@@ -111,6 +112,15 @@ class ImportUses:
     # the lines where a key of `names` or `attributes` is called: `grow(...)`, `nx.path_graph(...)`; a name
     # whose member is called (`Sharding.get_replicated(...)`) counts as called too
     calls: Mapping[str | tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
+    # each function and method: its first and last line and the identifiers of its lines, to find the ones most
+    # like the code at the cursor
+    functions: tuple[FunctionIds, ...] = ()
+
+
+class FunctionIds(NamedTuple):
+    start_line: int
+    end_line: int
+    identifiers: frozenset[str]
 
 
 _IDENTIFIER_AT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -185,7 +195,10 @@ def import_uses(text: str, file_outline: FileOutline, import_lines: set[int]) ->
             add(attributes, (name, attribute), line)
         for key in ((name,) if attribute is None else (name, (name, attribute))) if is_call else ():
             add(calls, key, line)
-    return ImportUses(*({k: tuple(v) for k, v in table.items()} for table in (names, attributes, calls)))
+    lines = text.split("\n")
+    functions = tuple(FunctionIds(d.start_line, d.end_line, identifier_set(lines[d.start_line:d.end_line + 1]))
+                      for d in file_outline.definitions if d.kind in ("function", "method"))
+    return ImportUses(*({k: tuple(v) for k, v in table.items()} for table in (names, attributes, calls)), functions)
 
 
 _PARSERS = threading.local()

@@ -8,18 +8,21 @@ it. This source ranks every name the file imports by its uses in the whole file,
    calls (a type in annotations, a constant) NOT_CALLED_WEIGHT of that: what a line needs from another file is
    most often the parameters of what it calls, while a type's or constant's name is all its uses show; the types
    the code at the cursor works with (the enclosing function's annotations, its class's bases) count as one
-   more use;
+   more use; code repeats itself (a method and its async twin, a test per case, a rule per primitive), so a
+   name gains ECHO_WEIGHT where it followed, elsewhere in the neighbourhood, a line naming what the line above
+   the cursor names, and up to SIMILAR_WEIGHT where the functions most like the code before the cursor use it;
 3. for a module imported whole (`import networkx as nx`), the names of it that most files of the workspace use.
 Each shows in its brief view: the signature on one line, no doc line, a class by its constructor."""
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 
-from coda_lsp.crossfile.identifiers import line_identifiers
+from coda_lsp.crossfile.identifiers import jaccard, line_identifiers
 from coda_lsp.crossfile.index import IndexedFile, WorkspaceIndex
 from coda_lsp.crossfile.outline import ImportUses
-from coda_lsp.crossfile.query import CursorQuery
+from coda_lsp.crossfile.query import NEAR_LINES_AFTER, WINDOW_LINES_BEFORE, CursorQuery
 from coda_lsp.crossfile.resolve import (Found, attribute_definitions, definitions_by_name, imported_definitions,
                                        one_each, places_module)
 from coda_lsp.crossfile.snippets import Snippet
@@ -28,6 +31,9 @@ USE_DECAY_LINES = 20     # a use d lines away weighs 1 / (1 + d / USE_DECAY_LINE
 UNUSED_WEIGHT = 100.0    # an imported name not used elsewhere in the file: first
 NOT_CALLED_WEIGHT = 0.25  # a use of a name the file never calls
 ECHO_WEIGHT = 2.0        # a name that followed, elsewhere, a line like the one above the cursor: as two uses at it
+SIMILAR_FUNCTIONS = 2     # the functions most like the code before the cursor (Jaccard of identifiers) ...
+MIN_LIKENESS = 0.2        # ... at least this alike ...
+SIMILAR_WEIGHT = 4.0      # ... lend the names they use this times their likeness
 ENCLOSING_WEIGHT = 1.0   # a type named in the enclosing function signature or class header: like a use here
 POPULAR_NAMES = 8        # a whole-module import's names offered by how many files of the workspace use them
 POPULAR_WEIGHT = 0.1     # the most used of them: like one use about 180 lines away
@@ -46,6 +52,9 @@ def import_snippets(query: CursorQuery, index: WorkspaceIndex) -> list[Snippet]:
     for candidate in scores:
         if (candidate if isinstance(candidate, str) else candidate[1]) in query.echo_names:
             scores[candidate] += ECHO_WEIGHT
+    for candidate, bonus in _like_the_cursor_s(current.outline.uses, query).items():
+        if candidate in scores:
+            scores[candidate] += bonus
     _add_popular(scores, current, index)
     snippets: list[Snippet] = []
     seen: set[tuple[str, int]] = set()
@@ -91,6 +100,22 @@ def _add_popular(scores: dict[Candidate, float], current: IndexedFile, index: Wo
         base = min(imp.module_names, default=imp.module) if imp.name is None else imp.alias or str(imp.name)
         for name, num_files in popular:
             scores.setdefault((base, name), POPULAR_WEIGHT * num_files / popular[0][1])
+
+
+def _like_the_cursor_s(uses: ImportUses, query: CursorQuery) -> dict[Candidate, float]:
+    """Candidate -> SIMILAR_WEIGHT x the likeness of the most alike of the SIMILAR_FUNCTIONS functions of the
+    file most like the code before the cursor (by their identifiers; functions it overlaps left out) that use
+    it."""
+    first, last = query.line - WINDOW_LINES_BEFORE, query.line + NEAR_LINES_AFTER
+    others = (f for f in uses.functions if f.end_line < first or f.start_line > last)
+    alike = [(likeness, f) for f in others if (likeness := jaccard(query.window_ids, f.identifiers)) >= MIN_LIKENESS]
+    bonus: dict[Candidate, float] = {}
+    for likeness, f in heapq.nlargest(SIMILAR_FUNCTIONS, alike, key=lambda item: item[0]):
+        for table in (uses.names, uses.attributes):
+            for key, lines in table.items():
+                if any(f.start_line <= number <= f.end_line for number in lines):
+                    bonus[key] = max(bonus.get(key, 0.0), SIMILAR_WEIGHT * likeness)
+    return bonus
 
 
 def _weight(uses: ImportUses, candidate: Candidate, lines: Iterable[int], cursor_line: int) -> float:

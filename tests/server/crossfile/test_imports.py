@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from coda_lsp.crossfile.outline import Import, ImportUses, outline
+from coda_lsp.crossfile.outline import FunctionIds, Import, ImportUses, outline
 from coda_lsp.crossfile.query import cursor_query
 from coda_lsp.crossfile.sources.imports import import_snippets
 from coda_lsp.languages import GO, PYTHON, RUST, TYPESCRIPT, language_for
@@ -42,7 +42,8 @@ def test_uses_are_found_for_a_buffer_only_and_leave_the_import_lines_out() -> No
     assert buffer.uses == ImportUses(
         names={"grow": (7, 8), "later": (7,)},  # a comment names it too: a weak hint, kept; line 2 is the import
         attributes={("nx", "path_graph"): (7,), ("nx", "cycle_graph"): (7,)},
-        calls={"grow": (7,), "nx": (7,), ("nx", "path_graph"): (7,), ("nx", "cycle_graph"): (7,)})
+        calls={"grow": (7,), "nx": (7,), ("nx", "path_graph"): (7,), ("nx", "cycle_graph"): (7,)},
+        functions=(FunctionIds(5, 7, frozenset({"run", "deep", "later", "grow", "nx", "path_graph", "cycle_graph"})),))
 
 
 def test_typescript_reexports_are_read_and_bind_no_local_name() -> None:
@@ -116,6 +117,19 @@ def test_what_followed_a_line_like_the_one_above_the_cursor_comes_first(tmp_path
         "        return self._get(\n            path_of('/a'),\n        )\n\n    async def aget(self):\n"
         f"{busy}        return await self._get(\n            {CURSOR}\n        )\n")
     assert _imported(_workspace(tmp_path, files, "app/main.py"))[0] == "app/util.py:15 def path_of(x: str) -> str: ..."
+
+
+def test_what_the_functions_most_like_the_code_at_the_cursor_use_comes_first(tmp_path: Path) -> None:
+    """A rule per case: the function being written looks like one far above, which called `shrink` (0.2 for its
+    use, 1.8 for that likeness); `grow`, used twice just above the cursor (1.6), would lead otherwise."""
+    files = {"app/util.py": PY_UTIL}
+    far = "pass\n" * 60  # no identifiers: the code before the cursor is the two functions' likeness (5 of 11)
+    files["app/main.py"] = (
+        "from app.util import grow, shrink\n\n\ndef lower_sin(ctx, operand, accuracy):\n"
+        "    result = emit(ctx, 'sin', operand, accuracy)\n    return shrink(result)\n\n\n"
+        f"{far}x = grow([1], 2)\ny = grow([2], 2)\n\n\n"
+        f"def lower_cos(ctx, operand, accuracy):\n    result = emit(ctx, 'cos', operand, accuracy)\n    {CURSOR}\n")
+    assert _imported(_workspace(tmp_path, files, "app/main.py"))[0] == "app/util.py:6 def shrink(items: list) -> list: ..."
 
 
 def test_a_stub_stands_for_its_module_and_overloads_show_once(tmp_path: Path) -> None:
