@@ -139,6 +139,8 @@ class WorkspaceIndex:
         old = self.files.get(file.path)
         self.remove(file.path, keep_memo=old is not None and old.exports == file.exports)
         self.files[file.path] = file
+        if file.path.name in ("__init__.py", "__init__.pyi"):  # created since its folder was asked about
+            self._is_package[file.path.parent] = True
         for definition in file.outline.definitions:
             self._by_name.setdefault(definition.name, set()).add(file.path)
         self._keys_of[file.path] = _module_keys(file, self.is_package)

@@ -109,8 +109,8 @@ class ImportUses:
     # (base, x) of `base.x` / `base::x` where base is an imported name: `nx.path_graph`, `core.Primitive` of
     # `from jax._src import core`, `fs::read`
     attributes: Mapping[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
-    # the lines where a key of `names` or `attributes` is called: `grow(...)`, `nx.path_graph(...)`; a name
-    # whose member is called (`Sharding.get_replicated(...)`) counts as called too
+    # the lines where a key of `names` or `attributes` is called: `grow(...)`, `nx.path_graph(...)`, a decorator
+    # `@cache`; a name whose member is called (`Sharding.get_replicated(...)`) counts as called too
     calls: Mapping[str | tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
     # each function and method: its first and last line and the identifiers of its lines, to find the ones most
     # like the code at the cursor
@@ -183,7 +183,9 @@ def import_uses(text: str, file_outline: FileOutline, import_lines: set[int]) ->
         if not lines or lines[-1] != line:
             lines.append(line)
     for match in _NAME_AND_ATTRIBUTE.finditer(text):
-        name, attribute, is_call = match.group(1), match.group(2), match.group(3) is not None
+        name, attribute = match.group(1), match.group(2)
+        # `f(...)`, and a decorator, which is called with what it decorates: `@nx._dispatchable`
+        is_call = match.group(3) is not None or text[match.start() - 1:match.start()] == "@"
         if name not in bases:
             continue
         line = bisect_right(line_ends, match.start() - 1)

@@ -46,6 +46,13 @@ def test_uses_are_found_for_a_buffer_only_and_leave_the_import_lines_out() -> No
         functions=(FunctionIds(5, 7, frozenset({"run", "deep", "later", "grow", "nx", "path_graph", "cycle_graph"})),))
 
 
+def test_a_decorator_is_a_call_and_an_annotation_is_not() -> None:
+    source = "import nx\nfrom .types import Headers\n\n\n@nx.dispatchable\ndef run(h: Headers) -> Headers:\n    pass\n"
+    uses = outline(PYTHON, source, with_uses=True).uses
+    assert uses is not None and uses.calls == {"nx": (4,), ("nx", "dispatchable"): (4,)}
+    assert uses.names == {"Headers": (5,)}
+
+
 def test_typescript_reexports_are_read_and_bind_no_local_name() -> None:
     source = ('import { a, b as c } from "./x";\nexport { d, e as f } from "./y";\nexport * from "./z";\n'
               'export * as ns from "./w";\nc(a);\n')
