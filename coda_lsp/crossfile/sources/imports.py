@@ -48,13 +48,7 @@ def import_snippets(query: CursorQuery, index: WorkspaceIndex) -> list[Snippet]:
     current = index.get(query.path) if query.path is not None else None
     if current is None or current.outline.uses is None:
         return []
-    scores = _scores(current, current.outline.uses, query.line)
-    for candidate in scores:
-        if (candidate if isinstance(candidate, str) else candidate[1]) in query.echo_names:
-            scores[candidate] += ECHO_WEIGHT
-    for candidate, bonus in _like_the_cursor_s(current.outline.uses, query).items():
-        if candidate in scores:
-            scores[candidate] += bonus
+    scores = _scores(current, current.outline.uses, query)
     _add_popular(scores, current, index)
     snippets: list[Snippet] = []
     seen: set[tuple[str, int]] = set()
@@ -70,22 +64,27 @@ def import_snippets(query: CursorQuery, index: WorkspaceIndex) -> list[Snippet]:
     return snippets
 
 
-def _scores(current: IndexedFile, uses: ImportUses, line: int) -> dict[Candidate, float]:
+def _scores(current: IndexedFile, uses: ImportUses, query: CursorQuery) -> dict[Candidate, float]:
     """Candidate -> its weight: uses by closeness (less for a name never called), UNUSED_WEIGHT for a named
-    import not used yet, ENCLOSING_WEIGHT more for a type of the enclosing definitions. Insertion order is
-    import order, which breaks ties (sorting is stable)."""
+    import not used yet, ENCLOSING_WEIGHT more for a type of the enclosing definitions, ECHO_WEIGHT more for a
+    name that followed a line like the one above the cursor, and what the functions most like the cursor's code
+    lend. Insertion order is import order, which breaks ties (sorting is stable)."""
     scores: dict[Candidate, float] = {}
     for imp in current.outline.all_imports:
         if imp.name is not None:
             local = imp.alias or imp.name
-            scores[local] = _weight(uses, local, uses.names.get(local, ()), line) or UNUSED_WEIGHT
+            scores[local] = _weight(uses, local, uses.names.get(local, ()), query.line) or UNUSED_WEIGHT
     for attribute, lines in uses.attributes.items():
-        weight = _weight(uses, attribute, lines, line)
+        weight = _weight(uses, attribute, lines, query.line)
         if weight:
             scores[attribute] = weight
-    for name in _enclosing_names(current, line):
+    for name in _enclosing_names(current, query.line):
         if name in scores:
             scores[name] += ENCLOSING_WEIGHT
+    alike = _alike_functions_bonus(uses, query)
+    for candidate in scores:
+        is_echo = (candidate if isinstance(candidate, str) else candidate[1]) in query.echo_names
+        scores[candidate] += ECHO_WEIGHT * is_echo + alike.get(candidate, 0.0)
     return scores
 
 
@@ -102,7 +101,7 @@ def _add_popular(scores: dict[Candidate, float], current: IndexedFile, index: Wo
             scores.setdefault((base, name), POPULAR_WEIGHT * num_files / popular[0][1])
 
 
-def _like_the_cursor_s(uses: ImportUses, query: CursorQuery) -> dict[Candidate, float]:
+def _alike_functions_bonus(uses: ImportUses, query: CursorQuery) -> dict[Candidate, float]:
     """Candidate -> SIMILAR_WEIGHT x the likeness of the most alike of the SIMILAR_FUNCTIONS functions of the
     file most like the code before the cursor (by their identifiers; functions it overlaps left out) that use
     it."""
