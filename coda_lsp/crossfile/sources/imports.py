@@ -98,7 +98,8 @@ def _add_popular(scores: dict[Candidate, float], current: IndexedFile, index: Wo
         # any of a whole-module import's names leads attribute_definitions back to its module
         base = min(imp.module_names, default=imp.module) if imp.name is None else imp.alias or str(imp.name)
         for name, num_files in popular:
-            scores.setdefault((base, name), POPULAR_WEIGHT * num_files / popular[0][1])
+            # a floor, not a default: a use far away (or in a docstring) must not leave it below its popularity
+            scores[(base, name)] = max(scores.get((base, name), 0.0), POPULAR_WEIGHT * num_files / popular[0][1])
 
 
 def _alike_functions_bonus(uses: ImportUses, query: CursorQuery) -> dict[Candidate, float]:
