@@ -221,7 +221,7 @@ class BlockwiseRun:
         # block (or no skipping).
         self._skip_settled = policy.skip_settled and x.device.type == "cpu"
         self._unsettled: tuple[int, int] | None = None
-        self._drift = DriftEstimate(x.shape[1]) if policy.drifted and x.device.type == "cpu" else None
+        self._drift = DriftEstimate(x.shape[1]) if policy.drifts(x.device.type) else None
         self._side = policy.side(x.device.type)  # cached positions recomputed each side of the block
         self._positions: torch.Tensor | None = None  # the pass's positions when not one contiguous run
         self.done = False

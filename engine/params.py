@@ -69,13 +69,17 @@ class CachePolicy:
         if not isinstance(self.skip_settled, bool):
             raise ValueError(f"cache skip_settled must be True or False, got {self.skip_settled!r}")
 
+    def drifts(self, device_type: str) -> bool:
+        """Whether windows on this device take the drifted positions instead of the margin."""
+        return self.drifted > 0 and device_type == "cpu"
+
     def side(self, device_type: str) -> int:
         """Cached positions recomputed each side of the block on this device (the drifted ones aside)."""
-        return self.near if self.drifted and device_type == "cpu" else self.margin
+        return self.near if self.drifts(device_type) else self.margin
 
     def extra_rows(self, device_type: str) -> int:
         """Positions a window pass computes besides the block's on this device."""
-        return 2 * self.side(device_type) + (self.drifted if device_type == "cpu" else 0)
+        return 2 * self.side(device_type) + (self.drifted if self.drifts(device_type) else 0)
 
     def needs_refresh(self, *, new_block: bool, passes_since: int, revealed_since: int, span: int) -> bool:
         """Whether the next pass recomputes the whole canvas, given what happened since the last refresh."""

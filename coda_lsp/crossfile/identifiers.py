@@ -33,6 +33,12 @@ def line_attributes(line: str) -> tuple[tuple[str, str], ...]:
     return tuple((base, name) for base, name in _ATTRIBUTE.findall(line) if name not in STOP_WORDS)
 
 
+@lru_cache(maxsize=65536)
+def line_identifier_set(line: str) -> frozenset[str]:
+    """line_identifiers of one line as a set, cached alike: compared for every line around the cursor."""
+    return frozenset(line_identifiers(line))
+
+
 def identifier_set(lines: Iterable[str]) -> frozenset[str]:
     return frozenset(word for line in lines for word in line_identifiers(line))
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from coda_lsp.crossfile.identifiers import identifier_set, line_attributes, line_identifiers
+from coda_lsp.crossfile.identifiers import identifier_set, line_attributes, line_identifier_set, line_identifiers
 from coda_lsp.documents import Document
 from coda_lsp.languages import LanguageInfo
 
@@ -65,7 +65,7 @@ def cursor_query(doc: Document, offset: int, language: LanguageInfo, path: Path 
     weights: dict[str, float] = {}
     local_lines = set()
     bases: dict[str, set[str]] = {}
-    above = frozenset(line_identifiers(text_of(line - 1))) if line > 0 else frozenset()
+    above = line_identifier_set(text_of(line - 1)) if line > 0 else frozenset()
     echo: set[str] = set()
     for number in nearest_first(NEIGHBOURHOOD_LINES, NEIGHBOURHOOD_LINES):
         text = text_of(number)
@@ -75,8 +75,7 @@ def cursor_query(doc: Document, offset: int, language: LanguageInfo, path: Path 
         names = line_identifiers(text)
         for name in names:
             weights[name] = weights.get(name, 0.0) + weight
-        if above and number - 1 != line and number > 0 and \
-                frozenset(line_identifiers(text_of(number - 1))) == above:
+        if above and number - 1 != line and number > 0 and line_identifier_set(text_of(number - 1)) == above:
             echo.update(names)
         for base, name in line_attributes(text):
             bases.setdefault(name, set()).add(base)

@@ -17,6 +17,7 @@ Each shows in its brief view: the signature on one line, no doc line, a class by
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left
 from collections.abc import Iterable
 
 from coda_lsp.crossfile.identifiers import jaccard, line_identifiers
@@ -113,7 +114,8 @@ def _alike_functions_bonus(uses: ImportUses, query: CursorQuery) -> dict[Candida
     for likeness, f in heapq.nlargest(SIMILAR_FUNCTIONS, alike, key=lambda item: item[0]):
         for table in (uses.names, uses.attributes):
             for key, lines in table.items():
-                if any(f.start_line <= number <= f.end_line for number in lines):
+                first_after = bisect_left(lines, f.start_line)  # a use's lines ascend
+                if first_after < len(lines) and lines[first_after] <= f.end_line:
                     bonus[key] = max(bonus.get(key, 0.0), SIMILAR_WEIGHT * likeness)
     return bonus
 

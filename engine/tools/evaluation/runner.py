@@ -50,8 +50,8 @@ class Generation:
     raw_text: str
     generation_ms: float
     num_forward_passes: int
-    error: str | None = None
-    window_rows: tuple[int, ...] = ()  # positions each window pass computed (direct infills only)  # why the engine refused the problem (e.g. a canvas longer than the model's positions)
+    error: str | None = None  # why the engine refused the problem (e.g. a canvas longer than the model's positions)
+    window_rows: tuple[int, ...] = ()  # positions each window pass computed (direct infills only)
 
 
 @dataclass(frozen=True)
