@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from bisect import bisect_right
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -345,7 +345,7 @@ class _Reader:
     # ---- definitions -----------------------------------------------------------------------------------------
 
     def definitions(self, root: Any) -> Iterator[Definition]:
-        for node in root.named_children:
+        for node in _top_level(root, self.is_python):
             try:
                 yield from self.top_level(node)
             except (AttributeError, IndexError, TypeError):
@@ -547,7 +547,7 @@ class _Reader:
 
     def reexports(self, root: Any) -> Iterator[Import]:
         """JS / TS `export { a, b as c } from "m"`, `export * from "m"` (`export * as ns` names no definition)."""
-        for node in root.named_children:
+        for node in _top_level(root, self.is_python):
             source_node = node.child_by_field_name("source") if node.type == "export_statement" else None
             if source_node is None:
                 continue
@@ -566,12 +566,14 @@ class _Reader:
     def import_candidates(self, root: Any) -> Iterator[Any]:
         """Top-level statements; in Python also those inside top-level `if` / `try` blocks, where
         `if TYPE_CHECKING:` and `try: import x except ImportError:` imports live."""
-        for node in root.named_children:
-            if self.is_python and node.type in ("if_statement", "try_statement", "else_clause", "elif_clause",
-                                                "except_clause", "finally_clause", "block"):
-                yield from self.import_candidates(node)
-            else:
-                yield node
+        def within(nodes: Iterable[Any]) -> Iterator[Any]:
+            for node in nodes:
+                if self.is_python and node.type in ("if_statement", "try_statement", "else_clause", "elif_clause",
+                                                    "except_clause", "finally_clause", "block"):
+                    yield from within(node.named_children)
+                else:
+                    yield node
+        return within(_top_level(root, self.is_python))
 
     def python_import(self, node: Any) -> Iterator[Import]:
         for name in node.children_by_field_name("name"):
@@ -692,6 +694,18 @@ def _inside_function(node: Any) -> bool:
             return True
         parent = parent.parent
     return False
+
+
+def _top_level(root: Any, is_python: bool) -> Iterator[Any]:
+    """The statements of `root`. Where the text does not parse, tree-sitter may wrap everything from there on (the
+    rest of the module, when the first line of a call over several is left open) in an ERROR node, or lift a body's
+    statements out of their function: of those, only what starts a line is top-level (and in Python, where
+    indentation is syntax, only that ever is)."""
+    for node in root.named_children:
+        if node.type == "ERROR":
+            yield from (child for child in _top_level(node, is_python) if child.start_point[1] == 0)
+        elif node.start_point[1] == 0 or not is_python:
+            yield node
 
 
 def _walk(node: Any) -> Iterator[Any]:

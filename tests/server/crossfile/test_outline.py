@@ -155,6 +155,17 @@ def test_a_file_that_does_not_parse_keeps_what_tree_sitter_recovers() -> None:
     assert [d.name for d in outline(PYTHON, source).definitions] == ["good", "Later"]
 
 
+def test_a_call_left_open_keeps_the_imports_and_definitions_around_it() -> None:
+    # the first line of a call over several lines emptied: tree-sitter wraps the rest of the module in an ERROR
+    source = ("import os\nfrom .shapes import scale\n\nLIMIT = 3\n\n\ndef run(shape):\n"
+              "    \n        shape, factor=2\n    )\n    total = 1\n    return total\n")
+    result = outline(PYTHON, source)
+    assert result.has_errors
+    assert result.imports == (Import("os", None, None), Import(".shapes", "scale", None))
+    # the indented `total = 1` that tree-sitter lifts out of run's body is no constant of the module
+    assert [d.name for d in result.definitions] == ["LIMIT", "run"]
+
+
 def test_binary_like_text_does_not_crash() -> None:
     assert outline(PYTHON, "\x00\x01\ufffd" * 100 + "\ndef f(): ...\n").definitions[-1].name == "f"
 
