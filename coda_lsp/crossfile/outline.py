@@ -19,8 +19,8 @@ from coda_lsp.text import leading_whitespace
 
 # A class, struct or interface shown whole is cut after this many lines: the budget holds a few hundred tokens.
 MAX_DEFINITION_LINES = 16
-# A class shows this many members (the constructor first): its signature tells how to build one, and a whole
-# outline of a 40-method class would take the budget of a dozen other definitions.
+# A class shows its constructor, or without one (a dataclass, a TypedDict) this many first members: how to make
+# one; a whole outline of a 40-method class would take the budget of a dozen other definitions.
 MAX_CLASS_MEMBERS = 2
 _CONSTRUCTORS = frozenset({"__init__", "constructor", "new"})
 MAX_SIGNATURE_LINES = 6  # a longer header (one parameter per line) is shortened to this many lines
@@ -29,21 +29,15 @@ MAX_LINE_CHARS = 160  # a definition line longer than this is cut (long literals
 
 @dataclass(frozen=True)
 class Definition:
-    """A name a file defines, and the text a prompt shows for it: header and first doc line, never a body."""
+    """A name a file defines, and the text a prompt shows for it: how to call or make it, in few tokens: a
+    function's signature on one line, a class by its header and constructor, never a body or a doc line."""
 
     name: str
     kind: str             # "function" | "class" | "method" | "constant" | "type"
     start_line: int       # 0-based line of the definition's first line (decorators and doc comments excluded)
     end_line: int         # 0-based, inclusive
-    text: str             # the signature view, in the file's own syntax and indentation
+    text: str             # the view, in the file's own syntax and indentation
     container: str | None = None  # the class / impl / receiver type of a method
-    # The view without doc lines, a class by its header and constructor only: how to call it, in fewer tokens.
-    # None when it is the same as `text`.
-    brief: str | None = None
-
-    @property
-    def brief_text(self) -> str:
-        return self.brief if self.brief is not None else self.text
 
 
 @dataclass(frozen=True)
@@ -228,14 +222,6 @@ def _parser(language: LanguageInfo) -> tree_sitter.Parser:
     return parsers[language.grammar]
 
 
-class _View(NamedTuple):
-    """A definition's text, and the same without its doc lines (and, for a class, without its members but
-    the constructor)."""
-
-    text: str
-    brief: str
-
-
 def _text(source: bytes, node: Any) -> str:
     return source[node.start_byte:node.end_byte].decode("utf-8", "replace")
 
@@ -249,8 +235,8 @@ def _expression_of(node: Any) -> Any:
 
 
 def _one_line(header: str) -> str:
-    """A header of one parameter per line on one line (the brief view: each line break and indent is a token or
-    two); left as it is when a line holds a comment, which would swallow the rest."""
+    """A header of one parameter per line on one line (each line break and indent is a token or two); left as
+    it is when a line holds a comment, which would swallow the rest."""
     lines = header.split("\n")
     if len(lines) == 1 or any("#" in line or "//" in line for line in lines[:-1]):
         return header
@@ -301,46 +287,14 @@ class _Reader:
             lines = lines[:MAX_DEFINITION_LINES - 1] + [lines[-1]]
         return indent + "\n".join(lines)
 
-    def doc_comment(self, node: Any) -> str | None:
-        """The first line of a comment that ends on the line just above `node`."""
-        previous = node.prev_named_sibling
-        if previous is None or not _comment_ends_above(previous, node.start_point[0]):
-            return None
-        while previous.prev_named_sibling is not None and \
-                _comment_ends_above(previous.prev_named_sibling, previous.start_point[0]):
-            previous = previous.prev_named_sibling  # a run of // lines: its first line
-        first = _text(self.source, previous).split("\n")[0].strip()
-        return _short(first) if first.strip("/*#! ") else None
-
-    def docstring(self, body: Any | None) -> str | None:
-        """Python: the first line of the docstring that opens `body`."""
-        if body is None or not body.named_child_count:
-            return None
-        first = _expression_of(body.named_children[0])
-        if first.type != "string":
-            return None
-        text = _text(self.source, first).lstrip("rRbBuUfF")  # r"""...""": the prefix says nothing
-        quote = text[:3] if text[:3] in ('"""', "'''") else text[:1]
-        content = text[len(quote):].removesuffix(quote)
-        # `"""` alone on its line, then the text: the first line that says something
-        line = next((stripped for line in content.split("\n") if (stripped := line.strip())), None)
-        return _short(f"{quote}{line}{quote}") if line else None
-
-    def function_view(self, node: Any, indent: str) -> _View:
-        """A function or method: its header and the first docstring / comment line, the body elided."""
+    def function_view(self, node: Any, indent: str) -> str:
+        """A function or method: its header on one line, the body elided."""
         body = node.child_by_field_name("body")
-        header = indent + self.header(node, body)
-        brief_header = _one_line(header)
+        header = _one_line(indent + self.header(node, body))
         if self.is_python:
-            doc = self.docstring(body)
-            body_indent = indent + "    "
             # a comment after the colon would swallow a same-line `...`
-            elided = f"\n{body_indent}..." if "#" in header.rsplit(":", 1)[-1] else " ..."
-            return _View(f"{header}\n{body_indent}{doc}" if doc else header + elided, brief_header + elided)
-        doc = self.doc_comment(node)
-        bare = f"{header} {{ ... }}" if body is not None else header
-        return _View(f"{indent}{doc}\n{bare}" if doc else bare,
-                     f"{brief_header} {{ ... }}" if body is not None else brief_header)
+            return header + (f"\n{indent}    ..." if "#" in header.rsplit(":", 1)[-1] else " ...")
+        return f"{header} {{ ... }}" if body is not None else header
 
     # ---- definitions -----------------------------------------------------------------------------------------
 
@@ -375,9 +329,9 @@ class _Reader:
             yield from self.rust_block(node)
         elif kind in ("interface_declaration", "type_alias_declaration", "enum_declaration", "struct_item",
                       "enum_item", "type_item", "union_item") and name:
-            yield self.make(name, "type", shown, self.with_comment(shown, self.whole(shown)))
+            yield self.make(name, "type", shown, self.whole(shown))
         elif kind in ("const_item", "static_item") and name:
-            yield self.make(name, "constant", shown, self.with_comment(shown, self.whole(shown)))
+            yield self.make(name, "constant", shown, self.whole(shown))
         elif kind == "method_declaration" and name:  # Go: a method is top-level, its receiver names the type
             receiver = node.child_by_field_name("receiver")
             owner = next((_text(self.source, n) for n in _walk(receiver) if n.type == "type_identifier"), None)
@@ -386,8 +340,7 @@ class _Reader:
             for spec in node.named_children:
                 spec_name = spec.child_by_field_name("name")
                 if spec.type in ("type_spec", "type_alias") and spec_name is not None:
-                    yield self.make(_text(self.source, spec_name), "type", node,
-                                    self.with_comment(node, self.whole(node)))
+                    yield self.make(_text(self.source, spec_name), "type", node, self.whole(node))
         elif kind in ("const_declaration", "var_declaration"):
             yield from self.go_values(node)
         elif kind in ("lexical_declaration", "variable_declaration"):
@@ -395,28 +348,21 @@ class _Reader:
         elif kind == "expression_statement":
             yield from self.python_assignment(node)
 
-    def function_view_from(self, shown: Any, node: Any) -> _View:
+    def function_view_from(self, shown: Any, node: Any) -> str:
         if shown is node:
             return self.function_view(node, "")
         # export function f(...) { ... }: the header runs from `export` to the function's body
-        return self.with_comment(shown, f"{self.header(shown, node.child_by_field_name('body'))} {{ ... }}")
+        return f"{self.header(shown, node.child_by_field_name('body'))} {{ ... }}"
 
-    def with_comment(self, node: Any, view: str) -> _View:
-        doc = None if self.is_python else self.doc_comment(node)
-        return _View(f"{doc}\n{view}" if doc else view, view)
-
-    def make(self, name: str, kind: str, node: Any, view: _View | str, container: str | None = None) -> Definition:
-        text, brief = (view, view) if isinstance(view, str) else view
-        return Definition(name, kind, node.start_point[0], node.end_point[0], text, container,
-                          brief if brief != text else None)
+    def make(self, name: str, kind: str, node: Any, view: str, container: str | None = None) -> Definition:
+        return Definition(name, kind, node.start_point[0], node.end_point[0], view, container)
 
     def class_like(self, name: str, shown: Any, node: Any) -> Iterator[Definition]:
-        """A class: header, first doc line and its members' signatures; each method also on its own."""
+        """A class: how to make one (see class_view); each method also on its own, under the class header."""
         body = node.child_by_field_name("body")
         header = self.header(shown, body)
-        doc = self.docstring(body) if self.is_python else self.doc_comment(shown)
-        members: list[_View] = []
-        methods: list[tuple[str, Any, _View]] = []
+        members: list[str] = []
+        methods: list[tuple[str, Any, str]] = []
         for member in (body.named_children if body is not None else []):
             target = member.child_by_field_name("definition") if member.type == "decorated_definition" else member
             if target is None:
@@ -431,29 +377,19 @@ class _Reader:
                 methods.append((_text(self.source, member_name), target, view))
             elif target.type in ("assignment", "public_field_definition", "field_definition") \
                     and _text(self.source, target).count("\n") == 0:
-                line = indent + _short(_text(self.source, target))
-                members.append(_View(line, line))
-        lines = [header] if self.is_python else [header + " {"]
-        if doc:
-            lines = ([header, "    " + doc] if self.is_python else [doc, header + " {"])
-        members.sort(key=lambda view: not any(f"{name}(" in view.text for name in _CONSTRUCTORS))
-        view_lines = "\n".join(lines + [m.text for m in members[:MAX_CLASS_MEMBERS]]).split("\n")[:MAX_DEFINITION_LINES]
-        if not self.is_python:
-            view_lines.append(self.indent_of(shown) + "}")
-        if self.is_python and len(view_lines) == 1:
-            view_lines[0] += " ..."
-        yield self.make(name, "class", shown, _View("\n".join(view_lines), self.class_brief(shown, header, members)))
+                members.append(indent + _short(_text(self.source, target)))
+        members.sort(key=lambda view: not any(f"{name}(" in view for name in _CONSTRUCTORS))
+        yield self.make(name, "class", shown, self.class_view(shown, header, members))
         opener = header if self.is_python else header + " {"
         closer = "" if self.is_python else "\n}"
         for method_name, target, view in methods:
-            yield self.make(method_name, "method", target,
-                            _View(f"{opener}\n{view.text}{closer}", f"{opener}\n{view.brief}{closer}"), name)
+            yield self.make(method_name, "method", target, f"{opener}\n{view}{closer}", name)
 
-    def class_brief(self, shown: Any, header: str, members: list[_View]) -> str:
-        """How to make one, without doc lines: the header and the constructor's signature, or, without a
-        constructor (a dataclass, a TypedDict), the first members; `members` has the constructor first."""
-        has_constructor = bool(members) and any(f"{name}(" in members[0].text for name in _CONSTRUCTORS)
-        shown_members = [m.brief for m in members[:1 if has_constructor else MAX_CLASS_MEMBERS]]
+    def class_view(self, shown: Any, header: str, members: list[str]) -> str:
+        """How to make one: the header and the constructor's signature, or, without a constructor (a dataclass,
+        a TypedDict), the first members; `members` has the constructor first."""
+        has_constructor = bool(members) and any(f"{name}(" in members[0] for name in _CONSTRUCTORS)
+        shown_members = members[:1 if has_constructor else MAX_CLASS_MEMBERS]
         if not shown_members:
             return f"{header} ..." if self.is_python else f"{header} {{ ... }}"
         lines = "\n".join([header if self.is_python else header + " {", *shown_members]).split("\n")
@@ -473,13 +409,11 @@ class _Reader:
             if member.type in ("function_item", "function_signature_item") and member_name is not None:
                 indent = self.indent_of(member)
                 view = self.function_view(member, indent)
-                views.append(view.text)
-                yield self.make(_text(self.source, member_name), "method", member,
-                                _View(f"{header} {{\n{view.text}\n}}", f"{header} {{\n{view.brief}\n}}"), owner)
+                views.append(view)
+                yield self.make(_text(self.source, member_name), "method", member, f"{header} {{\n{view}\n}}", owner)
         if is_trait and owner:
             lines = f"{header} {{\n" + "\n".join(views)
-            yield self.make(owner, "type", node, self.with_comment(
-                node, "\n".join(lines.split("\n")[:MAX_DEFINITION_LINES]) + "\n}"))
+            yield self.make(owner, "type", node, "\n".join(lines.split("\n")[:MAX_DEFINITION_LINES]) + "\n}")
 
     def go_values(self, node: Any) -> Iterator[Definition]:
         keyword = "const" if node.type == "const_declaration" else "var"
@@ -487,10 +421,8 @@ class _Reader:
             if spec.type not in ("const_spec", "var_spec"):
                 continue
             line = f"{keyword} {_short(_text(self.source, spec).split(chr(10))[0])}"
-            # `const X = 1` has its comment above the declaration; `const ( ... )` above each spec
-            view = self.with_comment(spec if self.doc_comment(spec) else node, line)
             for name_node in spec.children_by_field_name("name"):
-                yield self.make(_text(self.source, name_node), "constant", spec, view)
+                yield self.make(_text(self.source, name_node), "constant", spec, line)
 
     def js_values(self, shown: Any, node: Any) -> Iterator[Definition]:
         for declarator in node.named_children:
@@ -500,11 +432,10 @@ class _Reader:
             value = declarator.child_by_field_name("value")
             name = _text(self.source, name_node)
             if value is not None and value.type in ("arrow_function", "function_expression", "function"):
-                view = self.with_comment(shown, f"{self.header(shown, value.child_by_field_name('body'))} {{ ... }}")
+                view = f"{self.header(shown, value.child_by_field_name('body'))} {{ ... }}"
                 yield self.make(name, "function", shown, view)
             else:
-                first = _short(_text(self.source, shown).split("\n")[0])
-                yield self.make(name, "constant", shown, self.with_comment(shown, first))
+                yield self.make(name, "constant", shown, _short(_text(self.source, shown).split("\n")[0]))
 
     def python_assignment(self, statement: Any) -> Iterator[Definition]:
         node = _expression_of(statement)
@@ -679,12 +610,6 @@ _IMPORT_READERS = {
     "lexical_declaration": _Reader.js_require,
     "variable_declaration": _Reader.js_require,
 }
-
-
-def _comment_ends_above(node: Any, line: int) -> bool:
-    """A comment whose last line is `line - 1` (Rust's `///` nodes end at column 0 of the next line)."""
-    end_row, end_column = node.end_point
-    return "comment" in node.type and (end_row == line - 1 or (end_row == line and end_column == 0))
 
 
 def _inside_function(node: Any) -> bool:

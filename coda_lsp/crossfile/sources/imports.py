@@ -1,4 +1,4 @@
-"""Source (b): brief signatures of the names the current file imports from the workspace, most likely used first.
+"""Source (b): the signatures of the names the current file imports from the workspace, most likely used first.
 
 The definitions source sees only the names used around the cursor; code often calls a name imported at the top
 and not named again for a hundred lines (`from .utils import (a, b, c)`), and nothing near the cursor points at
@@ -12,7 +12,8 @@ it. This source ranks every name the file imports by its uses in the whole file,
    name gains ECHO_WEIGHT where it followed, elsewhere in the neighbourhood, a line naming what the line above
    the cursor names, and up to SIMILAR_WEIGHT where the functions most like the code before the cursor use it;
 3. for a module imported whole (`import networkx as nx`), the names of it that most files of the workspace use.
-Each shows in its brief view: the signature on one line, no doc line, a class by its constructor."""
+Each shows as every definition does (coda_lsp.crossfile.outline): its signature on one line, a class by its
+constructor."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def import_snippets(query: CursorQuery, index: WorkspaceIndex) -> list[Snippet]:
                 continue
             seen.add((file.relative, definition.start_line))
             snippets.append(Snippet("import", file.relative, definition.start_line, definition.end_line,
-                                    round(scores[candidate], 4), definition.brief_text, file.language.line_comment))
+                                    round(scores[candidate], 4), definition.text, file.language.line_comment))
             if len(snippets) >= MAX_SNIPPETS:
                 return snippets
     return snippets

@@ -1,4 +1,4 @@
-"""outline: definitions (signatures, first doc line, class members) and imports per language, from real source."""
+"""outline: definitions (one-line signatures, a class by its constructor) and imports per language, from real source."""
 
 from __future__ import annotations
 
@@ -34,20 +34,17 @@ def scale(shape: Circle,
 '''
 
 
-def test_python_definitions_show_signatures_and_first_doc_lines_only() -> None:
+def test_python_definitions_show_signatures_without_doc_lines() -> None:
     result = outline(PYTHON, PYTHON_SOURCE)
     by_name = {(d.name, d.container): d for d in result.definitions}
     assert [(d.name, d.kind) for d in result.definitions] == [
         ("UNIT", "constant"), ("Circle", "class"), ("__init__", "method"), ("area", "method"),
         ("scale", "function")]
-    # the constructor first, then members in file order, MAX_CLASS_MEMBERS of them
-    assert by_name["Circle", None].text == (
-        'class Circle(Shape):\n    """A circle."""\n'
-        '    def __init__(self, radius: float) -> None: ...\n    SIDES = 0')
+    # a class is how to make one: its header and constructor
+    assert by_name["Circle", None].text == 'class Circle(Shape):\n    def __init__(self, radius: float) -> None: ...'
     assert by_name["area", "Circle"].text == "class Circle(Shape):\n    def area(self) -> float: ..."
     # a comment after the colon would swallow a same-line `...`
-    assert by_name["scale", None].text == \
-        "def scale(shape: Circle,\n          factor: float) -> Circle:  # keeps the type\n    ..."
+    assert by_name["scale", None].text == "def scale(shape: Circle, factor: float) -> Circle:  # keeps the type\n    ..."
     assert (by_name["scale", None].start_line, by_name["scale", None].end_line) == (23, 25)
 
 
@@ -78,7 +75,7 @@ const double = (x: number): number => x * 2;
 '''
     result = outline(TYPESCRIPT, source)
     texts = {(d.name, d.kind): d.text for d in result.definitions}
-    assert texts["UNIT", "constant"] == "/** Radius of the unit circle. */\nexport const UNIT = 1;"
+    assert texts["UNIT", "constant"] == "export const UNIT = 1;"  # no doc comment
     assert texts["Point", "type"] == "export interface Point { x: number; y: number }"
     assert texts["scale", "function"] == "export function scale(shape: S, factor: number): S { ... }"
     assert texts["Circle", "class"] == "export class Circle extends Base {\n  radius = 1\n  area(): number { ... }\n}"
@@ -113,7 +110,7 @@ const (
 '''
     result = outline(GO, source)
     texts = {(d.name, d.kind): d.text for d in result.definitions}
-    assert texts["Area", "function"] == "// Area returns the area.\nfunc Area(r float64) float64 { ... }"
+    assert texts["Area", "function"] == "func Area(r float64) float64 { ... }"
     assert texts["Scale", "method"] == "func (c *Circle) Scale(f float64) *Circle { ... }"
     assert next(d for d in result.definitions if d.name == "Scale").container == "Circle"
     assert texts["Circle", "type"] == "type Circle struct {\n\tR float64\n}"
@@ -142,7 +139,7 @@ pub const UNIT: f64 = 1.0;
 '''
     result = outline(RUST, source)
     texts = {(d.name, d.kind): d.text for d in result.definitions}
-    assert texts["scale", "function"] == "/// Scales a circle.\npub fn scale(c: &Circle, f: f64) -> Circle { ... }"
+    assert texts["scale", "function"] == "pub fn scale(c: &Circle, f: f64) -> Circle { ... }"
     assert texts["Shape", "type"] == "pub trait Shape {\n    fn area(&self) -> f64;\n}"
     assert texts["new", "method"] == "impl Circle {\n    pub fn new(r: f64) -> Self { ... }\n}"
     assert texts["UNIT", "constant"] == "pub const UNIT: f64 = 1.0;"
@@ -176,15 +173,14 @@ def test_commonjs_requires_are_imports() -> None:
                                                    Import("./paths.js", "resolve", "res"))
 
 
-def test_a_long_signature_keeps_its_first_and_last_lines() -> None:
+def test_a_long_signature_keeps_its_first_and_last_parameters() -> None:
     params = "".join(f"    p{i}: int,\n" for i in range(12))
     source = f"def wide(\n{params}) -> int:\n    \"\"\"Many parameters.\"\"\"\n    return 0\n"
     [definition] = outline(PYTHON, source).definitions
-    assert definition.text == ("def wide(\n    p0: int,\n    p1: int,\n    p2: int,\n    ...\n) -> int:\n"
-                               '    """Many parameters."""')
+    assert definition.text == "def wide(p0: int, p1: int, p2: int, ...) -> int: ..."
 
 
-def test_brief_views_leave_out_doc_lines_and_all_class_members_but_the_constructor() -> None:
+def test_views_leave_out_doc_lines_and_all_class_members_but_the_constructor() -> None:
     source = '''class Circle(Shape):
     r"""
     A circle: the docstring's first line that says something is the one shown.
@@ -213,19 +209,18 @@ def scale(shape,  # any shape
     """Scale it."""
 '''
     found = {d.name: d for d in outline(PYTHON, source).definitions}
-    assert found["Circle"].text.split("\n")[1] == \
-        '    """A circle: the docstring\'s first line that says something is the one shown."""'
     # one parameter per line is joined into one line, the trailing comma dropped
-    assert found["Circle"].brief_text == ("class Circle(Shape):\n    def __init__(self, radius: float, "
-                                          "centre: tuple[float, float] = (0, 0)) -> None: ...")
-    assert found["__init__"].brief_text == found["Circle"].brief_text
-    assert found["Point"].brief_text == "class Point:\n    x: float\n    y: float"
+    assert found["Circle"].text == ("class Circle(Shape):\n    def __init__(self, radius: float, "
+                                    "centre: tuple[float, float] = (0, 0)) -> None: ...")
+    assert found["__init__"].text == found["Circle"].text
+    assert found["area"].text == "class Circle(Shape):\n    def area(self) -> float: ..."
+    # without a constructor, the first MAX_CLASS_MEMBERS members
+    assert found["Point"].text == "class Point:\n    x: float\n    y: float"
     # a comment in the parameters would swallow what follows it on one line: the lines stay
-    assert found["scale"].brief_text == "def scale(shape,  # any shape\n          factor): ..."
-    assert found["area"].brief is None  # no doc line: the brief view is the view
+    assert found["scale"].text == "def scale(shape,  # any shape\n          factor): ..."
 
 
-def test_typescript_brief_views() -> None:
+def test_typescript_views() -> None:
     source = '''/** A point. */
 export class Point extends Base {
   static origin = 0;
@@ -246,6 +241,6 @@ export function add(a: number, b: number): number {
 }
 '''
     found = {d.name: d for d in outline(TYPESCRIPT, source).definitions if d.container is None}
-    assert found["Point"].brief_text == \
+    assert found["Point"].text == \
         "export class Point extends Base {\n  constructor(public x: number, public y: number) { ... }\n}"
-    assert found["add"].brief_text == "export function add(a: number, b: number): number { ... }"
+    assert found["add"].text == "export function add(a: number, b: number): number { ... }"
