@@ -10,6 +10,10 @@ from coda_lsp.settings import CrossFileFormat
 # A snippet whose non-blank lines are mostly already around the cursor adds nothing and makes the model
 # repeat itself (llama.vim evicts chunks over 0.5 similar to the cursor's).
 NEAR_DUPLICATE_SHARE = 0.5
+# What the sources left goes first to the imported names: the definitions source shows names the code near the
+# cursor already uses, the imports source what the file may call next and nothing nearby shows (context_bench:
+# all sets as good or better, jax's imported calls 64.0 -> 67.5 %; docs/cross-file.md).
+SPILL_ORDER: tuple[SourceKind, ...] = ("import", "definition", "recentEdit", "similar", "inputExtra")
 # Qwen's repository-level layout names the repository first; the workspace folder's name stands in for it.
 REPO_NAME, FILE_SEP = "<|repo_name|>", "<|file_sep|>"
 
@@ -53,10 +57,10 @@ class Layout:
 def assemble(candidates: Mapping[SourceKind, Sequence[Snippet]], source_budgets: Mapping[SourceKind, int],
              budget: int, layout: Layout, local_lines: frozenset[str],
              count_tokens: Callable[[str], int]) -> CrossFilePrompt:
-    """Fill `budget` tokens in two passes over the sources in priority order, best snippet first: the first
-    keeps each source within its own budget, the second lets the sources use what the others left. Snippets
-    that overlap one already chosen or mostly repeat the cursor's code are skipped. A snippet of a file that
-    already has one costs only its own lines: the file's header is written once."""
+    """Fill `budget` tokens in two passes over the sources, best snippet first: the first, in priority order,
+    keeps each source within its own budget, the second lets the sources use what the others left, in
+    SPILL_ORDER. Snippets that overlap one already chosen or mostly repeat the cursor's code are skipped. A
+    snippet of a file that already has one costs only its own lines: the file's header is written once."""
     def cost(text: str) -> int:
         return sum(count_tokens(line) for line in text.splitlines(keepends=True))
 
@@ -65,7 +69,8 @@ def assemble(candidates: Mapping[SourceKind, Sequence[Snippet]], source_budgets:
     chosen: list[tuple[int, PlacedSnippet]] = []
     ranked = {kind: sorted(candidates.get(kind, ()), key=lambda s: -s.score) for kind in SOURCE_KINDS}
     for is_spill in (False, True):
-        for priority, kind in enumerate(SOURCE_KINDS):
+        for kind in SPILL_ORDER if is_spill else SOURCE_KINDS:
+            priority = SOURCE_KINDS.index(kind)
             source_left = left if is_spill else min(source_budgets.get(kind, 0), left)
             if is_spill and not source_budgets.get(kind, 0):
                 continue  # a source turned off (budget 0) stays off

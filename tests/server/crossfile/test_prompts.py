@@ -103,6 +103,16 @@ def test_what_lower_sources_leave_goes_back_to_the_higher_ones() -> None:
     assert off.snippets == ()
 
 
+def test_what_the_sources_leave_goes_to_the_imported_names_first() -> None:
+    definitions = [Snippet("definition", f"d{i}.py", 0, 0, 1 / (i + 1), f"d{i} = 1", "#") for i in range(3)]
+    imported = [Snippet("import", f"i{i}.py", 0, 0, 1 / (i + 1), f"i{i} = 1", "#") for i in range(3)]
+    layout = Layout("comment", "main.py", "#", "ws")
+    # 6 tokens a snippet (header and line), 3 for the current file's header: one each, then one more, an import's
+    prompt = assemble({"definition": definitions, "import": imported}, {"definition": 6, "import": 6},
+                      3 + 18, layout, frozenset(), lambda line: len(line.split()))
+    assert sorted(p.snippet.path for p in prompt.snippets) == ["d0.py", "i0.py", "i1.py"]
+
+
 def test_snippets_of_one_file_share_its_header() -> None:
     layout = Layout("comment", "main.py", "#", "ws")
     snippets = [Snippet("definition", "lib.py", 10, 10, 1.0, "B = 2", "#"),
