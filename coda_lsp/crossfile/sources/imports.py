@@ -12,8 +12,8 @@ it. This source ranks every name the file imports by its uses in the whole file,
    name gains ECHO_WEIGHT where it followed, elsewhere in the neighbourhood, a line naming what the line above
    the cursor names, and up to SIMILAR_WEIGHT where the functions most like the code before the cursor use it;
 3. for a module imported whole (`import networkx as nx`), the names of it that most files of the workspace use.
-Each shows as every definition does (coda_lsp.crossfile.outline): its signature on one line, a class by its
-constructor."""
+Each shows as every definition does (coda_lsp.crossfile.outline), its signature on one line, a class by its
+constructor, a Python one without its annotations."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 from coda_lsp.crossfile.identifiers import jaccard, line_identifiers
 from coda_lsp.crossfile.index import IndexedFile, WorkspaceIndex
-from coda_lsp.crossfile.outline import ImportUses
+from coda_lsp.crossfile.outline import Definition, ImportUses, without_annotations
 from coda_lsp.crossfile.query import NEAR_LINES_AFTER, WINDOW_LINES_BEFORE, CursorQuery
 from coda_lsp.crossfile.resolve import (Found, attribute_definitions, definitions_by_name, imported_definitions,
                                        one_each, places_module)
@@ -60,10 +60,17 @@ def import_snippets(query: CursorQuery, index: WorkspaceIndex) -> list[Snippet]:
                 continue
             seen.add((file.relative, definition.start_line))
             snippets.append(Snippet("import", file.relative, definition.start_line, definition.end_line,
-                                    round(scores[candidate], 4), definition.text, file.language.line_comment))
+                                    round(scores[candidate], 4), _view(file, definition), file.language.line_comment))
             if len(snippets) >= MAX_SNIPPETS:
                 return snippets
     return snippets
+
+
+def _view(file: IndexedFile, definition: Definition) -> str:
+    """Breadth over detail: the name needed ranks anywhere among a dozen, and Python signatures without their
+    annotations take about 30 % fewer tokens (jax's, openai's), so more of them fit; the definitions source keeps
+    the types of the names the code nearby uses."""
+    return without_annotations(definition.text) if file.language.grammar == "python" else definition.text
 
 
 def _scores(current: IndexedFile, uses: ImportUses, query: CursorQuery) -> dict[Candidate, float]:

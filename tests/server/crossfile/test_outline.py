@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coda_lsp.crossfile.outline import Import, outline
+from coda_lsp.crossfile.outline import Import, outline, without_annotations
 from coda_lsp.languages import GO, JAVASCRIPT, PYTHON, RUST, TYPESCRIPT
 
 PYTHON_SOURCE = '''import os
@@ -244,3 +244,16 @@ export function add(a: number, b: number): number {
     assert found["Point"].text == \
         "export class Point extends Base {\n  constructor(public x: number, public y: number) { ... }\n}"
     assert found["add"].text == "export function add(a: number, b: number): number { ... }"
+
+
+def test_a_python_view_without_annotations_keeps_names_defaults_and_markers() -> None:
+    assert without_annotations("def f(a: int, b: dict[str, int] = {}, /, *rest: str, key: str = \":\", "
+                               "**more: Any) -> tuple[int, str]: ...") == \
+        'def f(a, b={}, /, *rest, key=":", **more): ...'
+    assert without_annotations("class Circle(Shape):\n    def __init__(self, radius: float) -> None: ...") == \
+        "class Circle(Shape):\n    def __init__(self, radius): ..."
+    # a dataclass's fields are how to make one; a view that does not parse stays as it is, but for the `...` of a
+    # long parameter list
+    assert without_annotations("class Point:\n    x: float") == "class Point:\n    x: float"
+    assert without_annotations("def f(a: int = (1,) -> int: ...") == "def f(a: int = (1,) -> int: ..."
+    assert without_annotations("def wide(p0: int, ...) -> int: ...") == "def wide(p0, ...): ..."
