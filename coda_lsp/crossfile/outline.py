@@ -1,4 +1,4 @@
-"""One file -> FileOutline: its top-level and class-level definitions (signatures, first doc line) and imports."""
+"""One file -> FileOutline: its top-level and class-level definitions (one-line signatures) and imports."""
 
 from __future__ import annotations
 
@@ -615,8 +615,8 @@ _IMPORT_READERS = {
 @lru_cache(maxsize=4096)  # per view text: the same few hundred imported names are asked for on every keystroke
 def without_annotations(view: str) -> str:
     """A Python view with its functions' parameter and return annotations left out: `def f(a, b=1): ...`, how a
-    call is written, often in a third of the tokens. A view that does not parse stays as it is, but for the
-    `...` standing for the middle of a long parameter list."""
+    call is written, in about 30 % fewer tokens (jax's, openai's). A view that does not parse stays as it is, but
+    for the `...` standing for the middle of a long parameter list."""
     source = view.encode("utf-8")
     edits: list[tuple[int, int, bytes]] = []
     for node in _walk(_parser(PYTHON).parse(source).root_node):
@@ -625,6 +625,8 @@ def without_annotations(view: str) -> str:
         if node.type != "function_definition":
             continue
         parameters, returns = node.child_by_field_name("parameters"), node.child_by_field_name("return_type")
+        if parameters is None:
+            continue
         for parameter in parameters.named_children:
             name, value = parameter.child_by_field_name("name"), parameter.child_by_field_name("value")
             if parameter.type == "typed_parameter":  # `a: int`, `*args: int`: the name has no field
