@@ -627,19 +627,25 @@ def without_annotations(view: str) -> str:
         parameters, returns = node.child_by_field_name("parameters"), node.child_by_field_name("return_type")
         if parameters is None:
             continue
-        for parameter in parameters.named_children:
-            name, value = parameter.child_by_field_name("name"), parameter.child_by_field_name("value")
-            if parameter.type == "typed_parameter":  # `a: int`, `*args: int`: the name has no field
-                shown = source[parameter.named_children[0].start_byte:parameter.named_children[0].end_byte]
-                edits.append((parameter.start_byte, parameter.end_byte, shown))
-            elif parameter.type == "typed_default_parameter" and name is not None and value is not None:
-                shown = source[name.start_byte:name.end_byte] + b"=" + source[value.start_byte:value.end_byte]
-                edits.append((parameter.start_byte, parameter.end_byte, shown))
+        edits.extend((parameter.start_byte, parameter.end_byte, shown) for parameter in parameters.named_children
+                     if (shown := _unannotated(parameter, source)) is not None)
         if returns is not None:
             edits.append((parameters.end_byte, returns.end_byte, b""))
     for start, end, shown in sorted(edits, reverse=True):
         source = source[:start] + shown + source[end:]
     return source.decode("utf-8")
+
+
+def _unannotated(parameter: Any, source: bytes) -> bytes | None:
+    """`a` of `a: int` (`*args` of `*args: int`), `a=1` of `a: int = 1`; None for a parameter without one."""
+    def part(node: Any) -> bytes:
+        return source[node.start_byte:node.end_byte]
+    if parameter.type == "typed_parameter":  # its name has no field: the first child, a splat pattern or not
+        return part(parameter.named_children[0])
+    name, value = parameter.child_by_field_name("name"), parameter.child_by_field_name("value")
+    if parameter.type == "typed_default_parameter" and name is not None and value is not None:
+        return part(name) + b"=" + part(value)
+    return None
 
 
 def _inside_function(node: Any) -> bool:
