@@ -74,6 +74,15 @@ def has_errors(language: LanguageInfo, text: str) -> bool:
     return parse(language, text.encode("utf-8", "replace")).root_node.has_error
 
 
+def error_count(node: Any) -> int:
+    """The syntax errors tree-sitter recovered from under `node`: ERROR nodes (each counted once, whatever it
+    holds) and MISSING ones."""
+    if node.is_error or node.is_missing:
+        return 1
+    return sum(error_count(child) for child in node.children if child.has_error or child.is_missing) \
+        if node.has_error else 0
+
+
 def first_error_row(language: LanguageInfo, text: str) -> int | None:
     """0-based line of the first syntax error (ERROR or MISSING node) in `text`, or None if it parses clean."""
     node = parse(language, text.encode("utf-8", "replace")).root_node

@@ -64,9 +64,11 @@ def family_of(language: LanguageInfo) -> str:
     return _FAMILY.get(language.grammar, language.grammar)
 
 
-def index_file(path: Path, folder: Path, max_bytes: int, text: str | None = None) -> IndexedFile | Refusal:
-    """The outline of one file (read from disk unless the editor's `text` is given, then with its import uses).
-    Parsing never raises: tree-sitter recovers from syntax errors, and a file it cannot read is a Refusal."""
+def index_file(path: Path, folder: Path, max_bytes: int, text: str | None = None,
+               known: FileOutline | None = None) -> IndexedFile | Refusal:
+    """The outline of one file (read from disk unless the editor's `text` is given, then with its import uses,
+    and with `known`, its last outline, for what a text that parses worse keeps of it; see outline). Parsing
+    never raises: tree-sitter recovers from syntax errors, and a file it cannot read is a Refusal."""
     language = language_for("", path.name)
     if language is None:
         return Refusal("not a supported language")
@@ -79,7 +81,7 @@ def index_file(path: Path, folder: Path, max_bytes: int, text: str | None = None
     elif len(text.encode("utf-8", "surrogatepass")) > max_bytes:
         return Refusal(f"over the {max_bytes}-byte cap")
     try:
-        file_outline = outline(language, text, with_uses=is_buffer)
+        file_outline = outline(language, text, with_uses=is_buffer, known=known)
     except (ValueError, RuntimeError) as exc:
         return Refusal(f"does not parse: {exc}")
     return IndexedFile(path, path.relative_to(folder).as_posix(), language, file_outline)

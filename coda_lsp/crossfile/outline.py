@@ -14,7 +14,7 @@ import tree_sitter
 
 from coda_lsp.crossfile.identifiers import identifier_set
 from coda_lsp.languages import PYTHON, LanguageInfo
-from coda_lsp.syntax import grammar_language, new_parser
+from coda_lsp.syntax import error_count, grammar_language, new_parser
 from coda_lsp.text import leading_whitespace
 
 # A class, struct or interface shown whole is cut after this many lines: the budget holds a few hundred tokens.
@@ -82,7 +82,7 @@ class FileOutline:
     # file's own code, not for files importing it. Read, like `uses`, only for an editor's buffer (see outline).
     local_imports: tuple[Import, ...] = ()
     uses: ImportUses | None = None  # where the file uses what it imports (only for an editor's buffer)
-    has_errors: bool = False        # tree-sitter recovered from a syntax error: the outline may lack parts
+    syntax_errors: int = 0  # that tree-sitter recovered from (coda_lsp.syntax.error_count): it may lack parts
 
     @cached_property
     def all_imports(self) -> tuple[Import, ...]:
@@ -123,18 +123,27 @@ _NAME_AND_ATTRIBUTE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:[ \t]*(?:\.|::)[ \
                                  r"([ \t]*\()?")
 
 
-def outline(language: LanguageInfo, text: str, with_uses: bool = False) -> FileOutline:
+def outline(language: LanguageInfo, text: str, with_uses: bool = False,
+            known: FileOutline | None = None) -> FileOutline:
     """The outline of `text`; a file with syntax errors still yields every definition tree-sitter recovers.
     `with_uses` is for a file completions happen in (an editor's buffer), not for the thousands of files a
-    workspace index reads from disk: it adds the imports inside functions and where each import is used."""
+    workspace index reads from disk: it adds the imports inside functions and where each import is used.
+    A text with more syntax errors than the `known` outline of the same file keeps that outline, and reads only
+    the uses that one lacks (the file's outline from disk has none): a pause in the middle of `f("ab`, or an
+    emptied line, can make tree-sitter lose what follows, calls included, and the snippets would change under
+    a line being typed."""
     source = text.encode("utf-8", "replace")
     root = _parser(language).parse(source).root_node
     reader = _Reader(source, language.grammar)
-    definitions = tuple(reader.definitions(root))
-    imports = tuple(reader.imports(root))
-    reexports = tuple(reader.reexports(root))
-    file_outline = FileOutline(definitions, imports, reexports, module_attributes(text, imports, language.grammar),
-                               has_errors=root.has_error)
+    imports = tuple(reader.imports(root))  # read first, whatever is kept: it fills reader.import_lines
+    syntax_errors = error_count(root)
+    if known is not None and syntax_errors > known.syntax_errors:
+        if known.uses is not None or not with_uses:
+            return known
+        file_outline = known
+    else:
+        file_outline = FileOutline(tuple(reader.definitions(root)), imports, tuple(reader.reexports(root)),
+                                   module_attributes(text, imports, language.grammar), syntax_errors=syntax_errors)
     if not with_uses:
         return file_outline
     file_outline = replace(file_outline, local_imports=tuple(reader.local_imports(root)))

@@ -63,19 +63,15 @@ class CrossFile:
     # ---- keeping current -------------------------------------------------------------------------------------
 
     def reindex_text(self, uri: str, text: str, max_bytes: int) -> None:
-        """Index an open document's buffer (the editor's text wins over the disk's). A buffer that stops parsing
-        keeps the outline it had while it did: a pause in the middle of `f("ab` would otherwise make tree-sitter
-        lose the definitions and imports after it, and the snippets would change under a line being typed."""
+        """Index an open document's buffer (the editor's text wins over the disk's), against the outline known
+        for its file: a buffer with more syntax errors keeps that outline (see outline)."""
         path = self.path_of(uri)
         folder = self.index.folder_of(path) if path is not None else None
         if path is None or folder is None:
             return
-        result = index_file(path, folder, max_bytes, text)
+        known = self.index.get(path)
+        result = index_file(path, folder, max_bytes, text, known.outline if known is not None else None)
         if isinstance(result, IndexedFile):
-            known = self.index.get(path)
-            if result.outline.has_errors and known is not None and known.outline.uses is not None and \
-                    not known.outline.has_errors:
-                return
             self.index.add(result)
         else:
             logger.debug("not indexed: %s (%s)", path, result.reason)

@@ -157,10 +157,30 @@ def test_a_call_left_open_keeps_the_imports_and_definitions_around_it() -> None:
     source = ("import os\nfrom .shapes import scale\n\nLIMIT = 3\n\n\ndef run(shape):\n"
               "    \n        shape, factor=2\n    )\n    total = 1\n    return total\n")
     result = outline(PYTHON, source)
-    assert result.has_errors
+    assert result.syntax_errors == 1
     assert result.imports == (Import("os", None, None), Import(".shapes", "scale", None))
     # the indented `total = 1` that tree-sitter lifts out of run's body is no constant of the module
     assert [d.name for d in result.definitions] == ["LIMIT", "run"]
+
+
+def test_a_text_that_parses_worse_keeps_the_known_outline_and_reads_the_uses_it_lacks() -> None:
+    # tree-sitter-typescript 0.23 reads no `out` variance: this file never parses whole, and an open brace being
+    # typed in `run` loses `LIMIT`; the count of errors, not whether there are any, tells the two apart
+    source = ('import { grow } from "./util"\n\nexport interface Box<out A> {\n  readonly value: A\n}\n\n'
+              'export function run(box: Box<number>): number {\n  return grow(box.value)\n}\n\n'
+              'export const LIMIT = grow(3)\n')
+    typing = source.replace("  return grow(box.value)\n", "  if (box.value > 1) {\n")
+    assert [d.name for d in outline(TYPESCRIPT, typing).definitions] == ["Box", "run"]
+    from_disk = outline(TYPESCRIPT, source)  # how the index reads a file: no uses
+    opened = outline(TYPESCRIPT, typing, with_uses=True, known=from_disk)
+    assert (from_disk.syntax_errors, outline(TYPESCRIPT, typing).syntax_errors, opened.syntax_errors) == (1, 2, 1)
+    assert (opened.definitions, opened.imports) == (from_disk.definitions, from_disk.imports)
+    assert opened.uses is not None and opened.uses.names == {"grow": (10,)}  # the typed line's `grow` is gone
+    # a buffer's outline is kept whole, its uses too: a broken parse may lose the calls after the cursor
+    buffer = outline(TYPESCRIPT, source, with_uses=True)
+    assert outline(TYPESCRIPT, typing, with_uses=True, known=buffer) is buffer
+    # as many errors as the known outline, or fewer: the text is read
+    assert outline(TYPESCRIPT, source + "export const MORE = 1\n", known=buffer).definitions[-1].name == "MORE"
 
 
 def test_binary_like_text_does_not_crash() -> None:
