@@ -79,7 +79,8 @@ def exported(file: IndexedFile, name: str, current: IndexedFile, index: Workspac
 
 def _exporters(file: IndexedFile, name: str, index: WorkspaceIndex, depth: int) -> list[tuple[Path, str]]:
     """(path, name there) of the files that define what `file` exports as `name`. Star imports fan out over a
-    whole package, so the answer is remembered until some file's exports change."""
+    whole package, so the answer is remembered until some file's exports change. A whole-module import with a
+    local name (`import * as X from "m"`, `import m as X`) binds that name only and passes none of m's on."""
     if any(d.container is None for d in file.named(name)):
         return [(file.path, name)]
     if depth >= MAX_REEXPORT_DEPTH:
@@ -88,7 +89,7 @@ def _exporters(file: IndexedFile, name: str, index: WorkspaceIndex, depth: int) 
     if key not in index.memo:
         index.memo[key] = list(dict.fromkeys(
             hit for imp in file.outline.imports + file.outline.reexports
-            if imp.name is None or (imp.alias or imp.name) == name  # a star import, or the name
+            if (imp.name is None and imp.alias is None) or (imp.alias or imp.name) == name  # a star import, or the name
             for source in index.module_files(file, imp.module) if source.path != file.path
             for hit in _exporters(source, _source_name(imp) or name, index, depth + 1)))
     return index.memo[key]

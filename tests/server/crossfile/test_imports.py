@@ -205,6 +205,16 @@ def test_typescript_reexports_and_default_imports_resolve(tmp_path: Path) -> Non
         "src/shape.ts:1 export default class Shape {"]
 
 
+def test_a_namespace_import_passes_no_names_on(tmp_path: Path) -> None:
+    # `import * as Option` binds `Option` in util.ts; `map` is option.ts's, and util.ts does not export it
+    files = {
+        "src/option.ts": "export function map(f: (a: number) => number): number {\n  return f(1);\n}\n",
+        "src/util.ts": 'import * as Option from "./option";\nexport const helper = Option.map;\n',
+        "src/app.ts": f'import {{ helper, map }} from "./util";\n\n{CURSOR}\n',
+    }
+    assert _imported(_workspace(tmp_path, files, "src/app.ts")) == ["src/util.ts:2 export const helper = Option.map;"]
+
+
 def test_go_package_functions_used_far_away(tmp_path: Path) -> None:
     far = "".join(f"\t_ = {i}\n" for i in range(80))
     files = {
