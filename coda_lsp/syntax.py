@@ -76,11 +76,15 @@ def has_errors(language: LanguageInfo, text: str) -> bool:
 
 def error_count(node: Any) -> int:
     """The syntax errors tree-sitter recovered from under `node`: ERROR nodes (each counted once, whatever it
-    holds) and MISSING ones."""
-    if node.is_error or node.is_missing:
-        return 1
-    return sum(error_count(child) for child in node.children if child.has_error or child.is_missing) \
-        if node.has_error else 0
+    holds) and MISSING ones. A loop, not recursion: nesting a thousand brackets deep must not raise."""
+    count, stack = 0, [node]
+    while stack:
+        current = stack.pop()
+        if current.is_error or current.is_missing:
+            count += 1
+        elif current.has_error:
+            stack.extend(child for child in current.children if child.has_error or child.is_missing)
+    return count
 
 
 def first_error_row(language: LanguageInfo, text: str) -> int | None:

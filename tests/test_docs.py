@@ -69,6 +69,7 @@ NOT_RUN_HERE: dict[str, str] = {
     "python -m coda_engine.tools.kernel_bench": GPU,
     "python -m coda_lsp.tools.bench": MINUTES,
     "python -m coda_lsp.tools.context_bench": MINUTES + " (and site-packages of packages it names)",
+    "mkdir -p /tmp/ts && for p in rxjs@7.8.2": DOWNLOADS + " (three npm packages, 14 MB)",
     "python -m coda_lsp.tools.serve_bench": MINUTES,
     "python -m coda_lsp.tools.cluster_check": MINUTES,
     "python -m coda_training.bench": MINUTES,

@@ -234,7 +234,9 @@ class WorkspaceIndex:
             return "/".join(parts)
         if module.startswith("."):  # JS / TS relative specifier, with or without its extension
             resolved = posixpath.normpath(posixpath.join(here, module))
-            return next((resolved.removesuffix(ext) for ext in _JS_EXTENSIONS if resolved.endswith(ext)), resolved)
+            stem = next((resolved.removesuffix(ext) for ext in _JS_EXTENSIONS if resolved.endswith(ext)), resolved)
+            # `./dir/index.js` (ES modules write the file out) names the folder's index, keyed by its folder
+            return "" if stem == "index" else stem.removesuffix("/index")
         return module.lstrip("@~/")
 
     def imports_of(self, path: Path) -> tuple[Import, ...]:

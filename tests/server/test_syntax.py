@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from coda_lsp.languages import GO, JAVASCRIPT, LANGUAGES, PYTHON, RUST, TYPESCRIPT, LanguageInfo, language_for
-from coda_lsp.syntax import (GrammarMissing, analyse_scope, check_grammars, find_block_slot, first_error_row,
-                             has_errors, new_parser)
+from coda_lsp.syntax import (GrammarMissing, analyse_scope, check_grammars, error_count, find_block_slot,
+                             first_error_row, has_errors, new_parser)
 
 
 def test_every_language_has_its_grammar() -> None:
@@ -99,6 +99,14 @@ def test_python_body_indent_and_docstring_kept() -> None:
 def test_has_errors() -> None:
     assert not has_errors(PYTHON, "def f():\n    return 1\n")
     assert has_errors(PYTHON, "def f(:\n")
+
+
+def test_error_count_counts_each_error_once_and_any_nesting_depth() -> None:
+    def count(language: LanguageInfo, text: str) -> int:
+        return error_count(new_parser(language).parse(text.encode()).root_node)
+    assert count(PYTHON, "def f():\n    return 1\n") == 0
+    assert count(PYTHON, "def f(:\n" * 3) == 3
+    assert count(PYTHON, "x = " + "[" * 6000 + "1 +" + "]" * 6000 + "\n") == 1  # no RecursionError
 
 
 @pytest.mark.parametrize(("language", "text", "row"), [

@@ -205,6 +205,21 @@ def test_typescript_reexports_and_default_imports_resolve(tmp_path: Path) -> Non
         "src/shape.ts:1 export default class Shape {"]
 
 
+def test_an_es_module_import_of_a_folder_index_names_the_folder(tmp_path: Path) -> None:
+    # ES modules write the file out: `./geo/index.js` is the folder's index, `./index.js` the importer's own folder's
+    files = {
+        "src/geo/impl.ts": "export function area(r: number): number {\n  return 3.14 * r * r;\n}\n",
+        "src/geo/index.ts": 'export * from "./impl.js";\n',
+        "src/index.ts": 'export { area as size } from "./geo/index.js";\n',
+        "src/app.ts": f'import {{ size }} from "./index.js";\nimport * as geo from "./geo/index.js";\n\n{CURSOR}\n',
+    }
+    workspace = _workspace(tmp_path, files, "src/app.ts")
+    assert _imported(workspace) == ["src/geo/impl.ts:1 export function area(r: number): number { ... }"]
+    app = workspace.cross_file.index.get(tmp_path / "shop" / "src" / "app.ts")
+    assert app is not None
+    assert [f.relative for f in workspace.cross_file.index.module_files(app, "./geo/index.js")] == ["src/geo/index.ts"]
+
+
 def test_a_namespace_import_passes_no_names_on(tmp_path: Path) -> None:
     # `import * as Option` binds `Option` in util.ts; `map` is option.ts's, and util.ts does not export it
     files = {
