@@ -236,7 +236,8 @@ class WorkspaceIndex:
             resolved = posixpath.normpath(posixpath.join(here, module))
             stem = next((resolved.removesuffix(ext) for ext in _JS_EXTENSIONS if resolved.endswith(ext)), resolved)
             # `./dir/index.js` (ES modules write the file out) names the folder's index, keyed by its folder
-            return "" if stem == "index" else stem.removesuffix("/index")
+            folder, _, last = stem.rpartition("/")
+            return folder if last == "index" else stem
         return module.lstrip("@~/")
 
     def imports_of(self, path: Path) -> tuple[Import, ...]:

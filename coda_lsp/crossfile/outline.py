@@ -134,16 +134,15 @@ def outline(language: LanguageInfo, text: str, with_uses: bool = False,
     a line being typed."""
     source = text.encode("utf-8", "replace")
     root = _parser(language).parse(source).root_node
-    reader = _Reader(source, language.grammar)
-    imports = tuple(reader.imports(root))  # read first, whatever is kept: it fills reader.import_lines
     syntax_errors = error_count(root)
-    if known is not None and syntax_errors > known.syntax_errors:
-        if known.uses is not None or not with_uses:
-            return known
-        file_outline = known
-    else:
-        file_outline = FileOutline(tuple(reader.definitions(root)), imports, tuple(reader.reexports(root)),
-                                   module_attributes(text, imports, language.grammar), syntax_errors=syntax_errors)
+    kept = known if known is not None and syntax_errors > known.syntax_errors else None
+    if kept is not None and (kept.uses is not None or not with_uses):
+        return kept  # before any reading: each pause in typing a broken line comes here
+    reader = _Reader(source, language.grammar)
+    imports = tuple(reader.imports(root))  # also fills reader.import_lines, which the uses leave out
+    file_outline = kept if kept is not None else FileOutline(
+        tuple(reader.definitions(root)), imports, tuple(reader.reexports(root)),
+        module_attributes(text, imports, language.grammar), syntax_errors=syntax_errors)
     if not with_uses:
         return file_outline
     file_outline = replace(file_outline, local_imports=tuple(reader.local_imports(root)))
