@@ -16,8 +16,10 @@ from coda_lsp.crossfile.discovery import Refusal, is_inside, read_source
 from coda_lsp.crossfile.outline import Definition, FileOutline, Import, outline
 from coda_lsp.languages import LanguageInfo, language_for
 
-# Module files that stand for their folder: `import pkg` is pkg/__init__.py, `./lib` is lib/index.ts.
-_FOLDER_MODULES = frozenset({"__init__", "index", "mod", "lib", "main"})
+# Module files that stand for their folder, per family: `import pkg` is pkg/__init__.py, `./lib` is lib/index.ts,
+# a Rust module its mod.rs (a crate its lib.rs or main.rs); any other stem is a module of its own (`pkg.main`).
+_FOLDER_MODULES = {"python": frozenset({"__init__"}), "js": frozenset({"index"}),
+                   "rust": frozenset({"mod", "lib", "main"})}
 # Languages whose files may import each other (JS imports TS and back).
 _FAMILY = {"javascript": "js", "typescript": "js", "tsx": "js"}
 _JS_EXTENSIONS = (".js", ".jsx", ".mjs", ".cjs", ".ts", ".tsx", ".mts", ".cts")
@@ -94,7 +96,8 @@ def _module_keys(file: IndexedFile, is_package: Callable[[Path], bool]) -> tuple
     `import numpy` is NumPy's, not it."""
     parts = file.relative.split("/")
     stem = parts[-1].rsplit(".", 1)[0]
-    parts = parts[:-1] if file.language.grammar == "go" or stem in _FOLDER_MODULES else parts[:-1] + [stem]
+    is_folder = file.language.grammar == "go" or stem in _FOLDER_MODULES.get(file.family, frozenset())
+    parts = parts[:-1] if is_folder else parts[:-1] + [stem]
     if not parts:
         return ("",)  # the workspace folder is itself a package: `from . import x` at its top, `import pkg` in it
     starts = range(len(parts))
@@ -237,7 +240,7 @@ class WorkspaceIndex:
             stem = next((resolved.removesuffix(ext) for ext in _JS_EXTENSIONS if resolved.endswith(ext)), resolved)
             # `./dir/index.js` (ES modules write the file out) names the folder's index, keyed by its folder
             folder, _, last = stem.rpartition("/")
-            return folder if last == "index" else stem
+            return folder if last in _FOLDER_MODULES["js"] else stem
         return module.lstrip("@~/")
 
     def imports_of(self, path: Path) -> tuple[Import, ...]:

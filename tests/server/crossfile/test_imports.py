@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from coda_lsp.crossfile.outline import FunctionIds, Import, ImportUses, outline
 from coda_lsp.crossfile.query import cursor_query
 from coda_lsp.crossfile.sources.imports import import_snippets
@@ -218,6 +220,18 @@ def test_an_es_module_import_of_a_folder_index_names_the_folder(tmp_path: Path) 
     app = workspace.cross_file.index.get(tmp_path / "shop" / "src" / "app.ts")
     assert app is not None
     assert [f.relative for f in workspace.cross_file.index.module_files(app, "./geo/index.js")] == ["src/geo/index.ts"]
+
+
+@pytest.mark.parametrize(("files", "current"), [
+    ({"pkg/__init__.py": "", "pkg/main.py": "def run(n: int) -> int:\n    return n\n",
+      "pkg/app.py": f"from pkg.main import run\n\n{CURSOR}\n"}, "pkg/app.py"),
+    ({"src/main.ts": "export function run(n: number): number {\n  return n;\n}\n",
+      "src/app.ts": f'import {{ run }} from "./main.js";\n\n{CURSOR}\n'}, "src/app.ts"),
+], ids=["python", "typescript"])
+def test_a_module_named_main_is_itself_not_its_folder(tmp_path: Path, files: dict[str, str], current: str) -> None:
+    # only a package's __init__, a JS folder's index and Rust's mod / lib / main stand for their folder
+    [snippet] = _imported(_workspace(tmp_path, files, current))
+    assert snippet.startswith(("pkg/main.py:1 def run(n)", "src/main.ts:1 export function run("))
 
 
 def test_a_namespace_import_passes_no_names_on(tmp_path: Path) -> None:
